@@ -1,0 +1,151 @@
+/* vae-engine public C API.
+ *
+ * A trainer is created from a config, trains, evaluates, saves and loads
+ * checkpoints and draws samples. Every function returns a vae_status; on
+ * failure vae_last_error() says what went wrong and where (file, line, key,
+ * expected). The library never exits the process. */
+#ifndef VAE_VAE_H
+#define VAE_VAE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum vae_status {
+    VAE_OK = 0,
+    VAE_ERROR_INVALID_ARGUMENT = 1, /* bad config value, bad usage */
+    VAE_ERROR_BAD_INPUT = 2,        /* malformed or truncated file */
+    VAE_ERROR_IO = 3,               /* file missing, unreadable, unwritable, disk full */
+    VAE_ERROR_OUT_OF_MEMORY = 4,
+    VAE_ERROR_DEVICE = 5,           /* CUDA / cuBLAS / cuRAND failure or no usable GPU */
+    VAE_ERROR_NUMERIC = 6,          /* non-finite loss or gradients */
+    VAE_ERROR_INTERRUPTED = 7,      /* stopped by a signal after saving */
+    VAE_ERROR_INTERNAL = 8
+} vae_status;
+
+/* The message of the last failure on this thread ("" if none). */
+const char *vae_last_error(void);
+const char *vae_status_name(vae_status status);
+
+/* ------------------------------------------------------------------ config */
+
+#define VAE_MAX_HIDDEN_LAYERS 16
+#define VAE_PATH_MAX 1024
+
+typedef enum vae_binarize { VAE_BINARIZE_NONE = 0, VAE_BINARIZE_STATIC = 1, VAE_BINARIZE_DYNAMIC = 2 } vae_binarize;
+typedef enum vae_device_kind { VAE_DEVICE_CPU = 0, VAE_DEVICE_CUDA = 1, VAE_DEVICE_AUTO = 2 } vae_device_kind;
+typedef enum vae_precision { VAE_PRECISION_FP32 = 0, VAE_PRECISION_TF32 = 1 } vae_precision;
+typedef enum vae_nonfinite_policy { VAE_NONFINITE_STOP = 0, VAE_NONFINITE_SKIP = 1 } vae_nonfinite_policy;
+
+/* Every key of the INI schema (configs/README.md) has a field here.
+ * Enumerations use the values of kernels/vae_math.h (activation, likelihood,
+ * lr schedule) and the enums above. */
+typedef struct vae_config {
+    /* [data] */
+    char data_path[VAE_PATH_MAX];    /* folder with IDX files, or .npy files */
+    int binarize;                    /* vae_binarize */
+    float binarize_threshold;        /* static binarisation: x > threshold */
+    int validation_size;             /* training examples held out for validation */
+    int train_limit;                 /* 0: all; else the first N training examples */
+    int test_limit;                  /* 0: all; else the first N test examples */
+    /* [model] */
+    int latent_dim;
+    int hidden[VAE_MAX_HIDDEN_LAYERS];         /* encoder widths, input side first */
+    int hidden_count;
+    int decoder_hidden[VAE_MAX_HIDDEN_LAYERS]; /* decoder widths, latent side first */
+    int decoder_hidden_count;                  /* default: encoder's reversed */
+    int activation;                  /* enum vae_activation */
+    int likelihood;                  /* enum vae_likelihood */
+    float gaussian_fixed_logvar;     /* for likelihood gaussian_fixed */
+    int samples;                     /* L, reparameterised samples per point */
+    float beta;                      /* KL weight */
+    int kl_warmup_steps;             /* linear warm-up of beta; 0 = none */
+    float init_scale;                /* 0: PyTorch's nn.Linear default init */
+    /* [train] */
+    int epochs;
+    int batch_size;
+    uint64_t seed;
+    float lr;
+    float lr_min;                    /* cosine schedule's floor */
+    int lr_schedule;                 /* enum vae_lr_schedule */
+    int warmup_steps;                /* learning-rate warm-up */
+    int optimizer_adamw;             /* 0 adam, 1 adamw */
+    float adam_beta1, adam_beta2, adam_epsilon, weight_decay;
+    float grad_clip;                 /* global-norm clip; 0 = off */
+    int log_every_steps;
+    int eval_every_epochs;           /* 0 = only at the end */
+    int eval_batch_size;
+    int precision;                   /* vae_precision (CUDA only) */
+    int nonfinite_policy;            /* vae_nonfinite_policy */
+    float logvar_clamp;              /* 0 = off; else clamp encoder logvar to +-value */
+    /* [checkpoint] */
+    int checkpoint_every_steps;      /* 0 = only at the end */
+    int checkpoint_keep;             /* numbered checkpoints kept besides the latest */
+    /* [output] */
+    int image_every_epochs;          /* sample/reconstruction grids; 0 = off */
+} vae_config;
+
+/* Fills every field with the documented default (configs/README.md). */
+void vae_config_defaults(vae_config *config);
+/* Reads an INI file over the current values. Unknown sections or keys and
+ * out-of-range values are errors naming the file, line and key. */
+vae_status vae_config_load_file(vae_config *config, const char *path);
+/* Applies one "section.key=value" override (as from --set). */
+vae_status vae_config_set(vae_config *config, const char *assignment);
+/* Checks the whole config for consistency (after all overrides). */
+vae_status vae_config_validate(const vae_config *config);
+/* Writes the resolved config as INI that vae_config_load_file reads back. */
+vae_status vae_config_write_file(const vae_config *config, const char *path);
+/* The same INI text into a malloc'd string (caller frees). */
+vae_status vae_config_to_string(const vae_config *config, char **out_text);
+/* Parses INI text (name is used in error messages). */
+vae_status vae_config_load_string(vae_config *config, const char *text, const char *name);
+
+/* ----------------------------------------------------------------- trainer */
+
+typedef struct vae_trainer vae_trainer;
+
+typedef struct vae_train_options {
+    int device;                      /* vae_device_kind */
+    const char *out_dir;             /* metrics.jsonl, config.ini, checkpoint.safetensors */
+    int resume;                      /* continue from out_dir's latest checkpoint */
+    int quiet;                       /* no progress lines on stderr */
+    int max_steps;                   /* 0: train.epochs; else stop after this many steps */
+} vae_train_options;
+
+typedef struct vae_eval_result {
+    double elbo;            /* per-sample ELBO, nats */
+    double reconstruction;  /* per-sample E_q[log p(x|z)] */
+    double kl;              /* per-sample KL(q || p) */
+    double log_likelihood;  /* IWAE estimate (when asked for) */
+    int iwae_k;
+    int active_units;
+    long points;
+    double seconds;
+} vae_eval_result;
+
+/* Builds the model and backend for a config; loads the data. */
+vae_status vae_trainer_create(vae_trainer **out, const vae_config *config, int device);
+/* Creates a trainer from a checkpoint's stored config and weights. */
+vae_status vae_trainer_load(vae_trainer **out, const char *checkpoint_path, int device);
+void vae_trainer_destroy(vae_trainer *trainer);
+vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *options);
+/* split: "train", "validation" or "test". iwae_k 0: ELBO only. */
+vae_status vae_trainer_evaluate(vae_trainer *trainer, const char *split, int iwae_k, vae_eval_result *result);
+vae_status vae_trainer_save(vae_trainer *trainer, const char *checkpoint_path);
+/* Decodes count draws from the prior into images in [0,1], [count, D]. */
+vae_status vae_trainer_sample(vae_trainer *trainer, int count, uint64_t seed, float *images);
+/* Trains for timed_steps after warmup_steps; samples per second of training. */
+vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int timed_steps, double *samples_per_second);
+const vae_config *vae_trainer_config(const vae_trainer *trainer);
+/* Image shape of the data (rows, cols) for pictures; 0 if not images. */
+void vae_trainer_image_shape(const vae_trainer *trainer, int *rows, int *cols);
+const char *vae_trainer_device_name(const vae_trainer *trainer);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

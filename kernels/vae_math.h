@@ -1,0 +1,162 @@
+/* Element-wise math of the engine, written once for the CPU backend and the
+ * CUDA kernels. Every formula of the model lives here: activations, the
+ * likelihood terms, the KL term, the reparameterisation, Adam, schedules.
+ * All are stable at extreme inputs (logits of +-100, logvar of +-30). */
+#ifndef VAE_MATH_H
+#define VAE_MATH_H
+
+#include <stdint.h>
+#include "vae_hostdevice.h"
+
+#define VAE_LOG_2PI 1.8378770664093453f
+
+enum vae_activation {
+    VAE_ACTIVATION_RELU = 0,
+    VAE_ACTIVATION_TANH = 1,
+    VAE_ACTIVATION_SOFTPLUS = 2,
+    VAE_ACTIVATION_GELU = 3,
+    VAE_ACTIVATION_IDENTITY = 4
+};
+
+enum vae_likelihood {
+    VAE_LIKELIHOOD_BERNOULLI = 0,      /* D logits */
+    VAE_LIKELIHOOD_GAUSSIAN = 1,       /* D means then D log-variances (2D outputs) */
+    VAE_LIKELIHOOD_GAUSSIAN_FIXED = 2  /* D means, one fixed log-variance */
+};
+
+/* log(1 + exp(x)) without overflow or loss of precision at either end. */
+VAE_HD float vae_softplus(float x) {
+    return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x));
+}
+
+VAE_HD float vae_sigmoid(float x) {
+    if (x >= 0.0f) { float e = expf(-x); return 1.0f / (1.0f + e); }
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+/* ---- activations: forward from the pre-activation, backward from it too ---- */
+VAE_HD float vae_activation_forward(int activation, float pre) {
+    switch (activation) {
+    case VAE_ACTIVATION_RELU: return pre > 0.0f ? pre : 0.0f;
+    case VAE_ACTIVATION_TANH: return tanhf(pre);
+    case VAE_ACTIVATION_SOFTPLUS: return vae_softplus(pre);
+    case VAE_ACTIVATION_GELU: return 0.5f * pre * (1.0f + erff(pre * 0.70710678118654752f));
+    default: return pre;
+    }
+}
+
+/* d activation / d pre, evaluated at pre. */
+VAE_HD float vae_activation_derivative(int activation, float pre) {
+    switch (activation) {
+    case VAE_ACTIVATION_RELU: return pre > 0.0f ? 1.0f : 0.0f;
+    case VAE_ACTIVATION_TANH: { float t = tanhf(pre); return 1.0f - t * t; }
+    case VAE_ACTIVATION_SOFTPLUS: return vae_sigmoid(pre);
+    case VAE_ACTIVATION_GELU: {
+        float cdf = 0.5f * (1.0f + erff(pre * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * expf(-0.5f * pre * pre);
+        return cdf + pre * pdf;
+    }
+    default: return 1.0f;
+    }
+}
+
+/* ---- likelihoods: log p(x | params) and d(-log p)/d params ---- */
+
+/* Bernoulli from a logit: x*l - softplus(l), never log(sigmoid). */
+VAE_HD float vae_bernoulli_log_prob(float x, float logit) {
+    return x * logit - vae_softplus(logit);
+}
+VAE_HD float vae_bernoulli_neg_log_prob_grad(float x, float logit) {
+    return vae_sigmoid(logit) - x;
+}
+
+/* Gaussian with mean m and log-variance lv. */
+VAE_HD float vae_gaussian_log_prob(float x, float mean, float logvar) {
+    float diff = x - mean;
+    return -0.5f * (VAE_LOG_2PI + logvar + diff * diff * expf(-logvar));
+}
+VAE_HD float vae_gaussian_neg_log_prob_grad_mean(float x, float mean, float logvar) {
+    return (mean - x) * expf(-logvar);
+}
+VAE_HD float vae_gaussian_neg_log_prob_grad_logvar(float x, float mean, float logvar) {
+    float diff = x - mean;
+    return 0.5f * (1.0f - diff * diff * expf(-logvar));
+}
+
+/* ---- posterior: KL(N(mu, exp(lv)) || N(0,1)) per dimension, reparam ---- */
+VAE_HD float vae_kl_term(float mu, float logvar) {
+    /* expm1 keeps exp(lv) - 1 - lv accurate when lv is near 0. */
+    return 0.5f * (mu * mu + expm1f(logvar) - logvar);
+}
+VAE_HD float vae_kl_grad_mu(float mu) { return mu; }
+VAE_HD float vae_kl_grad_logvar(float logvar) { return 0.5f * expm1f(logvar); }
+
+VAE_HD float vae_reparam_z(float mu, float logvar, float eps) {
+    return mu + expf(0.5f * logvar) * eps;
+}
+/* dz/dlogvar = 0.5 * std * eps = 0.5 * (z - mu): no stored eps needed. */
+VAE_HD float vae_reparam_grad_logvar(float dz, float z, float mu) {
+    return dz * 0.5f * (z - mu);
+}
+
+/* log N(z; 0, 1) - log N(z; mu, exp(lv)) for one dimension: the per-dimension
+ * part of log p(z) - log q(z|x) in the importance weight. */
+VAE_HD float vae_log_prior_minus_log_posterior(float z, float mu, float logvar) {
+    float diff = z - mu;
+    return -0.5f * z * z + 0.5f * (logvar + diff * diff * expf(-logvar));
+}
+
+/* ---- schedules, read from the step counter so a graph can replay them ---- */
+
+/* Linear KL warm-up: beta * min(1, (step+1)/warmup_steps). */
+VAE_HD float vae_schedule_beta(uint64_t step, float beta, uint64_t warmup_steps) {
+    if (warmup_steps == 0 || step + 1 >= warmup_steps) return beta;
+    return beta * (float)(step + 1) / (float)warmup_steps;
+}
+
+enum vae_lr_schedule { VAE_LR_CONSTANT = 0, VAE_LR_COSINE = 1 };
+
+/* Learning rate at a 0-based step: linear warm-up then constant or cosine
+ * decay to lr_min at total_steps. */
+VAE_HD float vae_schedule_lr(uint64_t step, int schedule, float lr, float lr_min,
+                             uint64_t warmup_steps, uint64_t total_steps) {
+    if (warmup_steps > 0 && step < warmup_steps)
+        return lr * (float)(step + 1) / (float)warmup_steps;
+    if (schedule == VAE_LR_CONSTANT || total_steps <= warmup_steps) return lr;
+    double progress = (double)(step - warmup_steps) / (double)(total_steps - warmup_steps);
+    if (progress > 1.0) progress = 1.0;
+    return lr_min + 0.5f * (lr - lr_min) * (float)(1.0 + cos(3.14159265358979323846 * progress));
+}
+
+/* ---- Adam / AdamW, as torch.optim computes them ---- */
+typedef struct vae_adam_settings {
+    float lr, lr_min, beta1, beta2, epsilon, weight_decay;
+    int decoupled_weight_decay; /* 1: AdamW, 0: Adam with L2 added to the gradient */
+    int lr_schedule;
+    uint64_t warmup_steps, total_steps;
+    float clip_norm;            /* 0: no clipping */
+} vae_adam_settings;
+
+/* One parameter's update at 1-based time t with learning rate lr. */
+VAE_HD void vae_adam_update(float *param, float *m, float *v, float grad, float lr,
+                            const vae_adam_settings *s, float bias1, float bias2) {
+    if (s->weight_decay != 0.0f) {
+        if (s->decoupled_weight_decay) *param *= 1.0f - lr * s->weight_decay;
+        else grad += s->weight_decay * *param;
+    }
+    *m = s->beta1 * *m + (1.0f - s->beta1) * grad;
+    *v = s->beta2 * *v + (1.0f - s->beta2) * grad * grad;
+    float denom = sqrtf(*v) / sqrtf(bias2) + s->epsilon;
+    *param -= (lr / bias1) * (*m / denom);
+}
+
+/* Scale applied to gradients for global-norm clipping (torch's clip_grad_norm_). */
+VAE_HD float vae_clip_scale(float norm_squared, float clip_norm) {
+    if (clip_norm <= 0.0f) return 1.0f;
+    float norm = sqrtf(norm_squared);
+    float scale = clip_norm / (norm + 1e-6f);
+    return scale < 1.0f ? scale : 1.0f;
+}
+
+#endif
