@@ -1,0 +1,26 @@
+// Helpers shared by the GoogleTest suites.
+#ifndef VAE_TEST_SUPPORT_H
+#define VAE_TEST_SUPPORT_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace vae_test {
+
+// A fresh empty folder under the build tree for one test.
+std::string temporary_folder(const std::string &name);
+void write_file(const std::string &path, const std::string &bytes);
+std::string read_file(const std::string &path);
+// ||a - b|| / max(||b||, tiny): the normalised error used by all comparisons.
+double relative_error(const float *a, const float *b, size_t count);
+double relative_error(const std::vector<float> &a, const std::vector<float> &b);
+// Fresh random values from a seeded generator (tests print the seed they use).
+std::vector<float> random_normal(size_t count, uint64_t seed, float scale = 1.0f);
+std::vector<float> random_uniform(size_t count, uint64_t seed, float low, float high);
+// The Debian package's folder when dataset-fashion-mnist is installed, else "".
+std::string fashion_mnist_folder();
+
+}  // namespace vae_test
+
+#endif
