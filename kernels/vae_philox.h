@@ -29,7 +29,9 @@ enum vae_random_purpose {
     VAE_RANDOM_BINARIZE = 1,   /* dynamic binarisation of a batch */
     VAE_RANDOM_EVAL_EPS = 2,   /* evaluation noise (ELBO / IWAE) */
     VAE_RANDOM_EVAL_BINARIZE = 3,
-    VAE_RANDOM_SAMPLE = 4      /* prior samples for pictures */
+    VAE_RANDOM_SAMPLE = 4,     /* prior samples for pictures */
+    VAE_RANDOM_SHUFFLE = 5,    /* per-epoch permutation (host) */
+    VAE_RANDOM_INIT = 6        /* parameter initialisation (host) */
 };
 
 typedef struct vae_philox_block { uint32_t word[4]; } vae_philox_block;

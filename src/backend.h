@@ -1,7 +1,7 @@
 /* The backend table: every operation a training step needs. The step is
  * written once (src/train_step.c) against this table; the CPU reference
  * backend (src/backend_cpu.c) and the CUDA backend (src/backend_cuda.c with
- * kernels/*.cu) implement it. All pointers passed to operations are backend
+ * the kernels/ .cu files) implement it. All pointers passed to operations are backend
  * memory (from alloc), except where a parameter says "host".
  *
  * Layouts are row-major. A linear layer's weight is [out, in] (PyTorch's
@@ -21,6 +21,7 @@
 
 #include "vae/vae.h"
 #include "../kernels/vae_math.h"
+#include "../kernels/vae_philox.h"
 
 typedef struct vae_backend vae_backend;
 
@@ -132,12 +133,12 @@ typedef struct vae_backend_ops {
 
     /* Adam/AdamW over the flat buffers, at t = counter.step + 1, with the
      * learning rate of the schedule and global-norm clipping from
-     * *grad_norm_squared. If the norm is not finite: skip_nonfinite set ->
-     * parameters unchanged, counter.skipped_steps += 1; in both cases
-     * counter.nonfinite_seen = 1. Then counter.step += 1. */
+     * *grad_norm_squared. If the norm is not finite the parameters and
+     * moments stay unchanged, counter.skipped_steps += 1 and
+     * counter.nonfinite_seen = 1 (the trainer's policy then skips on or
+     * stops). Then counter.step += 1. */
     vae_status (*adam_step)(vae_backend *backend, float *params, const float *grads, float *m, float *v, size_t count,
-                            const vae_adam_settings *settings, const float *grad_norm_squared, int skip_nonfinite,
-                            vae_step_counter *counter);
+                            const vae_adam_settings *settings, const float *grad_norm_squared, vae_step_counter *counter);
 } vae_backend_ops;
 
 struct vae_backend {

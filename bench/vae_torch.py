@@ -1,0 +1,243 @@
+"""A PyTorch model that computes the same function as vae-engine.
+
+Shared by tests/golden/make_golden.py (golden loss and gradients for the C
+engine's test) and bench/pytorch_vae.py (the throughput peer). Written from the
+engine's definitions (src/model.h, kernels/vae_math.h), not from its code:
+
+  encoder: Linear(D, h1) + act, ..., Linear(h_last, 2Z)  rows 0..Z-1 mu, Z..2Z-1 logvar
+  z = mu + exp(0.5 logvar) * eps, eps [L*B, Z] sample-major (row l*B + b is data row b)
+  decoder: Linear(Z, g1) + act, ..., Linear(g_last, W)
+      W = D  bernoulli logits, or gaussian_fixed means (fixed log-variance)
+      W = 2D gaussian: columns 0..D-1 the mean, D..2D-1 the log-variance
+  loss = mean over rows b of [ -(1/L) sum_l log p(x_b | z_{l,b}) + beta * KL_b ]
+
+The ModuleList attributes are named encoder and decoder, so the state_dict keys
+(encoder.0.weight, ..., decoder.{M}.bias) are exactly the engine's tensor names
+and an engine checkpoint loads unchanged (load_engine_checkpoint).
+"""
+
+import configparser
+import json
+import math
+import re
+import struct
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ACTIVATIONS = ("relu", "tanh", "softplus", "gelu")
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_fixed")
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def apply_activation(name, pre):
+    if name == "relu":
+        return torch.relu(pre)
+    if name == "tanh":
+        return torch.tanh(pre)
+    if name == "softplus":
+        return F.softplus(pre)
+    if name == "gelu":
+        return F.gelu(pre)  # the exact (erf) form, as the engine
+    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+
+
+class TorchVAE(nn.Module):
+    def __init__(self, input_dim, hidden, latent_dim, decoder_hidden=None, activation="relu",
+                 likelihood="bernoulli", gaussian_fixed_logvar=0.0, samples=1, beta=1.0):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r}: expected one of {ACTIVATIONS}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood {likelihood!r}: expected one of {LIKELIHOODS}")
+        hidden = list(hidden)
+        decoder_hidden = list(reversed(hidden)) if decoder_hidden is None else list(decoder_hidden)
+        self.input_dim = int(input_dim)
+        self.latent_dim = int(latent_dim)
+        self.activation = activation
+        self.likelihood = likelihood
+        self.gaussian_fixed_logvar = float(gaussian_fixed_logvar)
+        self.samples = int(samples)
+        self.beta = float(beta)
+        self.hidden = hidden
+        self.decoder_hidden = decoder_hidden
+        self.output_width = 2 * self.input_dim if likelihood == "gaussian" else self.input_dim
+
+        encoder_widths = [self.input_dim] + hidden + [2 * self.latent_dim]
+        decoder_widths = [self.latent_dim] + decoder_hidden + [self.output_width]
+        self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(encoder_widths[:-1], encoder_widths[1:]))
+        self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(decoder_widths[:-1], decoder_widths[1:]))
+
+    # ---- the pieces -------------------------------------------------------
+    @staticmethod
+    def _mlp(layers, activation, h):
+        for i, layer in enumerate(layers):
+            h = layer(h)
+            if i + 1 < len(layers):  # the last layer is a head: no activation
+                h = apply_activation(activation, h)
+        return h
+
+    def encode(self, x):
+        """[B, D] -> (mu [B, Z], logvar [B, Z])."""
+        head = self._mlp(self.encoder, self.activation, x)
+        return head[:, :self.latent_dim], head[:, self.latent_dim:]
+
+    def decode(self, z):
+        """[N, Z] -> decoder output [N, W] (logits, means, or means|logvars)."""
+        return self._mlp(self.decoder, self.activation, z)
+
+    def log_likelihood(self, x_repeated, output):
+        """Per-row log p(x | decoder output), summed over the D columns."""
+        d = self.input_dim
+        if self.likelihood == "bernoulli":
+            # x*l - softplus(l): from logits, never log(sigmoid).
+            return (x_repeated * output - F.softplus(output)).sum(dim=1)
+        if self.likelihood == "gaussian":
+            mean, logvar = output[:, :d], output[:, d:]
+        else:
+            mean = output
+            logvar = torch.full_like(mean, self.gaussian_fixed_logvar)
+        diff = x_repeated - mean
+        return (-0.5 * (LOG_2PI + logvar + diff * diff * torch.exp(-logvar))).sum(dim=1)
+
+    @staticmethod
+    def kl_per_row(mu, logvar):
+        """KL(N(mu, exp(lv)) || N(0, I)) per row; expm1 as the engine."""
+        return (0.5 * (mu * mu + torch.expm1(logvar) - logvar)).sum(dim=1)
+
+    # ---- the objective ----------------------------------------------------
+    def loss_terms(self, x, eps):
+        """x [B, D], eps [L*B, Z] sample-major. Returns (loss, mean -logp, mean KL)."""
+        rows = x.shape[0]
+        samples = eps.shape[0] // rows
+        if eps.shape[0] != samples * rows or eps.shape[1] != self.latent_dim:
+            raise ValueError(f"eps has shape {tuple(eps.shape)}; expected [{self.samples}*{rows}, {self.latent_dim}]")
+        mu, logvar = self.encode(x)
+        mu_repeated = mu.repeat(samples, 1)          # row l*B + b is mu[b]
+        logvar_repeated = logvar.repeat(samples, 1)
+        z = mu_repeated + torch.exp(0.5 * logvar_repeated) * eps
+        output = self.decode(z)
+        logp = self.log_likelihood(x.repeat(samples, 1), output)  # [L*B]
+        reconstruction = -logp.view(samples, rows).mean(dim=0)    # -(1/L) sum_l, per row
+        kl = self.kl_per_row(mu, logvar)
+        loss = (reconstruction + self.beta * kl).mean()
+        return loss, reconstruction.mean(), kl.mean()
+
+    def loss(self, x, eps):
+        return self.loss_terms(x, eps)[0]
+
+    def forward(self, x):
+        """Training mode: draws eps ~ N(0, I) of shape [L*B, Z] and returns the loss."""
+        eps = torch.randn(self.samples * x.shape[0], self.latent_dim, device=x.device, dtype=x.dtype)
+        return self.loss(x, eps)
+
+    def parameters_in_engine_order(self):
+        """(name, tensor) in the engine's flat-buffer order: per layer weight then bias,
+        encoder then decoder (the order of state_dict here)."""
+        names = []
+        for prefix, layers in (("encoder", self.encoder), ("decoder", self.decoder)):
+            for i, layer in enumerate(layers):
+                names.append((f"{prefix}.{i}.weight", layer.weight))
+                names.append((f"{prefix}.{i}.bias", layer.bias))
+        return names
+
+
+# ---- configs ----------------------------------------------------------------
+
+def parse_width_list(text):
+    """'400, 200' or '400 200' -> [400, 200]; '' or 'none' -> []."""
+    text = (text or "").strip()
+    if text.lower() in ("", "none"):
+        return []
+    return [int(item) for item in re.split(r"[,\s]+", text) if item]
+
+
+def read_config_text(text):
+    parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
+    parser.read_string(text)
+    return parser
+
+
+def model_settings_from_config(parser):
+    """The keyword arguments of TorchVAE (less input_dim) from an INI parser, with
+    the engine's key names ([model] hidden, decoder_hidden, latent_dim, ...)."""
+    model = parser["model"] if parser.has_section("model") else {}
+    settings = {
+        "hidden": parse_width_list(model.get("hidden", "400")),
+        "latent_dim": int(model.get("latent_dim", "20")),
+        "activation": model.get("activation", "relu").strip(),
+        "likelihood": model.get("likelihood", "bernoulli").strip(),
+        "gaussian_fixed_logvar": float(model.get("gaussian_fixed_logvar", "0")),
+        "samples": int(model.get("samples", "1")),
+        "beta": float(model.get("beta", "1")),
+    }
+    settings["decoder_hidden"] = (parse_width_list(model["decoder_hidden"]) if "decoder_hidden" in model
+                                  else None)
+    return settings
+
+
+# ---- engine checkpoints (safetensors) ---------------------------------------
+
+def _read_safetensors_by_hand(path):
+    """(tensors {name: np.ndarray float32}, metadata {str: str}) with json+struct+numpy."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    if len(blob) < 8:
+        raise ValueError(f"{path}: {len(blob)} bytes, too short for a safetensors header length")
+    (header_length,) = struct.unpack("<Q", blob[:8])
+    if header_length > len(blob) - 8:
+        raise ValueError(f"{path}: header length {header_length} exceeds the file ({len(blob)} bytes)")
+    header = json.loads(blob[8:8 + header_length].decode("utf-8"))
+    data = blob[8 + header_length:]
+    metadata = header.pop("__metadata__", {}) or {}
+    tensors = {}
+    for name, entry in header.items():
+        if entry.get("dtype") != "F32":
+            raise ValueError(f"{path}: tensor {name} has dtype {entry.get('dtype')}; expected F32")
+        begin, end = entry["data_offsets"]
+        shape = [int(s) for s in entry["shape"]]
+        count = int(np.prod(shape)) if shape else 1
+        if not (0 <= begin <= end <= len(data)) or end - begin != 4 * count:
+            raise ValueError(f"{path}: tensor {name} offsets {begin}..{end} do not fit shape {shape}"
+                             f" in a data section of {len(data)} bytes")
+        tensors[name] = np.frombuffer(data, dtype="<f4", count=count, offset=begin).reshape(shape).copy()
+    return tensors, metadata
+
+
+def read_safetensors(path):
+    """Prefers the safetensors package when installed; else the hand parser."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        return _read_safetensors_by_hand(path)
+    tensors = {}
+    with safe_open(path, framework="numpy") as f:
+        metadata = f.metadata() or {}
+        for name in f.keys():
+            tensors[name] = f.get_tensor(name)
+    return tensors, metadata
+
+
+def load_engine_checkpoint(path):
+    """Builds a TorchVAE from an engine checkpoint: the model from the INI text in
+    __metadata__["config"], input_dim from encoder.0.weight, then the weights.
+    Extra tensors (optimizer state) are ignored. Returns (model, metadata)."""
+    tensors, metadata = read_safetensors(path)
+    if "config" not in metadata:
+        raise ValueError(f"{path}: __metadata__ has no 'config' entry (keys: {sorted(metadata)})")
+    settings = model_settings_from_config(read_config_text(metadata["config"]))
+    if "encoder.0.weight" not in tensors:
+        raise ValueError(f"{path}: no tensor encoder.0.weight")
+    input_dim = tensors["encoder.0.weight"].shape[1]
+    model = TorchVAE(input_dim, **settings)
+    state = model.state_dict()
+    missing = [name for name in state if name not in tensors]
+    if missing:
+        raise ValueError(f"{path}: missing tensors {missing}")
+    for name, value in state.items():
+        if tuple(tensors[name].shape) != tuple(value.shape):
+            raise ValueError(f"{path}: tensor {name} has shape {tensors[name].shape}; expected {tuple(value.shape)}")
+    model.load_state_dict({name: torch.from_numpy(tensors[name]) for name in state})
+    return model, metadata

@@ -1,0 +1,70 @@
+/* Device helpers shared by the kernels: launch sizing, the fixed-order block
+ * reductions (deterministic: the same inputs give the same bits on every
+ * run), and the logvar clamp. CUDA only. */
+#ifndef VAE_CUDA_COMMON_CUH
+#define VAE_CUDA_COMMON_CUH
+
+#include <stddef.h>
+#include <cuda_runtime.h>
+
+/* Threads per block of the element-wise and row kernels (a power of two:
+ * the tree reductions below rely on it). */
+#define VAE_BLOCK 256
+
+/* Blocks for a grid-stride loop over count items: enough to fill any GPU,
+ * never more than needed. count > 0. */
+static inline unsigned int vae_grid_for(size_t count) {
+    size_t blocks = (count + VAE_BLOCK - 1) / VAE_BLOCK;
+    const size_t max_blocks = 4096;
+    return (unsigned int)(blocks < max_blocks ? blocks : max_blocks);
+}
+
+/* Sum of value over the block's BLOCK threads, as a fixed binary tree over
+ * thread indices; every thread gets the result. shared holds BLOCK items. The
+ * final __syncthreads lets the caller reuse shared at once. */
+template <typename T, int BLOCK>
+__device__ __forceinline__ T vae_block_sum(T value, T *shared) {
+    static_assert((BLOCK & (BLOCK - 1)) == 0, "block size must be a power of two");
+    const int thread = threadIdx.x;
+    shared[thread] = value;
+    __syncthreads();
+    for (int stride = BLOCK / 2; stride > 0; stride >>= 1) {
+        if (thread < stride) shared[thread] = shared[thread] + shared[thread + stride];
+        __syncthreads();
+    }
+    T result = shared[0];
+    __syncthreads();
+    return result;
+}
+
+/* Maximum over the block, same tree. NaN anywhere gives NaN (so a NaN log
+ * weight is not silently dropped). */
+template <typename T, int BLOCK>
+__device__ __forceinline__ T vae_block_max(T value, T *shared) {
+    const int thread = threadIdx.x;
+    shared[thread] = value;
+    __syncthreads();
+    for (int stride = BLOCK / 2; stride > 0; stride >>= 1) {
+        if (thread < stride) {
+            T a = shared[thread], b = shared[thread + stride];
+            shared[thread] = (a != a || a > b) ? a : b;
+        }
+        __syncthreads();
+    }
+    T result = shared[0];
+    __syncthreads();
+    return result;
+}
+
+/* logvar_clamp > 0 clamps the encoder's logvar to [-clamp, clamp] before any
+ * use (z, KL, importance weights); 0 leaves it alone. fminf/fmaxf, like the
+ * CPU backend. A value strictly outside the interval is "clamped": its
+ * gradient is zero. */
+__device__ __forceinline__ float vae_clamp_logvar(float logvar, float clamp) {
+    return clamp > 0.0f ? fminf(fmaxf(logvar, -clamp), clamp) : logvar;
+}
+__device__ __forceinline__ bool vae_logvar_is_clamped(float logvar, float clamp) {
+    return clamp > 0.0f && (logvar < -clamp || logvar > clamp);
+}
+
+#endif

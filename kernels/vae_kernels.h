@@ -1,0 +1,75 @@
+/* C launchers of the CUDA kernels (kernels/*.cu), called by the CUDA
+ * backend's host side (src/backend_cuda.c). Every launcher enqueues its
+ * kernels on the given stream, never synchronises, and returns the launch
+ * status (cudaGetLastError). All pointers are device memory except the
+ * settings structs, which are passed by value into the kernels (so a captured
+ * CUDA graph keeps them). Sizes have been validated by the caller (positive). */
+#ifndef VAE_KERNELS_H
+#define VAE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <cuda_runtime_api.h>
+
+#include "backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Blocks of the first pass of vae_launch_sum_of_squares: the scratch buffer
+ * it is given holds this many doubles. */
+#define VAE_REDUCTION_BLOCKS 512
+
+/* ---- activation.cu ---- */
+cudaError_t vae_launch_fill(float *destination, float value, size_t count, cudaStream_t stream);
+/* y[rows, width] += bias[width] (row broadcast). */
+cudaError_t vae_launch_bias_add(float *y, const float *bias, int rows, int width, cudaStream_t stream);
+/* bias_gradient[width] = sum over rows of dy[rows, width], fixed order. */
+cudaError_t vae_launch_bias_gradient(const float *dy, float *bias_gradient, int rows, int width,
+                                     cudaStream_t stream);
+cudaError_t vae_launch_activation_forward(int activation, const float *pre, float *post, size_t count,
+                                          cudaStream_t stream);
+/* dpre may alias dpost. */
+cudaError_t vae_launch_activation_backward(int activation, const float *pre, const float *dpost, float *dpre,
+                                           size_t count, cudaStream_t stream);
+
+/* ---- gather.cu ---- */
+cudaError_t vae_launch_gather_batch(const void *dataset, const int32_t *permutation, int dim, int rows,
+                                    vae_gather_settings settings, const vae_step_counter *counter, float *x,
+                                    cudaStream_t stream);
+
+/* ---- reparam_kl.cu ---- */
+cudaError_t vae_launch_reparam_kl_forward(const float *mu_logvar, float *z, float *kl, int rows, int latent,
+                                          int samples, vae_noise_settings noise, const vae_step_counter *counter,
+                                          const float *eps_override, float logvar_clamp, cudaStream_t stream);
+cudaError_t vae_launch_reparam_kl_backward(const float *mu_logvar, const float *z, const float *dz,
+                                           float *dmu_logvar, int rows, int latent, int samples, float beta,
+                                           uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                           float logvar_clamp, cudaStream_t stream);
+
+/* ---- likelihood.cu ---- */
+cudaError_t vae_launch_likelihood(int likelihood, const float *x, float *out, float *logp, int rows, int samples,
+                                  int dim, float fixed_logvar, int write_gradient, cudaStream_t stream);
+
+/* ---- reduce.cu ---- */
+/* scratch: VAE_REDUCTION_BLOCKS doubles. */
+cudaError_t vae_launch_sum_of_squares(const float *values, size_t count, float *result, double *scratch,
+                                      cudaStream_t stream);
+cudaError_t vae_launch_accumulate_loss(const float *logp, const float *kl, int rows, int samples, float beta,
+                                       uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                       double *accumulator, cudaStream_t stream);
+cudaError_t vae_launch_importance_log_mean(const float *logp, const float *mu_logvar, const float *z,
+                                           float *result, int rows, int latent, int samples, float logvar_clamp,
+                                           cudaStream_t stream);
+
+/* ---- adam.cu ---- */
+cudaError_t vae_launch_adam_step(float *params, const float *grads, float *m, float *v, size_t count,
+                                 vae_adam_settings settings, const float *grad_norm_squared, int skip_nonfinite,
+                                 vae_step_counter *counter, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,164 @@
+#!/usr/bin/python3
+"""Writes tests/golden/golden_cases.json: loss and gradients of the VAE objective
+computed by PyTorch autograd in float64, for fixed weights, inputs and eps.
+tests/test_golden.cpp checks the engine's CPU reference against them.
+
+Run from anywhere:  /usr/bin/python3 tests/golden/make_golden.py
+Inputs (parameters, x, eps) are drawn from fixed seeds and rounded to float32
+first, so the engine (which holds float32) sees exactly the values used here.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "bench"))
+from vae_torch import TorchVAE, apply_activation  # noqa: E402
+
+WEIGHT_SCALE = 0.3
+# ReLU is not differentiable at 0: a pre-activation this close to 0 could flip
+# side between float32 and float64, so such draws are rejected.
+RELU_MARGIN = 1e-3
+
+# name, input_dim, rows, model settings, binary_x, seed
+CASES = [
+    ("bernoulli_relu_L1", 8, 4,
+     dict(hidden=[6], latent_dim=2, activation="relu", likelihood="bernoulli", samples=1, beta=1.0), True, 101),
+    ("bernoulli_tanh_two_hidden_L3_beta0.5", 10, 3,
+     dict(hidden=[7, 5], latent_dim=3, activation="tanh", likelihood="bernoulli", samples=3, beta=0.5), False, 202),
+    ("gaussian_softplus_asymmetric_decoder_L2", 6, 3,
+     dict(hidden=[5], decoder_hidden=[4, 3], latent_dim=2, activation="softplus", likelihood="gaussian",
+          samples=2, beta=1.0), False, 303),
+    ("gaussian_fixed_logvar-0.7_gelu", 9, 4,
+     dict(hidden=[6, 4], latent_dim=3, activation="gelu", likelihood="gaussian_fixed",
+          gaussian_fixed_logvar=-0.7, samples=1, beta=1.0), False, 404),
+    ("bernoulli_no_hidden_layers_L2", 7, 3,
+     dict(hidden=[], latent_dim=3, activation="relu", likelihood="bernoulli", samples=2, beta=1.0), False, 505),
+    ("bernoulli_latent1_tanh_beta2", 6, 5,
+     dict(hidden=[4], latent_dim=1, activation="tanh", likelihood="bernoulli", samples=2, beta=2.0), True, 606),
+    ("gaussian_relu_L4_mixed_x", 12, 2,
+     dict(hidden=[7, 3], decoder_hidden=[5], latent_dim=2, activation="relu", likelihood="gaussian",
+          samples=4, beta=0.25), False, 707),
+]
+
+
+def config_text(settings):
+    """INI text with the engine's key names for vae_config_load_string."""
+    def widths(values):
+        return ",".join(str(v) for v in values)
+    lines = ["[model]",
+             f"hidden = {widths(settings['hidden'])}"]
+    if "decoder_hidden" in settings:
+        lines.append(f"decoder_hidden = {widths(settings['decoder_hidden'])}")
+    lines += [f"latent_dim = {settings['latent_dim']}",
+              f"activation = {settings['activation']}",
+              f"likelihood = {settings['likelihood']}"]
+    if settings["likelihood"] == "gaussian_fixed":
+        lines.append(f"gaussian_fixed_logvar = {settings['gaussian_fixed_logvar']!r}")
+    lines += [f"samples = {settings['samples']}",
+              f"beta = {settings['beta']!r}"]
+    return "\n".join(lines) + "\n"
+
+
+def as_float32_values(array):
+    """float32-representable float64 values, so both sides start from the same numbers."""
+    return np.asarray(array, dtype=np.float32).astype(np.float64)
+
+
+def smallest_relu_pre_activation(model, x, eps):
+    """min |pre-activation| over every hidden ReLU unit (encoder and decoder)."""
+    smallest = float("inf")
+    with torch.no_grad():
+        h = x
+        for layer in model.encoder[:-1]:
+            pre = layer(h)
+            smallest = min(smallest, pre.abs().min().item())
+            h = apply_activation(model.activation, pre)
+        head = model.encoder[-1](h)
+        mu, logvar = head[:, :model.latent_dim], head[:, model.latent_dim:]
+        samples = eps.shape[0] // x.shape[0]
+        h = mu.repeat(samples, 1) + torch.exp(0.5 * logvar.repeat(samples, 1)) * eps
+        for layer in model.decoder[:-1]:
+            pre = layer(h)
+            smallest = min(smallest, pre.abs().min().item())
+            h = apply_activation(model.activation, pre)
+    return smallest
+
+
+def draw_case(name, input_dim, rows, settings, binary_x, seed):
+    for attempt in range(100):
+        generator = np.random.RandomState(seed + 1000 * attempt)
+        model = TorchVAE(input_dim, **settings).double()
+        with torch.no_grad():
+            for _, tensor in model.parameters_in_engine_order():
+                values = as_float32_values(generator.normal(0.0, WEIGHT_SCALE, size=tensor.shape))
+                tensor.copy_(torch.from_numpy(values))
+        if binary_x:
+            x_values = (generator.uniform(size=(rows, input_dim)) < 0.5).astype(np.float64)
+        else:
+            # Values in [0, 1] with exact 0s and 1s mixed in.
+            x_values = generator.uniform(size=(rows, input_dim))
+            x_values[generator.uniform(size=x_values.shape) < 0.2] = 0.0
+            x_values[generator.uniform(size=x_values.shape) < 0.2] = 1.0
+        x = torch.from_numpy(as_float32_values(x_values))
+        eps = torch.from_numpy(as_float32_values(
+            generator.normal(size=(settings["samples"] * rows, settings["latent_dim"]))))
+        if settings["activation"] == "relu" and smallest_relu_pre_activation(model, x, eps) < RELU_MARGIN:
+            continue
+        return model, x, eps
+    raise RuntimeError(f"{name}: no draw kept every ReLU pre-activation away from 0")
+
+
+def make_case(name, input_dim, rows, settings, binary_x, seed):
+    model, x, eps = draw_case(name, input_dim, rows, settings, binary_x, seed)
+    loss, reconstruction, kl = model.loss_terms(x, eps)
+    named = model.parameters_in_engine_order()
+    gradients = torch.autograd.grad(loss, [tensor for _, tensor in named])
+    flat = lambda tensors: [float(v) for t in tensors for v in t.detach().reshape(-1).tolist()]  # noqa: E731
+    return {
+        "name": name,
+        "config": config_text(settings),
+        "input_dim": input_dim,
+        "rows": rows,
+        "samples": settings["samples"],
+        "latent_dim": settings["latent_dim"],
+        "tensors": [{"name": n, "shape": list(t.shape)} for n, t in named],
+        "x": flat([x]),
+        "eps": flat([eps]),
+        "parameters": flat([t for _, t in named]),
+        "loss": float(loss),
+        "reconstruction": float(reconstruction),
+        "kl": float(kl),
+        "gradients": flat(gradients),
+    }
+
+
+def main():
+    torch.set_default_dtype(torch.float64)
+    cases = [make_case(*case) for case in CASES]
+    document = {
+        "generator": "tests/golden/make_golden.py (PyTorch %s, float64 autograd)" % torch.__version__,
+        "cases": cases,
+    }
+    path = os.path.join(HERE, "golden_cases.json")
+    with open(path, "w") as f:
+        # One case field per line, number lists on one line: small, and diffs stay readable.
+        f.write("{\n")
+        f.write(' "generator": %s,\n "cases": [\n' % json.dumps(document["generator"]))
+        for index, case in enumerate(cases):
+            fields = [f'  {json.dumps(key)}: {json.dumps(value)}' for key, value in case.items()]
+            f.write("  {\n" + ",\n".join(fields) + "\n  }" + ("," if index + 1 < len(cases) else "") + "\n")
+        f.write(" ]\n}\n")
+    size = os.path.getsize(path)
+    for case in cases:
+        print(f"{case['name']}: loss {case['loss']:.10g}, {len(case['parameters'])} parameters")
+    print(f"wrote {path} ({size} bytes)")
+    json.load(open(path))  # the file must parse back
+
+
+if __name__ == "__main__":
+    main()
