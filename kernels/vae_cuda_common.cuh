@@ -57,11 +57,12 @@ __device__ __forceinline__ T vae_block_max(T value, T *shared) {
 }
 
 /* logvar_clamp > 0 clamps the encoder's logvar to [-clamp, clamp] before any
- * use (z, KL, importance weights); 0 leaves it alone. fminf/fmaxf, like the
- * CPU backend. A value strictly outside the interval is "clamped": its
- * gradient is zero. */
+ * use (z, KL, importance weights); 0 leaves it alone. The same comparisons as
+ * the CPU backend's clamp_logvar (a NaN passes through). A value strictly
+ * outside the interval is "clamped": its gradient is zero. */
 __device__ __forceinline__ float vae_clamp_logvar(float logvar, float clamp) {
-    return clamp > 0.0f ? fminf(fmaxf(logvar, -clamp), clamp) : logvar;
+    if (clamp <= 0.0f) return logvar;
+    return logvar < -clamp ? -clamp : (logvar > clamp ? clamp : logvar);
 }
 __device__ __forceinline__ bool vae_logvar_is_clamped(float logvar, float clamp) {
     return clamp > 0.0f && (logvar < -clamp || logvar > clamp);

@@ -1,4 +1,4 @@
-/* C launchers of the CUDA kernels (kernels/*.cu), called by the CUDA
+/* C launchers of the CUDA kernels (the .cu files in kernels/), called by the CUDA
  * backend's host side (src/backend_cuda.c). Every launcher enqueues its
  * kernels on the given stream, never synchronises, and returns the launch
  * status (cudaGetLastError). All pointers are device memory except the
@@ -65,7 +65,7 @@ cudaError_t vae_launch_importance_log_mean(const float *logp, const float *mu_lo
 
 /* ---- adam.cu ---- */
 cudaError_t vae_launch_adam_step(float *params, const float *grads, float *m, float *v, size_t count,
-                                 vae_adam_settings settings, const float *grad_norm_squared, int skip_nonfinite,
+                                 vae_adam_settings settings, const float *grad_norm_squared,
                                  vae_step_counter *counter, cudaStream_t stream);
 
 #ifdef __cplusplus

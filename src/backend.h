@@ -139,6 +139,14 @@ typedef struct vae_backend_ops {
      * stops). Then counter.step += 1. */
     vae_status (*adam_step)(vae_backend *backend, float *params, const float *grads, float *m, float *v, size_t count,
                             const vae_adam_settings *settings, const float *grad_norm_squared, vae_step_counter *counter);
+
+    /* Optional (NULL where the backend has none, as on the CPU): record the
+     * operations issued between capture_begin and capture_end once, then
+     * replay them with graph_launch (the CUDA backend's CUDA graphs). */
+    vae_status (*graph_capture_begin)(vae_backend *backend);
+    vae_status (*graph_capture_end)(vae_backend *backend, void **graph);
+    vae_status (*graph_launch)(vae_backend *backend, void *graph);
+    void (*graph_destroy)(vae_backend *backend, void *graph);
 } vae_backend_ops;
 
 struct vae_backend {

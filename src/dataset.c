@@ -20,6 +20,8 @@
  * numbers used for noise, binarisation or samples. */
 #define VAE_RANDOM_SHUFFLE_PURPOSE 5u
 
+static const char *dtype_name(int dtype) { return dtype == VAE_DTYPE_F32 ? "float32" : "uint8"; }
+
 static size_t dtype_bytes(int dtype) { return dtype == VAE_DTYPE_F32 ? sizeof(float) : sizeof(uint8_t); }
 
 /* ------------------------------------------------------------ small copies */
@@ -191,9 +193,10 @@ static vae_status make_splits(const vae_config *config, vae_data_splits *splits,
     if (splits->train.dim != splits->test.dim)
         return vae_error(VAE_ERROR_BAD_INPUT, "data.path '%s': %s has %d values per example but %s has %d", folder,
                          train_name, splits->train.dim, test_name, splits->test.dim);
+    /* One value type for all splits, so that one gather setting serves them. */
     if (splits->train.dtype != splits->test.dtype)
-        return vae_error(VAE_ERROR_BAD_INPUT, "data.path '%s': %s and %s hold different value types", folder,
-                         train_name, test_name);
+        return vae_error(VAE_ERROR_BAD_INPUT, "data.path '%s': %s holds %s values but %s holds %s; use one type", folder,
+                         train_name, dtype_name(splits->train.dtype), test_name, dtype_name(splits->test.dtype));
     if (config->train_limit < 0 || config->test_limit < 0 || config->validation_size < 0)
         return vae_error(VAE_ERROR_INVALID_ARGUMENT,
                          "data.train_limit, data.test_limit and data.validation_size must not be negative "

@@ -81,6 +81,11 @@ static vae_status expect_end(gzFile file, const char *path, const char *what, ui
         if (got == 0) break;
         extra += got;
     }
+    int zlib_error = 0;
+    gzerror(file, &zlib_error);
+    if (zlib_error == Z_BUF_ERROR) /* all data arrived but the gzip trailer (checksum, size) did not */
+        return vae_error(VAE_ERROR_BAD_INPUT, "%s: truncated: the compressed stream ends before its gzip trailer",
+                         path);
     if (extra > 0)
         return vae_error(VAE_ERROR_BAD_INPUT,
                          "%s: %llu trailing bytes after the %llu bytes of %s that the header describes",

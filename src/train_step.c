@@ -201,6 +201,17 @@ vae_status vae_step_forward_backward(vae_step *step, const vae_noise_settings *n
     return backward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, step->dmu_logvar, NULL);
 }
 
+vae_status vae_step_encode(vae_step *step) {
+    return forward_layers(step, 0, step->model.encoder_layer_count, step->buffers.x, step->rows,
+                          step->buffers.mu_logvar);
+}
+
+vae_status vae_step_decode(vae_step *step, const float *z, int count) {
+    if (count > step->rows * step->samples) return vae_error(VAE_ERROR_INTERNAL, "decode: too many rows");
+    return forward_layers(step, step->model.encoder_layer_count, step->model.decoder_layer_count, z, count,
+                          step->buffers.decoder_output);
+}
+
 vae_status vae_step_optimizer(vae_step *step, const vae_adam_settings *settings, vae_step_counter *counter) {
     if (!step->with_optimizer) return vae_error(VAE_ERROR_INTERNAL, "train step: created without an optimizer");
     vae_step_buffers *b = &step->buffers;

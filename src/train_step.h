@@ -47,6 +47,11 @@ vae_status vae_step_forward(vae_step *step, const vae_noise_settings *noise, con
                             const float *eps_override);
 vae_status vae_step_forward_backward(vae_step *step, const vae_noise_settings *noise, vae_step_counter *counter,
                                      const float *eps_override);
+/* Encoder only: mu_logvar for buffers.x. */
+vae_status vae_step_encode(vae_step *step);
+/* Decoder only: decoder_output for count rows of z (backend memory, may be
+ * buffers.z), count <= rows * samples. */
+vae_status vae_step_decode(vae_step *step, const float *z, int count);
 /* Gradient norm (+ clipping) and Adam/AdamW; advances counter->step. */
 vae_status vae_step_optimizer(vae_step *step, const vae_adam_settings *settings, vae_step_counter *counter);
 

@@ -138,6 +138,8 @@ vae_status vae_trainer_evaluate(vae_trainer *trainer, const char *split, int iwa
 vae_status vae_trainer_save(vae_trainer *trainer, const char *checkpoint_path);
 /* Decodes count draws from the prior into images in [0,1], [count, D]. */
 vae_status vae_trainer_sample(vae_trainer *trainer, int count, uint64_t seed, float *images);
+/* Decodes count latent vectors (host, [count, latent_dim]) into images. */
+vae_status vae_trainer_decode(vae_trainer *trainer, const float *z, int count, float *images);
 /* Trains for timed_steps after warmup_steps; samples per second of training. */
 vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int timed_steps, double *samples_per_second);
 const vae_config *vae_trainer_config(const vae_trainer *trainer);

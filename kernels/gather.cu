@@ -1,0 +1,56 @@
+/* Gathers this step's batch from the device-resident dataset: row r of the
+ * batch is dataset row permutation[(step % steps_per_epoch) * rows + r],
+ * scaled into [0,1] and optionally binarised. The step is read from device
+ * memory, so the kernel replays correctly inside a CUDA graph. */
+#include <curand_kernel.h>
+
+#include "vae_kernels.h"
+#include "vae_philox.h"
+#include "vae_cuda_common.cuh"
+
+/* One thread per (batch row, 4 columns): the 4 columns share one Philox
+ * block, exactly as the CPU's vae_uniform4(seed, subsequence, column). */
+__global__ void gather_batch_kernel(const void *dataset, const int32_t *permutation, int dim, int rows,
+                                    vae_gather_settings settings, const vae_step_counter *counter, float *x) {
+    const int groups_per_row = (dim + 3) / 4;
+    const size_t total = (size_t)rows * (size_t)groups_per_row;
+    const uint64_t step = counter->step;
+    const uint64_t batch = step % (uint64_t)settings.steps_per_epoch;
+    for (size_t item = (size_t)blockIdx.x * blockDim.x + threadIdx.x; item < total;
+         item += (size_t)gridDim.x * blockDim.x) {
+        const int row = (int)(item / (size_t)groups_per_row);
+        const int column0 = (int)(item % (size_t)groups_per_row) * 4;
+        const int64_t source_row = permutation[batch * (uint64_t)rows + (uint64_t)row];
+        const size_t source_offset = (size_t)source_row * (size_t)dim;
+
+        float uniform[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (settings.binarize == VAE_BINARIZE_DYNAMIC) {
+            curandStatePhilox4_32_10_t state;
+            curand_init(settings.seed, vae_philox_subsequence(step, settings.random_purpose, (uint32_t)row),
+                        (unsigned long long)column0, &state);
+            float4 u = curand_uniform4(&state);
+            uniform[0] = u.x; uniform[1] = u.y; uniform[2] = u.z; uniform[3] = u.w;
+        }
+        for (int k = 0; k < 4; ++k) {
+            const int column = column0 + k;
+            if (column >= dim) break;
+            float raw = settings.dtype == VAE_DTYPE_U8
+                            ? (float)((const uint8_t *)dataset)[source_offset + column]
+                            : ((const float *)dataset)[source_offset + column];
+            float value = raw * settings.scale;
+            if (settings.binarize == VAE_BINARIZE_STATIC) value = value > settings.threshold ? 1.0f : 0.0f;
+            else if (settings.binarize == VAE_BINARIZE_DYNAMIC) value = uniform[k] < value ? 1.0f : 0.0f;
+            x[(size_t)row * dim + column] = value;
+        }
+    }
+}
+
+extern "C" cudaError_t vae_launch_gather_batch(const void *dataset, const int32_t *permutation, int dim, int rows,
+                                               vae_gather_settings settings, const vae_step_counter *counter,
+                                               float *x, cudaStream_t stream) {
+    size_t total = (size_t)rows * (size_t)((dim + 3) / 4);
+    if (total == 0) return cudaSuccess;
+    gather_batch_kernel<<<vae_grid_for(total), VAE_BLOCK, 0, stream>>>(dataset, permutation, dim, rows, settings,
+                                                                        counter, x);
+    return cudaGetLastError();
+}

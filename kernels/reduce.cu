@@ -1,0 +1,123 @@
+/* Deterministic reductions: the gradient's sum of squares (for global-norm
+ * clipping), the loss accumulator, and the importance-weighted log mean
+ * (IWAE). No atomics: every sum is a fixed-order tree, so a run repeats bit
+ * for bit. Sums are carried in double. */
+#include "vae_kernels.h"
+#include "vae_math.h"
+#include "vae_cuda_common.cuh"
+
+/* Pass 1: a fixed grid of VAE_REDUCTION_BLOCKS blocks; block k writes the sum
+ * of squares of its grid-stride share into partials[k]. */
+__global__ void sum_of_squares_partial_kernel(const float *values, size_t count, double *partials) {
+    __shared__ double shared[VAE_BLOCK];
+    double sum = 0.0;
+    for (size_t i = (size_t)blockIdx.x * VAE_BLOCK + threadIdx.x; i < count; i += (size_t)gridDim.x * VAE_BLOCK) {
+        const double value = (double)values[i];
+        sum += value * value;
+    }
+    double total = vae_block_sum<double, VAE_BLOCK>(sum, shared);
+    if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+/* Pass 2: one block adds the partials in a fixed order. */
+__global__ void sum_partials_kernel(const double *partials, int partial_count, float *result) {
+    __shared__ double shared[VAE_BLOCK];
+    double sum = 0.0;
+    for (int i = threadIdx.x; i < partial_count; i += VAE_BLOCK) sum += partials[i];
+    double total = vae_block_sum<double, VAE_BLOCK>(sum, shared);
+    if (threadIdx.x == 0) *result = (float)total;
+}
+
+/* One block: per data row b, recon_b = (1/samples) sum_l logp[l*rows+b],
+ * loss_b = -recon_b + beta_t * kl[b]; the sums over rows are added to the
+ * double accumulator (enum vae_loss_slot). */
+__global__ void accumulate_loss_kernel(const float *logp, const float *kl, int rows, int samples, float beta,
+                                       uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                       double *accumulator) {
+    __shared__ double shared[VAE_BLOCK];
+    const double beta_t = (double)vae_schedule_beta(counter->step, beta, kl_warmup_steps);
+    double loss = 0.0, reconstruction = 0.0, divergence = 0.0;
+    for (int row = threadIdx.x; row < rows; row += VAE_BLOCK) {
+        double log_likelihood = 0.0;
+        for (int l = 0; l < samples; ++l) log_likelihood += (double)logp[(size_t)l * rows + row];
+        log_likelihood /= (double)samples;
+        const double row_kl = (double)kl[row];
+        reconstruction += log_likelihood;
+        divergence += row_kl;
+        loss += -log_likelihood + beta_t * row_kl;
+    }
+    const double loss_total = vae_block_sum<double, VAE_BLOCK>(loss, shared);
+    const double reconstruction_total = vae_block_sum<double, VAE_BLOCK>(reconstruction, shared);
+    const double divergence_total = vae_block_sum<double, VAE_BLOCK>(divergence, shared);
+    if (threadIdx.x == 0) {
+        accumulator[VAE_LOSS_SUM_LOSS] += loss_total;
+        accumulator[VAE_LOSS_SUM_RECONSTRUCTION] += reconstruction_total;
+        accumulator[VAE_LOSS_SUM_KL] += divergence_total;
+        accumulator[VAE_LOSS_COUNT] += (double)rows;
+    }
+}
+
+/* log p(x|z_l) + sum_j [log p(z_lj) - log q(z_lj|x)] for sample l of row b. */
+__device__ double importance_log_weight(const float *logp, const float *mu_logvar, const float *z, int row, int l,
+                                        int rows, int latent, float logvar_clamp) {
+    const float *mu = mu_logvar + (size_t)row * 2 * latent;
+    const float *logvar = mu + latent;
+    const size_t z_row = (size_t)l * rows + row;
+    const float *z_values = z + z_row * latent;
+    double weight = (double)logp[z_row];
+    for (int j = 0; j < latent; ++j)
+        weight += (double)vae_log_prior_minus_log_posterior(z_values[j], mu[j],
+                                                            vae_clamp_logvar(logvar[j], logvar_clamp));
+    return weight;
+}
+
+/* One block per data row: stable logsumexp over the samples minus
+ * log(samples). Threads take samples l = t, t+BLOCK, ...; the log weights are
+ * recomputed in the second pass instead of stored (any number of samples). */
+__global__ void importance_log_mean_kernel(const float *logp, const float *mu_logvar, const float *z,
+                                           float *result, int rows, int latent, int samples, float logvar_clamp) {
+    __shared__ double shared[VAE_BLOCK];
+    const int row = blockIdx.x;
+    double local_max = -INFINITY;
+    for (int l = threadIdx.x; l < samples; l += VAE_BLOCK) {
+        const double weight = importance_log_weight(logp, mu_logvar, z, row, l, rows, latent, logvar_clamp);
+        local_max = (weight != weight || weight > local_max) ? weight : local_max;
+    }
+    const double max_weight = vae_block_max<double, VAE_BLOCK>(local_max, shared);
+    if (!isfinite(max_weight)) { /* -inf, +inf or NaN: the answer is that value */
+        if (threadIdx.x == 0) result[row] = (float)max_weight;
+        return;
+    }
+    double sum = 0.0;
+    for (int l = threadIdx.x; l < samples; l += VAE_BLOCK)
+        sum += exp(importance_log_weight(logp, mu_logvar, z, row, l, rows, latent, logvar_clamp) - max_weight);
+    const double total = vae_block_sum<double, VAE_BLOCK>(sum, shared);
+    if (threadIdx.x == 0) result[row] = (float)(max_weight + log(total) - log((double)samples));
+}
+
+extern "C" cudaError_t vae_launch_sum_of_squares(const float *values, size_t count, float *result, double *scratch,
+                                                 cudaStream_t stream) {
+    sum_of_squares_partial_kernel<<<VAE_REDUCTION_BLOCKS, VAE_BLOCK, 0, stream>>>(values, count, scratch);
+    cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess) return status;
+    sum_partials_kernel<<<1, VAE_BLOCK, 0, stream>>>(scratch, VAE_REDUCTION_BLOCKS, result);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t vae_launch_accumulate_loss(const float *logp, const float *kl, int rows, int samples,
+                                                  float beta, uint64_t kl_warmup_steps,
+                                                  const vae_step_counter *counter, double *accumulator,
+                                                  cudaStream_t stream) {
+    accumulate_loss_kernel<<<1, VAE_BLOCK, 0, stream>>>(logp, kl, rows, samples, beta, kl_warmup_steps, counter,
+                                                         accumulator);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t vae_launch_importance_log_mean(const float *logp, const float *mu_logvar, const float *z,
+                                                      float *result, int rows, int latent, int samples,
+                                                      float logvar_clamp, cudaStream_t stream) {
+    if (rows <= 0) return cudaSuccess;
+    importance_log_mean_kernel<<<(unsigned int)rows, VAE_BLOCK, 0, stream>>>(logp, mu_logvar, z, result, rows,
+                                                                              latent, samples, logvar_clamp);
+    return cudaGetLastError();
+}

@@ -1,0 +1,260 @@
+/* The vae command line: train, eval, sample, bench. The only place that
+ * decides to exit. Exit codes: 0 success; 2 bad usage, a bad config or a
+ * malformed input file; 1 anything else (I/O, device, non-finite values). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "image_png.h"
+#include "metrics.h"
+#include "vae/vae.h"
+
+#define MAX_OVERRIDES 256
+
+static const char *program_usage =
+    "usage: vae <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train    train a model from a config\n"
+    "  eval     evaluate a checkpoint on a split (ELBO, IWAE log-likelihood)\n"
+    "  sample   decode draws from the prior into a PNG grid\n"
+    "  bench    measure training throughput (samples/s)\n"
+    "\n"
+    "Run 'vae <command> --help' for a command's options.\n";
+
+static const char *train_usage =
+    "usage: vae train --config FILE [--set section.key=value ...] [--device cpu|cuda|auto]\n"
+    "                 [--out DIR] [--resume] [--max-steps N] [--quiet]\n"
+    "Trains the model; writes DIR/metrics.jsonl, DIR/config.ini and DIR/checkpoint.safetensors\n"
+    "(DIR defaults to runs/latest).\n";
+static const char *eval_usage =
+    "usage: vae eval --checkpoint FILE [--split train|validation|test] [--iwae-k K] [--device cpu|cuda|auto]\n"
+    "Prints one JSON line: per-sample ELBO, reconstruction term, KL, active units and, with\n"
+    "--iwae-k, the importance-weighted log-likelihood estimate with K samples.\n";
+static const char *sample_usage =
+    "usage: vae sample --checkpoint FILE --out FILE.png [--n 64] [--seed S] [--device cpu|cuda|auto]\n"
+    "Decodes N draws from the prior N(0, I) and writes them as a PNG grid.\n";
+static const char *bench_usage =
+    "usage: vae bench --config FILE [--set section.key=value ...] [--device cpu|cuda|auto]\n"
+    "                 [--warmup-steps N] [--steps N]\n"
+    "Prints one JSON line with samples_per_s over training steps only, after a warm-up.\n";
+
+typedef struct cli_options {
+    const char *config_path, *checkpoint_path, *out, *split;
+    const char *overrides[MAX_OVERRIDES];
+    int override_count;
+    int device, resume, quiet, max_steps, iwae_k, count, warmup_steps, steps;
+    unsigned long long seed;
+} cli_options;
+
+static int exit_code_for(vae_status status) {
+    if (status == VAE_OK) return 0;
+    if (status == VAE_ERROR_INVALID_ARGUMENT || status == VAE_ERROR_BAD_INPUT) return 2;
+    return 1;
+}
+
+static int fail(vae_status status) {
+    fprintf(stderr, "vae: error: %s\n", vae_last_error());
+    return exit_code_for(status);
+}
+
+static int usage_error(const char *usage, const char *message, const char *argument) {
+    fprintf(stderr, "vae: %s%s%s\n\n%s", message, argument ? " " : "", argument ? argument : "", usage);
+    return 2;
+}
+
+static int parse_int(const char *text, int low, int high, int *out) {
+    char *end = NULL;
+    long value = strtol(text, &end, 10);
+    if (!text[0] || *end != '\0' || value < low || value > high) return 0;
+    *out = (int)value;
+    return 1;
+}
+
+/* Parses options shared by all commands; returns -1 for --help, 0 on
+ * success, 2 on a usage error (already printed). */
+static int parse_options(int argc, char **argv, const char *usage, cli_options *o) {
+    memset(o, 0, sizeof *o);
+    o->device = VAE_DEVICE_AUTO;
+    o->split = "test";
+    o->count = 64;
+    o->warmup_steps = 20;
+    o->steps = 200;
+    o->seed = 1;
+    for (int i = 2; i < argc; ++i) {
+        const char *a = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes_value = 1;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { fputs(usage, stdout); return -1; }
+        else if (strcmp(a, "--resume") == 0) { o->resume = 1; takes_value = 0; }
+        else if (strcmp(a, "--quiet") == 0) { o->quiet = 1; takes_value = 0; }
+        else if (!value) return usage_error(usage, "missing value after", a);
+        else if (strcmp(a, "--config") == 0) o->config_path = value;
+        else if (strcmp(a, "--checkpoint") == 0) o->checkpoint_path = value;
+        else if (strcmp(a, "--out") == 0) o->out = value;
+        else if (strcmp(a, "--split") == 0) o->split = value;
+        else if (strcmp(a, "--set") == 0) {
+            if (o->override_count == MAX_OVERRIDES) return usage_error(usage, "too many --set options", NULL);
+            o->overrides[o->override_count++] = value;
+        } else if (strcmp(a, "--device") == 0) {
+            if (strcmp(value, "cpu") == 0) o->device = VAE_DEVICE_CPU;
+            else if (strcmp(value, "cuda") == 0) o->device = VAE_DEVICE_CUDA;
+            else if (strcmp(value, "auto") == 0) o->device = VAE_DEVICE_AUTO;
+            else return usage_error(usage, "--device expects cpu, cuda or auto, got", value);
+        } else if (strcmp(a, "--max-steps") == 0) {
+            if (!parse_int(value, 1, 2000000000, &o->max_steps)) return usage_error(usage, "--max-steps expects a positive integer, got", value);
+        } else if (strcmp(a, "--iwae-k") == 0) {
+            if (!parse_int(value, 1, 1000000, &o->iwae_k)) return usage_error(usage, "--iwae-k expects an integer in 1..1000000, got", value);
+        } else if (strcmp(a, "--n") == 0) {
+            if (!parse_int(value, 1, 10000, &o->count)) return usage_error(usage, "--n expects an integer in 1..10000, got", value);
+        } else if (strcmp(a, "--warmup-steps") == 0) {
+            if (!parse_int(value, 0, 1000000, &o->warmup_steps)) return usage_error(usage, "--warmup-steps expects an integer >= 0, got", value);
+        } else if (strcmp(a, "--steps") == 0) {
+            if (!parse_int(value, 1, 1000000, &o->steps)) return usage_error(usage, "--steps expects a positive integer, got", value);
+        } else if (strcmp(a, "--seed") == 0) {
+            char *end = NULL;
+            o->seed = strtoull(value, &end, 10);
+            if (!value[0] || *end != '\0' || value[0] == '-') return usage_error(usage, "--seed expects an unsigned integer, got", value);
+        } else return usage_error(usage, "unknown option", a);
+        if (takes_value) ++i;
+    }
+    return 0;
+}
+
+static vae_status load_config(const cli_options *o, vae_config *config) {
+    vae_config_defaults(config);
+    vae_status status = vae_config_load_file(config, o->config_path);
+    for (int i = 0; status == VAE_OK && i < o->override_count; ++i) status = vae_config_set(config, o->overrides[i]);
+    if (status == VAE_OK) status = vae_config_validate(config);
+    return status;
+}
+
+static void report_device(vae_trainer *trainer, const cli_options *o) {
+    if (!o->quiet) fprintf(stderr, "vae: device %s\n", vae_trainer_device_name(trainer));
+}
+
+static int command_train(int argc, char **argv) {
+    cli_options o;
+    int parsed = parse_options(argc, argv, train_usage, &o);
+    if (parsed) return parsed < 0 ? 0 : parsed;
+    if (!o.config_path && !o.resume) return usage_error(train_usage, "train needs --config FILE", NULL);
+    const char *out = o.out ? o.out : "runs/latest";
+    vae_trainer *trainer = NULL;
+    vae_status status;
+    char checkpoint[4096];
+    snprintf(checkpoint, sizeof checkpoint, "%s/checkpoint.safetensors", out);
+    if (o.resume) {
+        status = vae_trainer_load(&trainer, checkpoint, o.device);
+        if (status != VAE_OK) return fail(status);
+    } else {
+        vae_config config;
+        status = load_config(&o, &config);
+        if (status == VAE_OK) status = vae_trainer_create(&trainer, &config, o.device);
+        if (status != VAE_OK) return fail(status);
+    }
+    report_device(trainer, &o);
+    vae_train_options options = {.device = o.device, .out_dir = out, .resume = o.resume, .quiet = o.quiet,
+                                 .max_steps = o.max_steps};
+    status = vae_trainer_train(trainer, &options);
+    if (status == VAE_OK && !o.quiet) fprintf(stderr, "vae: wrote %s, %s/metrics.jsonl and %s/config.ini\n", checkpoint, out, out);
+    vae_trainer_destroy(trainer);
+    return status == VAE_OK ? 0 : fail(status);
+}
+
+static int command_eval(int argc, char **argv) {
+    cli_options o;
+    int parsed = parse_options(argc, argv, eval_usage, &o);
+    if (parsed) return parsed < 0 ? 0 : parsed;
+    if (!o.checkpoint_path) return usage_error(eval_usage, "eval needs --checkpoint FILE", NULL);
+    vae_trainer *trainer = NULL;
+    vae_status status = vae_trainer_load(&trainer, o.checkpoint_path, o.device);
+    if (status != VAE_OK) return fail(status);
+    vae_eval_result result;
+    status = vae_trainer_evaluate(trainer, o.split, o.iwae_k, &result);
+    if (status == VAE_OK) {
+        vae_metrics_record record = {
+            .kind = "eval", .split = o.split, .epoch = -1, .step = -1, .loss = -result.elbo, .elbo = result.elbo,
+            .reconstruction = result.reconstruction, .kl = result.kl, .beta = NAN, .lr = NAN,
+            .samples_per_second = NAN, .seconds = result.seconds, .skipped_steps = -1,
+            .log_likelihood = result.log_likelihood, .iwae_k = result.iwae_k, .active_units = result.active_units};
+        char line[1024];
+        vae_metrics_format(&record, line, sizeof line);
+        /* The points evaluated, added to the record's line. */
+        size_t length = strlen(line);
+        if (length > 0 && length + 32 < sizeof line) snprintf(line + length - 1, sizeof line - length + 1, ",\"points\":%ld}", result.points);
+        printf("%s\n", line);
+    }
+    vae_trainer_destroy(trainer);
+    return status == VAE_OK ? 0 : fail(status);
+}
+
+static int command_sample(int argc, char **argv) {
+    cli_options o;
+    int parsed = parse_options(argc, argv, sample_usage, &o);
+    if (parsed) return parsed < 0 ? 0 : parsed;
+    if (!o.checkpoint_path || !o.out) return usage_error(sample_usage, "sample needs --checkpoint FILE and --out FILE.png", NULL);
+    vae_trainer *trainer = NULL;
+    vae_status status = vae_trainer_load(&trainer, o.checkpoint_path, o.device);
+    if (status != VAE_OK) return fail(status);
+    int rows, cols;
+    vae_trainer_image_shape(trainer, &rows, &cols);
+    float *images = NULL;
+    if (rows <= 0 || cols <= 0) {
+        fprintf(stderr, "vae: error: %s: the model's data are not images (no image shape)\n", o.checkpoint_path);
+        vae_trainer_destroy(trainer);
+        return 2;
+    }
+    images = malloc(sizeof(float) * (size_t)o.count * rows * cols);
+    status = images ? vae_trainer_sample(trainer, o.count, o.seed, images) : VAE_ERROR_OUT_OF_MEMORY;
+    if (status == VAE_OK) {
+        int columns = 1;
+        while (columns * columns < o.count) ++columns;
+        status = vae_png_write_grid(o.out, images, o.count, rows, cols, columns, 2);
+    }
+    if (status == VAE_OK && !o.quiet) fprintf(stderr, "vae: wrote %d samples to %s\n", o.count, o.out);
+    free(images);
+    vae_trainer_destroy(trainer);
+    return status == VAE_OK ? 0 : fail(status);
+}
+
+static int command_bench(int argc, char **argv) {
+    cli_options o;
+    int parsed = parse_options(argc, argv, bench_usage, &o);
+    if (parsed) return parsed < 0 ? 0 : parsed;
+    if (!o.config_path) return usage_error(bench_usage, "bench needs --config FILE", NULL);
+    vae_config config;
+    vae_status status = load_config(&o, &config);
+    vae_trainer *trainer = NULL;
+    if (status == VAE_OK) status = vae_trainer_create(&trainer, &config, o.device);
+    if (status != VAE_OK) return fail(status);
+    double samples_per_second = 0;
+    status = vae_trainer_benchmark(trainer, o.warmup_steps, o.steps, &samples_per_second);
+    if (status == VAE_OK) {
+        char hidden[256] = "";
+        size_t used = 0;
+        for (int i = 0; i < config.hidden_count && used + 16 < sizeof hidden; ++i)
+            used += (size_t)snprintf(hidden + used, sizeof hidden - used, "%s%d", i ? "," : "", config.hidden[i]);
+        printf("{\"framework\":\"vae-engine\",\"device\":\"%s\",\"precision\":\"%s\",\"batch_size\":%d,"
+               "\"hidden\":\"%s\",\"latent_dim\":%d,\"steps\":%d,\"warmup_steps\":%d,\"samples_per_s\":%.1f}\n",
+               vae_trainer_device_name(trainer), config.precision == VAE_PRECISION_TF32 ? "tf32" : "fp32",
+               config.batch_size, hidden, config.latent_dim, o.steps, o.warmup_steps, samples_per_second);
+    }
+    vae_trainer_destroy(trainer);
+    return status == VAE_OK ? 0 : fail(status);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fputs(program_usage, stderr); return 2; }
+    const char *command = argv[1];
+    if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 || strcmp(command, "help") == 0) {
+        fputs(program_usage, stdout);
+        return 0;
+    }
+    if (strcmp(command, "train") == 0) return command_train(argc, argv);
+    if (strcmp(command, "eval") == 0) return command_eval(argc, argv);
+    if (strcmp(command, "sample") == 0) return command_sample(argc, argv);
+    if (strcmp(command, "bench") == 0) return command_bench(argc, argv);
+    fprintf(stderr, "vae: unknown command '%s'\n\n%s", command, program_usage);
+    return 2;
+}
