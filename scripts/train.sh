@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and trains the default config on
+# Fashion-MNIST. Extra arguments go to `vae train` (for example
+# --set train.epochs=2 or --device cuda). Leaves runs/fashion_mnist/ with
+# checkpoint.safetensors, metrics.jsonl, config.ini and samples.png.
+set -euo pipefail
+source "$(dirname "$0")/setup.sh"
+vae_install_packages
+vae_build
+out="$VAE_ROOT/runs/fashion_mnist"
+"$VAE_BUILD/vae" train --config "$VAE_ROOT/configs/fashion_mnist.ini" --out "$out" "$@"
+"$VAE_BUILD/vae" eval --checkpoint "$out/checkpoint.safetensors" --split test | tee "$out/test_eval.json"
+"$VAE_BUILD/vae" sample --checkpoint "$out/checkpoint.safetensors" --out "$out/samples.png" --n 64
