@@ -15,11 +15,6 @@
 #include "backend.h"
 #include "error.h"
 
-/* The Philox purpose of the epoch shuffle. It follows the purposes of
- * kernels/vae_philox.h (0..4) so that the shuffle never draws from the
- * numbers used for noise, binarisation or samples. */
-#define VAE_RANDOM_SHUFFLE_PURPOSE 5u
-
 static const char *dtype_name(int dtype) { return dtype == VAE_DTYPE_F32 ? "float32" : "uint8"; }
 
 static size_t dtype_bytes(int dtype) { return dtype == VAE_DTYPE_F32 ? sizeof(float) : sizeof(uint8_t); }
@@ -269,7 +264,7 @@ static uint32_t uniform_below(word_stream *stream, uint32_t bound) {
 void vae_permutation_for_epoch(uint64_t seed, uint64_t epoch, int32_t *permutation, long count) {
     if (permutation == NULL || count <= 0) return;
     for (long i = 0; i < count; ++i) permutation[i] = (int32_t)i;
-    word_stream stream = {seed, vae_philox_subsequence(epoch, VAE_RANDOM_SHUFFLE_PURPOSE, 0), 0, {{0, 0, 0, 0}}, 4};
+    word_stream stream = {seed, vae_philox_subsequence(epoch, VAE_RANDOM_SHUFFLE, 0), 0, {{0, 0, 0, 0}}, 4};
     for (long i = count - 1; i > 0; --i) {
         long j = (long)uniform_below(&stream, (uint32_t)(i + 1));
         int32_t swap = permutation[i];

@@ -61,7 +61,9 @@ std::string idx_labels(uint32_t count) { return idx_file(0x801, {count}, label_p
 void write_gzip(const std::string &path, const std::string &bytes) {
     gzFile file = gzopen(path.c_str(), "wb");
     ASSERT_NE(file, nullptr) << path;
-    if (!bytes.empty()) ASSERT_EQ(gzwrite(file, bytes.data(), (unsigned)bytes.size()), (int)bytes.size());
+    if (!bytes.empty()) {
+        ASSERT_EQ(gzwrite(file, bytes.data(), (unsigned)bytes.size()), (int)bytes.size());
+    }
     ASSERT_EQ(gzclose(file), Z_OK);
 }
 

@@ -1,0 +1,170 @@
+// Each element-wise formula of kernels/vae_math.h against a float64
+// reference, including the extreme inputs where naive formulas overflow.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+extern "C" {
+#include "vae_math.h"
+}
+
+namespace {
+
+double softplus64(double x) { return std::log1p(std::exp(-std::fabs(x))) + std::max(x, 0.0); }
+double sigmoid64(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// Relative error with an absolute floor, so values near zero compare sanely.
+void expect_close(double actual, double expected, double relative, double absolute, const char *what, double input) {
+    ASSERT_TRUE(std::isfinite(actual)) << what << " not finite at " << input;
+    EXPECT_LE(std::fabs(actual - expected), relative * std::fabs(expected) + absolute)
+        << what << " at " << input << ": got " << actual << ", float64 says " << expected;
+}
+
+const std::vector<double> extreme_inputs = {-100, -88, -30, -20, -5, -1, -1e-3, 0, 1e-6, 1e-3, 0.5, 1, 5, 20, 30, 88, 100};
+
+TEST(Math, SoftplusIsStableEverywhere) {
+    for (double x : extreme_inputs) expect_close(vae_softplus((float)x), softplus64(x), 1e-6, 1e-30, "softplus", x);
+    // The naive log(1+exp(x)) overflows to inf at 100; ours must not.
+    EXPECT_FLOAT_EQ(vae_softplus(100.0f), 100.0f);
+    EXPECT_GT(vae_softplus(-100.0f), 0.0f);
+}
+
+TEST(Math, SigmoidIsStableEverywhere) {
+    for (double x : extreme_inputs) expect_close(vae_sigmoid((float)x), sigmoid64(x), 1e-6, 1e-37, "sigmoid", x);
+}
+
+TEST(Math, BernoulliLogProbFromLogits) {
+    for (double logit : extreme_inputs)
+        for (double x : {0.0, 0.3, 1.0}) {
+            double expected = x * logit - softplus64(logit);
+            expect_close(vae_bernoulli_log_prob((float)x, (float)logit), expected, 1e-6, 1e-5, "bernoulli log p", logit);
+            expect_close(vae_bernoulli_neg_log_prob_grad((float)x, (float)logit), sigmoid64(logit) - x, 1e-6, 1e-7,
+                         "bernoulli grad", logit);
+        }
+    // log p of the right answer at a confident logit is ~0, not -inf.
+    EXPECT_NEAR(vae_bernoulli_log_prob(1.0f, 100.0f), 0.0f, 1e-6f);
+    EXPECT_NEAR(vae_bernoulli_log_prob(0.0f, -100.0f), 0.0f, 1e-6f);
+    EXPECT_NEAR(vae_bernoulli_log_prob(0.0f, 100.0f), -100.0f, 1e-4f);
+}
+
+TEST(Math, GaussianLogProbAndGradients) {
+    const double log_2pi = std::log(2.0 * M_PI);
+    for (double logvar : {-30.0, -5.0, -0.7, 0.0, 2.0, 30.0})
+        for (double diff : {-3.0, -1e-3, 0.0, 0.25, 2.0}) {
+            double x = 0.5, mean = x - diff;
+            double precision = std::exp(-logvar);
+            double expected = -0.5 * (log_2pi + logvar + diff * diff * precision);
+            float got = vae_gaussian_log_prob((float)x, (float)mean, (float)logvar);
+            // (x - mean) is formed in float: allow for its rounding, amplified by the precision.
+            double slack = std::fabs(diff) * 1e-7 * std::fabs(diff) * precision + 1e-5;
+            expect_close(got, expected, 1e-5, slack, "gaussian log p", logvar);
+            expect_close(vae_gaussian_neg_log_prob_grad_mean((float)x, (float)mean, (float)logvar), -diff * precision,
+                         1e-5, 1e-7 * precision + 1e-7, "gaussian d/dmean", logvar);
+            expect_close(vae_gaussian_neg_log_prob_grad_logvar((float)x, (float)mean, (float)logvar),
+                         0.5 * (1.0 - diff * diff * precision), 1e-5, slack, "gaussian d/dlogvar", logvar);
+        }
+}
+
+TEST(Math, KlTermAndGradients) {
+    for (double logvar : {-30.0, -10.0, -1e-4, 0.0, 1e-4, 1.0, 10.0, 30.0})
+        for (double mu : {-5.0, 0.0, 0.1, 3.0}) {
+            double expected = 0.5 * (mu * mu + std::expm1(logvar) - logvar);
+            expect_close(vae_kl_term((float)mu, (float)logvar), expected, 1e-6, 1e-12, "kl", logvar);
+            expect_close(vae_kl_grad_logvar((float)logvar), 0.5 * std::expm1(logvar), 1e-6, 1e-12, "kl d/dlogvar", logvar);
+            EXPECT_EQ(vae_kl_grad_mu((float)mu), (float)mu);
+        }
+    // Near logvar = 0 the term is tiny but must stay accurate (expm1, not exp - 1).
+    expect_close(vae_kl_term(0.0f, 1e-4f), 0.5 * (std::expm1(1e-4) - 1e-4), 1e-3, 0, "kl near 0", 1e-4);
+}
+
+TEST(Math, ReparameterisationAndItsGradient) {
+    for (double logvar : {-30.0, -2.0, 0.0, 3.0, 30.0}) {
+        double mu = 0.3, eps = -1.7;
+        double z = mu + std::exp(0.5 * logvar) * eps;
+        expect_close(vae_reparam_z((float)mu, (float)logvar, (float)eps), z, 1e-6, 1e-7, "z", logvar);
+        // dz/dlogvar = 0.5 * std * eps, recovered from z - mu without stored eps.
+        double dz = 0.9;
+        expect_close(vae_reparam_grad_logvar((float)dz, (float)z, (float)mu), dz * 0.5 * std::exp(0.5 * logvar) * eps,
+                     1e-5, 1e-7, "dz/dlogvar", logvar);
+    }
+}
+
+TEST(Math, LogPriorMinusLogPosterior) {
+    const double log_2pi = std::log(2.0 * M_PI);
+    for (double logvar : {-8.0, -1.0, 0.0, 2.0})
+        for (double z : {-2.0, 0.0, 1.5}) {
+            double mu = 0.4;
+            double log_prior = -0.5 * (log_2pi + z * z);
+            double log_posterior = -0.5 * (log_2pi + logvar + (z - mu) * (z - mu) * std::exp(-logvar));
+            expect_close(vae_log_prior_minus_log_posterior((float)z, (float)mu, (float)logvar), log_prior - log_posterior,
+                         1e-5, 1e-5, "log p(z) - log q(z|x)", logvar);
+        }
+}
+
+TEST(Math, ActivationsAndDerivatives) {
+    const double h = 1e-4;
+    for (int activation : {VAE_ACTIVATION_RELU, VAE_ACTIVATION_TANH, VAE_ACTIVATION_SOFTPLUS, VAE_ACTIVATION_GELU})
+        for (double x : {-100.0, -20.0, -3.0, -0.5, 0.3, 2.0, 20.0, 100.0}) {
+            double expected = 0, derivative = 0;
+            switch (activation) {
+            case VAE_ACTIVATION_RELU: expected = x > 0 ? x : 0; derivative = x > 0 ? 1 : 0; break;
+            case VAE_ACTIVATION_TANH: expected = std::tanh(x); derivative = 1 - std::tanh(x) * std::tanh(x); break;
+            case VAE_ACTIVATION_SOFTPLUS: expected = softplus64(x); derivative = sigmoid64(x); break;
+            case VAE_ACTIVATION_GELU: {
+                auto gelu = [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); };
+                expected = gelu(x);
+                derivative = (gelu(x + h) - gelu(x - h)) / (2 * h);
+                break;
+            }
+            }
+            expect_close(vae_activation_forward(activation, (float)x), expected, 1e-6, 1e-7, "activation", x);
+            expect_close(vae_activation_derivative(activation, (float)x), derivative, 1e-5, 1e-6, "derivative", x);
+        }
+}
+
+TEST(Math, AdamMatchesTorchFormula) {
+    vae_adam_settings s = {};
+    s.beta1 = 0.9f; s.beta2 = 0.999f; s.epsilon = 1e-8f; s.weight_decay = 0.0f;
+    double p = 0.5, m = 0, v = 0;
+    float pf = 0.5f, mf = 0, vf = 0;
+    const double lr = 1e-3;
+    const double grads[] = {0.3, -1.2, 0.05, 2.0, -0.7};
+    for (int t = 1; t <= 5; ++t) {
+        double g = grads[t - 1];
+        m = 0.9 * m + 0.1 * g;
+        v = 0.999 * v + 0.001 * g * g;
+        double bias1 = 1 - std::pow(0.9, t), bias2 = 1 - std::pow(0.999, t);
+        p -= lr / bias1 * m / (std::sqrt(v) / std::sqrt(bias2) + 1e-8);
+        vae_adam_update(&pf, &mf, &vf, (float)g, (float)lr, &s, (float)bias1, (float)bias2);
+        expect_close(pf, p, 1e-6, 1e-9, "adam param", t);
+    }
+    // AdamW decays the parameter itself; Adam adds the decay to the gradient.
+    s.weight_decay = 0.1f;
+    s.decoupled_weight_decay = 1;
+    float decoupled = 1.0f, m1 = 0, v1 = 0;
+    vae_adam_update(&decoupled, &m1, &v1, 0.0f, 0.01f, &s, 0.1f, 0.001f);
+    EXPECT_NEAR(decoupled, 1.0f * (1 - 0.01f * 0.1f), 1e-7);
+    s.decoupled_weight_decay = 0;
+    float coupled = 1.0f, m2 = 0, v2 = 0;
+    vae_adam_update(&coupled, &m2, &v2, 0.0f, 0.01f, &s, 0.1f, 0.001f);
+    EXPECT_NEAR(coupled, 1.0f - 0.01f * 1.0f, 1e-5);  // first step moves by ~lr whatever the gradient's size
+}
+
+TEST(Math, Schedules) {
+    EXPECT_FLOAT_EQ(vae_schedule_beta(0, 2.0f, 0), 2.0f);
+    EXPECT_FLOAT_EQ(vae_schedule_beta(0, 2.0f, 4), 0.5f);
+    EXPECT_FLOAT_EQ(vae_schedule_beta(1, 2.0f, 4), 1.0f);
+    EXPECT_FLOAT_EQ(vae_schedule_beta(3, 2.0f, 4), 2.0f);
+    EXPECT_FLOAT_EQ(vae_schedule_beta(100, 2.0f, 4), 2.0f);
+    EXPECT_FLOAT_EQ(vae_schedule_lr(5, VAE_LR_CONSTANT, 1e-3f, 0, 0, 100), 1e-3f);
+    EXPECT_FLOAT_EQ(vae_schedule_lr(0, VAE_LR_COSINE, 1e-3f, 0, 10, 110), 1e-4f);
+    EXPECT_FLOAT_EQ(vae_schedule_lr(9, VAE_LR_COSINE, 1e-3f, 0, 10, 110), 1e-3f);
+    EXPECT_NEAR(vae_schedule_lr(60, VAE_LR_COSINE, 1e-3f, 0, 10, 110), 5e-4f, 1e-9);
+    EXPECT_NEAR(vae_schedule_lr(110, VAE_LR_COSINE, 1e-3f, 1e-5f, 10, 110), 1e-5f, 1e-9);
+    EXPECT_FLOAT_EQ(vae_clip_scale(4.0f, 0.0f), 1.0f);
+    EXPECT_NEAR(vae_clip_scale(4.0f, 1.0f), 0.5f, 1e-6);
+    EXPECT_FLOAT_EQ(vae_clip_scale(0.25f, 1.0f), 1.0f);
+}
+
+}  // namespace
