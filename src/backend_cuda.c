@@ -436,9 +436,9 @@ vae_status vae_cuda_graph_capture_begin(vae_backend *backend) {
 }
 
 vae_status vae_cuda_graph_capture_end(vae_backend *backend, void **graph_exec) {
-    VAE_TRY(require_cuda_backend(backend, "vae_cuda_graph_capture_end"));
     if (graph_exec == NULL) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_cuda_graph_capture_end: graph_exec is NULL");
     *graph_exec = NULL;
+    VAE_TRY(require_cuda_backend(backend, "vae_cuda_graph_capture_end"));
     cudaGraph_t graph = NULL;
     CUDA_CHECK(cudaStreamEndCapture(as_cuda(backend)->stream, &graph));
     cudaGraphExec_t executable = NULL;

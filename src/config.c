@@ -279,6 +279,16 @@ static int float_in_range(const config_key *key, float value) {
     return 1;
 }
 
+/* The shortest decimal that reads back (strtof) to exactly value: 9
+ * significant digits always do, fewer usually do ("0.001", not
+ * "0.00100000005"). */
+static void format_float(float value, char *buffer, size_t size) {
+    for (int digits = 1; digits <= 9; ++digits) {
+        snprintf(buffer, size, "%.*g", digits, (double)value);
+        if (strtof(buffer, NULL) == value) return;
+    }
+}
+
 /* The value as written to a file (printable, for a message, when quoting). */
 static void format_value(const config_key *key, const vae_config *config, char *buffer, size_t size) {
     const char *field = (const char *)config + key->offset;
@@ -286,7 +296,7 @@ static void format_value(const config_key *key, const vae_config *config, char *
     switch (key->type) {
     case KEY_INT: snprintf(buffer, size, "%d", *(const int *)field); break;
     case KEY_UINT64: snprintf(buffer, size, "%llu", (unsigned long long)*(const uint64_t *)field); break;
-    case KEY_FLOAT: snprintf(buffer, size, "%.9g", (double)*(const float *)field); break;
+    case KEY_FLOAT: format_float(*(const float *)field, buffer, size); break;
     case KEY_CHOICE: {
         int value = *(const int *)field, count = 0;
         while (key->choices[count]) ++count;
@@ -301,7 +311,7 @@ static void format_value(const config_key *key, const vae_config *config, char *
         if (count < 0 || count > VAE_MAX_HIDDEN_LAYERS) { snprintf(buffer, size, "(%d layers)", count); break; }
         size_t used = 0;
         for (int i = 0; i < count && used < size; ++i)
-            used += (size_t)snprintf(buffer + used, size - used, "%s%d", i ? "," : "", widths[i]);
+            used += (size_t)snprintf(buffer + used, size - used, "%s%d", i ? ", " : "", widths[i]);
         break;
     }
     }
@@ -399,9 +409,13 @@ static vae_status check_fields(const vae_config *config) {
 vae_status vae_config_validate(const vae_config *config) {
     if (!config) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_config_validate: config is NULL");
     VAE_TRY(check_fields(config));
-    if (config->lr_min > config->lr)
-        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "config: [train] lr_min: expected at most lr (%.9g), got %.9g",
-                         (double)config->lr, (double)config->lr_min);
+    if (config->lr_min > config->lr) {
+        char lr[32], lr_min[32];
+        format_float(config->lr, lr, sizeof lr);
+        format_float(config->lr_min, lr_min, sizeof lr_min);
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "config: [train] lr_min: expected at most lr (%s), got %s", lr,
+                         lr_min);
+    }
     if ((long long)config->samples * config->batch_size > INT_MAX)
         return vae_error(VAE_ERROR_INVALID_ARGUMENT,
                          "config: [model] samples: expected samples x batch_size <= %d rows, got %d x %d", INT_MAX,

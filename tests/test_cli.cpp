@@ -1,0 +1,116 @@
+// The vae command line as a user runs it: exit codes, messages, outputs.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "test_support.h"
+
+namespace {
+
+struct Result {
+    int exit_code;
+    std::string output;
+};
+
+Result run(const std::string &arguments) {
+    std::string command = std::string(VAE_BINARY_DIR) + "/vae " + arguments + " 2>&1";
+    Result result{-1, ""};
+    FILE *pipe = popen(command.c_str(), "r");
+    if (!pipe) return result;
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
+    int status = pclose(pipe);
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
+}
+
+std::string tiny_config() { return std::string(VAE_SOURCE_DIR) + "/configs/tiny_test.ini"; }
+
+TEST(Cli, UsageErrorsExitWithTwo) {
+    EXPECT_EQ(run("").exit_code, 2);
+    Result unknown = run("frobnicate");
+    EXPECT_EQ(unknown.exit_code, 2);
+    EXPECT_NE(unknown.output.find("unknown command"), std::string::npos);
+    Result option = run("train --config x.ini --bogus");
+    EXPECT_EQ(option.exit_code, 2);
+    EXPECT_NE(option.output.find("--bogus"), std::string::npos);
+    EXPECT_EQ(run("train").exit_code, 2);
+    EXPECT_EQ(run("eval").exit_code, 2);
+    EXPECT_EQ(run("train --config x --device tpu").exit_code, 2);
+    EXPECT_EQ(run("--help").exit_code, 0);
+    for (const char *command : {"train", "eval", "sample", "bench"}) {
+        Result help = run(std::string(command) + " --help");
+        EXPECT_EQ(help.exit_code, 0) << command;
+        EXPECT_NE(help.output.find("usage: vae " + std::string(command)), std::string::npos) << command;
+    }
+}
+
+TEST(Cli, BadConfigNamesFileLineAndKey) {
+    std::string folder = vae_test::temporary_folder("cli_bad_config");
+    std::string path = folder + "/bad.ini";
+    vae_test::write_file(path, "[model]\nlatent_dim = 8\nlatent_dimm = 3\n");
+    Result result = run("train --config " + path + " --out " + folder + "/out");
+    EXPECT_EQ(result.exit_code, 2);
+    EXPECT_NE(result.output.find("bad.ini:3"), std::string::npos) << result.output;
+    EXPECT_NE(result.output.find("latent_dimm"), std::string::npos) << result.output;
+    Result override_result = run("train --config " + tiny_config() + " --set model.latent_dim=-4");
+    EXPECT_EQ(override_result.exit_code, 2);
+    EXPECT_NE(override_result.output.find("latent_dim"), std::string::npos) << override_result.output;
+}
+
+TEST(Cli, MissingFilesAreReported) {
+    Result config = run("train --config /nonexistent/x.ini");
+    EXPECT_NE(config.exit_code, 0);
+    EXPECT_NE(config.output.find("/nonexistent/x.ini"), std::string::npos);
+    Result data = run("train --config " + tiny_config() + " --set data.path=/nonexistent/data --out " +
+                      vae_test::temporary_folder("cli_missing_data"));
+    EXPECT_NE(data.exit_code, 0);
+    EXPECT_NE(data.output.find("/nonexistent/data"), std::string::npos) << data.output;
+    Result checkpoint = run("eval --checkpoint /nonexistent/c.safetensors");
+    EXPECT_NE(checkpoint.exit_code, 0);
+    EXPECT_NE(checkpoint.output.find("/nonexistent/c.safetensors"), std::string::npos);
+}
+
+TEST(Cli, CudaWithoutGpuFailsClearlyAndAutoFallsBack) {
+    Result probe = run("bench --config " + tiny_config() + " --device cuda --steps 1 --warmup-steps 0");
+    if (probe.exit_code == 0) GTEST_SKIP() << "a CUDA GPU is present";
+    EXPECT_EQ(probe.exit_code, 1);
+    EXPECT_NE(probe.output.find("CUDA"), std::string::npos) << probe.output;
+    if (vae_test::fashion_mnist_folder().empty()) return;
+    Result automatic = run("bench --config " + tiny_config() + " --device auto --steps 2 --warmup-steps 1");
+    EXPECT_EQ(automatic.exit_code, 0) << automatic.output;
+    EXPECT_NE(automatic.output.find("\"device\":\"cpu"), std::string::npos) << automatic.output;
+}
+
+TEST(Cli, TrainEvalSampleEndToEnd) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    std::string folder = vae_test::temporary_folder("cli_end_to_end");
+    Result train = run("train --config " + tiny_config() + " --device cpu --quiet --out " + folder);
+    ASSERT_EQ(train.exit_code, 0) << train.output;
+    for (const char *file : {"checkpoint.safetensors", "metrics.jsonl", "config.ini"})
+        EXPECT_TRUE(std::filesystem::exists(folder + "/" + file)) << file;
+    std::string metrics = vae_test::read_file(folder + "/metrics.jsonl");
+    EXPECT_NE(metrics.find("\"kind\":\"train\""), std::string::npos);
+    EXPECT_NE(metrics.find("\"kind\":\"eval\""), std::string::npos);
+    // The resolved config reads back as a config.
+    Result again = run("bench --config " + folder + "/config.ini --device cpu --steps 1 --warmup-steps 0");
+    EXPECT_EQ(again.exit_code, 0) << again.output;
+    Result eval = run("eval --checkpoint " + folder + "/checkpoint.safetensors --split test --iwae-k 5");
+    ASSERT_EQ(eval.exit_code, 0) << eval.output;
+    for (const char *key : {"\"elbo\":", "\"reconstruction\":", "\"kl\":", "\"log_likelihood\":", "\"iwae_k\":5"})
+        EXPECT_NE(eval.output.find(key), std::string::npos) << key << " in " << eval.output;
+    std::string png = folder + "/samples.png";
+    Result sample = run("sample --checkpoint " + folder + "/checkpoint.safetensors --out " + png + " --n 16");
+    ASSERT_EQ(sample.exit_code, 0) << sample.output;
+    std::string bytes = vae_test::read_file(png);
+    ASSERT_GT(bytes.size(), 8u);
+    EXPECT_EQ(bytes.substr(1, 3), "PNG");
+    Result bench = run("bench --config " + tiny_config() + " --device cpu --steps 3 --warmup-steps 1");
+    ASSERT_EQ(bench.exit_code, 0) << bench.output;
+    EXPECT_NE(bench.output.find("\"samples_per_s\":"), std::string::npos);
+}
+
+}  // namespace
