@@ -7,10 +7,9 @@
 #include <string.h>
 
 #include "image_png.h"
+#include "cli_common.h"
 #include "metrics.h"
 #include "vae/vae.h"
-
-#define MAX_OVERRIDES 256
 
 static const char *program_usage =
     "usage: vae <command> [options]\n"
@@ -40,105 +39,15 @@ static const char *bench_usage =
     "                 [--warmup-steps N] [--steps N]\n"
     "Prints one JSON line with samples_per_s over training steps only, after a warm-up.\n";
 
-typedef struct cli_options {
-    const char *config_path, *checkpoint_path, *out, *split;
-    const char *overrides[MAX_OVERRIDES];
-    int override_count;
-    int device, resume, quiet, max_steps, iwae_k, count, warmup_steps, steps;
-    unsigned long long seed;
-} cli_options;
-
-static int exit_code_for(vae_status status) {
-    if (status == VAE_OK) return 0;
-    if (status == VAE_ERROR_INVALID_ARGUMENT || status == VAE_ERROR_BAD_INPUT) return 2;
-    return 1;
-}
-
-static int fail(vae_status status) {
-    fprintf(stderr, "vae: error: %s\n", vae_last_error());
-    return exit_code_for(status);
-}
-
-static int usage_error(const char *usage, const char *message, const char *argument) {
-    fprintf(stderr, "vae: %s%s%s\n\n%s", message, argument ? " " : "", argument ? argument : "", usage);
-    return 2;
-}
-
-static int parse_int(const char *text, int low, int high, int *out) {
-    char *end = NULL;
-    long value = strtol(text, &end, 10);
-    if (!text[0] || *end != '\0' || value < low || value > high) return 0;
-    *out = (int)value;
-    return 1;
-}
-
-/* Parses options shared by all commands; returns -1 for --help, 0 on
- * success, 2 on a usage error (already printed). */
-static int parse_options(int argc, char **argv, const char *usage, cli_options *o) {
-    memset(o, 0, sizeof *o);
-    o->device = VAE_DEVICE_AUTO;
-    o->split = "test";
-    o->count = 64;
-    o->warmup_steps = 20;
-    o->steps = 200;
-    o->seed = 1;
-    for (int i = 2; i < argc; ++i) {
-        const char *a = argv[i];
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes_value = 1;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { fputs(usage, stdout); return -1; }
-        else if (strcmp(a, "--resume") == 0) { o->resume = 1; takes_value = 0; }
-        else if (strcmp(a, "--quiet") == 0) { o->quiet = 1; takes_value = 0; }
-        else if (!value) return usage_error(usage, "missing value after", a);
-        else if (strcmp(a, "--config") == 0) o->config_path = value;
-        else if (strcmp(a, "--checkpoint") == 0) o->checkpoint_path = value;
-        else if (strcmp(a, "--out") == 0) o->out = value;
-        else if (strcmp(a, "--split") == 0) o->split = value;
-        else if (strcmp(a, "--set") == 0) {
-            if (o->override_count == MAX_OVERRIDES) return usage_error(usage, "too many --set options", NULL);
-            o->overrides[o->override_count++] = value;
-        } else if (strcmp(a, "--device") == 0) {
-            if (strcmp(value, "cpu") == 0) o->device = VAE_DEVICE_CPU;
-            else if (strcmp(value, "cuda") == 0) o->device = VAE_DEVICE_CUDA;
-            else if (strcmp(value, "auto") == 0) o->device = VAE_DEVICE_AUTO;
-            else return usage_error(usage, "--device expects cpu, cuda or auto, got", value);
-        } else if (strcmp(a, "--max-steps") == 0) {
-            if (!parse_int(value, 1, 2000000000, &o->max_steps)) return usage_error(usage, "--max-steps expects a positive integer, got", value);
-        } else if (strcmp(a, "--iwae-k") == 0) {
-            if (!parse_int(value, 1, 1000000, &o->iwae_k)) return usage_error(usage, "--iwae-k expects an integer in 1..1000000, got", value);
-        } else if (strcmp(a, "--n") == 0) {
-            if (!parse_int(value, 1, 10000, &o->count)) return usage_error(usage, "--n expects an integer in 1..10000, got", value);
-        } else if (strcmp(a, "--warmup-steps") == 0) {
-            if (!parse_int(value, 0, 1000000, &o->warmup_steps)) return usage_error(usage, "--warmup-steps expects an integer >= 0, got", value);
-        } else if (strcmp(a, "--steps") == 0) {
-            if (!parse_int(value, 1, 1000000, &o->steps)) return usage_error(usage, "--steps expects a positive integer, got", value);
-        } else if (strcmp(a, "--seed") == 0) {
-            char *end = NULL;
-            o->seed = strtoull(value, &end, 10);
-            if (!value[0] || *end != '\0' || value[0] == '-') return usage_error(usage, "--seed expects an unsigned integer, got", value);
-        } else return usage_error(usage, "unknown option", a);
-        if (takes_value) ++i;
-    }
-    return 0;
-}
-
-static vae_status load_config(const cli_options *o, vae_config *config) {
-    vae_config_defaults(config);
-    vae_status status = vae_config_load_file(config, o->config_path);
-    for (int i = 0; status == VAE_OK && i < o->override_count; ++i) status = vae_config_set(config, o->overrides[i]);
-    if (status == VAE_OK) status = vae_config_validate(config);
-    return status;
-}
-
 static void report_device(vae_trainer *trainer, const cli_options *o) {
     if (!o->quiet) fprintf(stderr, "vae: device %s\n", vae_trainer_device_name(trainer));
 }
 
 static int command_train(int argc, char **argv) {
     cli_options o;
-    int parsed = parse_options(argc, argv, train_usage, &o);
+    int parsed = cli_parse_options(argc, argv, train_usage, &o);
     if (parsed) return parsed < 0 ? 0 : parsed;
-    if (!o.config_path && !o.resume) return usage_error(train_usage, "train needs --config FILE", NULL);
+    if (!o.config_path && !o.resume) return cli_usage_error(train_usage, "train needs --config FILE", NULL);
     const char *out = o.out ? o.out : "runs/latest";
     vae_trainer *trainer = NULL;
     vae_status status;
@@ -146,12 +55,12 @@ static int command_train(int argc, char **argv) {
     snprintf(checkpoint, sizeof checkpoint, "%s/checkpoint.safetensors", out);
     if (o.resume) {
         status = vae_trainer_load(&trainer, checkpoint, o.device);
-        if (status != VAE_OK) return fail(status);
+        if (status != VAE_OK) return cli_fail(status);
     } else {
         vae_config config;
-        status = load_config(&o, &config);
+        status = cli_load_config(&o, &config);
         if (status == VAE_OK) status = vae_trainer_create(&trainer, &config, o.device);
-        if (status != VAE_OK) return fail(status);
+        if (status != VAE_OK) return cli_fail(status);
     }
     report_device(trainer, &o);
     vae_train_options options = {.device = o.device, .out_dir = out, .resume = o.resume, .quiet = o.quiet,
@@ -159,17 +68,17 @@ static int command_train(int argc, char **argv) {
     status = vae_trainer_train(trainer, &options);
     if (status == VAE_OK && !o.quiet) fprintf(stderr, "vae: wrote %s, %s/metrics.jsonl and %s/config.ini\n", checkpoint, out, out);
     vae_trainer_destroy(trainer);
-    return status == VAE_OK ? 0 : fail(status);
+    return status == VAE_OK ? 0 : cli_fail(status);
 }
 
 static int command_eval(int argc, char **argv) {
     cli_options o;
-    int parsed = parse_options(argc, argv, eval_usage, &o);
+    int parsed = cli_parse_options(argc, argv, eval_usage, &o);
     if (parsed) return parsed < 0 ? 0 : parsed;
-    if (!o.checkpoint_path) return usage_error(eval_usage, "eval needs --checkpoint FILE", NULL);
+    if (!o.checkpoint_path) return cli_usage_error(eval_usage, "eval needs --checkpoint FILE", NULL);
     vae_trainer *trainer = NULL;
     vae_status status = vae_trainer_load(&trainer, o.checkpoint_path, o.device);
-    if (status != VAE_OK) return fail(status);
+    if (status != VAE_OK) return cli_fail(status);
     vae_eval_result result;
     status = vae_trainer_evaluate(trainer, o.split, o.iwae_k, &result);
     if (status == VAE_OK) {
@@ -186,17 +95,17 @@ static int command_eval(int argc, char **argv) {
         printf("%s\n", line);
     }
     vae_trainer_destroy(trainer);
-    return status == VAE_OK ? 0 : fail(status);
+    return status == VAE_OK ? 0 : cli_fail(status);
 }
 
 static int command_sample(int argc, char **argv) {
     cli_options o;
-    int parsed = parse_options(argc, argv, sample_usage, &o);
+    int parsed = cli_parse_options(argc, argv, sample_usage, &o);
     if (parsed) return parsed < 0 ? 0 : parsed;
-    if (!o.checkpoint_path || !o.out) return usage_error(sample_usage, "sample needs --checkpoint FILE and --out FILE.png", NULL);
+    if (!o.checkpoint_path || !o.out) return cli_usage_error(sample_usage, "sample needs --checkpoint FILE and --out FILE.png", NULL);
     vae_trainer *trainer = NULL;
     vae_status status = vae_trainer_load(&trainer, o.checkpoint_path, o.device);
-    if (status != VAE_OK) return fail(status);
+    if (status != VAE_OK) return cli_fail(status);
     int rows, cols;
     vae_trainer_image_shape(trainer, &rows, &cols);
     float *images = NULL;
@@ -215,19 +124,19 @@ static int command_sample(int argc, char **argv) {
     if (status == VAE_OK && !o.quiet) fprintf(stderr, "vae: wrote %d samples to %s\n", o.count, o.out);
     free(images);
     vae_trainer_destroy(trainer);
-    return status == VAE_OK ? 0 : fail(status);
+    return status == VAE_OK ? 0 : cli_fail(status);
 }
 
 static int command_bench(int argc, char **argv) {
     cli_options o;
-    int parsed = parse_options(argc, argv, bench_usage, &o);
+    int parsed = cli_parse_options(argc, argv, bench_usage, &o);
     if (parsed) return parsed < 0 ? 0 : parsed;
-    if (!o.config_path) return usage_error(bench_usage, "bench needs --config FILE", NULL);
+    if (!o.config_path) return cli_usage_error(bench_usage, "bench needs --config FILE", NULL);
     vae_config config;
-    vae_status status = load_config(&o, &config);
+    vae_status status = cli_load_config(&o, &config);
     vae_trainer *trainer = NULL;
     if (status == VAE_OK) status = vae_trainer_create(&trainer, &config, o.device);
-    if (status != VAE_OK) return fail(status);
+    if (status != VAE_OK) return cli_fail(status);
     double samples_per_second = 0;
     status = vae_trainer_benchmark(trainer, o.warmup_steps, o.steps, &samples_per_second);
     if (status == VAE_OK) {
@@ -241,7 +150,7 @@ static int command_bench(int argc, char **argv) {
                config.batch_size, hidden, config.latent_dim, o.steps, o.warmup_steps, samples_per_second);
     }
     vae_trainer_destroy(trainer);
-    return status == VAE_OK ? 0 : fail(status);
+    return status == VAE_OK ? 0 : cli_fail(status);
 }
 
 int main(int argc, char **argv) {

@@ -239,7 +239,9 @@ static const char *path_problem(const char *path) {
         return "a path without leading or trailing blanks";
     for (size_t i = 0; i < length; ++i)
         if ((unsigned char)path[i] < 0x20 || path[i] == 0x7f) return "a path without control characters";
-    if (strstr(path, " ;") || strstr(path, "\t;")) return "a path without ' ;' (it starts an INI comment)";
+    /* Written as "path = VALUE": a ';' first or after a blank would start a comment. */
+    if (path[0] == ';' || strstr(path, " ;") || strstr(path, "\t;"))
+        return "a path without ';' at its start or after a blank (it starts an INI comment)";
     return NULL;
 }
 _Static_assert(PATH_CHARACTERS_MAX == 192, "update the path message");

@@ -361,6 +361,7 @@ TEST(Config, EachErrorNamesFileLineAndKey) {
         {"line too long", "[data]\npath = /" + std::string(300, 'a') + "\n", VAE_ERROR_BAD_INPUT, {":2:", "199"}},
         {"path too long", "[data]\npath=/" + std::string(192, 'a') + "\n", VAE_ERROR_INVALID_ARGUMENT,
          {":2:", "path", "192"}},
+        {"path read back as a comment", "[data]\npath =;x\n", VAE_ERROR_INVALID_ARGUMENT, {":2:", "path", "comment"}},
         {"NUL byte", std::string("[model]\nlatent_dim = 3\n\0\n", 24), VAE_ERROR_BAD_INPUT, {":3:", "NUL"}},
     };
     for (const auto &c : cases) {
@@ -424,6 +425,7 @@ TEST(Config, SetAppliesOverridesAndReportsThem) {
         {"train.precision=fp16", {"precision", "fp32|tf32", "fp16"}},
         {"data.path=", {"path", "non-empty"}},
         {"data.path=/a ;b", {"path", "comment"}},
+        {"data.path=;b", {"path", "comment"}},  // found by fuzzing: written as "path = ;b"
     };
     for (const auto &c : cases) {
         SCOPED_TRACE(c.assignment);

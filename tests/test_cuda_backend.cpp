@@ -272,8 +272,12 @@ TEST_F(CudaBackendTest, GatherBatchMatchesCpu) {
                     size_t i = (size_t)r * kDim + j;
                     float scaled = dtype == VAE_DTYPE_U8 ? (float)bytes[(size_t)source * kDim + j] * settings.scale
                                                          : values[(size_t)source * kDim + j] * settings.scale;
-                    if (binarize == VAE_BINARIZE_NONE) ASSERT_EQ(gpu[i], scaled) << "row " << r << " column " << j;
-                    if (binarize == VAE_BINARIZE_STATIC) ASSERT_EQ(gpu[i], scaled > 0.5f ? 1.0f : 0.0f);
+                    if (binarize == VAE_BINARIZE_NONE) {
+                        ASSERT_EQ(gpu[i], scaled) << "row " << r << " column " << j;
+                    }
+                    if (binarize == VAE_BINARIZE_STATIC) {
+                        ASSERT_EQ(gpu[i], scaled > 0.5f ? 1.0f : 0.0f) << "row " << r << " column " << j;
+                    }
                     if (binarize == VAE_BINARIZE_DYNAMIC) {
                         ASSERT_TRUE(gpu[i] == 0.0f || gpu[i] == 1.0f);
                         ones += gpu[i] == 1.0f;
@@ -462,7 +466,9 @@ TEST_F(CudaBackendTest, SumOfSquaresMatchesCpu) {
         both([&](vae_backend *b, int s) { return b->ops->sum_of_squares(b, values.f(s), count, result.f(s)); },
              "sum_of_squares");
         expect_close(result, 1, kReductionTolerance, "sum of squares");
-        if (count == 0) EXPECT_EQ(download<float>(result, 1, 1)[0], 0.0f);
+        if (count == 0) {
+            EXPECT_EQ(download<float>(result, 1, 1)[0], 0.0f);
+        }
     }
 }
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run on a machine WITH network (Debian bookworm, like the development image):
+# downloads the .deb files that scripts/gpu-check.sh needs on a GPU machine
+# that has no network and may lack the build's dependencies. They land in
+# .carry/debs (git-ignored); carry that folder to the GPU machine, where
+# gpu-check.sh unpacks them with dpkg -x into .carry/root.
+#
+#   scripts/gpu-carry.sh              # everything, the Fashion-MNIST data set included
+#   scripts/gpu-carry.sh --no-dataset # without dataset-fashion-mnist (about 30 MB less)
+set -euo pipefail
+
+VAE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEBS="$VAE_ROOT/.carry/debs"
+
+PACKAGES=(
+  # GoogleTest (static libraries and CMake config)
+  libgtest-dev
+  # OpenBLAS (pthread flavour) and its Fortran runtime
+  libopenblas-dev libopenblas0-pthread libopenblas-pthread-dev libgfortran5 libquadmath0
+  # config, metrics, images
+  libinih-dev libinih1 libcjson-dev libcjson1 libpng-dev libpng16-16 zlib1g-dev
+  # the build tools, in case the GPU image has none (with cmake's own libraries)
+  cmake cmake-data libjsoncpp25 librhash0 libuv1 libarchive13 pkgconf pkgconf-bin libpkgconf3
+)
+if [ "${1:-}" != "--no-dataset" ]; then PACKAGES+=(dataset-fashion-mnist); fi
+
+mkdir -p "$DEBS"
+cd "$DEBS"
+echo "gpu-carry: downloading ${#PACKAGES[@]} packages into $DEBS" >&2
+for package in "${PACKAGES[@]}"; do
+  if ! apt-get download -q "$package" >/dev/null; then
+    echo "gpu-carry: error: apt-get download $package failed (run apt-get update first?)" >&2
+    exit 1
+  fi
+done
+total_kib=$(du -sk "$DEBS" | cut -f1)
+echo "gpu-carry: $(ls "$DEBS"/*.deb | wc -l) files, $((total_kib / 1024)) MiB in .carry/debs" >&2
+if [ "$total_kib" -gt $((60 * 1024)) ]; then
+  echo "gpu-carry: warning: over 60 MiB; if the transfer limit is 64 MiB, use --no-dataset" >&2
+fi
