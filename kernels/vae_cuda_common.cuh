@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <cuda_runtime.h>
+#include "vae_math.h"
 
 /* Threads per block of the element-wise and row kernels (a power of two:
  * the tree reductions below rely on it). */
@@ -56,16 +57,5 @@ __device__ __forceinline__ T vae_block_max(T value, T *shared) {
     return result;
 }
 
-/* logvar_clamp > 0 clamps the encoder's logvar to [-clamp, clamp] before any
- * use (z, KL, importance weights); 0 leaves it alone. The same comparisons as
- * the CPU backend's clamp_logvar (a NaN passes through). A value strictly
- * outside the interval is "clamped": its gradient is zero. */
-__device__ __forceinline__ float vae_clamp_logvar(float logvar, float clamp) {
-    if (clamp <= 0.0f) return logvar;
-    return logvar < -clamp ? -clamp : (logvar > clamp ? clamp : logvar);
-}
-__device__ __forceinline__ bool vae_logvar_is_clamped(float logvar, float clamp) {
-    return clamp > 0.0f && (logvar < -clamp || logvar > clamp);
-}
 
 #endif

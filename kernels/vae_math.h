@@ -92,6 +92,17 @@ VAE_HD float vae_kl_term(float mu, float logvar) {
 VAE_HD float vae_kl_grad_mu(float mu) { return mu; }
 VAE_HD float vae_kl_grad_logvar(float logvar) { return 0.5f * expm1f(logvar); }
 
+/* Optional guard (train.logvar_clamp > 0): the encoder's logvar is clamped to
+ * [-clamp, clamp] before use; a value strictly outside does not move the
+ * loss, so its gradient is zero. Off (0) by default: it changes the math. */
+VAE_HD float vae_clamp_logvar(float logvar, float clamp) {
+    if (clamp <= 0.0f) return logvar;
+    return logvar < -clamp ? -clamp : (logvar > clamp ? clamp : logvar);
+}
+VAE_HD int vae_logvar_is_clamped(float logvar, float clamp) {
+    return clamp > 0.0f && (logvar < -clamp || logvar > clamp);
+}
+
 VAE_HD float vae_reparam_z(float mu, float logvar, float eps) {
     return mu + expf(0.5f * logvar) * eps;
 }

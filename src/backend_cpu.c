@@ -110,11 +110,6 @@ static vae_status cpu_gather_batch(vae_backend *backend, const void *dataset, co
     return VAE_OK;
 }
 
-static inline float clamp_logvar(float logvar, float clamp) {
-    if (clamp <= 0.0f) return logvar;
-    return logvar < -clamp ? -clamp : (logvar > clamp ? clamp : logvar);
-}
-
 static vae_status cpu_reparam_kl_forward(vae_backend *backend, const float *mu_logvar, float *z, float *kl, int rows,
                                          int latent, int samples, const vae_noise_settings *noise,
                                          const vae_step_counter *counter, const float *eps_override,
@@ -125,7 +120,7 @@ static vae_status cpu_reparam_kl_forward(vae_backend *backend, const float *mu_l
         const float *mu = mu_logvar + (size_t)b * 2 * latent;
         const float *logvar = mu + latent;
         float kl_sum = 0.0f;
-        for (int j = 0; j < latent; ++j) kl_sum += vae_kl_term(mu[j], clamp_logvar(logvar[j], logvar_clamp));
+        for (int j = 0; j < latent; ++j) kl_sum += vae_kl_term(mu[j], vae_clamp_logvar(logvar[j], logvar_clamp));
         kl[b] = kl_sum;
         for (int l = 0; l < samples; ++l) {
             size_t z_row = (size_t)l * rows + (size_t)b;
@@ -139,7 +134,7 @@ static vae_status cpu_reparam_kl_forward(vae_backend *backend, const float *mu_l
                     vae_normal4(noise->seed, subsequence, (uint64_t)j, eps);
                 }
                 for (int k = 0; k < 4 && j + k < latent; ++k)
-                    z_out[j + k] = vae_reparam_z(mu[j + k], clamp_logvar(logvar[j + k], logvar_clamp), eps[k]);
+                    z_out[j + k] = vae_reparam_z(mu[j + k], vae_clamp_logvar(logvar[j + k], logvar_clamp), eps[k]);
             }
         }
     }
@@ -158,7 +153,7 @@ static vae_status cpu_reparam_kl_backward(vae_backend *backend, const float *mu_
         float *dmu = dmu_logvar + (size_t)b * 2 * latent;
         float *dlogvar = dmu + latent;
         for (int j = 0; j < latent; ++j) {
-            float lv = clamp_logvar(logvar[j], logvar_clamp);
+            float lv = vae_clamp_logvar(logvar[j], logvar_clamp);
             float grad_mu = kl_scale * vae_kl_grad_mu(mu[j]);
             float grad_logvar = kl_scale * vae_kl_grad_logvar(lv);
             for (int l = 0; l < samples; ++l) {
@@ -167,7 +162,7 @@ static vae_status cpu_reparam_kl_backward(vae_backend *backend, const float *mu_
                 grad_logvar += vae_reparam_grad_logvar(dz[index], z[index], mu[j]);
             }
             /* A clamped logvar does not move the loss. */
-            if (logvar_clamp > 0.0f && (logvar[j] < -logvar_clamp || logvar[j] > logvar_clamp)) grad_logvar = 0.0f;
+            if (vae_logvar_is_clamped(logvar[j], logvar_clamp)) grad_logvar = 0.0f;
             dmu[j] = grad_mu;
             dlogvar[j] = grad_logvar;
         }
@@ -243,12 +238,14 @@ static vae_status cpu_importance_log_mean(vae_backend *backend, const float *log
                 double weight = logp[z_row];
                 for (int j = 0; j < latent; ++j)
                     weight += vae_log_prior_minus_log_posterior(z[z_row * latent + j], mu[j],
-                                                                clamp_logvar(logvar[j], logvar_clamp));
+                                                                vae_clamp_logvar(logvar[j], logvar_clamp));
                 if (pass == 0) { if (weight > max_weight) max_weight = weight; }
                 else sum += exp(weight - max_weight);
             }
         }
-        result[b] = (float)(max_weight + log(sum) - log((double)samples));
+        /* Every weight -inf (p(x|z) = 0 for all samples): the estimate is -inf. */
+        result[b] = isinf(max_weight) && max_weight < 0 ? -INFINITY
+                                                        : (float)(max_weight + log(sum) - log((double)samples));
     }
     return VAE_OK;
 }

@@ -1,10 +1,13 @@
 /* The vae command line: train, eval, sample, bench. The only place that
  * decides to exit. Exit codes: 0 success; 2 bad usage, a bad config or a
  * malformed input file; 1 anything else (I/O, device, non-finite values). */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "image_png.h"
 #include "cli_common.h"
@@ -15,10 +18,15 @@ static const char *program_usage =
     "usage: vae <command> [options]\n"
     "\n"
     "commands:\n"
-    "  train    train a model from a config\n"
-    "  eval     evaluate a checkpoint on a split (ELBO, IWAE log-likelihood)\n"
-    "  sample   decode draws from the prior into a PNG grid\n"
-    "  bench    measure training throughput (samples/s)\n"
+    "  train        train a model from a config\n"
+    "  eval         evaluate a checkpoint on a split (ELBO, IWAE log-likelihood)\n"
+    "  sample       decode draws from the prior into a PNG grid\n"
+    "  bench        measure training throughput (samples/s)\n"
+    "  reconstruct  inputs above their reconstructions, as a PNG grid\n"
+    "  interpolate  decoded straight lines between pairs of latent means, as a PNG grid\n"
+    "  manifold     the decoded latent plane of a 2-d latent model, as a PNG grid\n"
+    "  scatter      latent means coloured by label, as an 800x800 PNG\n"
+    "  encode       latent means (and log-variances, labels) of a split into .npy files\n"
     "\n"
     "Run 'vae <command> --help' for a command's options.\n";
 
@@ -39,6 +47,11 @@ static const char *bench_usage =
     "                 [--warmup-steps N] [--steps N]\n"
     "Prints one JSON line with samples_per_s over training steps only, after a warm-up.\n";
 
+static void handle_stop_signal(int signal_number) {
+    (void)signal_number;
+    vae_request_stop();
+}
+
 static void report_device(vae_trainer *trainer, const cli_options *o) {
     if (!o->quiet) fprintf(stderr, "vae: device %s\n", vae_trainer_device_name(trainer));
 }
@@ -53,17 +66,32 @@ static int command_train(int argc, char **argv) {
     vae_status status;
     char checkpoint[4096];
     snprintf(checkpoint, sizeof checkpoint, "%s/checkpoint.safetensors", out);
-    if (o.resume) {
+    int resumed = 0;
+    if (o.resume && access(checkpoint, F_OK) == 0) {
         status = vae_trainer_load(&trainer, checkpoint, o.device);
         if (status != VAE_OK) return cli_fail(status);
+        resumed = 1;
+        if (!o.quiet)
+            fprintf(stderr, "vae: resuming from %s at step %llu (its stored config is used)\n", checkpoint,
+                    (unsigned long long)vae_trainer_step(trainer));
     } else {
+        if (!o.config_path)
+            return cli_usage_error(train_usage, "--resume found no checkpoint in the output folder and no --config was given:", out);
+        if (o.resume && !o.quiet) fprintf(stderr, "vae: no checkpoint in %s yet: starting from the beginning\n", out);
         vae_config config;
         status = cli_load_config(&o, &config);
         if (status == VAE_OK) status = vae_trainer_create(&trainer, &config, o.device);
         if (status != VAE_OK) return cli_fail(status);
     }
+    /* SIGINT and SIGTERM ask the trainer to write a checkpoint and stop. */
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = handle_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, NULL);
+    sigaction(SIGTERM, &action, NULL);
     report_device(trainer, &o);
-    vae_train_options options = {.device = o.device, .out_dir = out, .resume = o.resume, .quiet = o.quiet,
+    vae_train_options options = {.device = o.device, .out_dir = out, .resume = resumed, .quiet = o.quiet,
                                  .max_steps = o.max_steps};
     status = vae_trainer_train(trainer, &options);
     if (status == VAE_OK && !o.quiet) fprintf(stderr, "vae: wrote %s, %s/metrics.jsonl and %s/config.ini\n", checkpoint, out, out);
@@ -164,6 +192,11 @@ int main(int argc, char **argv) {
     if (strcmp(command, "eval") == 0) return command_eval(argc, argv);
     if (strcmp(command, "sample") == 0) return command_sample(argc, argv);
     if (strcmp(command, "bench") == 0) return command_bench(argc, argv);
+    if (strcmp(command, "reconstruct") == 0) return cli_command_reconstruct(argc, argv);
+    if (strcmp(command, "interpolate") == 0) return cli_command_interpolate(argc, argv);
+    if (strcmp(command, "manifold") == 0) return cli_command_manifold(argc, argv);
+    if (strcmp(command, "scatter") == 0) return cli_command_scatter(argc, argv);
+    if (strcmp(command, "encode") == 0) return cli_command_encode(argc, argv);
     fprintf(stderr, "vae: unknown command '%s'\n\n%s", command, program_usage);
     return 2;
 }

@@ -28,6 +28,22 @@ static int parse_int(const char *text, int low, int high, int *out) {
     return 1;
 }
 
+/* "i,j": two different non-negative latent indices. */
+static int parse_dims(const char *text, int dims[2]) {
+    const char *comma = strchr(text, ',');
+    if (!comma || comma == text) return 0;
+    char first[32];
+    size_t length = (size_t)(comma - text);
+    if (length >= sizeof first) return 0;
+    memcpy(first, text, length);
+    first[length] = '\0';
+    int i, j;
+    if (!parse_int(first, 0, 1000000, &i) || !parse_int(comma + 1, 0, 1000000, &j) || i == j) return 0;
+    dims[0] = i;
+    dims[1] = j;
+    return 1;
+}
+
 /* Parses options shared by all commands; returns -1 for --help, 0 on
  * success, 2 on a usage error (already printed). */
 int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) {
@@ -38,6 +54,9 @@ int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) 
     o->warmup_steps = 20;
     o->steps = 200;
     o->seed = 1;
+    o->pairs = 8;
+    o->dims[0] = 0;
+    o->dims[1] = 1;
     for (int i = 2; i < argc; ++i) {
         const char *a = argv[i];
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -64,10 +83,20 @@ int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) 
             if (!parse_int(value, 1, 1000000, &o->iwae_k)) return cli_usage_error(usage, "--iwae-k expects an integer in 1..1000000, got", value);
         } else if (strcmp(a, "--n") == 0) {
             if (!parse_int(value, 1, 10000, &o->count)) return cli_usage_error(usage, "--n expects an integer in 1..10000, got", value);
+            o->count_given = 1;
         } else if (strcmp(a, "--warmup-steps") == 0) {
             if (!parse_int(value, 0, 1000000, &o->warmup_steps)) return cli_usage_error(usage, "--warmup-steps expects an integer >= 0, got", value);
         } else if (strcmp(a, "--steps") == 0) {
             if (!parse_int(value, 1, 1000000, &o->steps)) return cli_usage_error(usage, "--steps expects a positive integer, got", value);
+            o->steps_given = 1;
+        } else if (strcmp(a, "--pairs") == 0) {
+            if (!parse_int(value, 1, 10000, &o->pairs)) return cli_usage_error(usage, "--pairs expects an integer in 1..10000, got", value);
+        } else if (strcmp(a, "--dims") == 0) {
+            if (!parse_dims(value, o->dims)) return cli_usage_error(usage, "--dims expects two different latent indices i,j (as 0,1), got", value);
+        } else if (strcmp(a, "--logvar") == 0) {
+            o->logvar_path = value;
+        } else if (strcmp(a, "--labels") == 0) {
+            o->labels_path = value;
         } else if (strcmp(a, "--seed") == 0) {
             char *end = NULL;
             o->seed = strtoull(value, &end, 10);

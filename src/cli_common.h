@@ -14,6 +14,11 @@ typedef struct cli_options {
     int override_count;
     int device, resume, quiet, max_steps, iwae_k, count, warmup_steps, steps;
     unsigned long long seed;
+    /* Pictures and latents (src/cli_pictures.c). */
+    int count_given, steps_given;    /* --n / --steps were on the command line (per-command defaults) */
+    int pairs;                       /* --pairs, default 8 */
+    int dims[2];                     /* --dims i,j, default 0,1 */
+    const char *logvar_path, *labels_path; /* --logvar FILE.npy, --labels FILE.npy */
 } cli_options;
 
 int cli_exit_code_for(vae_status status);

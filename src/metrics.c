@@ -73,3 +73,37 @@ vae_status vae_metrics_close(vae_metrics *metrics) {
     free(metrics);
     return status;
 }
+
+/* The "step" of a metrics line, or -1. */
+static long line_step(const char *line) {
+    const char *key = strstr(line, "\"step\":");
+    if (!key) return -1;
+    return strtol(key + 7, NULL, 10);
+}
+
+vae_status vae_metrics_truncate_after(const char *path, long step) {
+    FILE *in = fopen(path, "r");
+    if (!in) return errno == ENOENT ? VAE_OK : vae_error(VAE_ERROR_IO, "cannot read %s: %s", path, strerror(errno));
+    char temporary[VAE_PATH_MAX + 80];
+    snprintf(temporary, sizeof temporary, "%s.tmp", path);
+    FILE *out = fopen(temporary, "w");
+    if (!out) {
+        fclose(in);
+        return vae_error(VAE_ERROR_IO, "cannot write %s: %s", temporary, strerror(errno));
+    }
+    char line[4096];
+    int failed = 0;
+    while (fgets(line, sizeof line, in)) {
+        /* Only whole lines survive: a line cut by a kill has no newline. */
+        size_t length = strlen(line);
+        if (length == 0 || line[length - 1] != '\n') continue;
+        if (line_step(line) <= step && fputs(line, out) == EOF) failed = 1;
+    }
+    fclose(in);
+    if (fclose(out) != 0) failed = 1;
+    if (failed || rename(temporary, path) != 0) {
+        remove(temporary);
+        return vae_error(VAE_ERROR_IO, "cannot rewrite %s: %s", path, strerror(errno));
+    }
+    return VAE_OK;
+}

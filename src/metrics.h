@@ -19,6 +19,9 @@ typedef struct vae_metrics_record {
 /* append: keep earlier lines (resume); else start the file afresh. */
 vae_status vae_metrics_open(vae_metrics **out, const char *path, int append);
 vae_status vae_metrics_write(vae_metrics *metrics, const vae_metrics_record *record);
+/* On resume: drops the lines of path whose step is past step (they belong
+ * to the interrupted run's lost tail), atomically. A missing file is fine. */
+vae_status vae_metrics_truncate_after(const char *path, long step);
 /* Closes and reports a failed flush; NULL is fine. */
 vae_status vae_metrics_close(vae_metrics *metrics);
 /* The same record as one JSON line into buffer (for `vae eval` output). */

@@ -1,16 +1,23 @@
 /* The trainer: set-up and the training loop. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <dirent.h>
 #include <time.h>
 
 #include "error.h"
 #include "metrics.h"
 #include "trainer_internal.h"
+
+static volatile sig_atomic_t stop_requested = 0;
+
+void vae_request_stop(void) { stop_requested = 1; }
 
 static double seconds_now(void) {
     struct timespec now;
@@ -194,8 +201,10 @@ static vae_status run_one_step(vae_trainer *trainer) {
         vae_status status = issue_one_step(trainer);
         void *graph = NULL;
         vae_status end_status = ops->graph_capture_end(trainer->backend, &graph);
-        VAE_TRY(status);
-        VAE_TRY(end_status);
+        if (status != VAE_OK || end_status != VAE_OK) {
+            if (graph) ops->graph_destroy(trainer->backend, graph);
+            return status != VAE_OK ? status : end_status;
+        }
         trainer->graph = graph;
     }
     return ops->graph_launch(trainer->backend, trainer->graph);
@@ -259,6 +268,7 @@ static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const
     *window_start = now;
     *window_first_step = counter.step;
     trainer->host_step = counter.step;
+    if (!isfinite(sums[VAE_LOSS_SUM_LOSS])) counter.nonfinite_seen = 1;
     if (counter.nonfinite_seen) {
         if (trainer->config.nonfinite_policy == VAE_NONFINITE_STOP)
             return vae_error(VAE_ERROR_NUMERIC,
@@ -289,6 +299,47 @@ static vae_status evaluate_and_record(vae_trainer *trainer, vae_metrics *metrics
     return VAE_OK;
 }
 
+/* A process killed while writing leaves its temporary file behind (the
+ * target itself is never half-written): such leftovers of the engine's own
+ * files are removed when a run starts in the folder. */
+static void remove_stale_temporary_files(const char *out_dir) {
+    DIR *folder = opendir(out_dir);
+    if (!folder) return;
+    const char *owned[] = {"checkpoint", "metrics.jsonl", "config.ini", "samples", "reconstructions"};
+    struct dirent *entry;
+    while ((entry = readdir(folder)) != NULL) {
+        if (!strstr(entry->d_name, ".tmp")) continue;
+        for (size_t i = 0; i < sizeof owned / sizeof owned[0]; ++i)
+            if (strncmp(entry->d_name, owned[i], strlen(owned[i])) == 0) {
+                char path[VAE_PATH_MAX + 300];
+                snprintf(path, sizeof path, "%s/%s", out_dir, entry->d_name);
+                remove(path);
+                break;
+            }
+    }
+    closedir(folder);
+}
+
+/* Writes DIR/checkpoint.safetensors (the latest) and, with checkpoint.keep,
+ * DIR/checkpoint-STEP.safetensors, removing numbered ones beyond keep. */
+static vae_status save_periodic(vae_trainer *trainer, const char *out_dir) {
+    char path[VAE_PATH_MAX + 64];
+    int keep = trainer->config.checkpoint_keep;
+    if (keep > 0) {
+        snprintf(path, sizeof path, "%s/checkpoint-%" PRIu64 ".safetensors", out_dir, trainer->host_step);
+        VAE_TRY(vae_trainer_save(trainer, path));
+        uint64_t every = (uint64_t)trainer->config.checkpoint_every_steps;
+        if (every > 0 && trainer->host_step >= every * (uint64_t)(keep + 1)) {
+            uint64_t old_step = trainer->host_step - every * (uint64_t)keep;
+            snprintf(path, sizeof path, "%s/checkpoint-%" PRIu64 ".safetensors", out_dir, old_step);
+            if (remove(path) != 0 && errno != ENOENT)
+                return vae_error(VAE_ERROR_IO, "cannot remove old checkpoint %s: %s", path, strerror(errno));
+        }
+    }
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", out_dir);
+    return vae_trainer_save(trainer, path);
+}
+
 vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *options) {
     VAE_TRY(vae_trainer_ensure_train_step(trainer));
     const vae_config *c = &trainer->config;
@@ -296,14 +347,17 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
     char path[VAE_PATH_MAX + 64];
     if (options->out_dir) {
         VAE_TRY(make_folder(options->out_dir));
+        remove_stale_temporary_files(options->out_dir);
         snprintf(path, sizeof path, "%s/config.ini", options->out_dir);
         VAE_TRY(vae_config_write_file(c, path));
         snprintf(path, sizeof path, "%s/metrics.jsonl", options->out_dir);
+        if (options->resume) VAE_TRY(vae_metrics_truncate_after(path, (long)trainer->host_step));
         VAE_TRY(vae_metrics_open(&metrics, path, options->resume));
     }
     uint64_t total_steps = (uint64_t)trainer->steps_per_epoch * (uint64_t)c->epochs;
     if (options->max_steps > 0 && (uint64_t)options->max_steps < total_steps) total_steps = (uint64_t)options->max_steps;
-    uint64_t first_step = trainer->host_step;
+    uint64_t first_step = trainer->host_step, last_eval_step = UINT64_MAX;
+    uint64_t every = (uint64_t)c->checkpoint_every_steps;
     double start = seconds_now(), window_start = start;
     uint64_t window_first_step = first_step;
     vae_status status = VAE_OK;
@@ -312,26 +366,46 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
         if (status != VAE_OK) break;
         trainer->host_step += 1;
         int end_of_epoch = trainer->host_step % (uint64_t)trainer->steps_per_epoch == 0;
-        if (trainer->host_step % (uint64_t)c->log_every_steps == 0 || end_of_epoch ||
-            trainer->host_step == total_steps)
+        int checkpoint_due = options->out_dir && every > 0 && trainer->host_step % every == 0;
+        /* A checkpoint is only written after the loss was looked at, so a
+         * non-finite step never reaches DIR/checkpoint.safetensors. */
+        if (trainer->host_step % (uint64_t)c->log_every_steps == 0 || end_of_epoch || checkpoint_due ||
+            trainer->host_step == total_steps || stop_requested)
             status = log_progress(trainer, metrics, options, start, first_step, total_steps, &window_start,
                                   &window_first_step);
         if (status == VAE_OK && end_of_epoch) {
             long epoch = (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch);
-            if (c->eval_every_epochs > 0 && epoch % c->eval_every_epochs == 0)
+            if (c->eval_every_epochs > 0 && epoch % c->eval_every_epochs == 0) {
                 status = evaluate_and_record(trainer, metrics, options, epoch);
+                last_eval_step = trainer->host_step;
+            }
+            if (status == VAE_OK && options->out_dir && c->image_every_epochs > 0 && epoch % c->image_every_epochs == 0)
+                status = vae_trainer_write_epoch_images(trainer, options->out_dir, epoch);
+        }
+        if (status == VAE_OK && checkpoint_due) status = save_periodic(trainer, options->out_dir);
+        if (status == VAE_OK && stop_requested) {
+            if (options->out_dir) status = save_periodic(trainer, options->out_dir);
+            if (status == VAE_OK)
+                status = vae_error(VAE_ERROR_INTERRUPTED, "stopped by a signal at step %" PRIu64 "%s%s", trainer->host_step,
+                                   options->out_dir ? "; checkpoint written to " : "",
+                                   options->out_dir ? options->out_dir : "");
         }
     }
-    if (status == VAE_OK && (c->eval_every_epochs == 0 || trainer->host_step % (uint64_t)trainer->steps_per_epoch))
+    if (status == VAE_OK && last_eval_step != trainer->host_step && trainer->host_step > first_step)
         status = evaluate_and_record(trainer, metrics, options,
                                      (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch));
-    /* After a non-finite stop the parameters are the last finite ones (Adam
-     * skips such steps), so they are saved too; after other failures the
-     * previous checkpoint is kept. */
-    if (options->out_dir && (status == VAE_OK || status == VAE_ERROR_NUMERIC)) {
-        snprintf(path, sizeof path, "%s/checkpoint.safetensors", options->out_dir);
+    if (options->out_dir && status == VAE_OK) status = save_periodic(trainer, options->out_dir);
+    if (options->out_dir && status == VAE_ERROR_NUMERIC) {
+        /* Keep the last good checkpoint; write the state at the failure
+         * beside it for diagnosis. */
+        char message[2048];
+        snprintf(message, sizeof message, "%s", vae_last_error());
+        snprintf(path, sizeof path, "%s/checkpoint-nonfinite.safetensors", options->out_dir);
         vae_status save_status = vae_trainer_save(trainer, path);
-        if (status == VAE_OK) status = save_status;
+        status = save_status == VAE_OK
+                     ? vae_error(VAE_ERROR_NUMERIC, "%s; state written to %s, %s/checkpoint.safetensors is the last good one",
+                                 message, path, options->out_dir)
+                     : vae_error_context(VAE_ERROR_NUMERIC, "%s; and writing the diagnosis checkpoint failed", message);
     }
     vae_status close_status = vae_metrics_close(metrics);
     return status != VAE_OK ? status : close_status;
@@ -354,6 +428,8 @@ vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int tim
     *samples_per_second = (double)timed_steps * trainer->config.batch_size / elapsed;
     return VAE_OK;
 }
+
+uint64_t vae_trainer_step(const vae_trainer *trainer) { return trainer->host_step; }
 
 const vae_config *vae_trainer_config(const vae_trainer *trainer) { return &trainer->config; }
 

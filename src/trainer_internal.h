@@ -46,4 +46,7 @@ const vae_dataset *vae_trainer_split(vae_trainer *trainer, const char *split);
 /* Reads the training counters back from the device. */
 vae_status vae_trainer_read_counter(vae_trainer *trainer, vae_step_counter *counter);
 
+/* Sample and reconstruction grids into out_dir for an epoch (src/latent.c). */
+vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch);
+
 #endif

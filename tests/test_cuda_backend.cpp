@@ -624,16 +624,23 @@ TEST_F(CudaBackendTest, CapturedGraphReplaysLikeEagerSteps) {
     settings.epsilon = 1e-8f;
     settings.lr_schedule = VAE_LR_CONSTANT;
     settings.clip_norm = 5.0f;
-    struct StepBuffers { Pair params, m, v, norm, z, kl, counter; };
+    // A cuBLAS GEMM in the graph too (the captured training step has them).
+    Pair x = upload(normal((size_t)kRows * kIn)), weight = upload(normal((size_t)kOut * kIn, 0.1f));
+    Pair bias = upload(normal(kOut));
+    const size_t y_count = (size_t)kRows * kOut;
+    struct StepBuffers { Pair params, m, v, norm, z, kl, counter, y; };
     auto make = [&]() {
         return StepBuffers{upload(params_host), upload(zeros), upload(zeros), allocate_floats(1),
-                           allocate_floats(z_count), allocate_floats(kRows), upload_counter(0)};
+                           allocate_floats(z_count), allocate_floats(kRows), upload_counter(0),
+                           allocate_floats(y_count)};
     };
     StepBuffers eager = make(), graphed = make();
     auto issue = [&](StepBuffers &buffers) -> vae_status {
         vae_step_counter *counter = buffers.counter.as<vae_step_counter>(1);
         vae_status status = gpu->ops->reparam_kl_forward(gpu, mu_logvar.f(1), buffers.z.f(1), buffers.kl.f(1), kRows,
                                                          kLatent, kSamples, &noise, counter, nullptr, 0.0f);
+        if (status == VAE_OK)
+            status = gpu->ops->linear_forward(gpu, x.f(1), weight.f(1), bias.f(1), buffers.y.f(1), kRows, kIn, kOut);
         if (status == VAE_OK) status = gpu->ops->sum_of_squares(gpu, grads.f(1), count, buffers.norm.f(1));
         if (status == VAE_OK)
             status = gpu->ops->adam_step(gpu, buffers.params.f(1), grads.f(1), buffers.m.f(1), buffers.v.f(1), count,
@@ -656,8 +663,8 @@ TEST_F(CudaBackendTest, CapturedGraphReplaysLikeEagerSteps) {
     gpu->ops->graph_destroy(gpu, graph);
 
     EXPECT_EQ(download<vae_step_counter>(graphed.counter, 1, 1)[0].step, (uint64_t)steps);
-    for (auto member : {&StepBuffers::params, &StepBuffers::m, &StepBuffers::v, &StepBuffers::z}) {
-        size_t floats = member == &StepBuffers::z ? z_count : count;
+    for (auto member : {&StepBuffers::params, &StepBuffers::m, &StepBuffers::v, &StepBuffers::z, &StepBuffers::y}) {
+        size_t floats = member == &StepBuffers::z ? z_count : member == &StepBuffers::y ? y_count : count;
         std::vector<float> a = download<float>(eager.*member, 1, floats), b = download<float>(graphed.*member, 1, floats);
         EXPECT_EQ(std::memcmp(a.data(), b.data(), floats * sizeof(float)), 0) << "graph replay differs from eager steps";
     }

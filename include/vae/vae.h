@@ -111,7 +111,8 @@ typedef struct vae_trainer vae_trainer;
 typedef struct vae_train_options {
     int device;                      /* vae_device_kind */
     const char *out_dir;             /* metrics.jsonl, config.ini, checkpoint.safetensors */
-    int resume;                      /* continue from out_dir's latest checkpoint */
+    int resume;                      /* the trainer came from out_dir's checkpoint: keep
+                                        metrics.jsonl lines up to its step */
     int quiet;                       /* no progress lines on stderr */
     int max_steps;                   /* 0: train.epochs; else stop after this many steps */
 } vae_train_options;
@@ -142,6 +143,12 @@ vae_status vae_trainer_sample(vae_trainer *trainer, int count, uint64_t seed, fl
 vae_status vae_trainer_decode(vae_trainer *trainer, const float *z, int count, float *images);
 /* Trains for timed_steps after warmup_steps; samples per second of training. */
 vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int timed_steps, double *samples_per_second);
+/* Asks a running vae_trainer_train to write a checkpoint and return
+ * VAE_ERROR_INTERRUPTED after the current step. Async-signal-safe: the CLI
+ * calls it from its SIGINT/SIGTERM handler. */
+void vae_request_stop(void);
+/* The step the trainer stands at (optimizer steps taken). */
+uint64_t vae_trainer_step(const vae_trainer *trainer);
 const vae_config *vae_trainer_config(const vae_trainer *trainer);
 /* Image shape of the data (rows, cols) for pictures; 0 if not images. */
 void vae_trainer_image_shape(const vae_trainer *trainer, int *rows, int *cols);
