@@ -38,13 +38,15 @@ static vae_status find_range(vae_trainer *trainer, const char *split, long first
                              const vae_dataset **out) {
     VAE_TRY(find_split(trainer, split, out));
     const vae_dataset *data = *out;
+    if (data->count == 0)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "the %s split has no examples%s", split,
+                         strcmp(split, "validation") == 0 ? " (set data.validation_size)" : "");
     if (count < 1)
         return vae_error(VAE_ERROR_INVALID_ARGUMENT, "the number of %s examples asked for must be positive, got %ld",
                          split, count);
     if (first < 0 || first > data->count || count > data->count - first)
-        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "examples [%ld, %ld) are outside the %s split's %ld examples%s",
-                         first, first + count, split, data->count,
-                         strcmp(split, "validation") == 0 && data->count == 0 ? " (set data.validation_size)" : "");
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "examples [%ld, %ld) are outside the %s split's %ld examples",
+                         first, first + count, split, data->count);
     return VAE_OK;
 }
 

@@ -25,6 +25,8 @@ struct GradientCase {
     const char *hidden;
 };
 
+void PrintTo(const GradientCase &c, std::ostream *os) { *os << c.name; }
+
 void configure(vae_config *config, const GradientCase &c) {
     vae_config_defaults(config);
     config->latent_dim = 3;

@@ -47,10 +47,13 @@ static int promises_large_images(const uint8_t *data, size_t size) {
     }
     if (have < sizeof header || header[0] != 0 || header[1] != 0 || header[2] != 8 || header[3] != 3) return 0;
     uint64_t bytes = 1;
-    for (int i = 1; i <= 3; ++i)
+    for (int i = 1; i <= 3; ++i) {
+        /* bytes <= 2^31 and a factor < 2^32: the product cannot wrap. */
         bytes *= (uint32_t)header[4 * i] << 24 | (uint32_t)header[4 * i + 1] << 16 |
                  (uint32_t)header[4 * i + 2] << 8 | header[4 * i + 3];
-    return bytes > LARGEST_IMAGE_BYTES_FUZZED && bytes <= (uint64_t)INT32_MAX;
+        if (bytes > (uint64_t)INT32_MAX) return 0; /* the reader refuses it before allocating */
+    }
+    return bytes > LARGEST_IMAGE_BYTES_FUZZED;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

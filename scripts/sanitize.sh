@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the library, CLI and tests with AddressSanitizer (+ LeakSanitizer)
+# and UndefinedBehaviorSanitizer into build-asan/ (CPU only) and runs the whole
+# ctest suite there. Any sanitizer report fails the test that triggered it.
+# Extra arguments go to ctest (e.g. -R test_dataset).
+set -euo pipefail
+source "$(dirname "$0")/setup.sh"
+
+SANITIZE_BUILD="${SANITIZE_BUILD:-$VAE_ROOT/build-asan}"
+
+# The same options for the build (gtest_discover_tests runs every test binary
+# to list its tests, under the sanitizers) and for ctest. Leaks are reported;
+# the suppressions file covers third-party thread pools only.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=0:strict_string_checks=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$VAE_ROOT/tests/sanitizer/lsan.supp:print_suppressions=0}"
+
+vae_install_packages
+cmake -S "$VAE_ROOT" -B "$SANITIZE_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVAE_SANITIZE=ON -DVAE_CUDA=OFF >/dev/null
+cmake --build "$SANITIZE_BUILD" -j "$(nproc)"
+cd "$SANITIZE_BUILD"
+ctest --output-on-failure -j "$(nproc)" "$@"

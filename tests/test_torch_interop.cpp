@@ -1,0 +1,252 @@
+// The engine against PyTorch: scripts/torch_check.py loads a checkpoint into
+// bench/vae_torch.py's TorchVAE (strict state_dict load), re-draws the
+// engine's evaluation noise and dynamic binarisation with its own numpy
+// Philox, computes the ELBO (and IWAE estimate) in float64 and compares them
+// with `vae eval` on the same points. Skipped, visibly, without PyTorch or
+// without Fashion-MNIST.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cjson/cJSON.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "checkpoint.h"
+}
+#include "test_support.h"
+#include "vae/vae.h"
+#include "vae_philox.h"
+
+namespace {
+
+const char *const kPython = "/usr/bin/python3";
+
+struct CommandResult {
+    int exit_code;
+    std::string output;  // stdout only
+    std::string errors;  // stderr
+};
+
+CommandResult run_command(const std::string &command, const std::string &folder) {
+    std::string errors_path = folder + "/stderr.txt";
+    CommandResult result{-1, "", ""};
+    FILE *pipe = popen((command + " 2>" + errors_path).c_str(), "r");
+    if (!pipe) return result;
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
+    int status = pclose(pipe);
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (std::filesystem::exists(errors_path)) result.errors = vae_test::read_file(errors_path);
+    return result;
+}
+
+bool torch_available() {
+    return std::system((std::string(kPython) + " -c 'import torch, numpy' >/dev/null 2>&1").c_str()) == 0;
+}
+
+std::string script() { return std::string(kPython) + " " + VAE_SOURCE_DIR + "/scripts/torch_check.py"; }
+
+// The last line of output that parses as a JSON object (caller deletes).
+cJSON *last_json_line(const std::string &output) {
+    size_t end = output.size();
+    while (end > 0) {
+        size_t begin = output.rfind('\n', end - 1);
+        begin = begin == std::string::npos ? 0 : begin + 1;
+        std::string line = output.substr(begin, end - begin);
+        if (!line.empty() && line[0] == '{') return cJSON_Parse(line.c_str());
+        if (begin == 0) break;
+        end = begin - 1;
+    }
+    return nullptr;
+}
+
+double number(const cJSON *object, const char *key) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
+    return cJSON_IsNumber(item) ? item->valuedouble : NAN;
+}
+
+std::string hex_bits(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    char text[16];
+    std::snprintf(text, sizeof text, "%08x", bits);
+    return text;
+}
+
+std::vector<std::string> string_array(const cJSON *object, const char *key) {
+    std::vector<std::string> out;
+    const cJSON *array = cJSON_GetObjectItemCaseSensitive(object, key);
+    const cJSON *item = nullptr;
+    cJSON_ArrayForEach(item, array) {
+        if (cJSON_IsString(item)) out.push_back(item->valuestring);
+    }
+    return out;
+}
+
+// Trains 784-64-6 for one epoch on 2000 examples and returns the checkpoint.
+// latent 6 is not a multiple of 4 (partial Philox blocks), and evaluation
+// batches of 64 over 200 test points leave a remainder batch of 8.
+std::string train_tiny_model(const std::string &folder) {
+    vae_config config;
+    vae_config_defaults(&config);
+    std::string ini = "[data]\npath = " + vae_test::fashion_mnist_folder() +
+                      "\nbinarize = dynamic\ntrain_limit = 2000\ntest_limit = 200\n"
+                      "[model]\nlatent_dim = 6\nhidden = 64\n"
+                      "[train]\nepochs = 1\nbatch_size = 100\nseed = 11\neval_batch_size = 64\n"
+                      "log_every_steps = 10\n";
+    EXPECT_EQ(vae_config_load_string(&config, ini.c_str(), "test_torch_interop config"), VAE_OK) << vae_last_error();
+    vae_trainer *trainer = nullptr;
+    EXPECT_EQ(vae_trainer_create(&trainer, &config, VAE_DEVICE_CPU), VAE_OK) << vae_last_error();
+    if (!trainer) return "";
+    std::string out = folder + "/run";
+    vae_train_options options{};
+    options.device = VAE_DEVICE_CPU;
+    options.out_dir = out.c_str();
+    options.quiet = 1;
+    EXPECT_EQ(vae_trainer_train(trainer, &options), VAE_OK) << vae_last_error();
+    vae_trainer_destroy(trainer);
+    return out + "/checkpoint.safetensors";
+}
+
+class TorchInterop : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!torch_available()) GTEST_SKIP() << "PyTorch is not installed (" << kPython << " cannot import torch, numpy)";
+    }
+};
+
+TEST_F(TorchInterop, NumpyPhiloxMatchesTheEngineBitForBit) {
+    std::string folder = vae_test::temporary_folder("torch_interop_philox");
+    CommandResult self_test = run_command(script() + " --self-test", folder);
+    EXPECT_EQ(self_test.exit_code, 0) << self_test.output << self_test.errors;
+    EXPECT_NE(self_test.output.find("\"passed\""), std::string::npos) << self_test.output;
+
+    struct Address {
+        uint64_t seed;
+        uint64_t step;
+        uint32_t purpose, row;
+        uint64_t column;
+    };
+    const Address addresses[] = {{1, 0, VAE_RANDOM_EVAL_EPS, 0, 0},
+                                 {11, 3, VAE_RANDOM_EVAL_EPS, 130, 4},
+                                 {11, 2, VAE_RANDOM_EVAL_BINARIZE, 63, 780},
+                                 {0xFEDCBA9876543210ull, 123456, VAE_RANDOM_EPS, 0xFFFFFFFFu, 1ull << 33}};
+    for (const Address &a : addresses) {
+        uint64_t subsequence = vae_philox_subsequence(a.step, a.purpose, a.row);
+        CommandResult probe = run_command(script() + " --philox-probe " + std::to_string(a.seed) + " " +
+                                    std::to_string(subsequence) + " " + std::to_string(a.column),
+                                folder);
+        ASSERT_EQ(probe.exit_code, 0) << probe.errors;
+        cJSON *json = last_json_line(probe.output);
+        ASSERT_NE(json, nullptr) << probe.output;
+        vae_philox_block block = vae_philox_block_at(a.seed, subsequence, a.column);
+        float normals[4], uniforms[4];
+        vae_normal4(a.seed, subsequence, a.column, normals);
+        vae_uniform4(a.seed, subsequence, a.column, uniforms);
+        std::vector<std::string> words = string_array(json, "words");
+        std::vector<std::string> probe_uniforms = string_array(json, "uniforms");
+        std::vector<std::string> probe_normals = string_array(json, "normals");
+        ASSERT_EQ(words.size(), 4u);
+        ASSERT_EQ(probe_uniforms.size(), 4u);
+        ASSERT_EQ(probe_normals.size(), 4u);
+        for (int i = 0; i < 4; ++i) {
+            char word[16];
+            std::snprintf(word, sizeof word, "%08x", block.word[i]);
+            EXPECT_EQ(words[i], word) << "seed " << a.seed << " subsequence " << subsequence << " word " << i;
+            EXPECT_EQ(probe_uniforms[i], hex_bits(uniforms[i])) << "uniform " << i;
+            EXPECT_EQ(probe_normals[i], hex_bits(normals[i])) << "normal " << i << " = " << normals[i];
+        }
+        cJSON_Delete(json);
+    }
+}
+
+TEST_F(TorchInterop, EngineEvaluationMatchesPyTorch) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "Fashion-MNIST is not installed";
+    std::string vae = std::string(VAE_BINARY_DIR) + "/vae";
+    ASSERT_TRUE(std::filesystem::exists(vae)) << vae << " is not built";
+    std::string folder = vae_test::temporary_folder("torch_interop_eval");
+    std::string checkpoint = train_tiny_model(folder);
+    ASSERT_TRUE(std::filesystem::exists(checkpoint));
+    std::string common = script() + " --checkpoint " + checkpoint + " --vae " + vae + " --device cpu";
+
+    // The whole test split (200 points: 3 batches of 64 and one of 8).
+    CommandResult all = run_command(common + " --count 200", folder);
+    EXPECT_EQ(all.exit_code, 0) << all.output << all.errors;
+    cJSON *json = last_json_line(all.output);
+    ASSERT_NE(json, nullptr) << all.output << all.errors;
+    double engine = number(json, "engine_elbo"), torch = number(json, "torch_elbo");
+    double difference = number(json, "relative_difference");
+    std::printf("200 points: engine ELBO %.9g, torch ELBO %.12g, relative difference %.3e\n", engine, torch, difference);
+    EXPECT_TRUE(std::isfinite(engine) && engine < 0.0);
+    EXPECT_LT(difference, 1e-5);
+    EXPECT_NEAR(std::fabs(engine - torch) / std::fabs(torch), difference, 1e-12);  // the reported number is honest
+    EXPECT_EQ(number(json, "points"), 200.0);
+    EXPECT_TRUE(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "state_dict_strict")));
+    EXPECT_EQ(number(json, "tensors"), 8.0);  // encoder.{0,1} and decoder.{0,1}, weight and bias
+    cJSON_Delete(json);
+
+    // The first 100 points (default count) with an IWAE estimate: the script
+    // evaluates the engine on a copy of the checkpoint limited to them.
+    CommandResult iwae = run_command(common + " --iwae-k 20", folder);
+    EXPECT_EQ(iwae.exit_code, 0) << iwae.output << iwae.errors;
+    json = last_json_line(iwae.output);
+    ASSERT_NE(json, nullptr) << iwae.output << iwae.errors;
+    std::printf("100 points, K=20: engine log p(x) %.9g, torch %.12g, relative difference %.3e\n",
+                number(json, "engine_log_likelihood"), number(json, "torch_log_likelihood"),
+                number(json, "log_likelihood_relative_difference"));
+    EXPECT_EQ(number(json, "points"), 100.0);
+    EXPECT_LT(number(json, "relative_difference"), 1e-5);
+    EXPECT_LT(number(json, "log_likelihood_relative_difference"), 1e-5);
+    EXPECT_GE(number(json, "torch_log_likelihood"), number(json, "torch_elbo") - 1.0);
+    cJSON_Delete(json);
+
+    // The comparison has teeth: a tolerance below the float32 rounding the
+    // engine must show (it cannot agree with float64 to 1e-15) fails.
+    CommandResult strict = run_command(common + " --count 200 --tolerance 1e-15", folder);
+    EXPECT_EQ(strict.exit_code, 1) << strict.output << strict.errors;
+}
+
+TEST_F(TorchInterop, StrictStateDictLoadRejectsAForeignTensor) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "Fashion-MNIST is not installed";
+    std::string folder = vae_test::temporary_folder("torch_interop_strict");
+    std::string checkpoint = train_tiny_model(folder);
+    vae_checkpoint original;
+    ASSERT_EQ(vae_checkpoint_read(checkpoint.c_str(), &original), VAE_OK) << vae_last_error();
+    // The same checkpoint plus one tensor TorchVAE does not have.
+    std::vector<vae_checkpoint_tensor> tensors(original.tensors, original.tensors + original.tensor_count);
+    float extra_values[3] = {1.0f, 2.0f, 3.0f};
+    vae_checkpoint_tensor extra{};
+    std::snprintf(extra.name, sizeof extra.name, "encoder.7.bias");
+    extra.rank = 1;
+    extra.shape[0] = 3;
+    extra.data = extra_values;
+    tensors.push_back(extra);
+    std::vector<const char *> keys, values;
+    for (int i = 0; i < original.metadata_count; ++i) {
+        if (std::strcmp(original.metadata[i].key, "checksum") == 0 || std::strcmp(original.metadata[i].key, "format") == 0)
+            continue;  // the writer adds its own
+        keys.push_back(original.metadata[i].key);
+        values.push_back(original.metadata[i].value);
+    }
+    std::string foreign = folder + "/foreign.safetensors";
+    ASSERT_EQ(vae_checkpoint_write(foreign.c_str(), tensors.data(), (int)tensors.size(), keys.data(), values.data(),
+                                   (int)keys.size()),
+              VAE_OK)
+        << vae_last_error();
+    vae_checkpoint_free(&original);
+    CommandResult run = run_command(script() + " --checkpoint " + foreign + " --vae " + VAE_BINARY_DIR + "/vae", folder);
+    EXPECT_EQ(run.exit_code, 2) << run.output << run.errors;
+    EXPECT_NE(run.errors.find("strict state_dict load failed"), std::string::npos) << run.errors;
+    EXPECT_NE(run.errors.find("encoder.7.bias"), std::string::npos) << run.errors;
+}
+
+}  // namespace
