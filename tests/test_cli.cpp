@@ -9,23 +9,8 @@
 
 namespace {
 
-struct Result {
-    int exit_code;
-    std::string output;
-};
-
-Result run(const std::string &arguments) {
-    std::string command = std::string(VAE_BINARY_DIR) + "/vae " + arguments + " 2>&1";
-    Result result{-1, ""};
-    FILE *pipe = popen(command.c_str(), "r");
-    if (!pipe) return result;
-    char buffer[4096];
-    size_t n;
-    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-    int status = pclose(pipe);
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return result;
-}
+using Result = vae_test::CommandResult;
+Result run(const std::string &arguments) { return vae_test::run_vae(arguments); }
 
 std::string tiny_config() { return std::string(VAE_SOURCE_DIR) + "/configs/tiny_test.ini"; }
 

@@ -34,25 +34,12 @@ constexpr int kTrainCount = 200;
 constexpr int kTestCount = 100;
 constexpr int kEvalBatch = 32;  // 100 test examples: three full batches and a partial one
 
-struct CommandResult {
-    int exit_code;
-    std::string output;
-};
-
 // Commands that load a checkpoint run on the CPU, as the API calls they are
 // compared with.
+using vae_test::CommandResult;
 CommandResult run_vae(const std::string &arguments) {
     bool loads = arguments.find("--checkpoint") != std::string::npos && arguments.find("--device") == std::string::npos;
-    std::string command = std::string(VAE_BINARY_DIR) + "/vae " + arguments + (loads ? " --device cpu" : "") + " 2>&1";
-    CommandResult result{-1, ""};
-    FILE *pipe = popen(command.c_str(), "r");
-    if (!pipe) return result;
-    char buffer[4096];
-    size_t n;
-    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-    int status = pclose(pipe);
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return result;
+    return vae_test::run_vae(arguments + (loads ? " --device cpu" : ""));
 }
 
 // A minimal NPY writer for the test's input data (independent of the

@@ -1,10 +1,13 @@
 #include "test_support.h"
 
+#include <sys/wait.h>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 
@@ -63,7 +66,24 @@ std::vector<float> random_uniform(size_t count, uint64_t seed, float low, float 
     return values;
 }
 
+CommandResult run_vae(const std::string &arguments) {
+    std::string command = std::string(VAE_BINARY_DIR) + "/vae " + arguments + " 2>&1";
+    CommandResult result{-1, ""};
+    FILE *pipe = popen(command.c_str(), "r");
+    if (!pipe) return result;
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
+    int status = pclose(pipe);
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
+}
+
 std::string fashion_mnist_folder() {
+    // VAE_FASHION_MNIST_DIR points at a copy elsewhere (a GPU machine with carried data).
+    const char *override_folder = std::getenv("VAE_FASHION_MNIST_DIR");
+    if (override_folder && std::filesystem::exists(std::string(override_folder) + "/train-images-idx3-ubyte.gz"))
+        return override_folder;
     const char *folder = "/usr/share/datasets/fashion-mnist";
     if (std::filesystem::exists(std::string(folder) + "/train-images-idx3-ubyte.gz")) return folder;
     return "";

@@ -18,6 +18,13 @@ double relative_error(const std::vector<float> &a, const std::vector<float> &b);
 // Fresh random values from a seeded generator (tests print the seed they use).
 std::vector<float> random_normal(size_t count, uint64_t seed, float scale = 1.0f);
 std::vector<float> random_uniform(size_t count, uint64_t seed, float low, float high);
+// Runs build/vae with arguments (shell words), stderr merged into output.
+struct CommandResult {
+    int exit_code;
+    std::string output;
+};
+CommandResult run_vae(const std::string &arguments);
+
 // The Debian package's folder when dataset-fashion-mnist is installed, else "".
 std::string fashion_mnist_folder();
 
