@@ -46,12 +46,15 @@ for target in "${targets[@]}"; do
   reproducers=$(find "$work/artifacts" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' \
                                                   -o -name 'oom-*' \) | sort)
   if [ "$status" -ne 0 ] || [ -n "$reproducers" ]; then
-    echo "fuzz: $target FAILED (exit status $status); the end of its log:" >&2
-    tail -n 60 "$work/fuzz.log" | sed 's/^/  /' >&2
-    for reproducer in $reproducers; do
+    # The report: from the first sanitizer or libFuzzer error line on.
+    first=$(grep -n -m1 -E "ERROR: |runtime error:|ALARM: |out-of-memory" "$work/fuzz.log" | cut -d: -f1 || true)
+    echo "fuzz: $target FAILED (exit status $status); its report (full log: $work/fuzz.log):" >&2
+    tail -n "+${first:-1}" "$work/fuzz.log" | head -n 50 | sed 's/^/  /' >&2
+    while IFS= read -r reproducer; do
+      [ -n "$reproducer" ] || continue
       echo "fuzz: reproducer: $reproducer" >&2
-      echo "fuzz:   replay with: $FUZZ_BUILD/fuzz/$target $reproducer" >&2
-    done
+      echo "fuzz:   replay with: \"$FUZZ_BUILD/fuzz/$target\" \"$reproducer\"" >&2
+    done <<<"$reproducers"
     failed+=("$target")
   fi
 done

@@ -7,7 +7,8 @@
 #   VAE_TEST_QUICK=1 scripts/test.sh    only the normal build and suite
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
-vae_install_packages
+# numpy, matplotlib and PyTorch let the interop and plot tests run (they skip without them).
+vae_install_packages python3-numpy python3-matplotlib python3-torch
 vae_build
 (cd "$VAE_BUILD" && ctest --output-on-failure -j "$(nproc)" "$@")
 

@@ -111,16 +111,17 @@ static int command_eval(int argc, char **argv) {
     status = vae_trainer_evaluate(trainer, o.split, o.iwae_k, &result);
     if (status == VAE_OK) {
         vae_metrics_record record = {
-            .kind = "eval", .split = o.split, .epoch = -1, .step = -1, .loss = -result.elbo, .elbo = result.elbo,
+            .kind = "eval", .split = o.split, .epoch = -1, .step = (long)vae_trainer_step(trainer), .loss = -result.elbo, .elbo = result.elbo,
             .reconstruction = result.reconstruction, .kl = result.kl, .beta = NAN, .lr = NAN,
             .samples_per_second = NAN, .seconds = result.seconds, .skipped_steps = -1,
             .log_likelihood = result.log_likelihood, .iwae_k = result.iwae_k, .active_units = result.active_units};
         char line[1024];
         vae_metrics_format(&record, line, sizeof line);
-        /* The points evaluated, added to the record's line. */
+        /* Beside the record: the points evaluated and the KL of each latent dimension. */
         size_t length = strlen(line);
-        if (length > 0 && length + 32 < sizeof line) snprintf(line + length - 1, sizeof line - length + 1, ",\"points\":%ld}", result.points);
-        printf("%s\n", line);
+        printf("%.*s,\"points\":%ld,\"kl_per_dimension\":[", (int)(length - 1), line, result.points);
+        for (int j = 0; j < result.latent_dim; ++j) printf("%s%.6g", j ? "," : "", result.kl_per_dimension[j]);
+        printf("]}\n");
     }
     vae_trainer_destroy(trainer);
     return status == VAE_OK ? 0 : cli_fail(status);

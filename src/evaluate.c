@@ -71,7 +71,9 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
     s->host_mu_logvar = malloc(sizeof(float) * (size_t)rows * 2 * latent);
     s->mean_sum = calloc((size_t)latent, sizeof(double));
     s->mean_square_sum = calloc((size_t)latent, sizeof(double));
-    if (!s->host_importance || !s->host_mu_logvar || !s->mean_sum || !s->mean_square_sum)
+    free(trainer->kl_per_dimension);
+    trainer->kl_per_dimension = calloc((size_t)latent, sizeof(double));
+    if (!trainer->kl_per_dimension || !s->host_importance || !s->host_mu_logvar || !s->mean_sum || !s->mean_square_sum)
         return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluation: out of memory");
 
     vae_gather_settings gather = {
@@ -98,9 +100,11 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
         VAE_TRY(ops->copy_to_host(backend, s->host_mu_logvar, b->mu_logvar, sizeof(float) * (size_t)batch_rows * 2 * latent));
         for (int r = 0; r < batch_rows; ++r)
             for (int j = 0; j < latent; ++j) {
-                double mu = s->host_mu_logvar[(size_t)r * 2 * latent + j];
+                const float *row = s->host_mu_logvar + (size_t)r * 2 * latent;
+                double mu = row[j];
                 s->mean_sum[j] += mu;
                 s->mean_square_sum[j] += mu * mu;
+                trainer->kl_per_dimension[j] += vae_kl_term(row[j], vae_clamp_logvar(row[latent + j], c->logvar_clamp));
             }
     }
     double sums[VAE_LOSS_SLOTS] = {0, 0, 0, 0};
@@ -118,7 +122,10 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
     result->iwae_k = iwae ? samples : 0;
     /* Active units (Burda et al.): variance over the data of E_q[z_j] above 0.01. */
     result->active_units = 0;
+    result->latent_dim = latent;
+    result->kl_per_dimension = trainer->kl_per_dimension;
     for (int j = 0; j < latent; ++j) {
+        trainer->kl_per_dimension[j] /= count;
         double mean = s->mean_sum[j] / count;
         double variance = s->mean_square_sum[j] / count - mean * mean;
         if (variance > 0.01) result->active_units += 1;

@@ -122,6 +122,7 @@ void vae_trainer_destroy(vae_trainer *trainer) {
     free(trainer->host_permutation);
     free(trainer->loaded_adam_m);
     free(trainer->loaded_adam_v);
+    free(trainer->kl_per_dimension);
     vae_data_splits_free(&trainer->data);
     free(trainer);
 }

@@ -35,6 +35,7 @@ struct vae_trainer {
     uint64_t host_step;             /* the host's copy of counter->step */
     vae_step_counter resumed_counter; /* counters from a loaded checkpoint */
     float *loaded_adam_m, *loaded_adam_v; /* host, from a checkpoint, until the step exists */
+    double *kl_per_dimension;       /* [latent_dim], the last evaluation's */
 };
 
 /* Builds everything but the data (model, backend, parameters). */

@@ -59,6 +59,25 @@ TEST(Cli, MissingFilesAreReported) {
     EXPECT_NE(checkpoint.output.find("/nonexistent/c.safetensors"), std::string::npos);
 }
 
+TEST(Cli, UnwritableOutputFolderIsAClearError) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    // A folder below a regular file can never be created, even by root.
+    std::string folder = vae_test::temporary_folder("cli_unwritable");
+    vae_test::write_file(folder + "/a_file", "x");
+    Result result = run("train --config " + tiny_config() + " --device cpu --quiet --out " + folder + "/a_file/out");
+    EXPECT_EQ(result.exit_code, 1);
+    EXPECT_NE(result.output.find(folder + "/a_file/out"), std::string::npos) << result.output;
+}
+
+TEST(Cli, ImpossibleMemoryIsAClearError) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    // Three 65536-wide layers need tens of GiB of parameters: more than the machine has.
+    Result result = run("bench --config " + tiny_config() +
+                        " --device cpu --set model.hidden=65536,65536,65536 --steps 1 --warmup-steps 0");
+    EXPECT_EQ(result.exit_code, 1) << result.output;
+    EXPECT_NE(result.output.find("cannot allocate"), std::string::npos) << result.output;
+}
+
 TEST(Cli, CudaWithoutGpuFailsClearlyAndAutoFallsBack) {
     Result probe = run("bench --config " + tiny_config() + " --device cuda --steps 1 --warmup-steps 0");
     if (probe.exit_code == 0) GTEST_SKIP() << "a CUDA GPU is present";
@@ -85,7 +104,8 @@ TEST(Cli, TrainEvalSampleEndToEnd) {
     EXPECT_EQ(again.exit_code, 0) << again.output;
     Result eval = run("eval --checkpoint " + folder + "/checkpoint.safetensors --split test --iwae-k 5");
     ASSERT_EQ(eval.exit_code, 0) << eval.output;
-    for (const char *key : {"\"elbo\":", "\"reconstruction\":", "\"kl\":", "\"log_likelihood\":", "\"iwae_k\":5"})
+    for (const char *key : {"\"elbo\":", "\"reconstruction\":", "\"kl\":", "\"log_likelihood\":", "\"iwae_k\":5",
+                            "\"active_units\":", "\"kl_per_dimension\":[", "\"points\":500", "\"split\":\"test\""})
         EXPECT_NE(eval.output.find(key), std::string::npos) << key << " in " << eval.output;
     std::string png = folder + "/samples.png";
     Result sample = run("sample --checkpoint " + folder + "/checkpoint.safetensors --out " + png + " --n 16");

@@ -124,6 +124,10 @@ typedef struct vae_eval_result {
     double log_likelihood;  /* IWAE estimate (when asked for) */
     int iwae_k;
     int active_units;
+    int latent_dim;
+    /* [latent_dim] mean KL of each latent dimension over the split; owned by
+     * the trainer, valid until its next evaluation or destruction. */
+    const double *kl_per_dimension;
     long points;
     double seconds;
 } vae_eval_result;
