@@ -140,6 +140,13 @@ typedef struct vae_backend_ops {
     vae_status (*adam_step)(vae_backend *backend, float *params, const float *grads, float *m, float *v, size_t count,
                             const vae_adam_settings *settings, const float *grad_norm_squared, vae_step_counter *counter);
 
+    /* Optional (NULL where backend memory is host memory, as on the CPU):
+     * page-locked host memory that kernels read directly over the bus, for a
+     * training set that does not fit in device memory. *device is the
+     * pointer kernels use. */
+    vae_status (*alloc_host_mapped)(vae_backend *backend, size_t bytes, void **host, void **device);
+    void (*free_host_mapped)(vae_backend *backend, void *host);
+
     /* Optional (NULL where the backend has none, as on the CPU): record the
      * operations issued between capture_begin and capture_end once, then
      * replay them with graph_launch (the CUDA backend's CUDA graphs). */

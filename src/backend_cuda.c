@@ -83,6 +83,35 @@ static void cuda_free(vae_backend *backend, void *pointer) {
         vae_error(VAE_ERROR_DEVICE, "%s:%d: cudaFree failed: %s", __FILE__, __LINE__, cudaGetErrorString(status));
 }
 
+/* Page-locked, mapped host memory: kernels read it over the bus, so a
+ * training set larger than device memory still feeds one captured graph. */
+static vae_status cuda_alloc_host_mapped(vae_backend *backend, size_t bytes, void **host, void **device) {
+    (void)backend;
+    REQUIRE(host != NULL && device != NULL, "cuda alloc_host_mapped: NULL out pointer");
+    *host = NULL;
+    *device = NULL;
+    cudaError_t status = cudaHostAlloc(host, bytes ? bytes : 1, cudaHostAllocMapped | cudaHostAllocPortable);
+    if (status == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        *host = NULL;
+        return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s:%d: cudaHostAlloc of %zu bytes of page-locked memory failed: %s",
+                         __FILE__, __LINE__, bytes, cudaGetErrorString(status));
+    }
+    CUDA_CHECK(status);
+    status = cudaHostGetDevicePointer(device, *host, 0);
+    if (status != cudaSuccess) {
+        cudaFreeHost(*host);
+        *host = NULL;
+        CUDA_CHECK(status);
+    }
+    return VAE_OK;
+}
+
+static void cuda_free_host_mapped(vae_backend *backend, void *host) {
+    (void)backend;
+    if (host) cudaFreeHost(host);
+}
+
 static vae_status cuda_copy_to_device(vae_backend *backend, void *destination, const void *host_source,
                                       size_t bytes) {
     if (bytes == 0) return VAE_OK;
@@ -324,6 +353,8 @@ static const vae_backend_ops cuda_ops = {
     .name = "cuda",
     .destroy = cuda_destroy,
     .alloc = cuda_alloc,
+    .alloc_host_mapped = cuda_alloc_host_mapped,
+    .free_host_mapped = cuda_free_host_mapped,
     .free = cuda_free,
     .copy_to_device = cuda_copy_to_device,
     .copy_to_host = cuda_copy_to_host,

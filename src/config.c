@@ -47,6 +47,7 @@ typedef struct config_key {
 } config_key;
 
 /* Choice names are indexed by the enum values of vae.h and vae_math.h. */
+_Static_assert(VAE_DATA_HOST == 1, "enum order");
 _Static_assert(VAE_BINARIZE_DYNAMIC == 2 && VAE_PRECISION_TF32 == 1 && VAE_NONFINITE_SKIP == 1, "enum order");
 _Static_assert(VAE_ACTIVATION_GELU == 3 && VAE_LIKELIHOOD_GAUSSIAN_FIXED == 2 && VAE_LR_COSINE == 1, "enum order");
 static const char *const binarize_names[] = {"none", "static", "dynamic", NULL};
@@ -56,6 +57,7 @@ static const char *const schedule_names[] = {"constant", "cosine", NULL};
 static const char *const optimizer_names[] = {"adam", "adamw", NULL};
 static const char *const precision_names[] = {"fp32", "tf32", NULL};
 static const char *const nonfinite_names[] = {"stop", "skip", NULL};
+static const char *const placement_names[] = {"auto", "host", NULL};
 
 #define FIELD(f) offsetof(vae_config, f)
 #define INT_KEY(s, n, f, lo, hi) {s, n, KEY_INT, FIELD(f), 0, lo, hi, 0, 0, NULL}
@@ -71,6 +73,7 @@ static const config_key config_keys[] = {
     INT_KEY("data", "validation_size", validation_size, 0, INT_MAX),
     INT_KEY("data", "train_limit", train_limit, 0, INT_MAX),
     INT_KEY("data", "test_limit", test_limit, 0, INT_MAX),
+    CHOICE_KEY("data", "on_device", data_on_device, placement_names),
     INT_KEY("model", "latent_dim", latent_dim, 1, 65536),
     WIDTHS_KEY("model", "hidden", hidden, hidden_count),
     WIDTHS_KEY("model", "decoder_hidden", decoder_hidden, decoder_hidden_count),

@@ -115,7 +115,8 @@ void vae_trainer_destroy(vae_trainer *trainer) {
         if (trainer->parameters) ops->free(backend, trainer->parameters);
         if (trainer->counter) ops->free(backend, trainer->counter);
         if (trainer->eval_counter) ops->free(backend, trainer->eval_counter);
-        if (trainer->train_values) ops->free(backend, trainer->train_values);
+        if (trainer->train_values_mapped) ops->free_host_mapped(backend, trainer->train_values_mapped);
+        else if (trainer->train_values) ops->free(backend, trainer->train_values);
         if (trainer->train_permutation) ops->free(backend, trainer->train_permutation);
         ops->destroy(backend);
     }
@@ -152,8 +153,20 @@ vae_status vae_trainer_ensure_train_step(vae_trainer *trainer) {
     trainer->steps_per_epoch = train->count / c->batch_size; /* the last partial batch is dropped */
     trainer->adam.total_steps = (uint64_t)trainer->steps_per_epoch * (uint64_t)c->epochs;
     size_t value_bytes = (size_t)train->count * train->dim * (train->dtype == VAE_DTYPE_U8 ? 1 : sizeof(float));
-    VAE_TRY(backend_alloc(trainer, value_bytes, &trainer->train_values));
-    VAE_TRY(ops->copy_to_device(trainer->backend, trainer->train_values, train->values, value_bytes));
+    /* The training set goes to device memory when it fits; otherwise (or
+     * with data.on_device = host) to page-locked host memory the gather
+     * reads over the bus, so the step stays one graph either way. */
+    vae_status placed = c->data_on_device == VAE_DATA_HOST && ops->alloc_host_mapped
+                            ? VAE_ERROR_OUT_OF_MEMORY
+                            : backend_alloc(trainer, value_bytes, &trainer->train_values);
+    if (placed == VAE_ERROR_OUT_OF_MEMORY && ops->alloc_host_mapped) {
+        VAE_TRY(ops->alloc_host_mapped(trainer->backend, value_bytes, &trainer->train_values_mapped,
+                                       &trainer->train_values));
+        memcpy(trainer->train_values_mapped, train->values, value_bytes);
+    } else {
+        VAE_TRY(placed);
+        VAE_TRY(ops->copy_to_device(trainer->backend, trainer->train_values, train->values, value_bytes));
+    }
     VAE_TRY(backend_alloc(trainer, sizeof(int32_t) * (size_t)train->count, (void **)&trainer->train_permutation));
     trainer->host_permutation = malloc(sizeof(int32_t) * (size_t)train->count);
     if (!trainer->host_permutation) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "trainer: out of memory");
@@ -440,3 +453,5 @@ void vae_trainer_image_shape(const vae_trainer *trainer, int *rows, int *cols) {
 }
 
 const char *vae_trainer_device_name(const vae_trainer *trainer) { return trainer->backend->device_name; }
+
+int vae_trainer_data_in_host_memory(const vae_trainer *trainer) { return trainer->train_values_mapped != NULL; }

@@ -23,7 +23,8 @@ struct vae_trainer {
     vae_step *train_step;           /* created on first training */
     vae_step_counter *counter;      /* backend memory */
     vae_step_counter *eval_counter; /* backend memory */
-    void *train_values;             /* training set in backend memory */
+    void *train_values;             /* training set as the backend's kernels address it */
+    void *train_values_mapped;      /* host side when it lives in mapped host memory, else NULL */
     int32_t *train_permutation;     /* backend memory, one epoch's order */
     int32_t *host_permutation;
     long steps_per_epoch;

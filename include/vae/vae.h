@@ -38,6 +38,10 @@ const char *vae_status_name(vae_status status);
 typedef enum vae_binarize { VAE_BINARIZE_NONE = 0, VAE_BINARIZE_STATIC = 1, VAE_BINARIZE_DYNAMIC = 2 } vae_binarize;
 typedef enum vae_device_kind { VAE_DEVICE_CPU = 0, VAE_DEVICE_CUDA = 1, VAE_DEVICE_AUTO = 2 } vae_device_kind;
 typedef enum vae_precision { VAE_PRECISION_FP32 = 0, VAE_PRECISION_TF32 = 1 } vae_precision;
+/* Where the training set lives on the CUDA backend: in device memory when it
+ * fits (auto), or always in page-locked host memory that the gather kernel
+ * reads over the bus (host). */
+typedef enum vae_data_placement { VAE_DATA_AUTO = 0, VAE_DATA_HOST = 1 } vae_data_placement;
 typedef enum vae_nonfinite_policy { VAE_NONFINITE_STOP = 0, VAE_NONFINITE_SKIP = 1 } vae_nonfinite_policy;
 
 /* Every key of the INI schema (configs/README.md) has a field here.
@@ -51,6 +55,7 @@ typedef struct vae_config {
     int validation_size;             /* training examples held out for validation */
     int train_limit;                 /* 0: all; else the first N training examples */
     int test_limit;                  /* 0: all; else the first N test examples */
+    int data_on_device;              /* vae_data_placement */
     /* [model] */
     int latent_dim;
     int hidden[VAE_MAX_HIDDEN_LAYERS];         /* encoder widths, input side first */
@@ -157,6 +162,9 @@ const vae_config *vae_trainer_config(const vae_trainer *trainer);
 /* Image shape of the data (rows, cols) for pictures; 0 if not images. */
 void vae_trainer_image_shape(const vae_trainer *trainer, int *rows, int *cols);
 const char *vae_trainer_device_name(const vae_trainer *trainer);
+/* 1 when the training set lives in page-locked host memory read over the bus
+ * (it did not fit on the device, or data.on_device = host). */
+int vae_trainer_data_in_host_memory(const vae_trainer *trainer);
 
 #ifdef __cplusplus
 }
