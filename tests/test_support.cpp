@@ -1,6 +1,7 @@
 #include "test_support.h"
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -14,7 +15,10 @@
 namespace vae_test {
 
 std::string temporary_folder(const std::string &name) {
-    std::filesystem::path folder = std::filesystem::path(VAE_BINARY_DIR) / "test-output" / name;
+    // ctest runs each test as its own process, several at once: the process
+    // id keeps two processes of one suite out of each other's folders.
+    std::filesystem::path folder =
+        std::filesystem::path(VAE_BINARY_DIR) / "test-output" / (name + "-" + std::to_string(getpid()));
     std::filesystem::remove_all(folder);
     std::filesystem::create_directories(folder);
     return folder.string();

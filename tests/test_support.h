@@ -8,7 +8,7 @@
 
 namespace vae_test {
 
-// A fresh empty folder under the build tree for one test.
+// A fresh empty folder under the build tree for one test (name + process id).
 std::string temporary_folder(const std::string &name);
 void write_file(const std::string &path, const std::string &bytes);
 std::string read_file(const std::string &path);

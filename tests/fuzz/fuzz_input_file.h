@@ -1,6 +1,7 @@
 /* The IDX and NPY readers take a path, not a buffer: fuzz targets write each
  * input to one per-process temporary file (created on first use, rewritten in
- * place each call, removed at exit) and hand the readers its path. */
+ * place each call, its name removed at once: the path handed to the readers
+ * is /proc/self/fd/N) and hand the readers that path. */
 #ifndef VAE_FUZZ_INPUT_FILE_H
 #define VAE_FUZZ_INPUT_FILE_H
 
