@@ -22,6 +22,8 @@
  * range, and a corrupt header cannot ask for an absurd allocation. */
 #define IDX_MAX_VALUES ((uint64_t)INT32_MAX)
 
+#define IDX_FIRST_BUFFER ((size_t)16 << 20)
+
 /* gzread takes an unsigned and returns an int: read in pieces well below that. */
 #define IDX_READ_CHUNK ((size_t)1 << 28)
 
@@ -60,6 +62,34 @@ static vae_status read_bytes(gzFile file, const char *path, void *buffer, size_t
         *got += (size_t)count;
     }
     return VAE_OK;
+}
+
+/* Reads up to total bytes into a buffer that grows with what actually
+ * arrives (doubling from 16 MiB), so a header that promises gigabytes in a
+ * short file costs no more memory than the file holds. */
+static vae_status read_growing(gzFile file, const char *path, size_t total, unsigned char **out, size_t *got) {
+    size_t capacity = total < IDX_FIRST_BUFFER ? total : IDX_FIRST_BUFFER;
+    unsigned char *buffer = malloc(capacity ? capacity : 1);
+    *out = NULL;
+    *got = 0;
+    while (buffer) {
+        size_t piece = 0;
+        vae_status status = read_bytes(file, path, buffer + *got, capacity - *got, &piece);
+        if (status != VAE_OK) {
+            free(buffer);
+            return status;
+        }
+        *got += piece;
+        if (*got < capacity || capacity == total) {
+            *out = buffer;
+            return VAE_OK;
+        }
+        capacity = capacity > total / 2 ? total : 2 * capacity;
+        unsigned char *grown = realloc(buffer, capacity);
+        if (!grown) free(buffer);
+        buffer = grown;
+    }
+    return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes of image data", path, total);
 }
 
 static vae_status open_idx(const char *path, gzFile *out) {
@@ -138,12 +168,9 @@ static vae_status load_images(gzFile file, const char *path, vae_dataset *out) {
     if (dim > INT_MAX)
         return vae_error(VAE_ERROR_BAD_INPUT, "%s: image size %ux%u is too large", path, dims[1], dims[2]);
 
-    unsigned char *values = malloc((size_t)total);
-    if (values == NULL)
-        return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %llu bytes of image data", path,
-                         (unsigned long long)total);
+    unsigned char *values = NULL;
     size_t got = 0;
-    vae_status status = read_bytes(file, path, values, (size_t)total, &got);
+    vae_status status = read_growing(file, path, (size_t)total, &values, &got);
     if (status == VAE_OK && got < total)
         status = vae_error(VAE_ERROR_BAD_INPUT, "%s: truncated: expected %llu bytes of image data, found %zu", path,
                            (unsigned long long)total, got);
