@@ -17,25 +17,7 @@ namespace {
 
 const char *const kPython = "/usr/bin/python3";
 
-struct CommandResult {
-    int exit_code;
-    std::string output;
-    std::string errors;
-};
-
-CommandResult run_command(const std::string &command, const std::string &folder) {
-    std::string errors_path = folder + "/stderr.txt";
-    CommandResult result{-1, "", ""};
-    FILE *pipe = popen((command + " 2>" + errors_path).c_str(), "r");
-    if (!pipe) return result;
-    char buffer[4096];
-    size_t n;
-    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-    int status = pclose(pipe);
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (std::filesystem::exists(errors_path)) result.errors = vae_test::read_file(errors_path);
-    return result;
-}
+using vae_test::CommandResult;
 
 std::string script_path() { return std::string(VAE_SOURCE_DIR) + "/scripts/plot_metrics.py"; }
 
@@ -85,9 +67,8 @@ TEST(PlotMetrics, WritesAPngOfEveryRecord) {
     vae_test::write_file(folder + "/run_a/metrics.jsonl", small_metrics());
     vae_test::write_file(folder + "/run_b/metrics.jsonl", small_metrics());
     std::string out = folder + "/curves.png";
-    CommandResult run = run_command(std::string(kPython) + " " + script_path() + " " + folder + "/run_a/metrics.jsonl " +
-                                        folder + "/run_b/metrics.jsonl --out " + out + " --title two-runs",
-                                    folder);
+    CommandResult run = vae_test::run_command(std::string(kPython) + " " + script_path() + " " + folder + "/run_a/metrics.jsonl " +
+                                        folder + "/run_b/metrics.jsonl --out " + out + " --title two-runs", false);
     ASSERT_EQ(run.exit_code, 0) << run.output << run.errors;
     ASSERT_TRUE(std::filesystem::exists(out));
     uint32_t width, height;
@@ -104,7 +85,7 @@ TEST(PlotMetrics, WritesAPngOfEveryRecord) {
 
     // Default output: curves.png beside the (first) metrics file.
     CommandResult default_out =
-        run_command(std::string(kPython) + " " + script_path() + " " + folder + "/run_a/metrics.jsonl", folder);
+        vae_test::run_command(std::string(kPython) + " " + script_path() + " " + folder + "/run_a/metrics.jsonl", false);
     EXPECT_EQ(default_out.exit_code, 0) << default_out.errors;
     EXPECT_TRUE(std::filesystem::exists(folder + "/run_a/curves.png"));
 }
@@ -114,15 +95,13 @@ TEST(PlotMetrics, BadInputNamesTheFileAndLine) {
     std::string folder = vae_test::temporary_folder("plot_metrics_bad");
     std::string path = folder + "/metrics.jsonl";
     vae_test::write_file(path, small_metrics() + "{\"kind\":\"train\",\"step\":25,\n");
-    CommandResult run = run_command(std::string(kPython) + " " + script_path() + " " + path + " --out " + folder + "/x.png",
-                                    folder);
+    CommandResult run = vae_test::run_command(std::string(kPython) + " " + script_path() + " " + path + " --out " + folder + "/x.png", false);
     EXPECT_EQ(run.exit_code, 2);
     EXPECT_NE(run.errors.find("metrics.jsonl:9"), std::string::npos) << run.errors;
     EXPECT_FALSE(std::filesystem::exists(folder + "/x.png"));
 
-    CommandResult missing = run_command(std::string(kPython) + " " + script_path() + " " + folder + "/absent.jsonl --out " +
-                                            folder + "/y.png",
-                                        folder);
+    CommandResult missing = vae_test::run_command(std::string(kPython) + " " + script_path() + " " + folder + "/absent.jsonl --out " +
+                                            folder + "/y.png", false);
     EXPECT_EQ(missing.exit_code, 2);
     EXPECT_NE(missing.errors.find("absent.jsonl"), std::string::npos) << missing.errors;
 }
@@ -136,7 +115,7 @@ TEST(PlotMetrics, MissingMatplotlibIsReportedWithThePackageName) {
     std::string program = "import runpy, sys; sys.modules['matplotlib'] = None; "
                           "sys.argv = ['plot_metrics.py', '" + path + "', '--out', '" + folder + "/z.png']; "
                           "runpy.run_path('" + script_path() + "', run_name='__main__')";
-    CommandResult run = run_command(std::string(kPython) + " -c \"" + program + "\"", folder);
+    CommandResult run = vae_test::run_command(std::string(kPython) + " -c \"" + program + "\"", false);
     EXPECT_EQ(run.exit_code, 2) << run.output << run.errors;
     EXPECT_NE(run.errors.find("python3-matplotlib"), std::string::npos) << run.errors;
     EXPECT_FALSE(std::filesystem::exists(folder + "/z.png"));

@@ -70,17 +70,35 @@ std::vector<float> random_uniform(size_t count, uint64_t seed, float low, float 
     return values;
 }
 
-CommandResult run_vae(const std::string &arguments) {
-    std::string command = std::string(VAE_BINARY_DIR) + "/vae " + arguments + " 2>&1";
-    CommandResult result{-1, ""};
-    FILE *pipe = popen(command.c_str(), "r");
-    if (!pipe) return result;
-    char buffer[4096];
-    size_t n;
-    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-    int status = pclose(pipe);
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+CommandResult run_command(const std::string &command, bool merge_errors) {
+    CommandResult result{-1, "", ""};
+    std::string errors_path;
+    std::string full = command + " 2>&1";
+    if (!merge_errors) {
+        char name[] = "/tmp/vae-test-stderr-XXXXXX";
+        int descriptor = mkstemp(name);
+        if (descriptor < 0) return result;
+        close(descriptor);
+        errors_path = name;
+        full = command + " 2>" + errors_path;
+    }
+    FILE *pipe = popen(full.c_str(), "r");
+    if (pipe) {
+        char buffer[4096];
+        size_t n;
+        while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
+        int status = pclose(pipe);
+        result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    if (!errors_path.empty()) {
+        result.errors = read_file(errors_path);
+        std::remove(errors_path.c_str());
+    }
     return result;
+}
+
+CommandResult run_vae(const std::string &arguments) {
+    return run_command(std::string(VAE_BINARY_DIR) + "/vae " + arguments, true);
 }
 
 std::string fashion_mnist_folder() {

@@ -18,11 +18,14 @@ double relative_error(const std::vector<float> &a, const std::vector<float> &b);
 // Fresh random values from a seeded generator (tests print the seed they use).
 std::vector<float> random_normal(size_t count, uint64_t seed, float scale = 1.0f);
 std::vector<float> random_uniform(size_t count, uint64_t seed, float low, float high);
-// Runs build/vae with arguments (shell words), stderr merged into output.
 struct CommandResult {
     int exit_code;
-    std::string output;
+    std::string output;  // stdout (and stderr where merged)
+    std::string errors;  // stderr where kept apart
 };
+// Runs a shell command; stderr merged into output, or kept apart in errors.
+CommandResult run_command(const std::string &command, bool merge_errors);
+// Runs build/vae with arguments (shell words), stderr merged into output.
 CommandResult run_vae(const std::string &arguments);
 
 // The Debian package's folder when dataset-fashion-mnist is installed, else "".

@@ -29,25 +29,7 @@ namespace {
 
 const char *const kPython = "/usr/bin/python3";
 
-struct CommandResult {
-    int exit_code;
-    std::string output;  // stdout only
-    std::string errors;  // stderr
-};
-
-CommandResult run_command(const std::string &command, const std::string &folder) {
-    std::string errors_path = folder + "/stderr.txt";
-    CommandResult result{-1, "", ""};
-    FILE *pipe = popen((command + " 2>" + errors_path).c_str(), "r");
-    if (!pipe) return result;
-    char buffer[4096];
-    size_t n;
-    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-    int status = pclose(pipe);
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (std::filesystem::exists(errors_path)) result.errors = vae_test::read_file(errors_path);
-    return result;
-}
+using vae_test::CommandResult;
 
 bool torch_available() {
     return std::system((std::string(kPython) + " -c 'import torch, numpy' >/dev/null 2>&1").c_str()) == 0;
@@ -126,7 +108,7 @@ protected:
 
 TEST_F(TorchInterop, NumpyPhiloxMatchesTheEngineBitForBit) {
     std::string folder = vae_test::temporary_folder("torch_interop_philox");
-    CommandResult self_test = run_command(script() + " --self-test", folder);
+    CommandResult self_test = vae_test::run_command(script() + " --self-test", false);
     EXPECT_EQ(self_test.exit_code, 0) << self_test.output << self_test.errors;
     EXPECT_NE(self_test.output.find("\"passed\""), std::string::npos) << self_test.output;
 
@@ -142,9 +124,8 @@ TEST_F(TorchInterop, NumpyPhiloxMatchesTheEngineBitForBit) {
                                  {0xFEDCBA9876543210ull, 123456, VAE_RANDOM_EPS, 0xFFFFFFFFu, 1ull << 33}};
     for (const Address &a : addresses) {
         uint64_t subsequence = vae_philox_subsequence(a.step, a.purpose, a.row);
-        CommandResult probe = run_command(script() + " --philox-probe " + std::to_string(a.seed) + " " +
-                                    std::to_string(subsequence) + " " + std::to_string(a.column),
-                                folder);
+        CommandResult probe = vae_test::run_command(script() + " --philox-probe " + std::to_string(a.seed) + " " +
+                                    std::to_string(subsequence) + " " + std::to_string(a.column), false);
         ASSERT_EQ(probe.exit_code, 0) << probe.errors;
         cJSON *json = last_json_line(probe.output);
         ASSERT_NE(json, nullptr) << probe.output;
@@ -179,7 +160,7 @@ TEST_F(TorchInterop, EngineEvaluationMatchesPyTorch) {
     std::string common = script() + " --checkpoint " + checkpoint + " --vae " + vae + " --device cpu";
 
     // The whole test split (200 points: 3 batches of 64 and one of 8).
-    CommandResult all = run_command(common + " --count 200", folder);
+    CommandResult all = vae_test::run_command(common + " --count 200", false);
     EXPECT_EQ(all.exit_code, 0) << all.output << all.errors;
     cJSON *json = last_json_line(all.output);
     ASSERT_NE(json, nullptr) << all.output << all.errors;
@@ -196,7 +177,7 @@ TEST_F(TorchInterop, EngineEvaluationMatchesPyTorch) {
 
     // The first 100 points (default count) with an IWAE estimate: the script
     // evaluates the engine on a copy of the checkpoint limited to them.
-    CommandResult iwae = run_command(common + " --iwae-k 20", folder);
+    CommandResult iwae = vae_test::run_command(common + " --iwae-k 20", false);
     EXPECT_EQ(iwae.exit_code, 0) << iwae.output << iwae.errors;
     json = last_json_line(iwae.output);
     ASSERT_NE(json, nullptr) << iwae.output << iwae.errors;
@@ -211,7 +192,7 @@ TEST_F(TorchInterop, EngineEvaluationMatchesPyTorch) {
 
     // The comparison has teeth: a tolerance below the float32 rounding the
     // engine must show (it cannot agree with float64 to 1e-15) fails.
-    CommandResult strict = run_command(common + " --count 200 --tolerance 1e-15", folder);
+    CommandResult strict = vae_test::run_command(common + " --count 200 --tolerance 1e-15", false);
     EXPECT_EQ(strict.exit_code, 1) << strict.output << strict.errors;
 }
 
@@ -243,7 +224,7 @@ TEST_F(TorchInterop, StrictStateDictLoadRejectsAForeignTensor) {
               VAE_OK)
         << vae_last_error();
     vae_checkpoint_free(&original);
-    CommandResult run = run_command(script() + " --checkpoint " + foreign + " --vae " + VAE_BINARY_DIR + "/vae", folder);
+    CommandResult run = vae_test::run_command(script() + " --checkpoint " + foreign + " --vae " + VAE_BINARY_DIR + "/vae", false);
     EXPECT_EQ(run.exit_code, 2) << run.output << run.errors;
     EXPECT_NE(run.errors.find("strict state_dict load failed"), std::string::npos) << run.errors;
     EXPECT_NE(run.errors.find("encoder.7.bias"), std::string::npos) << run.errors;
