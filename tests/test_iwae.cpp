@@ -91,19 +91,8 @@ Encoder imperfect_encoder() {
 // ---------------------------------------------------------------- files
 
 void write_npy(const std::string &path, const std::vector<float> &values, int rows, int cols) {
-    char dict[128];
-    std::snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows, cols);
-    std::string header = dict;
-    size_t total = 10 + header.size() + 1;  // magic+version+length, dict, '\n'
-    header.append((64 - total % 64) % 64, ' ');
-    header.push_back('\n');
-    std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
-    uint16_t length = (uint16_t)header.size();
-    bytes.push_back((char)(length & 0xff));
-    bytes.push_back((char)(length >> 8));
-    bytes += header;
-    bytes.append(reinterpret_cast<const char *>(values.data()), values.size() * sizeof(float));
-    vae_test::write_file(path, bytes);
+    std::string shape = "(" + std::to_string(rows) + ", " + std::to_string(cols) + ")";
+    vae_test::write_file(path, vae_test::npy_file(vae_test::npy_dict("<f4", shape), vae_test::raw_bytes(values)));
 }
 
 std::string model_config_text(const std::string &data_folder) {

@@ -42,21 +42,6 @@ CommandResult run_vae(const std::string &arguments) {
     return vae_test::run_vae(arguments + (loads ? " --device cpu" : ""));
 }
 
-// A minimal NPY writer for the test's input data (independent of the
-// library's writer, which the tests check).
-void write_test_npy(const std::string &path, const std::string &descr, const std::string &shape, const void *data,
-                    size_t bytes) {
-    std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
-    while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-    header += '\n';
-    std::string file = std::string("\x93NUMPY\x01\x00", 8);
-    file += (char)(header.size() & 0xff);
-    file += (char)(header.size() >> 8);
-    file += header;
-    file.append(static_cast<const char *>(data), bytes);
-    vae_test::write_file(path, file);
-}
-
 // Class 0: the left half bright; class 1: the top half bright. Values are
 // multiples of 1/255 so that a PNG of the inputs holds them exactly.
 struct Split {
@@ -84,12 +69,16 @@ Split make_split(int count, uint64_t seed) {
 
 void write_split(const std::string &folder, const std::string &name, const Split &split, bool labels) {
     long count = (long)split.labels.size();
-    write_test_npy(folder + "/" + name + ".npy", "<f4",
-                   "(" + std::to_string(count) + ", " + std::to_string(kSide) + ", " + std::to_string(kSide) + ")",
-                   split.values.data(), split.values.size() * sizeof(float));
+    // The input data go through test_support's NPY writer, independent of the
+    // library's writer, which the tests check.
+    std::string side = std::to_string(kSide);
+    std::string shape = "(" + std::to_string(count) + ", " + side + ", " + side + ")";
+    vae_test::write_file(folder + "/" + name + ".npy",
+                         vae_test::npy_file(vae_test::npy_dict("<f4", shape), vae_test::raw_bytes(split.values)));
     if (labels)
-        write_test_npy(folder + "/" + name + "_labels.npy", "<i4", "(" + std::to_string(count) + ",)",
-                       split.labels.data(), split.labels.size() * sizeof(int32_t));
+        vae_test::write_file(folder + "/" + name + "_labels.npy",
+                             vae_test::npy_file(vae_test::npy_dict("<i4", "(" + std::to_string(count) + ",)"),
+                                                vae_test::raw_bytes(split.labels)));
 }
 
 struct Picture {

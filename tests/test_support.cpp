@@ -111,4 +111,32 @@ std::string fashion_mnist_folder() {
     return "";
 }
 
+static std::string big_endian(uint32_t value) {
+    std::string bytes(4, '\0');
+    for (int i = 0; i < 4; ++i) bytes[i] = (char)(value >> (24 - 8 * i));
+    return bytes;
+}
+
+std::string idx_file(uint32_t magic, const std::vector<uint32_t> &dims, const std::string &payload) {
+    std::string bytes = big_endian(magic);
+    for (uint32_t d : dims) bytes += big_endian(d);
+    return bytes + payload;
+}
+
+std::string npy_file(const std::string &header_dict, const std::string &payload, int major) {
+    std::string preamble = std::string("\x93NUMPY", 6) + (char)major + '\0';
+    size_t length_bytes = major == 1 ? 2 : 4;
+    size_t unpadded = preamble.size() + length_bytes + header_dict.size() + 1;
+    size_t padded = (unpadded + 63) / 64 * 64;
+    std::string header = header_dict + std::string(padded - unpadded, ' ') + "\n";
+    uint32_t length = (uint32_t)header.size();
+    std::string length_field;
+    for (size_t i = 0; i < length_bytes; ++i) length_field += (char)(length >> (8 * i));
+    return preamble + length_field + header + payload;
+}
+
+std::string npy_dict(const std::string &descr, const std::string &shape, const std::string &order) {
+    return "{'descr': '" + descr + "', 'fortran_order': " + order + ", 'shape': " + shape + ", }";
+}
+
 }  // namespace vae_test

@@ -31,6 +31,21 @@ CommandResult run_vae(const std::string &arguments);
 // The Debian package's folder when dataset-fashion-mnist is installed, else "".
 std::string fashion_mnist_folder();
 
+// The bytes of test input files, built here independently of the library's
+// readers and writers (which the tests check).
+// An IDX file: the magic number and each dimension big-endian, then payload.
+std::string idx_file(uint32_t magic, const std::vector<uint32_t> &dims, const std::string &payload);
+// An NPY file: preamble for the version, the header padded with spaces and a
+// newline so that the data starts at a multiple of 64.
+std::string npy_file(const std::string &header_dict, const std::string &payload, int major = 1);
+// The header dictionary of an NPY file.
+std::string npy_dict(const std::string &descr, const std::string &shape, const std::string &order = "False");
+// The values' bytes as they lie in memory (an NPY payload).
+template <typename T>
+std::string raw_bytes(const std::vector<T> &values) {
+    return std::string((const char *)values.data(), values.size() * sizeof(T));
+}
+
 }  // namespace vae_test
 
 #endif
