@@ -102,36 +102,77 @@ TEST(Resume, KilledRunsResumeToBitwiseIdenticalParameters) {
     ASSERT_EQ(expected.step, "160");
     ASSERT_GT(expected.names.size(), 8u) << "parameters and both Adam moments are stored";
 
-    // Kill after growing delays: during start-up, mid-epoch, near a
-    // checkpoint write; resume each time until a run finishes.
+    // Kill points that follow the run's progress rather than the clock, so
+    // they land the same way on a slow (sanitizer) build: during start-up,
+    // while a checkpoint's temporary file is being written, and at several
+    // delays after a checkpoint was renamed into place.
     std::string folder = vae_test::temporary_folder("resume_killed");
-    const int delays_ms[] = {150, 400, 700, 1000, 1300, 1700};
+    enum class KillPoint { startup, while_writing, after_checkpoint };
+    struct Kill {
+        KillPoint point;
+        int delay_ms;
+    };
+    const Kill schedule[] = {{KillPoint::startup, 150},        {KillPoint::while_writing, 0},
+                             {KillPoint::after_checkpoint, 0}, {KillPoint::after_checkpoint, 20},
+                             {KillPoint::while_writing, 0},    {KillPoint::after_checkpoint, 70},
+                             {KillPoint::after_checkpoint, 150}};
     int kills = 0, kills_after_a_checkpoint = 0;
     bool finished = false;
     for (int attempt = 0; attempt < 30 && !finished; ++attempt) {
         pid_t pid = spawn(train_arguments(folder, true));
         ASSERT_GT(pid, 0);
-        if (attempt < (int)(sizeof delays_ms / sizeof delays_ms[0])) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(delays_ms[attempt]));
-            bool had_checkpoint = std::filesystem::exists(folder + "/checkpoint.safetensors");
-            if (kill(pid, SIGKILL) == 0) {
-                int code = wait_for(pid);
-                if (code == 128 + SIGKILL) {
-                    ++kills;
-                    if (had_checkpoint) ++kills_after_a_checkpoint;
-                } else {
-                    ASSERT_EQ(code, 0);
-                    finished = true;
-                }
-                continue;
-            }
+        if (attempt >= (int)(sizeof schedule / sizeof schedule[0])) {
+            ASSERT_EQ(wait_for(pid), 0);
+            finished = true;
+            break;
         }
-        ASSERT_EQ(wait_for(pid), 0);
-        finished = true;
+        const Kill kill_at = schedule[attempt];
+        std::string latest = folder + "/checkpoint.safetensors";
+        auto written_at = [&] {
+            std::error_code error;
+            auto time = std::filesystem::last_write_time(latest, error);
+            return error ? std::filesystem::file_time_type::min() : time;
+        };
+        auto before = written_at();
+        auto writing = [&] {
+            std::error_code error;
+            for (const auto &entry : std::filesystem::directory_iterator(folder, error))
+                if (entry.path().filename().string().rfind("checkpoint.safetensors.tmp", 0) == 0) return true;
+            return false;
+        };
+        int status = 0;
+        bool exited = false;
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+        if (kill_at.point == KillPoint::startup) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(kill_at.delay_ms));
+        } else {
+            while (std::chrono::steady_clock::now() < deadline) {
+                if (waitpid(pid, &status, WNOHANG) == pid) { exited = true; break; }
+                // A write too quick to catch still moves the kill past a checkpoint.
+                if ((kill_at.point == KillPoint::while_writing && writing()) || written_at() != before) break;
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
+            }
+            if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(kill_at.delay_ms));
+        }
+        if (exited) {
+            ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+            finished = true;
+            break;
+        }
+        bool had_checkpoint = written_at() != std::filesystem::file_time_type::min();
+        ASSERT_EQ(kill(pid, SIGKILL), 0);
+        int code = wait_for(pid);
+        if (code == 128 + SIGKILL) {
+            ++kills;
+            if (had_checkpoint) ++kills_after_a_checkpoint;
+        } else {
+            ASSERT_EQ(code, 0);
+            finished = true;
+        }
     }
     ASSERT_TRUE(finished);
-    EXPECT_GE(kills, 3) << "the runs ended before they could be killed: the test proves little";
-    EXPECT_GE(kills_after_a_checkpoint, 1);
+    EXPECT_GE(kills, 5) << "the runs ended before they could be killed: the test proves little";
+    EXPECT_GE(kills_after_a_checkpoint, 3);
     expect_bitwise_equal(read_checkpoint(folder + "/checkpoint.safetensors"), expected);
     // No temporary file survives the kills' aftermath.
     for (const auto &entry : std::filesystem::directory_iterator(folder))
@@ -150,7 +191,11 @@ TEST(Resume, SigtermWritesACheckpointThatResumesExactly) {
     arguments = train_arguments(folder, true);
     arguments.insert(arguments.end(), {"--set", "checkpoint.every_steps=0", "--set", "train.epochs=30"});
     pid_t pid = spawn(arguments);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    // Signal once training is under way (its first metrics line), however
+    // slow the build.
+    for (int i = 0; i < 6000 && vae_test::read_file_or_empty(folder + "/metrics.jsonl").empty(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
     ASSERT_EQ(kill(pid, SIGTERM), 0);
     int code = wait_for(pid);
     if (code == 0) GTEST_SKIP() << "training finished before the signal arrived";

@@ -38,6 +38,14 @@ std::string read_file(const std::string &path) {
     return buffer.str();
 }
 
+std::string read_file_or_empty(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return "";
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
+}
+
 double relative_error(const float *a, const float *b, size_t count) {
     double diff = 0.0, norm = 0.0;
     for (size_t i = 0; i < count; ++i) {

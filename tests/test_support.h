@@ -12,6 +12,8 @@ namespace vae_test {
 std::string temporary_folder(const std::string &name);
 void write_file(const std::string &path, const std::string &bytes);
 std::string read_file(const std::string &path);
+// The file's bytes, or "" when it does not exist (yet).
+std::string read_file_or_empty(const std::string &path);
 // ||a - b|| / max(||b||, tiny): the normalised error used by all comparisons.
 double relative_error(const float *a, const float *b, size_t count);
 double relative_error(const std::vector<float> &a, const std::vector<float> &b);
