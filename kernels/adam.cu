@@ -2,10 +2,9 @@
  * advance, both reading their step from device memory so that a captured
  * graph replays every step correctly.
  *
- * At 0-based step s = counter->step: t = s + 1, lr = vae_schedule_lr(s, ...),
- * bias1 = (float)(1 - beta1^t) and bias2 = (float)(1 - beta2^t) computed in
- * double (as the CPU backend does), and the gradient is multiplied by
- * vae_clip_scale(*grad_norm_squared, clip_norm) before vae_adam_update. A
+ * At 0-based step s = counter->step, vae_adam_constants gives the schedule's
+ * learning rate, the bias corrections and the clipping scale exactly as the
+ * CPU backend computes them, then vae_adam_update runs per parameter. A
  * non-finite norm leaves params, m and v untouched (no NaN ever reaches the
  * parameters; the trainer's policy reads counter.nonfinite_seen), as on the
  * CPU backend. */
@@ -18,16 +17,10 @@ __global__ void adam_update_kernel(float *params, const float *grads, float *m, 
                                    const vae_step_counter *counter) {
     const float norm_squared = *grad_norm_squared;
     if (!isfinite(norm_squared)) return;
-    const uint64_t step = counter->step;
-    const uint64_t t = step + 1;
-    const float lr = vae_schedule_lr(step, settings.lr_schedule, settings.lr, settings.lr_min,
-                                     settings.warmup_steps, settings.total_steps);
-    const float bias1 = (float)(1.0 - pow((double)settings.beta1, (double)t));
-    const float bias2 = (float)(1.0 - pow((double)settings.beta2, (double)t));
-    const float clip = vae_clip_scale(norm_squared, settings.clip_norm);
+    const vae_adam_step_constants constants = vae_adam_constants(&settings, counter->step, norm_squared);
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
         float param = params[i], first = m[i], second = v[i];
-        vae_adam_update(&param, &first, &second, grads[i] * clip, lr, &settings, bias1, bias2);
+        vae_adam_update(&param, &first, &second, grads[i], constants);
         params[i] = param;
         m[i] = first;
         v[i] = second;

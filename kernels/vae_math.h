@@ -149,25 +149,51 @@ typedef struct vae_adam_settings {
     float clip_norm;            /* 0: no clipping */
 } vae_adam_settings;
 
-/* One parameter's update at 1-based time t with learning rate lr. */
-VAE_HD void vae_adam_update(float *param, float *m, float *v, float grad, float lr,
-                            const vae_adam_settings *s, float bias1, float bias2) {
-    if (s->weight_decay != 0.0f) {
-        if (s->decoupled_weight_decay) *param *= 1.0f - lr * s->weight_decay;
-        else grad += s->weight_decay * *param;
-    }
-    *m = s->beta1 * *m + (1.0f - s->beta1) * grad;
-    *v = s->beta2 * *v + (1.0f - s->beta2) * grad * grad;
-    float denom = sqrtf(*v) / sqrtf(bias2) + s->epsilon;
-    *param -= (lr / bias1) * (*m / denom);
-}
-
 /* Scale applied to gradients for global-norm clipping (torch's clip_grad_norm_). */
 VAE_HD float vae_clip_scale(float norm_squared, float clip_norm) {
     if (clip_norm <= 0.0f) return 1.0f;
     float norm = sqrtf(norm_squared);
     float scale = clip_norm / (norm + 1e-6f);
     return scale < 1.0f ? scale : 1.0f;
+}
+
+/* What one Adam step needs, computed once per step (not per parameter) so
+ * the per-parameter loop is a few multiply-adds that vectorise. */
+typedef struct vae_adam_step_constants {
+    float lr, beta1, beta2, epsilon;
+    float step_size;      /* lr / (1 - beta1^t) */
+    float sqrt_bias2;     /* sqrt(1 - beta2^t) */
+    float clip;           /* global-norm clipping scale for the gradients */
+    float param_scale;    /* AdamW's decay: 1 - lr * weight_decay (else 1) */
+    float gradient_decay; /* Adam's L2 term added to the gradient: weight_decay (else 0) */
+} vae_adam_step_constants;
+
+/* At 0-based step (t = step + 1): the schedule's learning rate, the bias
+ * corrections (in double, then float) and the clipping scale. */
+VAE_HD vae_adam_step_constants vae_adam_constants(const vae_adam_settings *s, uint64_t step, float grad_norm_squared) {
+    vae_adam_step_constants k;
+    double t = (double)(step + 1);
+    k.lr = vae_schedule_lr(step, s->lr_schedule, s->lr, s->lr_min, s->warmup_steps, s->total_steps);
+    k.beta1 = s->beta1;
+    k.beta2 = s->beta2;
+    k.epsilon = s->epsilon;
+    k.param_scale = s->decoupled_weight_decay ? 1.0f - k.lr * s->weight_decay : 1.0f;
+    k.gradient_decay = s->decoupled_weight_decay ? 0.0f : s->weight_decay;
+    k.step_size = k.lr / (float)(1.0 - pow((double)s->beta1, t));
+    k.sqrt_bias2 = sqrtf((float)(1.0 - pow((double)s->beta2, t)));
+    k.clip = vae_clip_scale(grad_norm_squared, s->clip_norm);
+    return k;
+}
+
+/* One parameter's update, as torch.optim.Adam / AdamW compute it; no
+ * branches, so the loop over the flat buffer vectorises. */
+VAE_HD void vae_adam_update(float *param, float *m, float *v, float grad, vae_adam_step_constants k) {
+    grad = grad * k.clip + k.gradient_decay * *param;
+    *param *= k.param_scale;
+    *m = k.beta1 * *m + (1.0f - k.beta1) * grad;
+    *v = k.beta2 * *v + (1.0f - k.beta2) * grad * grad;
+    float denom = sqrtf(*v) / k.sqrt_bias2 + k.epsilon;
+    *param -= k.step_size * (*m / denom);
 }
 
 #endif

@@ -127,7 +127,7 @@ static vae_status cpu_reparam_kl_forward(vae_backend *backend, const float *mu_l
             float *z_out = z + z_row * latent;
             uint64_t subsequence = vae_philox_subsequence(step, noise->random_purpose, (uint32_t)z_row);
             for (int j = 0; j < latent; j += 4) {
-                float eps[4];
+                float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 if (eps_override) {
                     for (int k = 0; k < 4 && j + k < latent; ++k) eps[k] = eps_override[z_row * latent + j + k];
                 } else {
@@ -278,7 +278,6 @@ static vae_status cpu_sum_of_squares(vae_backend *backend, const float *values, 
 static vae_status cpu_adam_step(vae_backend *backend, float *params, const float *grads, float *m, float *v,
                                 size_t count, const vae_adam_settings *settings, const float *grad_norm_squared,
                                 vae_step_counter *counter) {
-    uint64_t t = counter->step + 1;
     float norm_squared = *grad_norm_squared;
     if (!isfinite(norm_squared)) {
         /* Never let a NaN into the parameters: the last finite state is what
@@ -288,14 +287,11 @@ static vae_status cpu_adam_step(vae_backend *backend, float *params, const float
         counter->step += 1;
         return VAE_OK;
     }
-    float lr = vae_schedule_lr(counter->step, settings->lr_schedule, settings->lr, settings->lr_min,
-                               settings->warmup_steps, settings->total_steps);
-    float bias1 = (float)(1.0 - pow((double)settings->beta1, (double)t));
-    float bias2 = (float)(1.0 - pow((double)settings->beta2, (double)t));
-    float clip = vae_clip_scale(norm_squared, settings->clip_norm);
-#pragma omp parallel for schedule(static) if (count > 65536)
-    for (size_t i = 0; i < count; ++i)
-        vae_adam_update(&params[i], &m[i], &v[i], grads[i] * clip, lr, settings, bias1, bias2);
+    const vae_adam_step_constants constants = vae_adam_constants(settings, counter->step, norm_squared);
+    float *restrict p = params, *restrict first = m, *restrict second = v;
+    const float *restrict g = grads;
+#pragma omp parallel for simd schedule(static) if (count > 65536)
+    for (size_t i = 0; i < count; ++i) vae_adam_update(&p[i], &first[i], &second[i], g[i], constants);
     counter->step += 1;
     return VAE_OK;
 }

@@ -129,7 +129,7 @@ TEST(Math, ActivationsAndDerivatives) {
 
 TEST(Math, AdamMatchesTorchFormula) {
     vae_adam_settings s = {};
-    s.beta1 = 0.9f; s.beta2 = 0.999f; s.epsilon = 1e-8f; s.weight_decay = 0.0f;
+    s.lr = 1e-3f; s.beta1 = 0.9f; s.beta2 = 0.999f; s.epsilon = 1e-8f; s.weight_decay = 0.0f;
     double p = 0.5, m = 0, v = 0;
     float pf = 0.5f, mf = 0, vf = 0;
     const double lr = 1e-3;
@@ -140,19 +140,26 @@ TEST(Math, AdamMatchesTorchFormula) {
         v = 0.999 * v + 0.001 * g * g;
         double bias1 = 1 - std::pow(0.9, t), bias2 = 1 - std::pow(0.999, t);
         p -= lr / bias1 * m / (std::sqrt(v) / std::sqrt(bias2) + 1e-8);
-        vae_adam_update(&pf, &mf, &vf, (float)g, (float)lr, &s, (float)bias1, (float)bias2);
+        vae_adam_update(&pf, &mf, &vf, (float)g, vae_adam_constants(&s, (uint64_t)(t - 1), 1.0f));
         expect_close(pf, p, 1e-6, 1e-9, "adam param", t);
     }
     // AdamW decays the parameter itself; Adam adds the decay to the gradient.
+    s.lr = 0.01f;
     s.weight_decay = 0.1f;
     s.decoupled_weight_decay = 1;
     float decoupled = 1.0f, m1 = 0, v1 = 0;
-    vae_adam_update(&decoupled, &m1, &v1, 0.0f, 0.01f, &s, 0.1f, 0.001f);
+    vae_adam_update(&decoupled, &m1, &v1, 0.0f, vae_adam_constants(&s, 0, 0.0f));
     EXPECT_NEAR(decoupled, 1.0f * (1 - 0.01f * 0.1f), 1e-7);
     s.decoupled_weight_decay = 0;
     float coupled = 1.0f, m2 = 0, v2 = 0;
-    vae_adam_update(&coupled, &m2, &v2, 0.0f, 0.01f, &s, 0.1f, 0.001f);
+    vae_adam_update(&coupled, &m2, &v2, 0.0f, vae_adam_constants(&s, 0, 0.0f));
     EXPECT_NEAR(coupled, 1.0f - 0.01f * 1.0f, 1e-5);  // first step moves by ~lr whatever the gradient's size
+    // Clipping scales the gradient before the moments see it.
+    s.weight_decay = 0.0f;
+    s.clip_norm = 1.0f;
+    float clipped = 0.0f, m3 = 0, v3 = 0;
+    vae_adam_update(&clipped, &m3, &v3, 2.0f, vae_adam_constants(&s, 0, 16.0f));  // norm 4 -> scale ~1/4
+    EXPECT_NEAR(m3, 0.1f * 2.0f * (1.0f / (4.0f + 1e-6f)), 1e-7);
 }
 
 TEST(Math, Schedules) {
