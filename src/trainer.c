@@ -231,13 +231,24 @@ static void format_duration(double seconds, char *out, size_t size) {
     else snprintf(out, size, "%ldm%02lds", total / 60, total % 60);
 }
 
+/* mkdir -p: the output folder and any missing parents. */
 static vae_status make_folder(const char *path) {
-    if (mkdir(path, 0777) == 0 || errno == EEXIST) {
-        struct stat info;
-        if (stat(path, &info) == 0 && S_ISDIR(info.st_mode)) return VAE_OK;
-        return vae_error(VAE_ERROR_IO, "%s: exists and is not a folder", path);
+    char partial[VAE_PATH_MAX + 64];
+    size_t length = strlen(path);
+    if (length == 0 || length >= sizeof partial) return vae_error(VAE_ERROR_IO, "bad output folder name '%s'", path);
+    memcpy(partial, path, length + 1);
+    for (size_t i = 1; i <= length; ++i) {
+        if (partial[i] != '/' && partial[i] != '\0') continue;
+        char saved = partial[i];
+        partial[i] = '\0';
+        if (mkdir(partial, 0777) != 0 && errno != EEXIST)
+            return vae_error(VAE_ERROR_IO, "cannot create output folder %s: %s", path, strerror(errno));
+        partial[i] = saved;
     }
-    return vae_error(VAE_ERROR_IO, "cannot create output folder %s: %s", path, strerror(errno));
+    struct stat info;
+    if (stat(path, &info) != 0 || !S_ISDIR(info.st_mode))
+        return vae_error(VAE_ERROR_IO, "cannot create output folder %s: it exists and is not a folder", path);
+    return VAE_OK;
 }
 
 /* Reads the loss accumulator, writes a metrics line and a progress line,

@@ -91,7 +91,8 @@ TEST(Cli, CudaWithoutGpuFailsClearlyAndAutoFallsBack) {
 
 TEST(Cli, TrainEvalSampleEndToEnd) {
     if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
-    std::string folder = vae_test::temporary_folder("cli_end_to_end");
+    // The output folder's parents are created as needed (a fresh clone has no runs/).
+    std::string folder = vae_test::temporary_folder("cli_end_to_end") + "/runs/first";
     Result train = run("train --config " + tiny_config() + " --device cpu --quiet --out " + folder);
     ASSERT_EQ(train.exit_code, 0) << train.output;
     for (const char *file : {"checkpoint.safetensors", "metrics.jsonl", "config.ini"})
