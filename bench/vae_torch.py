@@ -2,7 +2,7 @@
 
 Shared by tests/golden/make_golden.py (golden loss and gradients for the C
 engine's test) and bench/pytorch_vae.py (the throughput peer). Written from the
-engine's definitions (src/model.h, kernels/vae_math.h), not from its code:
+engine's definitions (src/model/model.h, kernels/vae_math.h), not from its code:
 
   encoder: Linear(D, h1) + act, ..., Linear(h_last, 2Z)  rows 0..Z-1 mu, Z..2Z-1 logvar
   z = mu + exp(0.5 logvar) * eps, eps [L*B, Z] sample-major (row l*B + b is data row b)

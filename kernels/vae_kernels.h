@@ -1,5 +1,5 @@
 /* C launchers of the CUDA kernels (the .cu files in kernels/), called by the CUDA
- * backend's host side (src/backend_cuda.c). Every launcher enqueues its
+ * backend's host side (src/backends/backend_cuda.c). Every launcher enqueues its
  * kernels on the given stream, never synchronises, and returns the launch
  * status (cudaGetLastError). All pointers are device memory except the
  * settings structs, which are passed by value into the kernels (so a captured
@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <cuda_runtime_api.h>
 
-#include "backend.h"
+#include "backends/backend.h"
 
 #ifdef __cplusplus
 extern "C" {

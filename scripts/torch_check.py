@@ -61,7 +61,7 @@ MASK32 = np.uint64(0xFFFFFFFF)
 
 PURPOSE_EVAL_EPS = 2
 PURPOSE_EVAL_BINARIZE = 3
-EVAL_DECODER_ROW_BUDGET = 65536  # src/evaluate.c: rows * samples per evaluation batch
+EVAL_DECODER_ROW_BUDGET = 65536  # src/training/evaluate.c: rows * samples per evaluation batch
 
 # Random123's known-answer vectors for Philox4x32-10: (counter, key, output).
 PHILOX_KNOWN_ANSWERS = [
@@ -320,7 +320,7 @@ def load_model(checkpoint_path):
 
 def torch_evaluate(model, config, values, iwae_k):
     """Per-sample ELBO (and IWAE estimate) over values in float64, batch by
-    batch exactly as src/evaluate.c."""
+    batch exactly as src/training/evaluate.c."""
     import torch
 
     train = config["train"]

@@ -14,8 +14,8 @@
 #include "test_support.h"
 
 extern "C" {
-#include "dataset.h"
-#include "error.h"
+#include "data/dataset.h"
+#include "base/error.h"
 }
 
 namespace dataset_test {

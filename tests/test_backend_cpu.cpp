@@ -12,7 +12,7 @@
 #include "test_support.h"
 
 extern "C" {
-#include "backend.h"
+#include "backends/backend.h"
 }
 
 namespace {

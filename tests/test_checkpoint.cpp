@@ -17,7 +17,7 @@
 #include <vector>
 
 extern "C" {
-#include "checkpoint.h"
+#include "io/checkpoint.h"
 }
 #include "test_support.h"
 

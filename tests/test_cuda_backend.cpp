@@ -18,8 +18,8 @@
 #include "test_support.h"
 
 extern "C" {
-#include "backend.h"
-#include "backend_cuda.h"
+#include "backends/backend.h"
+#include "backends/backend_cuda.h"
 #include "vae_philox.h"
 }
 

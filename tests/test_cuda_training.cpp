@@ -11,8 +11,8 @@
 #include "test_support.h"
 
 extern "C" {
-#include "backend.h"
-#include "checkpoint.h"
+#include "backends/backend.h"
+#include "io/checkpoint.h"
 #include "vae/vae.h"
 }
 

@@ -15,9 +15,9 @@
 #include "test_support.h"
 
 extern "C" {
-#include "backend.h"
-#include "dataset.h"
-#include "error.h"
+#include "backends/backend.h"
+#include "data/dataset.h"
+#include "base/error.h"
 #include "vae_philox.h"
 }
 

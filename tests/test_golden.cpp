@@ -14,8 +14,8 @@
 #include "test_support.h"
 
 extern "C" {
-#include "model.h"
-#include "train_step.h"
+#include "model/model.h"
+#include "model/train_step.h"
 }
 
 namespace {

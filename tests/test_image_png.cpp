@@ -11,13 +11,13 @@
 #include <vector>
 
 extern "C" {
-#include "image_png.h"
+#include "io/image_png.h"
 }
 #include "test_support.h"
 
 namespace {
 
-// The margin grey documented in src/image_png.c.
+// The margin grey documented in src/io/image_png.c.
 constexpr int kMarginGrey = 224;
 
 struct Picture {

@@ -22,8 +22,8 @@
 #include "vae/vae.h"
 
 extern "C" {
-#include "normal_quantile.h"
-#include "npy_write.h"
+#include "training/normal_quantile.h"
+#include "io/npy_write.h"
 }
 
 namespace {

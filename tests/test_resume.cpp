@@ -22,7 +22,7 @@
 #include "test_support.h"
 
 extern "C" {
-#include "checkpoint.h"
+#include "io/checkpoint.h"
 }
 
 extern char **environ;

@@ -19,7 +19,7 @@
 #include <vector>
 
 extern "C" {
-#include "checkpoint.h"
+#include "io/checkpoint.h"
 }
 #include "test_support.h"
 #include "vae/vae.h"

@@ -10,7 +10,7 @@
 #include "test_support.h"
 
 extern "C" {
-#include "checkpoint.h"
+#include "io/checkpoint.h"
 #include "vae/vae.h"
 }
 

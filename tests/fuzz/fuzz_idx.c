@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "dataset.h"
+#include "data/dataset.h"
 #include "fuzz_input_file.h"
 
 /* Labels are only read into a dataset with as many examples as the label file

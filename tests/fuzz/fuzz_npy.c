@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "dataset.h"
+#include "backends/backend.h"
+#include "data/dataset.h"
 #include "fuzz_input_file.h"
 
 /* Labels are only read into a dataset with as many examples as the label file

@@ -115,7 +115,7 @@ def make_npy():
 
 # ------------------------------------------------------------------ safetensors
 def safetensors(tensors, metadata=None, checksum=None, pad=True, header_override=None):
-    """The layout src/checkpoint.c writes: 8-byte LE header length, compact JSON
+    """The layout src/io/checkpoint.c writes: 8-byte LE header length, compact JSON
     padded with spaces to a multiple of 8, then the F32 data in order."""
     data = b""
     header = {}

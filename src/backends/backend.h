@@ -1,0 +1,174 @@
+/* The backend table: every operation a training step needs. The step is
+ * written once (src/model/train_step.c) against this table; the CPU reference
+ * backend (src/backends/backend_cpu.c) and the CUDA backend (src/backends/backend_cuda.c with
+ * the kernels/ .cu files) implement it. All pointers passed to operations are backend
+ * memory (from alloc), except where a parameter says "host".
+ *
+ * Layouts are row-major. A linear layer's weight is [out, in] (PyTorch's
+ * nn.Linear), so y[rows, out] = x[rows, in] * weight^T + bias.
+ *
+ * Values that change from step to step (Adam's bias correction, the learning
+ * rate and beta schedules, the random-number counters, the batch's position
+ * in the permutation) are read by the operations from a step counter that
+ * lives in backend memory, so that the CUDA backend can replay one captured
+ * graph. Operations are asynchronous on the CUDA backend; copy_to_host and
+ * synchronize wait. */
+#ifndef VAE_BACKEND_H
+#define VAE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vae/vae.h"
+#include "vae_math.h"
+#include "vae_philox.h"
+
+typedef struct vae_backend vae_backend;
+
+/* Where the training counters live (backend memory). */
+typedef struct vae_step_counter {
+    uint64_t step;            /* optimizer steps taken so far (0-based index of the next step) */
+    uint64_t skipped_steps;   /* steps skipped for non-finite gradients */
+    uint64_t nonfinite_seen;  /* 1 once a non-finite loss or gradient was seen */
+} vae_step_counter;
+
+/* How a batch is gathered from a dataset resident in backend memory. */
+typedef struct vae_gather_settings {
+    int dtype;                /* VAE_DTYPE_U8 or VAE_DTYPE_F32 */
+    float scale;              /* raw value * scale lands in [0,1] */
+    int binarize;             /* vae_binarize */
+    float threshold;          /* static: x > threshold ? 1 : 0 */
+    uint64_t seed;            /* dynamic: Bernoulli draw from Philox */
+    uint32_t random_purpose;  /* VAE_RANDOM_BINARIZE or VAE_RANDOM_EVAL_BINARIZE */
+    long steps_per_epoch;     /* batch index in the epoch = step % steps_per_epoch */
+} vae_gather_settings;
+
+enum vae_dtype { VAE_DTYPE_U8 = 0, VAE_DTYPE_F32 = 1 };
+
+/* Random-number address of the reparameterisation noise. */
+typedef struct vae_noise_settings {
+    uint64_t seed;
+    uint32_t random_purpose;  /* VAE_RANDOM_EPS, VAE_RANDOM_EVAL_EPS, ... */
+    uint64_t step_offset;     /* added to the counter's step (evaluation batches) */
+} vae_noise_settings;
+
+/* Loss accumulator layout (backend memory, doubles): */
+enum vae_loss_slot {
+    VAE_LOSS_SUM_LOSS = 0,           /* sum over rows of -(recon) + beta_t * kl */
+    VAE_LOSS_SUM_RECONSTRUCTION = 1, /* sum over rows of (1/L) sum_l log p(x|z_l) */
+    VAE_LOSS_SUM_KL = 2,             /* sum over rows of KL */
+    VAE_LOSS_COUNT = 3,              /* rows accumulated */
+    VAE_LOSS_SLOTS = 4
+};
+
+typedef struct vae_backend_ops {
+    const char *name;
+    void (*destroy)(vae_backend *backend);
+
+    /* memory */
+    vae_status (*alloc)(vae_backend *backend, size_t bytes, void **out);
+    void (*free)(vae_backend *backend, void *pointer);
+    vae_status (*copy_to_device)(vae_backend *backend, void *destination, const void *host_source, size_t bytes);
+    vae_status (*copy_to_host)(vae_backend *backend, void *host_destination, const void *source, size_t bytes);
+    vae_status (*copy)(vae_backend *backend, void *destination, const void *source, size_t bytes);
+    vae_status (*fill)(vae_backend *backend, float *destination, float value, size_t count);
+    vae_status (*synchronize)(vae_backend *backend);
+
+    /* y[rows,out] = x[rows,in] weight[out,in]^T + bias[out] */
+    vae_status (*linear_forward)(vae_backend *backend, const float *x, const float *weight, const float *bias,
+                                 float *y, int rows, int in, int out);
+    /* dweight = dy^T x, dbias = column sums of dy (both overwritten);
+     * dx = dy weight when dx is not NULL. */
+    vae_status (*linear_backward)(vae_backend *backend, const float *x, const float *weight, const float *dy,
+                                  float *dx, float *dweight, float *dbias, int rows, int in, int out);
+    /* post = act(pre), element-wise */
+    vae_status (*activation_forward)(vae_backend *backend, int activation, const float *pre, float *post, size_t count);
+    /* dpre = dpost * act'(pre); dpre may alias dpost */
+    vae_status (*activation_backward)(vae_backend *backend, int activation, const float *pre, const float *dpost,
+                                      float *dpre, size_t count);
+
+    /* x[rows, dim] = scaled (and binarised) dataset rows
+     * permutation[(counter.step % steps_per_epoch) * rows + r]. */
+    vae_status (*gather_batch)(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
+                               int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
+                               float *x);
+
+    /* mu_logvar[rows, 2*latent] -> z[samples*rows, latent] (sample-major:
+     * z row l*rows+b belongs to data row b), kl[rows]. eps comes from Philox
+     * at subsequence (counter.step + step_offset, purpose, l*rows+b), column j;
+     * when eps_override (backend memory, [samples*rows, latent]) is not NULL
+     * it is used instead (tests). logvar_clamp > 0 clamps logvar first. */
+    vae_status (*reparam_kl_forward)(vae_backend *backend, const float *mu_logvar, float *z, float *kl, int rows,
+                                     int latent, int samples, const vae_noise_settings *noise,
+                                     const vae_step_counter *counter, const float *eps_override,
+                                     float logvar_clamp);
+    /* dmu_logvar[rows, 2*latent] = sum_l (dz through the reparameterisation)
+     * + kl_scale(step) * dKL, where kl_scale = beta_t / rows. */
+    vae_status (*reparam_kl_backward)(vae_backend *backend, const float *mu_logvar, const float *z, const float *dz,
+                                      float *dmu_logvar, int rows, int latent, int samples, float beta,
+                                      uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                      float logvar_clamp);
+
+    /* out[samples*rows, width] holds the decoder's outputs (width D or 2D);
+     * x[rows, dim]. Writes logp[samples*rows] and, when write_gradient is
+     * set, overwrites out with d(loss)/d(out) where loss = mean over data rows
+     * of -(1/samples) sum_l log p: grad_scale = 1/(rows*samples). */
+    vae_status (*likelihood)(vae_backend *backend, int likelihood, const float *x, float *out, float *logp,
+                             int rows, int samples, int dim, float fixed_logvar, int write_gradient);
+
+    /* accumulator[slots] (doubles) += this batch's sums (deterministic). */
+    vae_status (*accumulate_loss)(vae_backend *backend, const float *logp, const float *kl, int rows, int samples,
+                                  float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                  double *accumulator);
+
+    /* log_weight[samples*rows] = log p(x|z) + log p(z) - log q(z|x), then
+     * result[rows] = logsumexp over samples - log(samples) (stable). */
+    vae_status (*importance_log_mean)(vae_backend *backend, const float *logp, const float *mu_logvar,
+                                      const float *z, float *result, int rows, int latent, int samples,
+                                      float logvar_clamp);
+
+    /* sum of squares of grads[count] into *result (backend memory, one float),
+     * deterministic. */
+    vae_status (*sum_of_squares)(vae_backend *backend, const float *values, size_t count, float *result);
+
+    /* Adam/AdamW over the flat buffers, at t = counter.step + 1, with the
+     * learning rate of the schedule and global-norm clipping from
+     * *grad_norm_squared. If the norm is not finite the parameters and
+     * moments stay unchanged, counter.skipped_steps += 1 and
+     * counter.nonfinite_seen = 1 (the trainer's policy then skips on or
+     * stops). Then counter.step += 1. */
+    vae_status (*adam_step)(vae_backend *backend, float *params, const float *grads, float *m, float *v, size_t count,
+                            const vae_adam_settings *settings, const float *grad_norm_squared, vae_step_counter *counter);
+
+    /* Optional (NULL where backend memory is host memory, as on the CPU):
+     * page-locked host memory that kernels read directly over the bus, for a
+     * training set that does not fit in device memory. *device is the
+     * pointer kernels use. */
+    vae_status (*alloc_host_mapped)(vae_backend *backend, size_t bytes, void **host, void **device);
+    void (*free_host_mapped)(vae_backend *backend, void *host);
+
+    /* Optional (NULL where the backend has none, as on the CPU): record the
+     * operations issued between capture_begin and capture_end once, then
+     * replay them with graph_launch (the CUDA backend's CUDA graphs). */
+    vae_status (*graph_capture_begin)(vae_backend *backend);
+    vae_status (*graph_capture_end)(vae_backend *backend, void **graph);
+    vae_status (*graph_launch)(vae_backend *backend, void *graph);
+    void (*graph_destroy)(vae_backend *backend, void *graph);
+} vae_backend_ops;
+
+struct vae_backend {
+    const vae_backend_ops *ops;
+    char device_name[256];
+};
+
+/* Backends that exist in this build. */
+vae_status vae_backend_create_cpu(vae_backend **out);
+/* Fails with VAE_ERROR_DEVICE and a clear message when the build has no CUDA
+ * or no usable GPU is present. */
+vae_status vae_backend_create_cuda(vae_backend **out, int precision);
+/* 1 if this build has the CUDA backend and a usable GPU is present. */
+int vae_backend_cuda_available(void);
+/* device: vae_device_kind. auto picks CUDA when available. */
+vae_status vae_backend_create(vae_backend **out, int device, int precision);
+
+#endif

@@ -1,0 +1,331 @@
+/* The CPU reference backend: GEMMs through OpenBLAS, loops elsewhere with
+ * OpenMP. Every reduction runs in a fixed order (fixed chunks, summed
+ * sequentially), so results are bitwise repeatable whatever the thread
+ * count. Element-wise math comes from kernels/vae_math.h, the noise from
+ * kernels/vae_philox.h: the same formulas the CUDA kernels use. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/backend.h"
+#include "base/error.h"
+#include "vae_philox.h"
+
+#define CPU_REDUCTION_CHUNK 4096
+
+typedef struct cpu_backend {
+    vae_backend base;
+} cpu_backend;
+
+static void cpu_destroy(vae_backend *backend) { free(backend); }
+
+static vae_status cpu_alloc(vae_backend *backend, size_t bytes, void **out) {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    if (rounded == 0) rounded = 64;
+    *out = aligned_alloc(64, rounded);
+    if (!*out) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu bytes", bytes);
+    return VAE_OK;
+}
+
+static void cpu_free(vae_backend *backend, void *pointer) { free(pointer); }
+
+static vae_status cpu_copy(vae_backend *backend, void *destination, const void *source, size_t bytes) {
+    if (bytes) memmove(destination, source, bytes);
+    return VAE_OK;
+}
+
+static vae_status cpu_fill(vae_backend *backend, float *destination, float value, size_t count) {
+    for (size_t i = 0; i < count; ++i) destination[i] = value;
+    return VAE_OK;
+}
+
+static vae_status cpu_synchronize(vae_backend *backend) { return VAE_OK; }
+
+static vae_status cpu_linear_forward(vae_backend *backend, const float *x, const float *weight, const float *bias,
+                                     float *y, int rows, int in, int out) {
+    /* Start from the bias so one GEMM with beta = 1 adds x W^T to it. */
+    for (int r = 0; r < rows; ++r) memcpy(y + (size_t)r * out, bias, sizeof(float) * (size_t)out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, weight, in, 1.0f, y, out);
+    return VAE_OK;
+}
+
+static vae_status cpu_linear_backward(vae_backend *backend, const float *x, const float *weight, const float *dy,
+                                      float *dx, float *dweight, float *dbias, int rows, int in, int out) {
+    /* dweight[out,in] = dy^T[out,rows] x[rows,in] */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, rows, 1.0f, dy, out, x, in, 0.0f, dweight, in);
+    /* dbias = column sums of dy, in row order */
+    for (int o = 0; o < out; ++o) dbias[o] = 0.0f;
+    for (int r = 0; r < rows; ++r) {
+        const float *row = dy + (size_t)r * out;
+        for (int o = 0; o < out; ++o) dbias[o] += row[o];
+    }
+    /* dx[rows,in] = dy[rows,out] weight[out,in] */
+    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, out, 1.0f, dy, out, weight, in, 0.0f, dx, in);
+    return VAE_OK;
+}
+
+static vae_status cpu_activation_forward(vae_backend *backend, int activation, const float *pre, float *post,
+                                         size_t count) {
+#pragma omp parallel for schedule(static) if (count > 65536)
+    for (size_t i = 0; i < count; ++i) post[i] = vae_activation_forward(activation, pre[i]);
+    return VAE_OK;
+}
+
+static vae_status cpu_activation_backward(vae_backend *backend, int activation, const float *pre,
+                                          const float *dpost, float *dpre, size_t count) {
+#pragma omp parallel for schedule(static) if (count > 65536)
+    for (size_t i = 0; i < count; ++i) dpre[i] = dpost[i] * vae_activation_derivative(activation, pre[i]);
+    return VAE_OK;
+}
+
+static vae_status cpu_gather_batch(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
+                                   int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
+                                   float *x) {
+    uint64_t step = counter->step;
+    uint64_t batch_in_epoch = settings->steps_per_epoch > 0 ? step % (uint64_t)settings->steps_per_epoch : 0;
+#pragma omp parallel for schedule(static) if ((size_t)rows * dim > 65536)
+    for (int r = 0; r < rows; ++r) {
+        int64_t source_row = permutation[batch_in_epoch * (uint64_t)rows + (uint64_t)r];
+        float *destination = x + (size_t)r * dim;
+        if (settings->dtype == VAE_DTYPE_U8) {
+            const uint8_t *source = (const uint8_t *)dataset + (size_t)source_row * dim;
+            for (int j = 0; j < dim; ++j) destination[j] = (float)source[j] * settings->scale;
+        } else {
+            const float *source = (const float *)dataset + (size_t)source_row * dim;
+            for (int j = 0; j < dim; ++j) destination[j] = source[j] * settings->scale;
+        }
+        if (settings->binarize == VAE_BINARIZE_STATIC) {
+            for (int j = 0; j < dim; ++j) destination[j] = destination[j] > settings->threshold ? 1.0f : 0.0f;
+        } else if (settings->binarize == VAE_BINARIZE_DYNAMIC) {
+            uint64_t subsequence = vae_philox_subsequence(step, settings->random_purpose, (uint32_t)r);
+            for (int j = 0; j < dim; j += 4) {
+                float uniform[4];
+                vae_uniform4(settings->seed, subsequence, (uint64_t)j, uniform);
+                for (int k = 0; k < 4 && j + k < dim; ++k)
+                    destination[j + k] = uniform[k] < destination[j + k] ? 1.0f : 0.0f;
+            }
+        }
+    }
+    return VAE_OK;
+}
+
+static vae_status cpu_reparam_kl_forward(vae_backend *backend, const float *mu_logvar, float *z, float *kl, int rows,
+                                         int latent, int samples, const vae_noise_settings *noise,
+                                         const vae_step_counter *counter, const float *eps_override,
+                                         float logvar_clamp) {
+    uint64_t step = counter->step + noise->step_offset;
+#pragma omp parallel for schedule(static) if ((size_t)rows * latent * samples > 16384)
+    for (int b = 0; b < rows; ++b) {
+        const float *mu = mu_logvar + (size_t)b * 2 * latent;
+        const float *logvar = mu + latent;
+        float kl_sum = 0.0f;
+        for (int j = 0; j < latent; ++j) kl_sum += vae_kl_term(mu[j], vae_clamp_logvar(logvar[j], logvar_clamp));
+        kl[b] = kl_sum;
+        for (int l = 0; l < samples; ++l) {
+            size_t z_row = (size_t)l * rows + (size_t)b;
+            float *z_out = z + z_row * latent;
+            uint64_t subsequence = vae_philox_subsequence(step, noise->random_purpose, (uint32_t)z_row);
+            for (int j = 0; j < latent; j += 4) {
+                float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (eps_override) {
+                    for (int k = 0; k < 4 && j + k < latent; ++k) eps[k] = eps_override[z_row * latent + j + k];
+                } else {
+                    vae_normal4(noise->seed, subsequence, (uint64_t)j, eps);
+                }
+                for (int k = 0; k < 4 && j + k < latent; ++k)
+                    z_out[j + k] = vae_reparam_z(mu[j + k], vae_clamp_logvar(logvar[j + k], logvar_clamp), eps[k]);
+            }
+        }
+    }
+    return VAE_OK;
+}
+
+static vae_status cpu_reparam_kl_backward(vae_backend *backend, const float *mu_logvar, const float *z,
+                                          const float *dz, float *dmu_logvar, int rows, int latent, int samples,
+                                          float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                          float logvar_clamp) {
+    float kl_scale = vae_schedule_beta(counter->step, beta, kl_warmup_steps) / (float)rows;
+#pragma omp parallel for schedule(static) if ((size_t)rows * latent * samples > 16384)
+    for (int b = 0; b < rows; ++b) {
+        const float *mu = mu_logvar + (size_t)b * 2 * latent;
+        const float *logvar = mu + latent;
+        float *dmu = dmu_logvar + (size_t)b * 2 * latent;
+        float *dlogvar = dmu + latent;
+        for (int j = 0; j < latent; ++j) {
+            float lv = vae_clamp_logvar(logvar[j], logvar_clamp);
+            float grad_mu = kl_scale * vae_kl_grad_mu(mu[j]);
+            float grad_logvar = kl_scale * vae_kl_grad_logvar(lv);
+            for (int l = 0; l < samples; ++l) {
+                size_t index = ((size_t)l * rows + (size_t)b) * latent + (size_t)j;
+                grad_mu += dz[index];
+                grad_logvar += vae_reparam_grad_logvar(dz[index], z[index], mu[j]);
+            }
+            /* A clamped logvar does not move the loss. */
+            if (vae_logvar_is_clamped(logvar[j], logvar_clamp)) grad_logvar = 0.0f;
+            dmu[j] = grad_mu;
+            dlogvar[j] = grad_logvar;
+        }
+    }
+    return VAE_OK;
+}
+
+static vae_status cpu_likelihood(vae_backend *backend, int likelihood, const float *x, float *out, float *logp,
+                                 int rows, int samples, int dim, float fixed_logvar, int write_gradient) {
+    int total_rows = rows * samples;
+    float grad_scale = 1.0f / ((float)rows * (float)samples);
+    int width = likelihood == VAE_LIKELIHOOD_GAUSSIAN ? 2 * dim : dim;
+#pragma omp parallel for schedule(static) if ((size_t)total_rows * dim > 65536)
+    for (int row = 0; row < total_rows; ++row) {
+        const float *x_row = x + (size_t)(row % rows) * dim;
+        float *o = out + (size_t)row * width;
+        float sum = 0.0f;
+        for (int j = 0; j < dim; ++j) {
+            if (likelihood == VAE_LIKELIHOOD_BERNOULLI) {
+                float logit = o[j];
+                sum += vae_bernoulli_log_prob(x_row[j], logit);
+                if (write_gradient) o[j] = grad_scale * vae_bernoulli_neg_log_prob_grad(x_row[j], logit);
+            } else if (likelihood == VAE_LIKELIHOOD_GAUSSIAN) {
+                float mean = o[j], logvar = o[dim + j];
+                sum += vae_gaussian_log_prob(x_row[j], mean, logvar);
+                if (write_gradient) {
+                    o[j] = grad_scale * vae_gaussian_neg_log_prob_grad_mean(x_row[j], mean, logvar);
+                    o[dim + j] = grad_scale * vae_gaussian_neg_log_prob_grad_logvar(x_row[j], mean, logvar);
+                }
+            } else {
+                float mean = o[j];
+                sum += vae_gaussian_log_prob(x_row[j], mean, fixed_logvar);
+                if (write_gradient) o[j] = grad_scale * vae_gaussian_neg_log_prob_grad_mean(x_row[j], mean, fixed_logvar);
+            }
+        }
+        logp[row] = sum;
+    }
+    return VAE_OK;
+}
+
+static vae_status cpu_accumulate_loss(vae_backend *backend, const float *logp, const float *kl, int rows, int samples,
+                                      float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                      double *accumulator) {
+    double beta_now = vae_schedule_beta(counter->step, beta, kl_warmup_steps);
+    double loss = 0.0, reconstruction = 0.0, kl_total = 0.0;
+    for (int b = 0; b < rows; ++b) {
+        double row_reconstruction = 0.0;
+        for (int l = 0; l < samples; ++l) row_reconstruction += logp[(size_t)l * rows + b];
+        row_reconstruction /= samples;
+        reconstruction += row_reconstruction;
+        kl_total += kl[b];
+        loss += -row_reconstruction + beta_now * kl[b];
+    }
+    accumulator[VAE_LOSS_SUM_LOSS] += loss;
+    accumulator[VAE_LOSS_SUM_RECONSTRUCTION] += reconstruction;
+    accumulator[VAE_LOSS_SUM_KL] += kl_total;
+    accumulator[VAE_LOSS_COUNT] += rows;
+    return VAE_OK;
+}
+
+static vae_status cpu_importance_log_mean(vae_backend *backend, const float *logp, const float *mu_logvar,
+                                          const float *z, float *result, int rows, int latent, int samples,
+                                          float logvar_clamp) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < rows; ++b) {
+        const float *mu = mu_logvar + (size_t)b * 2 * latent;
+        const float *logvar = mu + latent;
+        double max_weight = -INFINITY, sum = 0.0;
+        /* Two passes: the maximum first, then the shifted sum (stable). */
+        for (int pass = 0; pass < 2; ++pass) {
+            for (int l = 0; l < samples; ++l) {
+                size_t z_row = (size_t)l * rows + (size_t)b;
+                double weight = logp[z_row];
+                for (int j = 0; j < latent; ++j)
+                    weight += vae_log_prior_minus_log_posterior(z[z_row * latent + j], mu[j],
+                                                                vae_clamp_logvar(logvar[j], logvar_clamp));
+                if (pass == 0) { if (weight > max_weight) max_weight = weight; }
+                else sum += exp(weight - max_weight);
+            }
+        }
+        /* Every weight -inf (p(x|z) = 0 for all samples): the estimate is -inf. */
+        result[b] = isinf(max_weight) && max_weight < 0 ? -INFINITY
+                                                        : (float)(max_weight + log(sum) - log((double)samples));
+    }
+    return VAE_OK;
+}
+
+static double fixed_order_sum_of_squares(const float *values, size_t count) {
+    size_t chunks = (count + CPU_REDUCTION_CHUNK - 1) / CPU_REDUCTION_CHUNK;
+    double *partial = malloc(sizeof(double) * (chunks ? chunks : 1));
+    double total = 0.0;
+    if (!partial) { /* fall back to one sequential pass: same order, same result */
+        for (size_t i = 0; i < count; ++i) total += (double)values[i] * values[i];
+        return total;
+    }
+#pragma omp parallel for schedule(static) if (chunks > 8)
+    for (size_t c = 0; c < chunks; ++c) {
+        size_t end = (c + 1) * CPU_REDUCTION_CHUNK < count ? (c + 1) * CPU_REDUCTION_CHUNK : count;
+        double sum = 0.0;
+        for (size_t i = c * CPU_REDUCTION_CHUNK; i < end; ++i) sum += (double)values[i] * values[i];
+        partial[c] = sum;
+    }
+    for (size_t c = 0; c < chunks; ++c) total += partial[c];
+    free(partial);
+    return total;
+}
+
+static vae_status cpu_sum_of_squares(vae_backend *backend, const float *values, size_t count, float *result) {
+    *result = (float)fixed_order_sum_of_squares(values, count);
+    return VAE_OK;
+}
+
+static vae_status cpu_adam_step(vae_backend *backend, float *params, const float *grads, float *m, float *v,
+                                size_t count, const vae_adam_settings *settings, const float *grad_norm_squared,
+                                vae_step_counter *counter) {
+    float norm_squared = *grad_norm_squared;
+    if (!isfinite(norm_squared)) {
+        /* Never let a NaN into the parameters: the last finite state is what
+         * a user needs to diagnose or to skip on from. */
+        counter->nonfinite_seen = 1;
+        counter->skipped_steps += 1;
+        counter->step += 1;
+        return VAE_OK;
+    }
+    const vae_adam_step_constants constants = vae_adam_constants(settings, counter->step, norm_squared);
+    float *restrict p = params, *restrict first = m, *restrict second = v;
+    const float *restrict g = grads;
+#pragma omp parallel for simd schedule(static) if (count > 65536)
+    for (size_t i = 0; i < count; ++i) vae_adam_update(&p[i], &first[i], &second[i], g[i], constants);
+    counter->step += 1;
+    return VAE_OK;
+}
+
+static const vae_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .copy_to_device = cpu_copy,
+    .copy_to_host = cpu_copy,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
+    .synchronize = cpu_synchronize,
+    .linear_forward = cpu_linear_forward,
+    .linear_backward = cpu_linear_backward,
+    .activation_forward = cpu_activation_forward,
+    .activation_backward = cpu_activation_backward,
+    .gather_batch = cpu_gather_batch,
+    .reparam_kl_forward = cpu_reparam_kl_forward,
+    .reparam_kl_backward = cpu_reparam_kl_backward,
+    .likelihood = cpu_likelihood,
+    .accumulate_loss = cpu_accumulate_loss,
+    .importance_log_mean = cpu_importance_log_mean,
+    .sum_of_squares = cpu_sum_of_squares,
+    .adam_step = cpu_adam_step,
+};
+
+vae_status vae_backend_create_cpu(vae_backend **out) {
+    cpu_backend *backend = calloc(1, sizeof *backend);
+    if (!backend) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "cpu backend: out of memory");
+    backend->base.ops = &cpu_ops;
+    snprintf(backend->base.device_name, sizeof backend->base.device_name, "cpu (OpenBLAS, %d threads)",
+             openblas_get_num_threads());
+    *out = &backend->base;
+    return VAE_OK;
+}

@@ -1,0 +1,496 @@
+/* The CUDA backend: the backend table (src/backends/backend.h) on one GPU. GEMMs go to
+ * cuBLAS, everything else to the kernels in kernels/ through their C
+ * launchers (kernels/vae_kernels.h). All work is enqueued on one stream, so
+ * operations are ordered and asynchronous; copy_to_host, copy_to_device and
+ * synchronize wait. No operation allocates: the reduction scratch and the
+ * cuBLAS workspace are allocated at create time, which also makes a step
+ * capturable as a CUDA graph (src/backends/backend_cuda.h). */
+#include "backends/backend_cuda.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "backends/backend.h"
+#include "base/error.h"
+#include "vae_kernels.h"
+
+#define CUDA_CHECK(call)                                                                                 \
+    do {                                                                                                 \
+        cudaError_t cuda_status_ = (call);                                                               \
+        if (cuda_status_ != cudaSuccess)                                                                 \
+            return vae_error(VAE_ERROR_DEVICE, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call,        \
+                             cudaGetErrorString(cuda_status_));                                          \
+    } while (0)
+
+#define CUBLAS_CHECK(call)                                                                               \
+    do {                                                                                                 \
+        cublasStatus_t cublas_status_ = (call);                                                          \
+        if (cublas_status_ != CUBLAS_STATUS_SUCCESS)                                                     \
+            return vae_error(VAE_ERROR_DEVICE, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call,        \
+                             cublasGetStatusString(cublas_status_));                                     \
+    } while (0)
+
+#define REQUIRE(condition, ...)                                                                          \
+    do {                                                                                                 \
+        if (!(condition)) return vae_error(VAE_ERROR_INVALID_ARGUMENT, __VA_ARGS__);                     \
+    } while (0)
+
+/* cuBLAS's recommended workspace for Hopper; set explicitly so that cuBLAS
+ * never allocates inside a graph capture. */
+#define CUBLAS_WORKSPACE_BYTES ((size_t)32 << 20)
+
+typedef struct cuda_backend {
+    vae_backend base; /* first: a vae_backend* points here */
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    void *cublas_workspace;
+    double *reduction_scratch; /* VAE_REDUCTION_BLOCKS doubles for sum_of_squares */
+    int precision;
+} cuda_backend;
+
+static cuda_backend *as_cuda(vae_backend *backend) { return (cuda_backend *)backend; }
+
+/* ------------------------------------------------------------------ memory */
+
+static vae_status cuda_alloc(vae_backend *backend, size_t bytes, void **out) {
+    (void)backend;
+    REQUIRE(out != NULL, "cuda alloc: out pointer is NULL");
+    *out = NULL;
+    if (bytes == 0) bytes = 1; /* a distinct valid pointer, like malloc(1) */
+    cudaError_t status = cudaMalloc(out, bytes);
+    if (status == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError(); /* clear the (non-sticky) error */
+        *out = NULL;
+        return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s:%d: cudaMalloc of %zu bytes failed: %s", __FILE__, __LINE__,
+                         bytes, cudaGetErrorString(status));
+    }
+    CUDA_CHECK(status);
+    return VAE_OK;
+}
+
+static void cuda_free(vae_backend *backend, void *pointer) {
+    (void)backend;
+    if (pointer == NULL) return;
+    /* free cannot report; a failure here means the context is already broken
+     * and the next checked call says so. */
+    cudaError_t status = cudaFree(pointer);
+    if (status != cudaSuccess)
+        vae_error(VAE_ERROR_DEVICE, "%s:%d: cudaFree failed: %s", __FILE__, __LINE__, cudaGetErrorString(status));
+}
+
+/* Page-locked, mapped host memory: kernels read it over the bus, so a
+ * training set larger than device memory still feeds one captured graph. */
+static vae_status cuda_alloc_host_mapped(vae_backend *backend, size_t bytes, void **host, void **device) {
+    (void)backend;
+    REQUIRE(host != NULL && device != NULL, "cuda alloc_host_mapped: NULL out pointer");
+    *host = NULL;
+    *device = NULL;
+    cudaError_t status = cudaHostAlloc(host, bytes ? bytes : 1, cudaHostAllocMapped | cudaHostAllocPortable);
+    if (status == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        *host = NULL;
+        return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s:%d: cudaHostAlloc of %zu bytes of page-locked memory failed: %s",
+                         __FILE__, __LINE__, bytes, cudaGetErrorString(status));
+    }
+    CUDA_CHECK(status);
+    status = cudaHostGetDevicePointer(device, *host, 0);
+    if (status != cudaSuccess) {
+        cudaFreeHost(*host);
+        *host = NULL;
+        CUDA_CHECK(status);
+    }
+    return VAE_OK;
+}
+
+static void cuda_free_host_mapped(vae_backend *backend, void *host) {
+    (void)backend;
+    if (host) cudaFreeHost(host);
+}
+
+static vae_status cuda_copy_to_device(vae_backend *backend, void *destination, const void *host_source,
+                                      size_t bytes) {
+    if (bytes == 0) return VAE_OK;
+    REQUIRE(destination != NULL && host_source != NULL, "cuda copy_to_device: NULL pointer");
+    cuda_backend *cuda = as_cuda(backend);
+    CUDA_CHECK(cudaMemcpyAsync(destination, host_source, bytes, cudaMemcpyHostToDevice, cuda->stream));
+    /* Wait: the caller may reuse or free its host buffer at once. */
+    CUDA_CHECK(cudaStreamSynchronize(cuda->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_copy_to_host(vae_backend *backend, void *host_destination, const void *source, size_t bytes) {
+    if (bytes == 0) return VAE_OK;
+    REQUIRE(host_destination != NULL && source != NULL, "cuda copy_to_host: NULL pointer");
+    cuda_backend *cuda = as_cuda(backend);
+    CUDA_CHECK(cudaMemcpyAsync(host_destination, source, bytes, cudaMemcpyDeviceToHost, cuda->stream));
+    CUDA_CHECK(cudaStreamSynchronize(cuda->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_copy(vae_backend *backend, void *destination, const void *source, size_t bytes) {
+    if (bytes == 0) return VAE_OK;
+    REQUIRE(destination != NULL && source != NULL, "cuda copy: NULL pointer");
+    CUDA_CHECK(cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDeviceToDevice, as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_fill(vae_backend *backend, float *destination, float value, size_t count) {
+    if (count == 0) return VAE_OK;
+    REQUIRE(destination != NULL, "cuda fill: NULL destination");
+    CUDA_CHECK(vae_launch_fill(destination, value, count, as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_synchronize(vae_backend *backend) {
+    CUDA_CHECK(cudaStreamSynchronize(as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+/* ------------------------------------------------------------------ linear
+ *
+ * cuBLAS is column-major. A row-major matrix M[r, c] (leading dimension c)
+ * is, in the same memory, the column-major matrix M^T[c, r] with leading
+ * dimension c. So every row-major product is computed as its transpose:
+ *
+ * forward  y[rows,out] = x[rows,in] W[out,in]^T
+ *   column-major: y^T[out,rows] = W[out,in] x^T[in,rows]
+ *   W's memory is W^T[in,out] (ld in) -> op T gives W;  x's memory is
+ *   x^T[in,rows] (ld in) -> op N.   gemm(T, N, m=out, n=rows, k=in,
+ *   A=W lda=in, B=x ldb=in, C=y ldc=out)
+ *
+ * dweight  dW[out,in] = dy[rows,out]^T x[rows,in]
+ *   column-major: dW^T[in,out] = x^T[in,rows] dy[rows,out]
+ *   x's memory is x^T (ld in) -> op N;  dy's memory is dy^T[out,rows]
+ *   (ld out) -> op T gives dy.      gemm(N, T, m=in, n=out, k=rows,
+ *   A=x lda=in, B=dy ldb=out, C=dW ldc=in)
+ *
+ * dx       dx[rows,in] = dy[rows,out] W[out,in]
+ *   column-major: dx^T[in,rows] = W^T[in,out] dy^T[out,rows]
+ *   W's memory is W^T (ld in) -> op N;  dy's memory is dy^T (ld out) -> op N.
+ *                                   gemm(N, N, m=in, n=rows, k=out,
+ *   A=W lda=in, B=dy ldb=out, C=dx ldc=in)
+ */
+
+static vae_status cuda_linear_forward(vae_backend *backend, const float *x, const float *weight, const float *bias,
+                                      float *y, int rows, int in, int out) {
+    REQUIRE(rows > 0 && in > 0 && out > 0, "cuda linear_forward: sizes must be positive (rows %d, in %d, out %d)",
+            rows, in, out);
+    REQUIRE(x != NULL && weight != NULL && y != NULL, "cuda linear_forward: NULL pointer");
+    cuda_backend *cuda = as_cuda(backend);
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_CHECK(cublasSgemm(cuda->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, weight, in, x, in, &zero, y,
+                             out));
+    if (bias != NULL) CUDA_CHECK(vae_launch_bias_add(y, bias, rows, out, cuda->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_linear_backward(vae_backend *backend, const float *x, const float *weight, const float *dy,
+                                       float *dx, float *dweight, float *dbias, int rows, int in, int out) {
+    REQUIRE(rows > 0 && in > 0 && out > 0, "cuda linear_backward: sizes must be positive (rows %d, in %d, out %d)",
+            rows, in, out);
+    REQUIRE(x != NULL && weight != NULL && dy != NULL && dweight != NULL && dbias != NULL,
+            "cuda linear_backward: NULL pointer");
+    cuda_backend *cuda = as_cuda(backend);
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_CHECK(cublasSgemm(cuda->cublas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, rows, &one, x, in, dy, out, &zero,
+                             dweight, in));
+    CUDA_CHECK(vae_launch_bias_gradient(dy, dbias, rows, out, cuda->stream));
+    if (dx != NULL)
+        CUBLAS_CHECK(cublasSgemm(cuda->cublas, CUBLAS_OP_N, CUBLAS_OP_N, in, rows, out, &one, weight, in, dy, out,
+                                 &zero, dx, in));
+    return VAE_OK;
+}
+
+static vae_status cuda_activation_forward(vae_backend *backend, int activation, const float *pre, float *post,
+                                          size_t count) {
+    REQUIRE(activation >= VAE_ACTIVATION_RELU && activation <= VAE_ACTIVATION_IDENTITY,
+            "cuda activation_forward: unknown activation %d", activation);
+    if (count == 0) return VAE_OK;
+    REQUIRE(pre != NULL && post != NULL, "cuda activation_forward: NULL pointer");
+    CUDA_CHECK(vae_launch_activation_forward(activation, pre, post, count, as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_activation_backward(vae_backend *backend, int activation, const float *pre,
+                                           const float *dpost, float *dpre, size_t count) {
+    REQUIRE(activation >= VAE_ACTIVATION_RELU && activation <= VAE_ACTIVATION_IDENTITY,
+            "cuda activation_backward: unknown activation %d", activation);
+    if (count == 0) return VAE_OK;
+    REQUIRE(pre != NULL && dpost != NULL && dpre != NULL, "cuda activation_backward: NULL pointer");
+    CUDA_CHECK(vae_launch_activation_backward(activation, pre, dpost, dpre, count, as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+/* ------------------------------------------------------------------ batch, latent, likelihood */
+
+static vae_status cuda_gather_batch(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
+                                    int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
+                                    float *x) {
+    REQUIRE(rows > 0 && dim > 0, "cuda gather_batch: sizes must be positive (rows %d, dim %d)", rows, dim);
+    REQUIRE(dataset != NULL && permutation != NULL && settings != NULL && counter != NULL && x != NULL,
+            "cuda gather_batch: NULL pointer");
+    REQUIRE(settings->steps_per_epoch > 0, "cuda gather_batch: steps_per_epoch must be positive, got %ld",
+            settings->steps_per_epoch);
+    REQUIRE(settings->dtype == VAE_DTYPE_U8 || settings->dtype == VAE_DTYPE_F32,
+            "cuda gather_batch: dtype %d is neither u8 (0) nor f32 (1)", settings->dtype);
+    REQUIRE(settings->binarize >= VAE_BINARIZE_NONE && settings->binarize <= VAE_BINARIZE_DYNAMIC,
+            "cuda gather_batch: unknown binarize mode %d", settings->binarize);
+    CUDA_CHECK(vae_launch_gather_batch(dataset, permutation, dim, rows, *settings, counter, x,
+                                       as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_reparam_kl_forward(vae_backend *backend, const float *mu_logvar, float *z, float *kl,
+                                          int rows, int latent, int samples, const vae_noise_settings *noise,
+                                          const vae_step_counter *counter, const float *eps_override,
+                                          float logvar_clamp) {
+    REQUIRE(rows > 0 && latent > 0 && samples > 0,
+            "cuda reparam_kl_forward: sizes must be positive (rows %d, latent %d, samples %d)", rows, latent, samples);
+    REQUIRE(mu_logvar != NULL && z != NULL && kl != NULL && noise != NULL && counter != NULL,
+            "cuda reparam_kl_forward: NULL pointer");
+    CUDA_CHECK(vae_launch_reparam_kl_forward(mu_logvar, z, kl, rows, latent, samples, *noise, counter, eps_override,
+                                             logvar_clamp, as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_reparam_kl_backward(vae_backend *backend, const float *mu_logvar, const float *z,
+                                           const float *dz, float *dmu_logvar, int rows, int latent, int samples,
+                                           float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                           float logvar_clamp) {
+    REQUIRE(rows > 0 && latent > 0 && samples > 0,
+            "cuda reparam_kl_backward: sizes must be positive (rows %d, latent %d, samples %d)", rows, latent,
+            samples);
+    REQUIRE(mu_logvar != NULL && z != NULL && dz != NULL && dmu_logvar != NULL && counter != NULL,
+            "cuda reparam_kl_backward: NULL pointer");
+    CUDA_CHECK(vae_launch_reparam_kl_backward(mu_logvar, z, dz, dmu_logvar, rows, latent, samples, beta,
+                                              kl_warmup_steps, counter, logvar_clamp, as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_likelihood(vae_backend *backend, int likelihood, const float *x, float *out, float *logp,
+                                  int rows, int samples, int dim, float fixed_logvar, int write_gradient) {
+    REQUIRE(rows > 0 && samples > 0 && dim > 0,
+            "cuda likelihood: sizes must be positive (rows %d, samples %d, dim %d)", rows, samples, dim);
+    REQUIRE(likelihood >= VAE_LIKELIHOOD_BERNOULLI && likelihood <= VAE_LIKELIHOOD_GAUSSIAN_FIXED,
+            "cuda likelihood: unknown likelihood %d", likelihood);
+    REQUIRE(x != NULL && out != NULL && logp != NULL, "cuda likelihood: NULL pointer");
+    CUDA_CHECK(vae_launch_likelihood(likelihood, x, out, logp, rows, samples, dim, fixed_logvar, write_gradient,
+                                     as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+/* ------------------------------------------------------------------ reductions, optimizer */
+
+static vae_status cuda_accumulate_loss(vae_backend *backend, const float *logp, const float *kl, int rows,
+                                       int samples, float beta, uint64_t kl_warmup_steps,
+                                       const vae_step_counter *counter, double *accumulator) {
+    REQUIRE(rows > 0 && samples > 0, "cuda accumulate_loss: sizes must be positive (rows %d, samples %d)", rows,
+            samples);
+    REQUIRE(logp != NULL && kl != NULL && counter != NULL && accumulator != NULL,
+            "cuda accumulate_loss: NULL pointer");
+    CUDA_CHECK(vae_launch_accumulate_loss(logp, kl, rows, samples, beta, kl_warmup_steps, counter, accumulator,
+                                          as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_importance_log_mean(vae_backend *backend, const float *logp, const float *mu_logvar,
+                                           const float *z, float *result, int rows, int latent, int samples,
+                                           float logvar_clamp) {
+    REQUIRE(rows > 0 && latent > 0 && samples > 0,
+            "cuda importance_log_mean: sizes must be positive (rows %d, latent %d, samples %d)", rows, latent,
+            samples);
+    REQUIRE(logp != NULL && mu_logvar != NULL && z != NULL && result != NULL,
+            "cuda importance_log_mean: NULL pointer");
+    CUDA_CHECK(vae_launch_importance_log_mean(logp, mu_logvar, z, result, rows, latent, samples, logvar_clamp,
+                                              as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_sum_of_squares(vae_backend *backend, const float *values, size_t count, float *result) {
+    REQUIRE(result != NULL && (values != NULL || count == 0), "cuda sum_of_squares: NULL pointer");
+    cuda_backend *cuda = as_cuda(backend);
+    CUDA_CHECK(vae_launch_sum_of_squares(values, count, result, cuda->reduction_scratch, cuda->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_adam_step(vae_backend *backend, float *params, const float *grads, float *m, float *v,
+                                 size_t count, const vae_adam_settings *settings, const float *grad_norm_squared,
+                                 vae_step_counter *counter) {
+    REQUIRE(settings != NULL && grad_norm_squared != NULL && counter != NULL, "cuda adam_step: NULL pointer");
+    REQUIRE(count == 0 || (params != NULL && grads != NULL && m != NULL && v != NULL),
+            "cuda adam_step: NULL buffer");
+    CUDA_CHECK(vae_launch_adam_step(params, grads, m, v, count, *settings, grad_norm_squared, counter,
+                                    as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+/* ------------------------------------------------------------------ lifetime */
+
+static void cuda_destroy(vae_backend *backend) {
+    if (backend == NULL) return;
+    cuda_backend *cuda = as_cuda(backend);
+    /* Teardown cannot report failures; each step still runs so nothing leaks. */
+    if (cuda->stream != NULL) (void)cudaStreamSynchronize(cuda->stream);
+    if (cuda->cublas != NULL) (void)cublasDestroy(cuda->cublas);
+    if (cuda->cublas_workspace != NULL) (void)cudaFree(cuda->cublas_workspace);
+    if (cuda->reduction_scratch != NULL) (void)cudaFree(cuda->reduction_scratch);
+    if (cuda->stream != NULL) (void)cudaStreamDestroy(cuda->stream);
+    free(cuda);
+}
+
+/* The table's graph entries: the functions of backend_cuda.h, below. */
+static void cuda_graph_destroy(vae_backend *backend, void *graph_exec) {
+    (void)backend;
+    vae_cuda_graph_destroy(graph_exec);
+}
+
+static const vae_backend_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .alloc_host_mapped = cuda_alloc_host_mapped,
+    .free_host_mapped = cuda_free_host_mapped,
+    .free = cuda_free,
+    .copy_to_device = cuda_copy_to_device,
+    .copy_to_host = cuda_copy_to_host,
+    .copy = cuda_copy,
+    .fill = cuda_fill,
+    .synchronize = cuda_synchronize,
+    .linear_forward = cuda_linear_forward,
+    .linear_backward = cuda_linear_backward,
+    .activation_forward = cuda_activation_forward,
+    .activation_backward = cuda_activation_backward,
+    .gather_batch = cuda_gather_batch,
+    .reparam_kl_forward = cuda_reparam_kl_forward,
+    .reparam_kl_backward = cuda_reparam_kl_backward,
+    .likelihood = cuda_likelihood,
+    .accumulate_loss = cuda_accumulate_loss,
+    .importance_log_mean = cuda_importance_log_mean,
+    .sum_of_squares = cuda_sum_of_squares,
+    .adam_step = cuda_adam_step,
+    .graph_capture_begin = vae_cuda_graph_capture_begin,
+    .graph_capture_end = vae_cuda_graph_capture_end,
+    .graph_launch = vae_cuda_graph_launch,
+    .graph_destroy = cuda_graph_destroy,
+};
+
+/* The fallible part of create; on failure the caller destroys the partial
+ * backend. */
+static vae_status cuda_setup(cuda_backend *cuda, int precision) {
+    int device_count = 0;
+    cudaError_t status = cudaGetDeviceCount(&device_count);
+    if (status != cudaSuccess) {
+        (void)cudaGetLastError();
+        return vae_error(VAE_ERROR_DEVICE, "no usable CUDA GPU: %s", cudaGetErrorString(status));
+    }
+    if (device_count < 1) return vae_error(VAE_ERROR_DEVICE, "no usable CUDA GPU: the driver reports 0 devices");
+
+    struct cudaDeviceProp properties;
+    cuda->device = 0;
+    CUDA_CHECK(cudaSetDevice(cuda->device));
+    CUDA_CHECK(cudaGetDeviceProperties(&properties, cuda->device));
+    properties.name[sizeof properties.name - 1] = '\0';
+    snprintf(cuda->base.device_name, sizeof cuda->base.device_name, "cuda:%d (%.200s)", cuda->device,
+             properties.name);
+
+    CUDA_CHECK(cudaStreamCreateWithFlags(&cuda->stream, cudaStreamNonBlocking));
+    CUBLAS_CHECK(cublasCreate(&cuda->cublas));
+    /* Order matters: cublasSetStream resets the workspace to cuBLAS's own
+     * pool, so the workspace is set after it. With a user workspace cuBLAS
+     * does not allocate, which graph capture requires. */
+    CUBLAS_CHECK(cublasSetStream(cuda->cublas, cuda->stream));
+    CUDA_CHECK(cudaMalloc(&cuda->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
+    CUBLAS_CHECK(cublasSetWorkspace(cuda->cublas, cuda->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
+    /* fp32: cuBLAS's default math, full FP32 GEMMs; tf32: tensor cores with
+     * inputs rounded to TF32 (faster, about 1e-3 relative error). */
+    CUBLAS_CHECK(cublasSetMathMode(cuda->cublas, precision == VAE_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                                 : CUBLAS_DEFAULT_MATH));
+    CUDA_CHECK(cudaMalloc((void **)&cuda->reduction_scratch, VAE_REDUCTION_BLOCKS * sizeof(double)));
+
+    /* A first kernel launch: fails here, clearly, when this build has no
+     * kernel image for the GPU's architecture. */
+    status = vae_launch_fill((float *)cuda->reduction_scratch, 0.0f, 2 * VAE_REDUCTION_BLOCKS, cuda->stream);
+    if (status == cudaSuccess) status = cudaStreamSynchronize(cuda->stream);
+    if (status != cudaSuccess)
+        return vae_error(VAE_ERROR_DEVICE, "no usable CUDA GPU: a test kernel on %s (compute capability %d.%d) failed: %s",
+                         properties.name, properties.major, properties.minor, cudaGetErrorString(status));
+    return VAE_OK;
+}
+
+vae_status vae_backend_create_cuda(vae_backend **out, int precision) {
+    if (out == NULL) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_backend_create_cuda: out is NULL");
+    *out = NULL;
+    if (precision != VAE_PRECISION_FP32 && precision != VAE_PRECISION_TF32)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_backend_create_cuda: unknown precision %d", precision);
+    cuda_backend *cuda = calloc(1, sizeof *cuda);
+    if (cuda == NULL) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "vae_backend_create_cuda: out of host memory");
+    cuda->base.ops = &cuda_ops;
+    cuda->precision = precision;
+    vae_status status = cuda_setup(cuda, precision);
+    if (status != VAE_OK) {
+        cuda_destroy(&cuda->base);
+        return status;
+    }
+    *out = &cuda->base;
+    return VAE_OK;
+}
+
+int vae_backend_cuda_available(void) {
+    int device_count = 0;
+    cudaError_t status = cudaGetDeviceCount(&device_count);
+    if (status != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return device_count > 0;
+}
+
+/* ------------------------------------------------------------------ graphs */
+
+static vae_status require_cuda_backend(vae_backend *backend, const char *function) {
+    if (backend == NULL || backend->ops == NULL || backend->ops->destroy != cuda_destroy)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "%s: the backend is not the CUDA backend", function);
+    return VAE_OK;
+}
+
+vae_status vae_cuda_graph_capture_begin(vae_backend *backend) {
+    VAE_TRY(require_cuda_backend(backend, "vae_cuda_graph_capture_begin"));
+    /* Thread-local mode: only this thread's unsafe calls (cudaMalloc, syncs)
+     * invalidate the capture. */
+    CUDA_CHECK(cudaStreamBeginCapture(as_cuda(backend)->stream, cudaStreamCaptureModeThreadLocal));
+    return VAE_OK;
+}
+
+vae_status vae_cuda_graph_capture_end(vae_backend *backend, void **graph_exec) {
+    if (graph_exec == NULL) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_cuda_graph_capture_end: graph_exec is NULL");
+    *graph_exec = NULL;
+    VAE_TRY(require_cuda_backend(backend, "vae_cuda_graph_capture_end"));
+    cudaGraph_t graph = NULL;
+    CUDA_CHECK(cudaStreamEndCapture(as_cuda(backend)->stream, &graph));
+    cudaGraphExec_t executable = NULL;
+    cudaError_t status = cudaGraphInstantiate(&executable, graph, 0);
+    cudaError_t destroy_status = cudaGraphDestroy(graph); /* the executable keeps what it needs */
+    CUDA_CHECK(status);
+    if (destroy_status != cudaSuccess) {
+        (void)cudaGraphExecDestroy(executable);
+        CUDA_CHECK(destroy_status);
+    }
+    *graph_exec = (void *)executable;
+    return VAE_OK;
+}
+
+vae_status vae_cuda_graph_launch(vae_backend *backend, void *graph_exec) {
+    VAE_TRY(require_cuda_backend(backend, "vae_cuda_graph_launch"));
+    if (graph_exec == NULL) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_cuda_graph_launch: graph_exec is NULL");
+    CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)graph_exec, as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+void vae_cuda_graph_destroy(void *graph_exec) {
+    if (graph_exec != NULL) (void)cudaGraphExecDestroy((cudaGraphExec_t)graph_exec);
+}

@@ -1,0 +1,203 @@
+/* The vae command line: train, eval, sample, bench. The only place that
+ * decides to exit. Exit codes: 0 success; 2 bad usage, a bad config or a
+ * malformed input file; 1 anything else (I/O, device, non-finite values). */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/image_png.h"
+#include "cli/cli_common.h"
+#include "io/metrics.h"
+#include "vae/vae.h"
+
+static const char *program_usage =
+    "usage: vae <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train        train a model from a config\n"
+    "  eval         evaluate a checkpoint on a split (ELBO, IWAE log-likelihood)\n"
+    "  sample       decode draws from the prior into a PNG grid\n"
+    "  bench        measure training throughput (samples/s)\n"
+    "  reconstruct  inputs above their reconstructions, as a PNG grid\n"
+    "  interpolate  decoded straight lines between pairs of latent means, as a PNG grid\n"
+    "  manifold     the decoded latent plane of a 2-d latent model, as a PNG grid\n"
+    "  scatter      latent means coloured by label, as an 800x800 PNG\n"
+    "  encode       latent means (and log-variances, labels) of a split into .npy files\n"
+    "\n"
+    "Run 'vae <command> --help' for a command's options.\n";
+
+static const char *train_usage =
+    "usage: vae train --config FILE [--set section.key=value ...] [--device cpu|cuda|auto]\n"
+    "                 [--out DIR] [--resume] [--max-steps N] [--quiet]\n"
+    "Trains the model; writes DIR/metrics.jsonl, DIR/config.ini and DIR/checkpoint.safetensors\n"
+    "(DIR defaults to runs/latest).\n";
+static const char *eval_usage =
+    "usage: vae eval --checkpoint FILE [--split train|validation|test] [--iwae-k K] [--device cpu|cuda|auto]\n"
+    "Prints one JSON line: per-sample ELBO, reconstruction term, KL, active units and, with\n"
+    "--iwae-k, the importance-weighted log-likelihood estimate with K samples.\n";
+static const char *sample_usage =
+    "usage: vae sample --checkpoint FILE --out FILE.png [--n 64] [--seed S] [--device cpu|cuda|auto]\n"
+    "Decodes N draws from the prior N(0, I) and writes them as a PNG grid.\n";
+static const char *bench_usage =
+    "usage: vae bench --config FILE [--set section.key=value ...] [--device cpu|cuda|auto]\n"
+    "                 [--warmup-steps N] [--steps N]\n"
+    "Prints one JSON line with samples_per_s over training steps only, after a warm-up.\n";
+
+static void handle_stop_signal(int signal_number) {
+    (void)signal_number;
+    vae_request_stop();
+}
+
+static void report_device(vae_trainer *trainer, const cli_options *o) {
+    if (!o->quiet) fprintf(stderr, "vae: device %s\n", vae_trainer_device_name(trainer));
+}
+
+static int command_train(int argc, char **argv) {
+    cli_options o;
+    int parsed = cli_parse_options(argc, argv, train_usage, &o);
+    if (parsed) return parsed < 0 ? 0 : parsed;
+    if (!o.config_path && !o.resume) return cli_usage_error(train_usage, "train needs --config FILE", NULL);
+    const char *out = o.out ? o.out : "runs/latest";
+    vae_trainer *trainer = NULL;
+    vae_status status;
+    char checkpoint[4096];
+    snprintf(checkpoint, sizeof checkpoint, "%s/checkpoint.safetensors", out);
+    int resumed = 0;
+    if (o.resume && access(checkpoint, F_OK) == 0) {
+        status = vae_trainer_load(&trainer, checkpoint, o.device);
+        if (status != VAE_OK) return cli_fail(status);
+        resumed = 1;
+        if (!o.quiet)
+            fprintf(stderr, "vae: resuming from %s at step %llu (its stored config is used)\n", checkpoint,
+                    (unsigned long long)vae_trainer_step(trainer));
+    } else {
+        if (!o.config_path)
+            return cli_usage_error(train_usage, "--resume found no checkpoint in the output folder and no --config was given:", out);
+        if (o.resume && !o.quiet) fprintf(stderr, "vae: no checkpoint in %s yet: starting from the beginning\n", out);
+        vae_config config;
+        status = cli_load_config(&o, &config);
+        if (status == VAE_OK) status = vae_trainer_create(&trainer, &config, o.device);
+        if (status != VAE_OK) return cli_fail(status);
+    }
+    /* SIGINT and SIGTERM ask the trainer to write a checkpoint and stop. */
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = handle_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, NULL);
+    sigaction(SIGTERM, &action, NULL);
+    report_device(trainer, &o);
+    vae_train_options options = {.device = o.device, .out_dir = out, .resume = resumed, .quiet = o.quiet,
+                                 .max_steps = o.max_steps};
+    status = vae_trainer_train(trainer, &options);
+    if (status == VAE_OK && !o.quiet) fprintf(stderr, "vae: wrote %s, %s/metrics.jsonl and %s/config.ini\n", checkpoint, out, out);
+    vae_trainer_destroy(trainer);
+    return status == VAE_OK ? 0 : cli_fail(status);
+}
+
+static int command_eval(int argc, char **argv) {
+    cli_options o;
+    int parsed = cli_parse_options(argc, argv, eval_usage, &o);
+    if (parsed) return parsed < 0 ? 0 : parsed;
+    if (!o.checkpoint_path) return cli_usage_error(eval_usage, "eval needs --checkpoint FILE", NULL);
+    vae_trainer *trainer = NULL;
+    vae_status status = vae_trainer_load(&trainer, o.checkpoint_path, o.device);
+    if (status != VAE_OK) return cli_fail(status);
+    vae_eval_result result;
+    status = vae_trainer_evaluate(trainer, o.split, o.iwae_k, &result);
+    if (status == VAE_OK) {
+        vae_metrics_record record = {
+            .kind = "eval", .split = o.split, .epoch = -1, .step = (long)vae_trainer_step(trainer), .loss = -result.elbo, .elbo = result.elbo,
+            .reconstruction = result.reconstruction, .kl = result.kl, .beta = NAN, .lr = NAN,
+            .samples_per_second = NAN, .seconds = result.seconds, .skipped_steps = -1,
+            .log_likelihood = result.log_likelihood, .iwae_k = result.iwae_k, .active_units = result.active_units};
+        char line[1024];
+        vae_metrics_format(&record, line, sizeof line);
+        /* Beside the record: the points evaluated and the KL of each latent dimension. */
+        size_t length = strlen(line);
+        printf("%.*s,\"points\":%ld,\"kl_per_dimension\":[", (int)(length - 1), line, result.points);
+        for (int j = 0; j < result.latent_dim; ++j) printf("%s%.6g", j ? "," : "", result.kl_per_dimension[j]);
+        printf("]}\n");
+    }
+    vae_trainer_destroy(trainer);
+    return status == VAE_OK ? 0 : cli_fail(status);
+}
+
+static int command_sample(int argc, char **argv) {
+    cli_options o;
+    int parsed = cli_parse_options(argc, argv, sample_usage, &o);
+    if (parsed) return parsed < 0 ? 0 : parsed;
+    if (!o.checkpoint_path || !o.out) return cli_usage_error(sample_usage, "sample needs --checkpoint FILE and --out FILE.png", NULL);
+    vae_trainer *trainer = NULL;
+    vae_status status = vae_trainer_load(&trainer, o.checkpoint_path, o.device);
+    if (status != VAE_OK) return cli_fail(status);
+    int rows, cols;
+    vae_trainer_image_shape(trainer, &rows, &cols);
+    float *images = NULL;
+    if (rows <= 0 || cols <= 0) {
+        fprintf(stderr, "vae: error: %s: the model's data are not images (no image shape)\n", o.checkpoint_path);
+        vae_trainer_destroy(trainer);
+        return 2;
+    }
+    images = malloc(sizeof(float) * (size_t)o.count * rows * cols);
+    status = images ? vae_trainer_sample(trainer, o.count, o.seed, images) : VAE_ERROR_OUT_OF_MEMORY;
+    if (status == VAE_OK) {
+        int columns = 1;
+        while (columns * columns < o.count) ++columns;
+        status = vae_png_write_grid(o.out, images, o.count, rows, cols, columns, 2);
+    }
+    if (status == VAE_OK && !o.quiet) fprintf(stderr, "vae: wrote %d samples to %s\n", o.count, o.out);
+    free(images);
+    vae_trainer_destroy(trainer);
+    return status == VAE_OK ? 0 : cli_fail(status);
+}
+
+static int command_bench(int argc, char **argv) {
+    cli_options o;
+    int parsed = cli_parse_options(argc, argv, bench_usage, &o);
+    if (parsed) return parsed < 0 ? 0 : parsed;
+    if (!o.config_path) return cli_usage_error(bench_usage, "bench needs --config FILE", NULL);
+    vae_config config;
+    vae_status status = cli_load_config(&o, &config);
+    vae_trainer *trainer = NULL;
+    if (status == VAE_OK) status = vae_trainer_create(&trainer, &config, o.device);
+    if (status != VAE_OK) return cli_fail(status);
+    double samples_per_second = 0;
+    status = vae_trainer_benchmark(trainer, o.warmup_steps, o.steps, &samples_per_second);
+    if (status == VAE_OK) {
+        char hidden[256] = "";
+        size_t used = 0;
+        for (int i = 0; i < config.hidden_count && used + 16 < sizeof hidden; ++i)
+            used += (size_t)snprintf(hidden + used, sizeof hidden - used, "%s%d", i ? "," : "", config.hidden[i]);
+        printf("{\"framework\":\"vae-engine\",\"device\":\"%s\",\"precision\":\"%s\",\"batch_size\":%d,"
+               "\"hidden\":\"%s\",\"latent_dim\":%d,\"steps\":%d,\"warmup_steps\":%d,\"samples_per_s\":%.1f}\n",
+               vae_trainer_device_name(trainer), config.precision == VAE_PRECISION_TF32 ? "tf32" : "fp32",
+               config.batch_size, hidden, config.latent_dim, o.steps, o.warmup_steps, samples_per_second);
+    }
+    vae_trainer_destroy(trainer);
+    return status == VAE_OK ? 0 : cli_fail(status);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fputs(program_usage, stderr); return 2; }
+    const char *command = argv[1];
+    if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 || strcmp(command, "help") == 0) {
+        fputs(program_usage, stdout);
+        return 0;
+    }
+    if (strcmp(command, "train") == 0) return command_train(argc, argv);
+    if (strcmp(command, "eval") == 0) return command_eval(argc, argv);
+    if (strcmp(command, "sample") == 0) return command_sample(argc, argv);
+    if (strcmp(command, "bench") == 0) return command_bench(argc, argv);
+    if (strcmp(command, "reconstruct") == 0) return cli_command_reconstruct(argc, argv);
+    if (strcmp(command, "interpolate") == 0) return cli_command_interpolate(argc, argv);
+    if (strcmp(command, "manifold") == 0) return cli_command_manifold(argc, argv);
+    if (strcmp(command, "scatter") == 0) return cli_command_scatter(argc, argv);
+    if (strcmp(command, "encode") == 0) return cli_command_encode(argc, argv);
+    fprintf(stderr, "vae: unknown command '%s'\n\n%s", command, program_usage);
+    return 2;
+}

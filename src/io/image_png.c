@@ -1,0 +1,172 @@
+/* PNG pictures through libpng, written to a temporary file and renamed so
+ * that no half-written picture is ever left under the final name. */
+#define _POSIX_C_SOURCE 200809L
+
+#include "io/image_png.h"
+#include "base/error.h"
+
+#include <errno.h>
+#include <math.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The grid's background (margins and empty cells): a light grey, 224 of 255,
+ * so that white digits stay distinguishable from the margin. */
+#define PNG_GRID_MARGIN_GREY 224
+/* Far below libpng's own limits; a bigger picture is a usage mistake. */
+#define PNG_MAX_SIDE 65536
+
+typedef struct png_write_context {
+    FILE *file;
+    int error_number;     /* errno of a failed write, 0 if none */
+    char message[256];    /* libpng's message */
+    jmp_buf jump;
+} png_write_context;
+
+static void on_png_error(png_structp png, png_const_charp message) {
+    png_write_context *context = png_get_error_ptr(png);
+    snprintf(context->message, sizeof context->message, "%s", message ? message : "libpng error");
+    longjmp(context->jump, 1);
+}
+
+static void on_png_warning(png_structp png, png_const_charp message) {
+    (void)png;
+    (void)message; /* warnings do not stop the write */
+}
+
+static void on_png_write(png_structp png, png_bytep bytes, size_t length) {
+    png_write_context *context = png_get_io_ptr(png);
+    errno = 0;
+    if (fwrite(bytes, 1, length, context->file) != length) {
+        context->error_number = errno ? errno : EIO;
+        png_error(png, "write failed");
+    }
+}
+
+static void on_png_flush(png_structp png) {
+    png_write_context *context = png_get_io_ptr(png);
+    if (fflush(context->file) != 0) {
+        context->error_number = errno ? errno : EIO;
+        png_error(png, "flush failed");
+    }
+}
+
+static vae_status write_failure(const char *path, const png_write_context *context) {
+    if (context->error_number) {
+        const char *hint = context->error_number == ENOSPC ? " (disk full)" : "";
+        return vae_error(VAE_ERROR_IO, "%s: writing the PNG failed: %s%s", path, strerror(context->error_number),
+                         hint);
+    }
+    return vae_error(VAE_ERROR_IO, "%s: writing the PNG failed: %s", path, context->message);
+}
+
+/* Encodes the PNG into an open file; returns 0, or 1 with context filled. */
+static int encode_png(png_write_context *context, const unsigned char *pixels, int width, int height,
+                      int color_type, int channels) {
+    /* Everything the error path needs is set before setjmp and never changed
+     * after it; the one local changed later is volatile. */
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, context, on_png_error, on_png_warning);
+    if (!png) {
+        snprintf(context->message, sizeof context->message, "out of memory creating the PNG writer");
+        return 1;
+    }
+    png_infop info = png_create_info_struct(png);
+    if (!info) {
+        png_destroy_write_struct(&png, NULL);
+        snprintf(context->message, sizeof context->message, "out of memory creating the PNG info");
+        return 1;
+    }
+    volatile int failed = 1;
+    if (setjmp(context->jump) == 0) {
+        png_set_write_fn(png, context, on_png_write, on_png_flush);
+        png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, color_type, PNG_INTERLACE_NONE,
+                     PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+        png_write_info(png, info);
+        size_t stride = (size_t)width * (size_t)channels;
+        for (int row = 0; row < height; ++row) png_write_row(png, pixels + (size_t)row * stride);
+        png_write_end(png, info);
+        failed = 0;
+    }
+    png_destroy_write_struct(&png, &info);
+    return failed;
+}
+
+static vae_status write_png_file(const char *path, const unsigned char *pixels, int width, int height,
+                                 int color_type, int channels) {
+    size_t temporary_size = strlen(path) + 32;
+    char *temporary_path = malloc(temporary_size);
+    if (!temporary_path) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+    snprintf(temporary_path, temporary_size, "%s.tmp-%ld", path, (long)getpid());
+
+    png_write_context context;
+    memset(&context, 0, sizeof context);
+    context.file = fopen(temporary_path, "wb");
+    if (!context.file) {
+        vae_status status = vae_error(VAE_ERROR_IO, "%s: cannot create the PNG file: %s", temporary_path,
+                                      strerror(errno));
+        free(temporary_path);
+        return status;
+    }
+    int failed = encode_png(&context, pixels, width, height, color_type, channels);
+    if (!failed && fflush(context.file) != 0) failed = 1, context.error_number = errno ? errno : EIO;
+    if (!failed && fsync(fileno(context.file)) != 0) failed = 1, context.error_number = errno;
+    if (fclose(context.file) != 0 && !failed) failed = 1, context.error_number = errno ? errno : EIO;
+    if (!failed && rename(temporary_path, path) != 0) failed = 1, context.error_number = errno;
+    vae_status status = VAE_OK;
+    if (failed) {
+        status = write_failure(path, &context);
+        remove(temporary_path);
+    }
+    free(temporary_path);
+    return status;
+}
+
+static unsigned char grey_level(float value) {
+    if (!(value > 0.0f)) return 0;   /* also NaN */
+    if (value >= 1.0f) return 255;
+    return (unsigned char)lroundf(value * 255.0f);
+}
+
+vae_status vae_png_write_grid(const char *path, const float *images, int count, int rows, int cols,
+                              int grid_columns, int margin) {
+    if (!path || !path[0]) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "PNG grid: empty path");
+    if (!images || count < 1 || rows < 1 || cols < 1 || grid_columns < 1 || margin < 0)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "%s: bad grid (count %d, image %dx%d, %d columns, margin %d): expected positive sizes",
+                         path, count, rows, cols, grid_columns, margin);
+    /* As torchvision's make_grid: no empty columns when there are few images. */
+    int columns = grid_columns < count ? grid_columns : count;
+    int grid_rows = (count + columns - 1) / columns;
+    int64_t width = (int64_t)margin + (int64_t)columns * ((int64_t)cols + margin);
+    int64_t height = (int64_t)margin + (int64_t)grid_rows * ((int64_t)rows + margin);
+    if (width > PNG_MAX_SIDE || height > PNG_MAX_SIDE)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "%s: grid of %lldx%lld pixels, larger than %d per side", path,
+                         (long long)width, (long long)height, PNG_MAX_SIDE);
+    unsigned char *pixels = malloc((size_t)width * (size_t)height);
+    if (!pixels) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: out of memory for the picture", path);
+    memset(pixels, PNG_GRID_MARGIN_GREY, (size_t)width * (size_t)height);
+    for (int image = 0; image < count; ++image) {
+        size_t top = (size_t)margin + (size_t)(image / columns) * (size_t)(rows + margin);
+        size_t left = (size_t)margin + (size_t)(image % columns) * (size_t)(cols + margin);
+        const float *values = images + (size_t)image * (size_t)rows * (size_t)cols;
+        for (int r = 0; r < rows; ++r)
+            for (int c = 0; c < cols; ++c)
+                pixels[(top + (size_t)r) * (size_t)width + left + (size_t)c] = grey_level(values[(size_t)r * cols + c]);
+    }
+    vae_status status = write_png_file(path, pixels, (int)width, (int)height, PNG_COLOR_TYPE_GRAY, 1);
+    free(pixels);
+    return status;
+}
+
+vae_status vae_png_write_rgb(const char *path, const unsigned char *pixels, int width, int height) {
+    if (!path || !path[0]) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "PNG: empty path");
+    if (!pixels || width < 1 || height < 1 || width > PNG_MAX_SIDE || height > PNG_MAX_SIDE)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "%s: bad picture %dx%d, expected 1..%d per side", path, width,
+                         height, PNG_MAX_SIDE);
+    return write_png_file(path, pixels, width, height, PNG_COLOR_TYPE_RGB, 3);
+}

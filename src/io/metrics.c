@@ -1,0 +1,109 @@
+#include "io/metrics.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+
+struct vae_metrics {
+    FILE *file;
+    char path[VAE_PATH_MAX + 64];
+};
+
+vae_status vae_metrics_open(vae_metrics **out, const char *path, int append) {
+    *out = NULL;
+    vae_metrics *metrics = calloc(1, sizeof *metrics);
+    if (!metrics) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "metrics: out of memory");
+    snprintf(metrics->path, sizeof metrics->path, "%s", path);
+    metrics->file = fopen(path, append ? "a" : "w");
+    if (!metrics->file) {
+        vae_status status = vae_error(VAE_ERROR_IO, "cannot open %s for writing: %s", path, strerror(errno));
+        free(metrics);
+        return status;
+    }
+    *out = metrics;
+    return VAE_OK;
+}
+
+/* JSON has no NaN or infinity: such values are written as null. */
+static int append_number(char *buffer, size_t size, size_t used, const char *key, double value) {
+    if (used >= size) return (int)used;
+    int n = isfinite(value) ? snprintf(buffer + used, size - used, ",\"%s\":%.9g", key, value)
+                            : snprintf(buffer + used, size - used, ",\"%s\":null", key);
+    return n < 0 ? (int)used : (int)(used + (size_t)n);
+}
+
+void vae_metrics_format(const vae_metrics_record *r, char *buffer, size_t size) {
+    int used = snprintf(buffer, size, "{\"kind\":\"%s\"", r->kind);
+    if (r->split) used += snprintf(buffer + used, size - (size_t)used, ",\"split\":\"%s\"", r->split);
+    used += snprintf(buffer + used, size - (size_t)used, ",\"epoch\":%ld,\"step\":%ld", r->epoch, r->step);
+    used = append_number(buffer, size, (size_t)used, "loss", r->loss);
+    used = append_number(buffer, size, (size_t)used, "elbo", r->elbo);
+    used = append_number(buffer, size, (size_t)used, "reconstruction", r->reconstruction);
+    used = append_number(buffer, size, (size_t)used, "kl", r->kl);
+    if (!isnan(r->beta)) used = append_number(buffer, size, (size_t)used, "beta", r->beta);
+    if (!isnan(r->lr)) used = append_number(buffer, size, (size_t)used, "lr", r->lr);
+    if (!isnan(r->samples_per_second))
+        used = append_number(buffer, size, (size_t)used, "samples_per_s", r->samples_per_second);
+    used = append_number(buffer, size, (size_t)used, "seconds", r->seconds);
+    if (r->skipped_steps >= 0) used = append_number(buffer, size, (size_t)used, "skipped_steps", (double)r->skipped_steps);
+    if (r->iwae_k > 0) {
+        used = append_number(buffer, size, (size_t)used, "log_likelihood", r->log_likelihood);
+        used = append_number(buffer, size, (size_t)used, "iwae_k", r->iwae_k);
+    }
+    if (r->active_units >= 0) used = append_number(buffer, size, (size_t)used, "active_units", r->active_units);
+    if ((size_t)used + 2 < size) { buffer[used] = '}'; buffer[used + 1] = '\0'; }
+}
+
+vae_status vae_metrics_write(vae_metrics *metrics, const vae_metrics_record *record) {
+    char line[1024];
+    vae_metrics_format(record, line, sizeof line);
+    if (fprintf(metrics->file, "%s\n", line) < 0 || fflush(metrics->file) != 0)
+        return vae_error(VAE_ERROR_IO, "cannot write %s: %s", metrics->path, strerror(errno));
+    return VAE_OK;
+}
+
+vae_status vae_metrics_close(vae_metrics *metrics) {
+    if (!metrics) return VAE_OK;
+    vae_status status = VAE_OK;
+    if (fclose(metrics->file) != 0) status = vae_error(VAE_ERROR_IO, "cannot close %s: %s", metrics->path, strerror(errno));
+    free(metrics);
+    return status;
+}
+
+/* The "step" of a metrics line, or -1. */
+static long line_step(const char *line) {
+    const char *key = strstr(line, "\"step\":");
+    if (!key) return -1;
+    return strtol(key + 7, NULL, 10);
+}
+
+vae_status vae_metrics_truncate_after(const char *path, long step) {
+    FILE *in = fopen(path, "r");
+    if (!in) return errno == ENOENT ? VAE_OK : vae_error(VAE_ERROR_IO, "cannot read %s: %s", path, strerror(errno));
+    char temporary[VAE_PATH_MAX + 80];
+    snprintf(temporary, sizeof temporary, "%s.tmp", path);
+    FILE *out = fopen(temporary, "w");
+    if (!out) {
+        fclose(in);
+        return vae_error(VAE_ERROR_IO, "cannot write %s: %s", temporary, strerror(errno));
+    }
+    char line[4096];
+    int failed = 0;
+    while (fgets(line, sizeof line, in)) {
+        /* Only whole lines survive: a line cut by a kill has no newline. */
+        size_t length = strlen(line);
+        if (length == 0 || line[length - 1] != '\n') continue;
+        if (line_step(line) <= step && fputs(line, out) == EOF) failed = 1;
+    }
+    fclose(in);
+    if (fclose(out) != 0) failed = 1;
+    if (failed || rename(temporary, path) != 0) {
+        remove(temporary);
+        return vae_error(VAE_ERROR_IO, "cannot rewrite %s: %s", path, strerror(errno));
+    }
+    return VAE_OK;
+}

@@ -1,0 +1,255 @@
+/* The training step, once, against the backend table. */
+#include "model/train_step.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+
+struct vae_step {
+    vae_backend *backend;
+    const vae_backend_ops *ops;
+    vae_model model;
+    int rows, samples;
+    int likelihood;
+    float fixed_logvar, beta, logvar_clamp;
+    uint64_t kl_warmup_steps;
+    vae_step_buffers buffers;
+    /* per hidden layer: pre-activation and post-activation */
+    float *pre[VAE_MAX_LAYERS], *post[VAE_MAX_LAYERS];
+    float *scratch[2];        /* ping-pong buffers for activation gradients */
+    float *dz, *dmu_logvar;
+    int with_optimizer;
+    void *allocations[4 * VAE_MAX_LAYERS + 32];
+    int allocation_count;
+};
+
+static vae_status step_alloc(vae_step *step, size_t floats, float **out) {
+    if (step->allocation_count >= (int)(sizeof step->allocations / sizeof step->allocations[0]))
+        return vae_error(VAE_ERROR_INTERNAL, "train step: too many buffers");
+    void *pointer = NULL;
+    vae_status status = step->ops->alloc(step->backend, floats * sizeof(float), &pointer);
+    if (status != VAE_OK) return vae_error_context(status, "allocating the training workspace");
+    step->allocations[step->allocation_count++] = pointer;
+    *out = pointer;
+    return VAE_OK;
+}
+
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
+vae_status vae_step_create(vae_step **out, vae_backend *backend, const vae_model *model, const vae_config *config,
+                           int rows, int samples, float *parameters, int with_optimizer) {
+    *out = NULL;
+    vae_step *step = calloc(1, sizeof *step);
+    if (!step) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "train step: out of memory");
+    step->backend = backend;
+    step->ops = backend->ops;
+    step->model = *model;
+    step->rows = rows;
+    step->samples = samples;
+    step->likelihood = config->likelihood;
+    step->fixed_logvar = config->gaussian_fixed_logvar;
+    step->beta = config->beta;
+    step->logvar_clamp = config->logvar_clamp;
+    step->kl_warmup_steps = (uint64_t)config->kl_warmup_steps;
+    step->with_optimizer = with_optimizer;
+    step->buffers.parameters = parameters;
+
+    const vae_model *m = &step->model;
+    size_t decoder_rows = (size_t)rows * (size_t)samples;
+    size_t z_floats = decoder_rows * (size_t)m->latent_dim;
+    size_t scratch_floats = max_size(z_floats, (size_t)rows * 2 * (size_t)m->latent_dim);
+    vae_status status = VAE_OK;
+#define STEP_ALLOC(count, target) do { status = step_alloc(step, (count), (target)); if (status) goto fail; } while (0)
+    STEP_ALLOC((size_t)rows * m->input_dim, &step->buffers.x);
+    STEP_ALLOC((size_t)rows * 2 * m->latent_dim, &step->buffers.mu_logvar);
+    STEP_ALLOC(z_floats, &step->buffers.z);
+    STEP_ALLOC((size_t)rows, &step->buffers.kl);
+    STEP_ALLOC(decoder_rows, &step->buffers.logp);
+    STEP_ALLOC(decoder_rows * m->output_width, &step->buffers.decoder_output);
+    STEP_ALLOC(2 * VAE_LOSS_SLOTS, (float **)&step->buffers.loss_accumulator);
+    for (int i = 0; i < m->encoder_layer_count - 1; ++i) {
+        size_t floats = (size_t)rows * m->layers[i].out;
+        STEP_ALLOC(floats, &step->pre[i]);
+        STEP_ALLOC(floats, &step->post[i]);
+        scratch_floats = max_size(scratch_floats, floats);
+    }
+    for (int i = 0; i < m->decoder_layer_count - 1; ++i) {
+        int index = m->encoder_layer_count + i;
+        size_t floats = decoder_rows * m->layers[index].out;
+        STEP_ALLOC(floats, &step->pre[index]);
+        STEP_ALLOC(floats, &step->post[index]);
+        scratch_floats = max_size(scratch_floats, floats);
+    }
+    if (with_optimizer) {
+        STEP_ALLOC(m->parameter_count, &step->buffers.gradients);
+        STEP_ALLOC(m->parameter_count, &step->buffers.adam_m);
+        STEP_ALLOC(m->parameter_count, &step->buffers.adam_v);
+        STEP_ALLOC(1, &step->buffers.grad_norm_squared);
+        STEP_ALLOC(scratch_floats, &step->scratch[0]);
+        STEP_ALLOC(scratch_floats, &step->scratch[1]);
+        STEP_ALLOC(z_floats, &step->dz);
+        STEP_ALLOC((size_t)rows * 2 * m->latent_dim, &step->dmu_logvar);
+        if ((status = step->ops->fill(backend, step->buffers.gradients, 0.0f, m->parameter_count))) goto fail;
+        if ((status = step->ops->fill(backend, step->buffers.adam_m, 0.0f, m->parameter_count))) goto fail;
+        if ((status = step->ops->fill(backend, step->buffers.adam_v, 0.0f, m->parameter_count))) goto fail;
+    }
+#undef STEP_ALLOC
+    if ((status = step->ops->fill(backend, (float *)step->buffers.loss_accumulator, 0.0f, 2 * VAE_LOSS_SLOTS)))
+        goto fail;
+    *out = step;
+    return VAE_OK;
+fail:
+    vae_step_destroy(step);
+    return status;
+}
+
+void vae_step_destroy(vae_step *step) {
+    if (!step) return;
+    for (int i = 0; i < step->allocation_count; ++i) step->ops->free(step->backend, step->allocations[i]);
+    free(step);
+}
+
+const vae_step_buffers *vae_step_get_buffers(const vae_step *step) { return &step->buffers; }
+int vae_step_rows(const vae_step *step) { return step->rows; }
+
+/* Runs the layers [first, first+count) of the table on input (in_rows rows),
+ * the last one writing final_output. */
+static vae_status forward_layers(vae_step *step, int first, int count, const float *input, int in_rows,
+                                 float *final_output) {
+    const vae_backend_ops *ops = step->ops;
+    const float *parameters = step->buffers.parameters;
+    for (int i = first; i < first + count; ++i) {
+        const vae_layer *layer = &step->model.layers[i];
+        int last = i == first + count - 1;
+        float *output = last ? final_output : step->pre[i];
+        VAE_TRY(ops->linear_forward(step->backend, input, parameters + layer->weight_offset,
+                                    parameters + layer->bias_offset, output, in_rows, layer->in, layer->out));
+        if (!last) {
+            VAE_TRY(ops->activation_forward(step->backend, layer->activation, step->pre[i], step->post[i],
+                                            (size_t)in_rows * layer->out));
+            input = step->post[i];
+        }
+    }
+    return VAE_OK;
+}
+
+/* Backward through layers [first, first+count): dy is d loss / d (last
+ * layer's output); writes parameter gradients and, when input_gradient is not
+ * NULL, d loss / d input. */
+static vae_status backward_layers(vae_step *step, int first, int count, const float *input, int in_rows,
+                                  float *dy, float *input_gradient) {
+    const vae_backend_ops *ops = step->ops;
+    const float *parameters = step->buffers.parameters;
+    float *gradients = step->buffers.gradients;
+    int next_scratch = 0;
+    for (int i = first + count - 1; i >= first; --i) {
+        const vae_layer *layer = &step->model.layers[i];
+        const float *layer_input = i == first ? input : step->post[i - 1];
+        float *dx = i == first ? input_gradient : step->scratch[next_scratch];
+        VAE_TRY(ops->linear_backward(step->backend, layer_input, parameters + layer->weight_offset, dy, dx,
+                                     gradients + layer->weight_offset, gradients + layer->bias_offset, in_rows,
+                                     layer->in, layer->out));
+        if (i > first) {
+            const vae_layer *previous = &step->model.layers[i - 1];
+            VAE_TRY(ops->activation_backward(step->backend, previous->activation, step->pre[i - 1], dx, dx,
+                                             (size_t)in_rows * previous->out));
+            dy = dx;
+            next_scratch ^= 1;
+        }
+    }
+    return VAE_OK;
+}
+
+static vae_status run_forward(vae_step *step, const vae_noise_settings *noise, const vae_step_counter *counter,
+                              const float *eps_override, int write_gradient) {
+    const vae_backend_ops *ops = step->ops;
+    const vae_model *m = &step->model;
+    vae_step_buffers *b = &step->buffers;
+    int decoder_rows = step->rows * step->samples;
+    VAE_TRY(forward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, b->mu_logvar));
+    VAE_TRY(ops->reparam_kl_forward(step->backend, b->mu_logvar, b->z, b->kl, step->rows, m->latent_dim,
+                                    step->samples, noise, counter, eps_override, step->logvar_clamp));
+    VAE_TRY(forward_layers(step, m->encoder_layer_count, m->decoder_layer_count, b->z, decoder_rows,
+                           b->decoder_output));
+    return ops->likelihood(step->backend, step->likelihood, b->x, b->decoder_output, b->logp, step->rows,
+                           step->samples, m->input_dim, step->fixed_logvar, write_gradient);
+}
+
+vae_status vae_step_forward(vae_step *step, const vae_noise_settings *noise, const vae_step_counter *counter,
+                            const float *eps_override) {
+    VAE_TRY(run_forward(step, noise, counter, eps_override, 0));
+    return step->ops->accumulate_loss(step->backend, step->buffers.logp, step->buffers.kl, step->rows,
+                                      step->samples, 1.0f, 0, counter, step->buffers.loss_accumulator);
+}
+
+vae_status vae_step_forward_backward(vae_step *step, const vae_noise_settings *noise, vae_step_counter *counter,
+                                     const float *eps_override) {
+    if (!step->with_optimizer) return vae_error(VAE_ERROR_INTERNAL, "train step: created without gradients");
+    const vae_backend_ops *ops = step->ops;
+    const vae_model *m = &step->model;
+    vae_step_buffers *b = &step->buffers;
+    int decoder_rows = step->rows * step->samples;
+    VAE_TRY(run_forward(step, noise, counter, eps_override, 1));
+    VAE_TRY(ops->accumulate_loss(step->backend, b->logp, b->kl, step->rows, step->samples, step->beta,
+                                 step->kl_warmup_steps, counter, b->loss_accumulator));
+    VAE_TRY(backward_layers(step, m->encoder_layer_count, m->decoder_layer_count, b->z, decoder_rows,
+                            b->decoder_output, step->dz));
+    VAE_TRY(ops->reparam_kl_backward(step->backend, b->mu_logvar, b->z, step->dz, step->dmu_logvar, step->rows,
+                                     m->latent_dim, step->samples, step->beta, step->kl_warmup_steps, counter,
+                                     step->logvar_clamp));
+    return backward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, step->dmu_logvar, NULL);
+}
+
+vae_status vae_step_encode(vae_step *step) {
+    return forward_layers(step, 0, step->model.encoder_layer_count, step->buffers.x, step->rows,
+                          step->buffers.mu_logvar);
+}
+
+vae_status vae_step_decode(vae_step *step, const float *z, int count) {
+    if (count > step->rows * step->samples) return vae_error(VAE_ERROR_INTERNAL, "decode: too many rows");
+    return forward_layers(step, step->model.encoder_layer_count, step->model.decoder_layer_count, z, count,
+                          step->buffers.decoder_output);
+}
+
+vae_status vae_step_optimizer(vae_step *step, const vae_adam_settings *settings, vae_step_counter *counter) {
+    if (!step->with_optimizer) return vae_error(VAE_ERROR_INTERNAL, "train step: created without an optimizer");
+    vae_step_buffers *b = &step->buffers;
+    VAE_TRY(step->ops->sum_of_squares(step->backend, b->gradients, step->model.parameter_count,
+                                      b->grad_norm_squared));
+    return step->ops->adam_step(step->backend, b->parameters, b->gradients, b->adam_m, b->adam_v,
+                                step->model.parameter_count, settings, b->grad_norm_squared, counter);
+}
+
+vae_status vae_reference_loss_and_gradients(const vae_config *config, int input_dim, const float *parameters,
+                                            const float *x, int rows, const float *eps, double *loss,
+                                            float *gradients) {
+    vae_model model;
+    VAE_TRY(vae_model_build(config, input_dim, &model));
+    vae_backend *backend = NULL;
+    VAE_TRY(vae_backend_create_cpu(&backend));
+    vae_config reference_config = *config;
+    reference_config.kl_warmup_steps = 0;
+    vae_step *step = NULL;
+    float *parameter_copy = malloc(sizeof(float) * model.parameter_count);
+    vae_step_counter counter = {0, 0, 0};
+    vae_noise_settings noise = {config->seed, VAE_RANDOM_EPS, 0};
+    vae_status status = parameter_copy ? VAE_OK : vae_error(VAE_ERROR_OUT_OF_MEMORY, "reference: out of memory");
+    if (status == VAE_OK) {
+        memcpy(parameter_copy, parameters, sizeof(float) * model.parameter_count);
+        status = vae_step_create(&step, backend, &model, &reference_config, rows, config->samples, parameter_copy, 1);
+    }
+    if (status == VAE_OK) {
+        const vae_step_buffers *b = vae_step_get_buffers(step);
+        memcpy(b->x, x, sizeof(float) * (size_t)rows * input_dim);
+        status = vae_step_forward_backward(step, &noise, &counter, eps);
+        if (status == VAE_OK) {
+            *loss = b->loss_accumulator[VAE_LOSS_SUM_LOSS] / rows;
+            if (gradients) memcpy(gradients, b->gradients, sizeof(float) * model.parameter_count);
+        }
+    }
+    vae_step_destroy(step);
+    free(parameter_copy);
+    backend->ops->destroy(backend);
+    return status;
+}

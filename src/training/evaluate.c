@@ -1,0 +1,212 @@
+/* Evaluation (ELBO, IWAE log-likelihood, active units) and decoding for
+ * pictures. Runs on the trainer's backend; allocations happen once per call,
+ * never per batch. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/error.h"
+#include "training/trainer_internal.h"
+
+/* Decoder rows one evaluation batch may hold (rows * samples). */
+#define EVAL_DECODER_ROW_BUDGET 65536
+
+typedef struct eval_state {
+    vae_trainer *trainer;
+    const vae_dataset *dataset;
+    void *values;              /* split's values on the backend */
+    int32_t *order;            /* identity order on the backend */
+    vae_step *steps[2];        /* full batches, and the remainder */
+    float *importance;         /* [rows] IWAE per-row estimates (backend) */
+    float *host_importance;
+    float *host_mu_logvar;
+    double *mean_sum, *mean_square_sum;
+} eval_state;
+
+static void eval_state_free(eval_state *s) {
+    vae_backend *backend = s->trainer->backend;
+    for (int i = 0; i < 2; ++i) vae_step_destroy(s->steps[i]);
+    if (s->values) backend->ops->free(backend, s->values);
+    if (s->order) backend->ops->free(backend, s->order);
+    if (s->importance) backend->ops->free(backend, s->importance);
+    free(s->host_importance);
+    free(s->host_mu_logvar);
+    free(s->mean_sum);
+    free(s->mean_square_sum);
+}
+
+static double seconds_now(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+}
+
+static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwae, vae_eval_result *result) {
+    vae_trainer *trainer = s->trainer;
+    vae_backend *backend = trainer->backend;
+    const vae_backend_ops *ops = backend->ops;
+    const vae_dataset *data = s->dataset;
+    const vae_config *c = &trainer->config;
+    int latent = trainer->model.latent_dim;
+    long count = data->count;
+    size_t value_size = data->dtype == VAE_DTYPE_U8 ? 1 : sizeof(float);
+    VAE_TRY(ops->alloc(backend, (size_t)count * data->dim * value_size, &s->values));
+    VAE_TRY(ops->copy_to_device(backend, s->values, data->values, (size_t)count * data->dim * value_size));
+    int32_t *identity = malloc(sizeof(int32_t) * (size_t)count);
+    if (!identity) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluation: out of memory");
+    for (long i = 0; i < count; ++i) identity[i] = (int32_t)i;
+    vae_status status = ops->alloc(backend, sizeof(int32_t) * (size_t)count, (void **)&s->order);
+    if (status == VAE_OK) status = ops->copy_to_device(backend, s->order, identity, sizeof(int32_t) * (size_t)count);
+    free(identity);
+    VAE_TRY(status);
+    long full_batches = count / rows;
+    int remainder = (int)(count % rows);
+    VAE_TRY(vae_step_create(&s->steps[0], backend, &trainer->model, c, rows, samples, trainer->parameters, 0));
+    if (remainder)
+        VAE_TRY(vae_step_create(&s->steps[1], backend, &trainer->model, c, remainder, samples, trainer->parameters, 0));
+    VAE_TRY(ops->alloc(backend, sizeof(float) * (size_t)rows, (void **)&s->importance));
+    s->host_importance = malloc(sizeof(float) * (size_t)rows);
+    s->host_mu_logvar = malloc(sizeof(float) * (size_t)rows * 2 * latent);
+    s->mean_sum = calloc((size_t)latent, sizeof(double));
+    s->mean_square_sum = calloc((size_t)latent, sizeof(double));
+    free(trainer->kl_per_dimension);
+    trainer->kl_per_dimension = calloc((size_t)latent, sizeof(double));
+    if (!trainer->kl_per_dimension || !s->host_importance || !s->host_mu_logvar || !s->mean_sum || !s->mean_square_sum)
+        return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluation: out of memory");
+
+    vae_gather_settings gather = {
+        .dtype = data->dtype, .scale = data->scale, .binarize = c->binarize, .threshold = c->binarize_threshold,
+        .seed = c->seed, .random_purpose = VAE_RANDOM_EVAL_BINARIZE, .steps_per_epoch = 1};
+    vae_noise_settings noise = {c->seed, VAE_RANDOM_EVAL_EPS, 0};
+    double importance_sum = 0.0;
+    long batches = full_batches + (remainder ? 1 : 0);
+    for (long batch = 0; batch < batches; ++batch) {
+        vae_step *step = batch < full_batches ? s->steps[0] : s->steps[1];
+        int batch_rows = vae_step_rows(step);
+        const vae_step_buffers *b = vae_step_get_buffers(step);
+        vae_step_counter counter = {(uint64_t)batch, 0, 0};
+        VAE_TRY(ops->copy_to_device(backend, trainer->eval_counter, &counter, sizeof counter));
+        VAE_TRY(ops->gather_batch(backend, s->values, s->order + batch * rows, data->dim, batch_rows, &gather,
+                                  trainer->eval_counter, b->x));
+        VAE_TRY(vae_step_forward(step, &noise, trainer->eval_counter, NULL));
+        if (iwae) {
+            VAE_TRY(ops->importance_log_mean(backend, b->logp, b->mu_logvar, b->z, s->importance, batch_rows, latent,
+                                             samples, c->logvar_clamp));
+            VAE_TRY(ops->copy_to_host(backend, s->host_importance, s->importance, sizeof(float) * (size_t)batch_rows));
+            for (int r = 0; r < batch_rows; ++r) importance_sum += s->host_importance[r];
+        }
+        VAE_TRY(ops->copy_to_host(backend, s->host_mu_logvar, b->mu_logvar, sizeof(float) * (size_t)batch_rows * 2 * latent));
+        for (int r = 0; r < batch_rows; ++r)
+            for (int j = 0; j < latent; ++j) {
+                const float *row = s->host_mu_logvar + (size_t)r * 2 * latent;
+                double mu = row[j];
+                s->mean_sum[j] += mu;
+                s->mean_square_sum[j] += mu * mu;
+                trainer->kl_per_dimension[j] += vae_kl_term(row[j], vae_clamp_logvar(row[latent + j], c->logvar_clamp));
+            }
+    }
+    double sums[VAE_LOSS_SLOTS] = {0, 0, 0, 0};
+    for (int i = 0; i < 2; ++i) {
+        if (!s->steps[i]) continue;
+        double part[VAE_LOSS_SLOTS];
+        VAE_TRY(ops->copy_to_host(backend, part, vae_step_get_buffers(s->steps[i])->loss_accumulator, sizeof part));
+        for (int k = 0; k < VAE_LOSS_SLOTS; ++k) sums[k] += part[k];
+    }
+    result->points = count;
+    result->reconstruction = sums[VAE_LOSS_SUM_RECONSTRUCTION] / count;
+    result->kl = sums[VAE_LOSS_SUM_KL] / count;
+    result->elbo = result->reconstruction - result->kl;
+    result->log_likelihood = iwae ? importance_sum / count : NAN;
+    result->iwae_k = iwae ? samples : 0;
+    /* Active units (Burda et al.): variance over the data of E_q[z_j] above 0.01. */
+    result->active_units = 0;
+    result->latent_dim = latent;
+    result->kl_per_dimension = trainer->kl_per_dimension;
+    for (int j = 0; j < latent; ++j) {
+        trainer->kl_per_dimension[j] /= count;
+        double mean = s->mean_sum[j] / count;
+        double variance = s->mean_square_sum[j] / count - mean * mean;
+        if (variance > 0.01) result->active_units += 1;
+    }
+    return VAE_OK;
+}
+
+vae_status vae_trainer_evaluate(vae_trainer *trainer, const char *split, int iwae_k, vae_eval_result *result) {
+    memset(result, 0, sizeof *result);
+    VAE_TRY(vae_trainer_ensure_data(trainer));
+    const vae_dataset *data = vae_trainer_split(trainer, split);
+    if (!data) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "unknown split '%s' (expected train, validation or test)", split);
+    if (data->count == 0)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "the %s split has no examples%s", split,
+                         strcmp(split, "validation") == 0 ? " (set data.validation_size)" : "");
+    if (iwae_k < 0 || iwae_k > 1000000)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "--iwae-k must be between 1 and 1000000, got %d", iwae_k);
+    int samples = iwae_k > 0 ? iwae_k : 1;
+    long rows = trainer->config.eval_batch_size;
+    if (rows > data->count) rows = data->count;
+    long budget_rows = EVAL_DECODER_ROW_BUDGET / samples;
+    if (budget_rows < 1) budget_rows = 1;
+    if (rows > budget_rows) rows = budget_rows;
+    double start = seconds_now();
+    eval_state state;
+    memset(&state, 0, sizeof state);
+    state.trainer = trainer;
+    state.dataset = data;
+    vae_status status = evaluate_batches(&state, (int)rows, samples, iwae_k > 0, result);
+    eval_state_free(&state);
+    result->seconds = seconds_now() - start;
+    return status;
+}
+
+/* Decoder outputs to pixel values in [0,1]: the Bernoulli mean or the
+ * Gaussian mean. */
+static void outputs_to_images(const vae_trainer *trainer, const float *outputs, int count, float *images) {
+    int dim = trainer->input_dim, width = trainer->model.output_width;
+    for (int i = 0; i < count; ++i)
+        for (int j = 0; j < dim; ++j) {
+            float value = outputs[(size_t)i * width + j];
+            if (trainer->model.likelihood == VAE_LIKELIHOOD_BERNOULLI) value = vae_sigmoid(value);
+            images[(size_t)i * dim + j] = value < 0.0f ? 0.0f : (value > 1.0f ? 1.0f : value);
+        }
+}
+
+vae_status vae_trainer_decode(vae_trainer *trainer, const float *host_z, int count, float *images) {
+    if (count <= 0) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "decode: count must be positive, got %d", count);
+    vae_step *step = NULL;
+    vae_backend *backend = trainer->backend;
+    VAE_TRY(vae_step_create(&step, backend, &trainer->model, &trainer->config, count, 1, trainer->parameters, 0));
+    const vae_step_buffers *b = vae_step_get_buffers(step);
+    int width = trainer->model.output_width;
+    float *outputs = malloc(sizeof(float) * (size_t)count * width);
+    vae_status status = outputs ? VAE_OK : vae_error(VAE_ERROR_OUT_OF_MEMORY, "decode: out of memory");
+    if (status == VAE_OK)
+        status = backend->ops->copy_to_device(backend, b->z, host_z, sizeof(float) * (size_t)count * trainer->model.latent_dim);
+    if (status == VAE_OK) status = vae_step_decode(step, b->z, count);
+    if (status == VAE_OK)
+        status = backend->ops->copy_to_host(backend, outputs, b->decoder_output, sizeof(float) * (size_t)count * width);
+    if (status == VAE_OK) outputs_to_images(trainer, outputs, count, images);
+    free(outputs);
+    vae_step_destroy(step);
+    return status;
+}
+
+vae_status vae_trainer_sample(vae_trainer *trainer, int count, uint64_t seed, float *images) {
+    if (count <= 0 || count > 100000)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "sample count must be between 1 and 100000, got %d", count);
+    int latent = trainer->model.latent_dim;
+    float *z = malloc(sizeof(float) * (size_t)count * latent);
+    if (!z) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "sample: out of memory");
+    for (int i = 0; i < count; ++i) {
+        uint64_t subsequence = vae_philox_subsequence(0, VAE_RANDOM_SAMPLE, (uint32_t)i);
+        for (int j = 0; j < latent; j += 4) {
+            float eps[4];
+            vae_normal4(seed, subsequence, (uint64_t)j, eps);
+            for (int k = 0; k < 4 && j + k < latent; ++k) z[(size_t)i * latent + j + k] = eps[k];
+        }
+    }
+    vae_status status = vae_trainer_decode(trainer, z, count, images);
+    free(z);
+    return status;
+}

@@ -1,0 +1,37 @@
+/* Picture layouts on top of vae_png_write_grid. */
+#include "training/picture_grids.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "io/image_png.h"
+
+/* Empty cells take the grid's margin grey (224 of 255, src/io/image_png.c), so
+ * that a partial last block looks like no picture at all. */
+#define EMPTY_CELL_VALUE (224.0f / 255.0f)
+
+vae_status vae_write_comparison_grid(const char *path, const float *inputs, const float *reconstructions, int count,
+                                     int rows, int cols, int columns) {
+    if (!inputs || !reconstructions || count < 1 || rows < 1 || cols < 1 || columns < 1)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "%s: bad comparison grid (%d pictures of %dx%d, %d columns): expected positive sizes",
+                         path ? path : "", count, rows, cols, columns);
+    if (columns > count) columns = count;
+    size_t dim = (size_t)rows * (size_t)cols;
+    int blocks = (count + columns - 1) / columns;
+    size_t cells = (size_t)blocks * 2 * (size_t)columns;
+    float *grid = malloc(sizeof(float) * cells * dim);
+    if (!grid) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: out of memory for the picture", path);
+    for (size_t i = 0; i < cells * dim; ++i) grid[i] = EMPTY_CELL_VALUE;
+    for (int i = 0; i < count; ++i) {
+        size_t block = (size_t)(i / columns), column = (size_t)(i % columns);
+        size_t input_cell = block * 2 * (size_t)columns + column;
+        size_t reconstruction_cell = input_cell + (size_t)columns;
+        memcpy(grid + input_cell * dim, inputs + (size_t)i * dim, sizeof(float) * dim);
+        memcpy(grid + reconstruction_cell * dim, reconstructions + (size_t)i * dim, sizeof(float) * dim);
+    }
+    vae_status status = vae_png_write_grid(path, grid, (int)cells, rows, cols, columns, VAE_GRID_MARGIN);
+    free(grid);
+    return status;
+}

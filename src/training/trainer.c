@@ -1,0 +1,468 @@
+/* The trainer: set-up and the training loop. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <time.h>
+
+#include "base/error.h"
+#include "io/metrics.h"
+#include "training/trainer_internal.h"
+
+static volatile sig_atomic_t stop_requested = 0;
+
+void vae_request_stop(void) { stop_requested = 1; }
+
+static double seconds_now(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+}
+
+static vae_status backend_alloc(vae_trainer *trainer, size_t bytes, void **out) {
+    return trainer->backend->ops->alloc(trainer->backend, bytes, out);
+}
+
+vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config, int device, int input_dim,
+                                    int image_rows, int image_cols) {
+    *out = NULL;
+    VAE_TRY(vae_config_validate(config));
+    vae_trainer *trainer = calloc(1, sizeof *trainer);
+    if (!trainer) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "trainer: out of memory");
+    trainer->config = *config;
+    trainer->device = device;
+    trainer->input_dim = input_dim;
+    trainer->image_rows = image_rows;
+    trainer->image_cols = image_cols;
+    trainer->permutation_epoch = UINT64_MAX;
+    vae_status status = vae_model_build(config, input_dim, &trainer->model);
+    if (status == VAE_OK) status = vae_backend_create(&trainer->backend, device, config->precision);
+    if (status == VAE_OK)
+        status = backend_alloc(trainer, sizeof(float) * trainer->model.parameter_count, (void **)&trainer->parameters);
+    if (status == VAE_OK) status = backend_alloc(trainer, sizeof(vae_step_counter), (void **)&trainer->counter);
+    if (status == VAE_OK) status = backend_alloc(trainer, sizeof(vae_step_counter), (void **)&trainer->eval_counter);
+    if (status == VAE_OK) {
+        vae_step_counter zero = {0, 0, 0};
+        status = trainer->backend->ops->copy_to_device(trainer->backend, trainer->counter, &zero, sizeof zero);
+    }
+    if (status == VAE_OK) {
+        float *host = malloc(sizeof(float) * trainer->model.parameter_count);
+        if (!host) status = vae_error(VAE_ERROR_OUT_OF_MEMORY, "trainer: out of memory for parameters");
+        else {
+            vae_model_init_parameters(&trainer->model, config->seed, config->init_scale, host);
+            status = trainer->backend->ops->copy_to_device(trainer->backend, trainer->parameters, host,
+                                                          sizeof(float) * trainer->model.parameter_count);
+            free(host);
+        }
+    }
+    if (status != VAE_OK) {
+        vae_trainer_destroy(trainer);
+        return status;
+    }
+    const vae_config *c = &trainer->config;
+    trainer->adam = (vae_adam_settings){
+        .lr = c->lr, .lr_min = c->lr_min, .beta1 = c->adam_beta1, .beta2 = c->adam_beta2,
+        .epsilon = c->adam_epsilon, .weight_decay = c->weight_decay, .decoupled_weight_decay = c->optimizer_adamw,
+        .lr_schedule = c->lr_schedule, .warmup_steps = (uint64_t)c->warmup_steps, .total_steps = 0,
+        .clip_norm = c->grad_clip};
+    trainer->noise = (vae_noise_settings){c->seed, VAE_RANDOM_EPS, 0};
+    *out = trainer;
+    return VAE_OK;
+}
+
+vae_status vae_trainer_ensure_data(vae_trainer *trainer) {
+    if (trainer->data_loaded) return VAE_OK;
+    VAE_TRY(vae_data_load(&trainer->config, &trainer->data));
+    trainer->data_loaded = 1;
+    if (trainer->data.train.dim != trainer->input_dim)
+        return vae_error(VAE_ERROR_BAD_INPUT, "%s: examples have %d values, the model expects %d",
+                         trainer->config.data_path, trainer->data.train.dim, trainer->input_dim);
+    return VAE_OK;
+}
+
+vae_status vae_trainer_create(vae_trainer **out, const vae_config *config, int device) {
+    *out = NULL;
+    VAE_TRY(vae_config_validate(config));
+    vae_data_splits data;
+    memset(&data, 0, sizeof data);
+    VAE_TRY(vae_data_load(config, &data));
+    vae_trainer *trainer = NULL;
+    vae_status status = vae_trainer_create_empty(&trainer, config, device, data.train.dim, data.train.rows,
+                                                 data.train.cols);
+    if (status != VAE_OK) {
+        vae_data_splits_free(&data);
+        return status;
+    }
+    trainer->data = data;
+    trainer->data_loaded = 1;
+    *out = trainer;
+    return VAE_OK;
+}
+
+void vae_trainer_destroy(vae_trainer *trainer) {
+    if (!trainer) return;
+    vae_backend *backend = trainer->backend;
+    if (backend) {
+        const vae_backend_ops *ops = backend->ops;
+        if (trainer->graph && ops->graph_destroy) ops->graph_destroy(backend, trainer->graph);
+        vae_step_destroy(trainer->train_step);
+        if (trainer->parameters) ops->free(backend, trainer->parameters);
+        if (trainer->counter) ops->free(backend, trainer->counter);
+        if (trainer->eval_counter) ops->free(backend, trainer->eval_counter);
+        if (trainer->train_values_mapped) ops->free_host_mapped(backend, trainer->train_values_mapped);
+        else if (trainer->train_values) ops->free(backend, trainer->train_values);
+        if (trainer->train_permutation) ops->free(backend, trainer->train_permutation);
+        ops->destroy(backend);
+    }
+    free(trainer->host_permutation);
+    free(trainer->loaded_adam_m);
+    free(trainer->loaded_adam_v);
+    free(trainer->kl_per_dimension);
+    vae_data_splits_free(&trainer->data);
+    free(trainer);
+}
+
+const vae_dataset *vae_trainer_split(vae_trainer *trainer, const char *split) {
+    if (strcmp(split, "train") == 0) return &trainer->data.train;
+    if (strcmp(split, "validation") == 0) return &trainer->data.validation;
+    if (strcmp(split, "test") == 0) return &trainer->data.test;
+    return NULL;
+}
+
+vae_status vae_trainer_read_counter(vae_trainer *trainer, vae_step_counter *counter) {
+    return trainer->backend->ops->copy_to_host(trainer->backend, counter, trainer->counter, sizeof *counter);
+}
+
+/* The training set and the step's workspace, on the backend, once. */
+vae_status vae_trainer_ensure_train_step(vae_trainer *trainer) {
+    if (trainer->train_step) return VAE_OK;
+    VAE_TRY(vae_trainer_ensure_data(trainer));
+    const vae_config *c = &trainer->config;
+    const vae_dataset *train = &trainer->data.train;
+    const vae_backend_ops *ops = trainer->backend->ops;
+    if (train->count < c->batch_size)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "train.batch_size = %d is larger than the training set (%ld examples)", c->batch_size,
+                         train->count);
+    trainer->steps_per_epoch = train->count / c->batch_size; /* the last partial batch is dropped */
+    trainer->adam.total_steps = (uint64_t)trainer->steps_per_epoch * (uint64_t)c->epochs;
+    size_t value_bytes = (size_t)train->count * train->dim * (train->dtype == VAE_DTYPE_U8 ? 1 : sizeof(float));
+    /* The training set goes to device memory when it fits; otherwise (or
+     * with data.on_device = host) to page-locked host memory the gather
+     * reads over the bus, so the step stays one graph either way. */
+    vae_status placed = c->data_on_device == VAE_DATA_HOST && ops->alloc_host_mapped
+                            ? VAE_ERROR_OUT_OF_MEMORY
+                            : backend_alloc(trainer, value_bytes, &trainer->train_values);
+    if (placed == VAE_ERROR_OUT_OF_MEMORY && ops->alloc_host_mapped) {
+        VAE_TRY(ops->alloc_host_mapped(trainer->backend, value_bytes, &trainer->train_values_mapped,
+                                       &trainer->train_values));
+        memcpy(trainer->train_values_mapped, train->values, value_bytes);
+    } else {
+        VAE_TRY(placed);
+        VAE_TRY(ops->copy_to_device(trainer->backend, trainer->train_values, train->values, value_bytes));
+    }
+    VAE_TRY(backend_alloc(trainer, sizeof(int32_t) * (size_t)train->count, (void **)&trainer->train_permutation));
+    trainer->host_permutation = malloc(sizeof(int32_t) * (size_t)train->count);
+    if (!trainer->host_permutation) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "trainer: out of memory");
+    trainer->gather = (vae_gather_settings){
+        .dtype = train->dtype, .scale = train->scale, .binarize = c->binarize, .threshold = c->binarize_threshold,
+        .seed = c->seed, .random_purpose = VAE_RANDOM_BINARIZE, .steps_per_epoch = trainer->steps_per_epoch};
+    VAE_TRY(vae_step_create(&trainer->train_step, trainer->backend, &trainer->model, c, c->batch_size, c->samples,
+                            trainer->parameters, 1));
+    if (trainer->loaded_adam_m) {
+        const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
+        size_t bytes = sizeof(float) * trainer->model.parameter_count;
+        VAE_TRY(ops->copy_to_device(trainer->backend, b->adam_m, trainer->loaded_adam_m, bytes));
+        VAE_TRY(ops->copy_to_device(trainer->backend, b->adam_v, trainer->loaded_adam_v, bytes));
+    }
+    return VAE_OK;
+}
+
+/* The epoch's order on the device; uploaded once per epoch. */
+static vae_status ensure_permutation(vae_trainer *trainer, uint64_t epoch) {
+    if (trainer->permutation_epoch == epoch) return VAE_OK;
+    long count = trainer->data.train.count;
+    vae_permutation_for_epoch(trainer->config.seed, epoch, trainer->host_permutation, count);
+    VAE_TRY(trainer->backend->ops->copy_to_device(trainer->backend, trainer->train_permutation,
+                                                  trainer->host_permutation, sizeof(int32_t) * (size_t)count));
+    trainer->permutation_epoch = epoch;
+    return VAE_OK;
+}
+
+/* Gather, forward, backward and Adam: the operations of one step. */
+static vae_status issue_one_step(vae_trainer *trainer) {
+    const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
+    VAE_TRY(trainer->backend->ops->gather_batch(trainer->backend, trainer->train_values, trainer->train_permutation,
+                                                trainer->input_dim, trainer->config.batch_size, &trainer->gather,
+                                                trainer->counter, b->x));
+    VAE_TRY(vae_step_forward_backward(trainer->train_step, &trainer->noise, trainer->counter, NULL));
+    return vae_step_optimizer(trainer->train_step, &trainer->adam, trainer->counter);
+}
+
+/* One step: replayed from a captured graph where the backend has them. */
+static vae_status run_one_step(vae_trainer *trainer) {
+    const vae_backend_ops *ops = trainer->backend->ops;
+    VAE_TRY(ensure_permutation(trainer, trainer->host_step / (uint64_t)trainer->steps_per_epoch));
+    if (!ops->graph_capture_begin) return issue_one_step(trainer);
+    if (!trainer->graph) {
+        VAE_TRY(ops->graph_capture_begin(trainer->backend));
+        vae_status status = issue_one_step(trainer);
+        void *graph = NULL;
+        vae_status end_status = ops->graph_capture_end(trainer->backend, &graph);
+        if (status != VAE_OK || end_status != VAE_OK) {
+            if (graph) ops->graph_destroy(trainer->backend, graph);
+            return status != VAE_OK ? status : end_status;
+        }
+        trainer->graph = graph;
+    }
+    return ops->graph_launch(trainer->backend, trainer->graph);
+}
+
+static void format_duration(double seconds, char *out, size_t size) {
+    if (!(seconds >= 0) || seconds > 1e7) { snprintf(out, size, "?"); return; }
+    long total = (long)(seconds + 0.5);
+    if (total >= 3600) snprintf(out, size, "%ldh%02ldm", total / 3600, total / 60 % 60);
+    else snprintf(out, size, "%ldm%02lds", total / 60, total % 60);
+}
+
+/* mkdir -p: the output folder and any missing parents. */
+static vae_status make_folder(const char *path) {
+    char partial[VAE_PATH_MAX + 64];
+    size_t length = strlen(path);
+    if (length == 0 || length >= sizeof partial) return vae_error(VAE_ERROR_IO, "bad output folder name '%s'", path);
+    memcpy(partial, path, length + 1);
+    for (size_t i = 1; i <= length; ++i) {
+        if (partial[i] != '/' && partial[i] != '\0') continue;
+        char saved = partial[i];
+        partial[i] = '\0';
+        if (mkdir(partial, 0777) != 0 && errno != EEXIST)
+            return vae_error(VAE_ERROR_IO, "cannot create output folder %s: %s", path, strerror(errno));
+        partial[i] = saved;
+    }
+    struct stat info;
+    if (stat(path, &info) != 0 || !S_ISDIR(info.st_mode))
+        return vae_error(VAE_ERROR_IO, "cannot create output folder %s: it exists and is not a folder", path);
+    return VAE_OK;
+}
+
+/* Reads the loss accumulator, writes a metrics line and a progress line,
+ * zeroes the accumulator. The only place the training loop waits for the
+ * device. */
+static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const vae_train_options *options,
+                               double start_time, uint64_t first_step, uint64_t total_steps, double *window_start,
+                               uint64_t *window_first_step) {
+    const vae_backend_ops *ops = trainer->backend->ops;
+    const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
+    double sums[VAE_LOSS_SLOTS];
+    vae_step_counter counter;
+    VAE_TRY(ops->copy_to_host(trainer->backend, sums, b->loss_accumulator, sizeof sums));
+    VAE_TRY(ops->copy_to_host(trainer->backend, &counter, trainer->counter, sizeof counter));
+    VAE_TRY(ops->fill(trainer->backend, (float *)b->loss_accumulator, 0.0f, 2 * VAE_LOSS_SLOTS));
+    double now = seconds_now();
+    double count = sums[VAE_LOSS_COUNT] > 0 ? sums[VAE_LOSS_COUNT] : 1;
+    double window_steps = (double)(counter.step - *window_first_step);
+    double samples_per_second = window_steps * trainer->config.batch_size / (now - *window_start + 1e-12);
+    double done_fraction = (double)(counter.step - first_step) / (double)(total_steps - first_step + 1e-12);
+    double elapsed = now - start_time;
+    double eta = done_fraction > 0 ? elapsed / done_fraction - elapsed : -1;
+    uint64_t epoch = counter.step == 0 ? 0 : (counter.step - 1) / (uint64_t)trainer->steps_per_epoch;
+    float beta = vae_schedule_beta(counter.step - 1, trainer->config.beta, (uint64_t)trainer->config.kl_warmup_steps);
+    float lr = vae_schedule_lr(counter.step - 1, trainer->adam.lr_schedule, trainer->adam.lr, trainer->adam.lr_min,
+                               trainer->adam.warmup_steps, trainer->adam.total_steps);
+    vae_metrics_record record = {
+        .kind = "train", .split = NULL, .epoch = (long)epoch + 1, .step = (long)counter.step,
+        .loss = sums[VAE_LOSS_SUM_LOSS] / count, .elbo = (sums[VAE_LOSS_SUM_RECONSTRUCTION] - sums[VAE_LOSS_SUM_KL]) / count,
+        .reconstruction = sums[VAE_LOSS_SUM_RECONSTRUCTION] / count, .kl = sums[VAE_LOSS_SUM_KL] / count,
+        .beta = beta, .lr = lr, .samples_per_second = samples_per_second, .seconds = elapsed,
+        .skipped_steps = (long)counter.skipped_steps, .log_likelihood = NAN, .iwae_k = 0, .active_units = -1};
+    if (metrics) VAE_TRY(vae_metrics_write(metrics, &record));
+    if (!options->quiet) {
+        char eta_text[32];
+        format_duration(eta, eta_text, sizeof eta_text);
+        fprintf(stderr, "epoch %llu/%d  step %llu/%llu  loss %.3f  recon %.3f  kl %.3f  %.0f samples/s  eta %s\n",
+                (unsigned long long)epoch + 1, trainer->config.epochs, (unsigned long long)counter.step,
+                (unsigned long long)total_steps, record.loss, record.reconstruction, record.kl, samples_per_second,
+                eta_text);
+    }
+    *window_start = now;
+    *window_first_step = counter.step;
+    trainer->host_step = counter.step;
+    if (!isfinite(sums[VAE_LOSS_SUM_LOSS])) counter.nonfinite_seen = 1;
+    if (counter.nonfinite_seen) {
+        if (trainer->config.nonfinite_policy == VAE_NONFINITE_STOP)
+            return vae_error(VAE_ERROR_NUMERIC,
+                             "non-finite loss or gradients at or before step %llu (train.nonfinite = stop); the "
+                             "parameters were left at their last finite values",
+                             (unsigned long long)counter.step);
+        if (!options->quiet && counter.skipped_steps)
+            fprintf(stderr, "warning: %llu steps skipped for non-finite gradients so far\n",
+                    (unsigned long long)counter.skipped_steps);
+    }
+    return VAE_OK;
+}
+
+static vae_status evaluate_and_record(vae_trainer *trainer, vae_metrics *metrics, const vae_train_options *options,
+                                      long epoch) {
+    const char *split = trainer->data.validation.count > 0 ? "validation" : "test";
+    vae_eval_result result;
+    VAE_TRY(vae_trainer_evaluate(trainer, split, 0, &result));
+    vae_metrics_record record = {
+        .kind = "eval", .split = split, .epoch = epoch, .step = (long)trainer->host_step, .loss = -result.elbo,
+        .elbo = result.elbo, .reconstruction = result.reconstruction, .kl = result.kl, .beta = 1, .lr = NAN,
+        .samples_per_second = NAN, .seconds = result.seconds, .skipped_steps = -1, .log_likelihood = NAN,
+        .iwae_k = 0, .active_units = result.active_units};
+    if (metrics) VAE_TRY(vae_metrics_write(metrics, &record));
+    if (!options->quiet)
+        fprintf(stderr, "epoch %ld  %s ELBO %.3f  (recon %.3f  kl %.3f  active units %d)\n", epoch, split,
+                result.elbo, result.reconstruction, result.kl, result.active_units);
+    return VAE_OK;
+}
+
+/* A process killed while writing leaves its temporary file behind (the
+ * target itself is never half-written): such leftovers of the engine's own
+ * files are removed when a run starts in the folder. */
+static void remove_stale_temporary_files(const char *out_dir) {
+    DIR *folder = opendir(out_dir);
+    if (!folder) return;
+    const char *owned[] = {"checkpoint", "metrics.jsonl", "config.ini", "samples", "reconstructions"};
+    struct dirent *entry;
+    while ((entry = readdir(folder)) != NULL) {
+        if (!strstr(entry->d_name, ".tmp")) continue;
+        for (size_t i = 0; i < sizeof owned / sizeof owned[0]; ++i)
+            if (strncmp(entry->d_name, owned[i], strlen(owned[i])) == 0) {
+                char path[VAE_PATH_MAX + 300];
+                snprintf(path, sizeof path, "%s/%s", out_dir, entry->d_name);
+                remove(path);
+                break;
+            }
+    }
+    closedir(folder);
+}
+
+/* Writes DIR/checkpoint.safetensors (the latest) and, with checkpoint.keep,
+ * DIR/checkpoint-STEP.safetensors, removing numbered ones beyond keep. */
+static vae_status save_periodic(vae_trainer *trainer, const char *out_dir) {
+    char path[VAE_PATH_MAX + 64];
+    int keep = trainer->config.checkpoint_keep;
+    if (keep > 0) {
+        snprintf(path, sizeof path, "%s/checkpoint-%" PRIu64 ".safetensors", out_dir, trainer->host_step);
+        VAE_TRY(vae_trainer_save(trainer, path));
+        uint64_t every = (uint64_t)trainer->config.checkpoint_every_steps;
+        if (every > 0 && trainer->host_step >= every * (uint64_t)(keep + 1)) {
+            uint64_t old_step = trainer->host_step - every * (uint64_t)keep;
+            snprintf(path, sizeof path, "%s/checkpoint-%" PRIu64 ".safetensors", out_dir, old_step);
+            if (remove(path) != 0 && errno != ENOENT)
+                return vae_error(VAE_ERROR_IO, "cannot remove old checkpoint %s: %s", path, strerror(errno));
+        }
+    }
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", out_dir);
+    return vae_trainer_save(trainer, path);
+}
+
+vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *options) {
+    VAE_TRY(vae_trainer_ensure_train_step(trainer));
+    const vae_config *c = &trainer->config;
+    vae_metrics *metrics = NULL;
+    char path[VAE_PATH_MAX + 64];
+    if (options->out_dir) {
+        VAE_TRY(make_folder(options->out_dir));
+        remove_stale_temporary_files(options->out_dir);
+        snprintf(path, sizeof path, "%s/config.ini", options->out_dir);
+        VAE_TRY(vae_config_write_file(c, path));
+        snprintf(path, sizeof path, "%s/metrics.jsonl", options->out_dir);
+        if (options->resume) VAE_TRY(vae_metrics_truncate_after(path, (long)trainer->host_step));
+        VAE_TRY(vae_metrics_open(&metrics, path, options->resume));
+    }
+    uint64_t total_steps = (uint64_t)trainer->steps_per_epoch * (uint64_t)c->epochs;
+    if (options->max_steps > 0 && (uint64_t)options->max_steps < total_steps) total_steps = (uint64_t)options->max_steps;
+    uint64_t first_step = trainer->host_step, last_eval_step = UINT64_MAX;
+    uint64_t every = (uint64_t)c->checkpoint_every_steps;
+    double start = seconds_now(), window_start = start;
+    uint64_t window_first_step = first_step;
+    vae_status status = VAE_OK;
+    while (status == VAE_OK && trainer->host_step < total_steps) {
+        status = run_one_step(trainer);
+        if (status != VAE_OK) break;
+        trainer->host_step += 1;
+        int end_of_epoch = trainer->host_step % (uint64_t)trainer->steps_per_epoch == 0;
+        int checkpoint_due = options->out_dir && every > 0 && trainer->host_step % every == 0;
+        /* A checkpoint is only written after the loss was looked at, so a
+         * non-finite step never reaches DIR/checkpoint.safetensors. */
+        if (trainer->host_step % (uint64_t)c->log_every_steps == 0 || end_of_epoch || checkpoint_due ||
+            trainer->host_step == total_steps || stop_requested)
+            status = log_progress(trainer, metrics, options, start, first_step, total_steps, &window_start,
+                                  &window_first_step);
+        if (status == VAE_OK && end_of_epoch) {
+            long epoch = (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch);
+            if (c->eval_every_epochs > 0 && epoch % c->eval_every_epochs == 0) {
+                status = evaluate_and_record(trainer, metrics, options, epoch);
+                last_eval_step = trainer->host_step;
+            }
+            if (status == VAE_OK && options->out_dir && c->image_every_epochs > 0 && epoch % c->image_every_epochs == 0)
+                status = vae_trainer_write_epoch_images(trainer, options->out_dir, epoch);
+        }
+        if (status == VAE_OK && checkpoint_due) status = save_periodic(trainer, options->out_dir);
+        if (status == VAE_OK && stop_requested) {
+            if (options->out_dir) status = save_periodic(trainer, options->out_dir);
+            if (status == VAE_OK)
+                status = vae_error(VAE_ERROR_INTERRUPTED, "stopped by a signal at step %" PRIu64 "%s%s", trainer->host_step,
+                                   options->out_dir ? "; checkpoint written to " : "",
+                                   options->out_dir ? options->out_dir : "");
+        }
+    }
+    if (status == VAE_OK && last_eval_step != trainer->host_step && trainer->host_step > first_step)
+        status = evaluate_and_record(trainer, metrics, options,
+                                     (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch));
+    if (options->out_dir && status == VAE_OK) status = save_periodic(trainer, options->out_dir);
+    if (options->out_dir && status == VAE_ERROR_NUMERIC) {
+        /* Keep the last good checkpoint; write the state at the failure
+         * beside it for diagnosis. */
+        char message[2048];
+        snprintf(message, sizeof message, "%s", vae_last_error());
+        snprintf(path, sizeof path, "%s/checkpoint-nonfinite.safetensors", options->out_dir);
+        vae_status save_status = vae_trainer_save(trainer, path);
+        status = save_status == VAE_OK
+                     ? vae_error(VAE_ERROR_NUMERIC, "%s; state written to %s, %s/checkpoint.safetensors is the last good one",
+                                 message, path, options->out_dir)
+                     : vae_error_context(VAE_ERROR_NUMERIC, "%s; and writing the diagnosis checkpoint failed", message);
+    }
+    vae_status close_status = vae_metrics_close(metrics);
+    return status != VAE_OK ? status : close_status;
+}
+
+vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int timed_steps, double *samples_per_second) {
+    VAE_TRY(vae_trainer_ensure_train_step(trainer));
+    for (int i = 0; i < warmup_steps; ++i) {
+        VAE_TRY(run_one_step(trainer));
+        trainer->host_step += 1;
+    }
+    VAE_TRY(trainer->backend->ops->synchronize(trainer->backend));
+    double start = seconds_now();
+    for (int i = 0; i < timed_steps; ++i) {
+        VAE_TRY(run_one_step(trainer));
+        trainer->host_step += 1;
+    }
+    VAE_TRY(trainer->backend->ops->synchronize(trainer->backend));
+    double elapsed = seconds_now() - start;
+    *samples_per_second = (double)timed_steps * trainer->config.batch_size / elapsed;
+    return VAE_OK;
+}
+
+uint64_t vae_trainer_step(const vae_trainer *trainer) { return trainer->host_step; }
+
+const vae_config *vae_trainer_config(const vae_trainer *trainer) { return &trainer->config; }
+
+void vae_trainer_image_shape(const vae_trainer *trainer, int *rows, int *cols) {
+    *rows = trainer->image_rows;
+    *cols = trainer->image_cols;
+}
+
+const char *vae_trainer_device_name(const vae_trainer *trainer) { return trainer->backend->device_name; }
+
+int vae_trainer_data_in_host_memory(const vae_trainer *trainer) { return trainer->train_values_mapped != NULL; }

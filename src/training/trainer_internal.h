@@ -1,0 +1,54 @@
+/* The trainer's state, shared by its files (trainer.c: create and the
+ * training loop; evaluate.c: ELBO, IWAE and pictures' decoding;
+ * trainer_checkpoint.c: save and load). */
+#ifndef VAE_TRAINER_INTERNAL_H
+#define VAE_TRAINER_INTERNAL_H
+
+#include "backends/backend.h"
+#include "data/dataset.h"
+#include "model/model.h"
+#include "model/train_step.h"
+
+struct vae_trainer {
+    vae_config config;
+    int device;
+    vae_model model;
+    vae_backend *backend;
+    int input_dim, image_rows, image_cols;
+
+    vae_data_splits data;
+    int data_loaded;
+
+    float *parameters;              /* backend memory, flat */
+    vae_step *train_step;           /* created on first training */
+    vae_step_counter *counter;      /* backend memory */
+    vae_step_counter *eval_counter; /* backend memory */
+    void *train_values;             /* training set as the backend's kernels address it */
+    void *train_values_mapped;      /* host side when it lives in mapped host memory, else NULL */
+    int32_t *train_permutation;     /* backend memory, one epoch's order */
+    int32_t *host_permutation;
+    long steps_per_epoch;
+    uint64_t permutation_epoch;     /* epoch whose order is on the device; UINT64_MAX: none */
+    void *graph;                    /* captured step (CUDA), or NULL */
+    vae_adam_settings adam;
+    vae_gather_settings gather;
+    vae_noise_settings noise;
+    uint64_t host_step;             /* the host's copy of counter->step */
+    vae_step_counter resumed_counter; /* counters from a loaded checkpoint */
+    float *loaded_adam_m, *loaded_adam_v; /* host, from a checkpoint, until the step exists */
+    double *kl_per_dimension;       /* [latent_dim], the last evaluation's */
+};
+
+/* Builds everything but the data (model, backend, parameters). */
+vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config, int device, int input_dim,
+                                    int image_rows, int image_cols);
+vae_status vae_trainer_ensure_data(vae_trainer *trainer);
+vae_status vae_trainer_ensure_train_step(vae_trainer *trainer);
+const vae_dataset *vae_trainer_split(vae_trainer *trainer, const char *split);
+/* Reads the training counters back from the device. */
+vae_status vae_trainer_read_counter(vae_trainer *trainer, vae_step_counter *counter);
+
+/* Sample and reconstruction grids into out_dir for an epoch (src/training/latent.c). */
+vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch);
+
+#endif
