@@ -1,5 +1,6 @@
 /* Gathers this step's batch from the device-resident dataset: row r of the
- * batch is dataset row permutation[(step % steps_per_epoch) * rows + r],
+ * batch is dataset row permutation[vae_gather_slot(...)] (one process:
+ * (step % steps_per_epoch) * rows + r; data parallel: the global row),
  * scaled into [0,1] and optionally binarised. The step is read from device
  * memory, so the kernel replays correctly inside a CUDA graph. */
 #include <curand_kernel.h>
@@ -20,13 +21,14 @@ __global__ void gather_batch_kernel(const void *dataset, const int32_t *permutat
          item += (size_t)gridDim.x * blockDim.x) {
         const int row = (int)(item / (size_t)groups_per_row);
         const int column0 = (int)(item % (size_t)groups_per_row) * 4;
-        const int64_t source_row = permutation[batch * (uint64_t)rows + (uint64_t)row];
+        const int64_t source_row = permutation[vae_gather_slot(&settings, batch, rows, row)];
         const size_t source_offset = (size_t)source_row * (size_t)dim;
 
         float uniform[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         if (settings.binarize == VAE_BINARIZE_DYNAMIC) {
             curandStatePhilox4_32_10_t state;
-            curand_init(settings.seed, vae_philox_subsequence(step, settings.random_purpose, (uint32_t)row),
+            curand_init(settings.seed,
+                        vae_philox_subsequence(step, settings.random_purpose, vae_gather_row_address(&settings, row)),
                         (unsigned long long)column0, &state);
             float4 u = curand_uniform4(&state);
             uniform[0] = u.x; uniform[1] = u.y; uniform[2] = u.z; uniform[3] = u.w;

@@ -33,7 +33,9 @@ __global__ void reparam_forward_kernel(const float *mu_logvar, float *z, int row
         float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         if (eps_override == NULL) {
             curandStatePhilox4_32_10_t state;
-            curand_init(noise.seed, vae_philox_subsequence(step, noise.random_purpose, (uint32_t)z_row),
+            curand_init(noise.seed,
+                        vae_philox_subsequence(step, noise.random_purpose,
+                                               vae_noise_row_address(&noise, rows, z_row / rows, data_row)),
                         (unsigned long long)column0, &state);
             float4 normal = curand_normal4(&state);
             eps[0] = normal.x; eps[1] = normal.y; eps[2] = normal.z; eps[3] = normal.w;

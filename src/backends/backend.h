@@ -41,6 +41,11 @@ typedef struct vae_gather_settings {
     uint64_t seed;            /* dynamic: Bernoulli draw from Philox */
     uint32_t random_purpose;  /* VAE_RANDOM_BINARIZE or VAE_RANDOM_EVAL_BINARIZE */
     long steps_per_epoch;     /* batch index in the epoch = step % steps_per_epoch */
+    /* Data parallel: this process gathers rows [row_offset, row_offset +
+     * rows) of a global batch of batch_rows (0: rows, one process). A row's
+     * permutation slot and binarisation noise use its global index. */
+    int row_offset;
+    int batch_rows;
 } vae_gather_settings;
 
 enum vae_dtype { VAE_DTYPE_U8 = 0, VAE_DTYPE_F32 = 1 };
@@ -50,7 +55,29 @@ typedef struct vae_noise_settings {
     uint64_t seed;
     uint32_t random_purpose;  /* VAE_RANDOM_EPS, VAE_RANDOM_EVAL_EPS, ... */
     uint64_t step_offset;     /* added to the counter's step (evaluation batches) */
+    /* Data parallel: the rows are [row_offset, row_offset + rows) of a
+     * global batch of batch_rows (0: rows, one process); see
+     * vae_noise_row_address. */
+    uint32_t row_offset;
+    uint32_t batch_rows;
 } vae_noise_settings;
+
+/* The Philox row address of sample l of local data row b: l * B + (offset
+ * + b) with B the global batch, so the noise a global row sees does not
+ * depend on how many processes share the batch. */
+VAE_HD uint32_t vae_noise_row_address(const vae_noise_settings *noise, int rows, int l, int b) {
+    uint32_t global_rows = noise->batch_rows ? noise->batch_rows : (uint32_t)rows;
+    return (uint32_t)l * global_rows + noise->row_offset + (uint32_t)b;
+}
+
+/* The permutation slot and the noise row of local batch row r. */
+VAE_HD uint64_t vae_gather_slot(const vae_gather_settings *settings, uint64_t batch_in_epoch, int rows, int r) {
+    uint64_t global_rows = settings->batch_rows ? (uint64_t)settings->batch_rows : (uint64_t)rows;
+    return batch_in_epoch * global_rows + (uint64_t)settings->row_offset + (uint64_t)r;
+}
+VAE_HD uint32_t vae_gather_row_address(const vae_gather_settings *settings, int r) {
+    return (uint32_t)settings->row_offset + (uint32_t)r;
+}
 
 /* Loss accumulator layout (backend memory, doubles): */
 enum vae_loss_slot {
@@ -88,14 +115,16 @@ typedef struct vae_backend_ops {
                                       float *dpre, size_t count);
 
     /* x[rows, dim] = scaled (and binarised) dataset rows
-     * permutation[(counter.step % steps_per_epoch) * rows + r]. */
+     * permutation[vae_gather_slot(settings, counter.step % steps_per_epoch, rows, r)]
+     * (one process: (step % steps_per_epoch) * rows + r). */
     vae_status (*gather_batch)(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
                                int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
                                float *x);
 
     /* mu_logvar[rows, 2*latent] -> z[samples*rows, latent] (sample-major:
      * z row l*rows+b belongs to data row b), kl[rows]. eps comes from Philox
-     * at subsequence (counter.step + step_offset, purpose, l*rows+b), column j;
+     * at subsequence (counter.step + step_offset, purpose,
+     * vae_noise_row_address(noise, rows, l, b)), column j (one process: l*rows+b);
      * when eps_override (backend memory, [samples*rows, latent]) is not NULL
      * it is used instead (tests). logvar_clamp > 0 clamps logvar first. */
     vae_status (*reparam_kl_forward)(vae_backend *backend, const float *mu_logvar, float *z, float *kl, int rows,

@@ -86,7 +86,7 @@ static vae_status cpu_gather_batch(vae_backend *backend, const void *dataset, co
     uint64_t batch_in_epoch = settings->steps_per_epoch > 0 ? step % (uint64_t)settings->steps_per_epoch : 0;
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim > 65536)
     for (int r = 0; r < rows; ++r) {
-        int64_t source_row = permutation[batch_in_epoch * (uint64_t)rows + (uint64_t)r];
+        int64_t source_row = permutation[vae_gather_slot(settings, batch_in_epoch, rows, r)];
         float *destination = x + (size_t)r * dim;
         if (settings->dtype == VAE_DTYPE_U8) {
             const uint8_t *source = (const uint8_t *)dataset + (size_t)source_row * dim;
@@ -98,7 +98,8 @@ static vae_status cpu_gather_batch(vae_backend *backend, const void *dataset, co
         if (settings->binarize == VAE_BINARIZE_STATIC) {
             for (int j = 0; j < dim; ++j) destination[j] = destination[j] > settings->threshold ? 1.0f : 0.0f;
         } else if (settings->binarize == VAE_BINARIZE_DYNAMIC) {
-            uint64_t subsequence = vae_philox_subsequence(step, settings->random_purpose, (uint32_t)r);
+            uint64_t subsequence =
+                vae_philox_subsequence(step, settings->random_purpose, vae_gather_row_address(settings, r));
             for (int j = 0; j < dim; j += 4) {
                 float uniform[4];
                 vae_uniform4(settings->seed, subsequence, (uint64_t)j, uniform);
@@ -125,7 +126,8 @@ static vae_status cpu_reparam_kl_forward(vae_backend *backend, const float *mu_l
         for (int l = 0; l < samples; ++l) {
             size_t z_row = (size_t)l * rows + (size_t)b;
             float *z_out = z + z_row * latent;
-            uint64_t subsequence = vae_philox_subsequence(step, noise->random_purpose, (uint32_t)z_row);
+            uint64_t subsequence =
+                vae_philox_subsequence(step, noise->random_purpose, vae_noise_row_address(noise, rows, l, b));
             for (int j = 0; j < latent; j += 4) {
                 float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 if (eps_override) {

@@ -379,6 +379,12 @@ static const vae_backend_ops cuda_ops = {
     .graph_destroy = cuda_graph_destroy,
 };
 
+static int preferred_device_index = 0;
+
+void vae_cuda_set_device_index(int index) { preferred_device_index = index >= 0 ? index : 0; }
+int vae_cuda_backend_device(vae_backend *backend) { return as_cuda(backend)->device; }
+void *vae_cuda_backend_stream(vae_backend *backend) { return (void *)as_cuda(backend)->stream; }
+
 /* The fallible part of create; on failure the caller destroys the partial
  * backend. */
 static vae_status cuda_setup(cuda_backend *cuda, int precision) {
@@ -391,7 +397,7 @@ static vae_status cuda_setup(cuda_backend *cuda, int precision) {
     if (device_count < 1) return vae_error(VAE_ERROR_DEVICE, "no usable CUDA GPU: the driver reports 0 devices");
 
     struct cudaDeviceProp properties;
-    cuda->device = 0;
+    cuda->device = preferred_device_index % device_count;
     CUDA_CHECK(cudaSetDevice(cuda->device));
     CUDA_CHECK(cudaGetDeviceProperties(&properties, cuda->device));
     properties.name[sizeof properties.name - 1] = '\0';

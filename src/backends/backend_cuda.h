@@ -25,6 +25,15 @@ vae_status vae_cuda_graph_launch(vae_backend *backend, void *graph_exec);
 /* NULL is allowed. */
 void vae_cuda_graph_destroy(void *graph_exec);
 
+/* Data-parallel training (src/distributed/): CUDA backends created after
+ * this call use GPU index % device count, one GPU per process by its
+ * node-local rank (default 0). */
+void vae_cuda_set_device_index(int index);
+/* The backend's GPU and its stream (a cudaStream_t), for libraries that
+ * enqueue work on it (NCCL's all-reduce, captured with the step). */
+int vae_cuda_backend_device(vae_backend *backend);
+void *vae_cuda_backend_stream(vae_backend *backend);
+
 #ifdef __cplusplus
 }
 #endif

@@ -34,3 +34,7 @@ vae_status vae_cuda_graph_launch(vae_backend *backend, void *graph_exec) {
 }
 
 void vae_cuda_graph_destroy(void *graph_exec) { (void)graph_exec; }
+
+void vae_cuda_set_device_index(int index) { (void)index; }
+int vae_cuda_backend_device(vae_backend *backend) { (void)backend; return -1; }
+void *vae_cuda_backend_stream(vae_backend *backend) { (void)backend; return NULL; }

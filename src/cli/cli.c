@@ -11,6 +11,7 @@
 
 #include "io/image_png.h"
 #include "cli/cli_common.h"
+#include "distributed/distributed.h"
 #include "io/metrics.h"
 #include "vae/vae.h"
 
@@ -53,7 +54,9 @@ static void handle_stop_signal(int signal_number) {
 }
 
 static void report_device(vae_trainer *trainer, const cli_options *o) {
-    if (!o->quiet) fprintf(stderr, "vae: device %s\n", vae_trainer_device_name(trainer));
+    if (o->quiet || vae_distributed_rank() != 0) return;
+    fprintf(stderr, "vae: device %s\n", vae_trainer_device_name(trainer));
+    if (vae_distributed_launched()) fprintf(stderr, "vae: data parallel over %s\n", vae_distributed_description());
 }
 
 static int command_train(int argc, char **argv) {
@@ -67,21 +70,30 @@ static int command_train(int argc, char **argv) {
     char checkpoint[4096];
     snprintf(checkpoint, sizeof checkpoint, "%s/checkpoint.safetensors", out);
     int resumed = 0;
-    if (o.resume && access(checkpoint, F_OK) == 0) {
-        status = vae_trainer_load(&trainer, checkpoint, o.device);
+    /* Every rank reads the checkpoint (rank 0 decides whether there is one). */
+    int have_checkpoint = o.resume && access(checkpoint, F_OK) == 0;
+    status = vae_distributed_broadcast(&have_checkpoint, sizeof have_checkpoint, 0);
+    if (status != VAE_OK) return cli_fail(status);
+    if (have_checkpoint) {
+        status = vae_distributed_agree(vae_trainer_load(&trainer, checkpoint, o.device));
         if (status != VAE_OK) return cli_fail(status);
         resumed = 1;
-        if (!o.quiet)
+        if (!o.quiet && vae_distributed_rank() == 0)
             fprintf(stderr, "vae: resuming from %s at step %llu (its stored config is used)\n", checkpoint,
                     (unsigned long long)vae_trainer_step(trainer));
     } else {
         if (!o.config_path)
             return cli_usage_error(train_usage, "--resume found no checkpoint in the output folder and no --config was given:", out);
-        if (o.resume && !o.quiet) fprintf(stderr, "vae: no checkpoint in %s yet: starting from the beginning\n", out);
+        if (o.resume && !o.quiet && vae_distributed_rank() == 0)
+            fprintf(stderr, "vae: no checkpoint in %s yet: starting from the beginning\n", out);
         vae_config config;
         status = cli_load_config(&o, &config);
         if (status == VAE_OK) status = vae_trainer_create(&trainer, &config, o.device);
-        if (status != VAE_OK) return cli_fail(status);
+        status = vae_distributed_agree(status); /* a bad input on one node stops every rank */
+        if (status != VAE_OK) {
+            vae_trainer_destroy(trainer);
+            return cli_fail(status);
+        }
     }
     /* SIGINT and SIGTERM ask the trainer to write a checkpoint and stop. */
     struct sigaction action;
@@ -94,7 +106,8 @@ static int command_train(int argc, char **argv) {
     vae_train_options options = {.device = o.device, .out_dir = out, .resume = resumed, .quiet = o.quiet,
                                  .max_steps = o.max_steps};
     status = vae_trainer_train(trainer, &options);
-    if (status == VAE_OK && !o.quiet) fprintf(stderr, "vae: wrote %s, %s/metrics.jsonl and %s/config.ini\n", checkpoint, out, out);
+    if (status == VAE_OK && !o.quiet && vae_distributed_rank() == 0)
+        fprintf(stderr, "vae: wrote %s, %s/metrics.jsonl and %s/config.ini\n", checkpoint, out, out);
     vae_trainer_destroy(trainer);
     return status == VAE_OK ? 0 : cli_fail(status);
 }
@@ -105,11 +118,15 @@ static int command_eval(int argc, char **argv) {
     if (parsed) return parsed < 0 ? 0 : parsed;
     if (!o.checkpoint_path) return cli_usage_error(eval_usage, "eval needs --checkpoint FILE", NULL);
     vae_trainer *trainer = NULL;
-    vae_status status = vae_trainer_load(&trainer, o.checkpoint_path, o.device);
-    if (status != VAE_OK) return cli_fail(status);
+    vae_status status = vae_distributed_agree(vae_trainer_load(&trainer, o.checkpoint_path, o.device));
+    if (status != VAE_OK) {
+        vae_trainer_destroy(trainer);
+        return cli_fail(status);
+    }
     vae_eval_result result;
+    /* Sharded over the ranks when launched by mpirun/srun; rank 0 prints. */
     status = vae_trainer_evaluate(trainer, o.split, o.iwae_k, &result);
-    if (status == VAE_OK) {
+    if (status == VAE_OK && vae_distributed_rank() == 0) {
         vae_metrics_record record = {
             .kind = "eval", .split = o.split, .epoch = -1, .step = (long)vae_trainer_step(trainer), .loss = -result.elbo, .elbo = result.elbo,
             .reconstruction = result.reconstruction, .kl = result.kl, .beta = NAN, .lr = NAN,
@@ -165,24 +182,40 @@ static int command_bench(int argc, char **argv) {
     vae_status status = cli_load_config(&o, &config);
     vae_trainer *trainer = NULL;
     if (status == VAE_OK) status = vae_trainer_create(&trainer, &config, o.device);
-    if (status != VAE_OK) return cli_fail(status);
+    status = vae_distributed_agree(status);
+    if (status != VAE_OK) {
+        vae_trainer_destroy(trainer);
+        return cli_fail(status);
+    }
     double samples_per_second = 0;
+    /* Under mpirun: every rank steps, the rate is global (batch_size is the
+     * global batch, timed by the slowest rank); rank 0 prints. */
     status = vae_trainer_benchmark(trainer, o.warmup_steps, o.steps, &samples_per_second);
-    if (status == VAE_OK) {
+    if (status == VAE_OK && vae_distributed_rank() == 0) {
         char hidden[256] = "";
         size_t used = 0;
         for (int i = 0; i < config.hidden_count && used + 16 < sizeof hidden; ++i)
             used += (size_t)snprintf(hidden + used, sizeof hidden - used, "%s%d", i ? "," : "", config.hidden[i]);
         printf("{\"framework\":\"vae-engine\",\"device\":\"%s\",\"precision\":\"%s\",\"batch_size\":%d,"
-               "\"hidden\":\"%s\",\"latent_dim\":%d,\"steps\":%d,\"warmup_steps\":%d,\"samples_per_s\":%.1f}\n",
+               "\"hidden\":\"%s\",\"latent_dim\":%d,\"steps\":%d,\"warmup_steps\":%d,\"processes\":%d,"
+               "\"samples_per_s\":%.1f}\n",
                vae_trainer_device_name(trainer), config.precision == VAE_PRECISION_TF32 ? "tf32" : "fp32",
-               config.batch_size, hidden, config.latent_dim, o.steps, o.warmup_steps, samples_per_second);
+               config.batch_size, hidden, config.latent_dim, o.steps, o.warmup_steps, vae_distributed_size(),
+               samples_per_second);
     }
     vae_trainer_destroy(trainer);
     return status == VAE_OK ? 0 : cli_fail(status);
 }
 
-int main(int argc, char **argv) {
+/* The NCCL watchdog ends a process whose peer died (it cannot return an
+ * error from a blocked collective): print and exit. */
+static void exit_from_watchdog(int exit_code, const char *message) {
+    fprintf(stderr, "vae: error: %s\n", message);
+    fflush(stderr);
+    _exit(exit_code);
+}
+
+static int run_command(int argc, char **argv) {
     if (argc < 2) { fputs(program_usage, stderr); return 2; }
     const char *command = argv[1];
     if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 || strcmp(command, "help") == 0) {
@@ -191,8 +224,15 @@ int main(int argc, char **argv) {
     }
     if (strcmp(command, "train") == 0) return command_train(argc, argv);
     if (strcmp(command, "eval") == 0) return command_eval(argc, argv);
-    if (strcmp(command, "sample") == 0) return command_sample(argc, argv);
     if (strcmp(command, "bench") == 0) return command_bench(argc, argv);
+    if (vae_distributed_size() > 1) {
+        /* The others write one file each: several processes would race. */
+        if (vae_distributed_rank() == 0)
+            fprintf(stderr, "vae: error: '%s' runs as one process; only train, eval and bench run under mpirun/srun "
+                            "with several processes\n", command);
+        return 2;
+    }
+    if (strcmp(command, "sample") == 0) return command_sample(argc, argv);
     if (strcmp(command, "reconstruct") == 0) return cli_command_reconstruct(argc, argv);
     if (strcmp(command, "interpolate") == 0) return cli_command_interpolate(argc, argv);
     if (strcmp(command, "manifold") == 0) return cli_command_manifold(argc, argv);
@@ -200,4 +240,14 @@ int main(int argc, char **argv) {
     if (strcmp(command, "encode") == 0) return cli_command_encode(argc, argv);
     fprintf(stderr, "vae: unknown command '%s'\n\n%s", command, program_usage);
     return 2;
+}
+
+int main(int argc, char **argv) {
+    /* MPI starts only under a launcher (mpirun, srun): see src/distributed/launcher.h. */
+    vae_status status = vae_distributed_init(&argc, &argv);
+    if (status != VAE_OK) return cli_fail(status);
+    vae_distributed_set_fatal_handler(exit_from_watchdog);
+    int exit_code = run_command(argc, argv);
+    vae_distributed_finalize();
+    return exit_code;
 }

@@ -1,4 +1,5 @@
 #include "cli/cli_common.h"
+#include "distributed/distributed.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,13 @@ int cli_exit_code_for(vae_status status) {
 }
 
 int cli_fail(vae_status status) {
-    fprintf(stderr, "vae: error: %s\n", vae_last_error());
+    /* Data parallel: an error the ranks agreed on is printed once, by the
+     * rank it happened on; an error of one rank alone names the rank. */
+    if (vae_distributed_error_is_shared()) return cli_exit_code_for(status);
+    if (vae_distributed_size() > 1)
+        fprintf(stderr, "vae: error: [rank %d] %s\n", vae_distributed_rank(), vae_last_error());
+    else
+        fprintf(stderr, "vae: error: %s\n", vae_last_error());
     return cli_exit_code_for(status);
 }
 

@@ -233,7 +233,7 @@ vae_status vae_reference_loss_and_gradients(const vae_config *config, int input_
     vae_step *step = NULL;
     float *parameter_copy = malloc(sizeof(float) * model.parameter_count);
     vae_step_counter counter = {0, 0, 0};
-    vae_noise_settings noise = {config->seed, VAE_RANDOM_EPS, 0};
+    vae_noise_settings noise = {.seed = config->seed, .random_purpose = VAE_RANDOM_EPS};
     vae_status status = parameter_copy ? VAE_OK : vae_error(VAE_ERROR_OUT_OF_MEMORY, "reference: out of memory");
     if (status == VAE_OK) {
         memcpy(parameter_copy, parameters, sizeof(float) * model.parameter_count);

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "base/error.h"
+#include "distributed/distributed.h"
 #include "training/trainer_internal.h"
 
 /* Decoder rows one evaluation batch may hold (rows * samples). */
@@ -22,7 +23,10 @@ typedef struct eval_state {
     float *importance;         /* [rows] IWAE per-row estimates (backend) */
     float *host_importance;
     float *host_mu_logvar;
-    double *mean_sum, *mean_square_sum;
+    /* This process's sums, reduced over the ranks before the result:
+     * [importance, loss slots..., mean[latent], mean square[latent],
+     * kl[latent]]. */
+    double *sums;
 } eval_state;
 
 static void eval_state_free(eval_state *s) {
@@ -33,8 +37,7 @@ static void eval_state_free(eval_state *s) {
     if (s->importance) backend->ops->free(backend, s->importance);
     free(s->host_importance);
     free(s->host_mu_logvar);
-    free(s->mean_sum);
-    free(s->mean_square_sum);
+    free(s->sums);
 }
 
 static double seconds_now(void) {
@@ -43,7 +46,14 @@ static double seconds_now(void) {
     return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
 }
 
-static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwae, vae_eval_result *result) {
+#define SUM_IMPORTANCE 0
+#define SUM_LOSS_SLOTS 1
+#define SUM_LATENT (1 + VAE_LOSS_SLOTS)
+
+/* Data parallel: rank r evaluates batches r, r + world, ...; a batch's noise
+ * is addressed by its index, so the sharding does not change what a row
+ * sees. */
+static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwae) {
     vae_trainer *trainer = s->trainer;
     vae_backend *backend = trainer->backend;
     const vae_backend_ops *ops = backend->ops;
@@ -69,20 +79,21 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
     VAE_TRY(ops->alloc(backend, sizeof(float) * (size_t)rows, (void **)&s->importance));
     s->host_importance = malloc(sizeof(float) * (size_t)rows);
     s->host_mu_logvar = malloc(sizeof(float) * (size_t)rows * 2 * latent);
-    s->mean_sum = calloc((size_t)latent, sizeof(double));
-    s->mean_square_sum = calloc((size_t)latent, sizeof(double));
+    s->sums = calloc((size_t)SUM_LATENT + 3 * (size_t)latent, sizeof(double));
     free(trainer->kl_per_dimension);
     trainer->kl_per_dimension = calloc((size_t)latent, sizeof(double));
-    if (!trainer->kl_per_dimension || !s->host_importance || !s->host_mu_logvar || !s->mean_sum || !s->mean_square_sum)
+    if (!trainer->kl_per_dimension || !s->host_importance || !s->host_mu_logvar || !s->sums)
         return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluation: out of memory");
+    double *mean_sum = s->sums + SUM_LATENT, *mean_square_sum = mean_sum + latent;
+    double *kl_sum = mean_square_sum + latent;
 
     vae_gather_settings gather = {
         .dtype = data->dtype, .scale = data->scale, .binarize = c->binarize, .threshold = c->binarize_threshold,
         .seed = c->seed, .random_purpose = VAE_RANDOM_EVAL_BINARIZE, .steps_per_epoch = 1};
-    vae_noise_settings noise = {c->seed, VAE_RANDOM_EVAL_EPS, 0};
+    vae_noise_settings noise = {.seed = c->seed, .random_purpose = VAE_RANDOM_EVAL_EPS};
     double importance_sum = 0.0;
     long batches = full_batches + (remainder ? 1 : 0);
-    for (long batch = 0; batch < batches; ++batch) {
+    for (long batch = vae_distributed_rank(); batch < batches; batch += vae_distributed_size()) {
         vae_step *step = batch < full_batches ? s->steps[0] : s->steps[1];
         int batch_rows = vae_step_rows(step);
         const vae_step_buffers *b = vae_step_get_buffers(step);
@@ -102,18 +113,31 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
             for (int j = 0; j < latent; ++j) {
                 const float *row = s->host_mu_logvar + (size_t)r * 2 * latent;
                 double mu = row[j];
-                s->mean_sum[j] += mu;
-                s->mean_square_sum[j] += mu * mu;
-                trainer->kl_per_dimension[j] += vae_kl_term(row[j], vae_clamp_logvar(row[latent + j], c->logvar_clamp));
+                mean_sum[j] += mu;
+                mean_square_sum[j] += mu * mu;
+                kl_sum[j] += vae_kl_term(row[j], vae_clamp_logvar(row[latent + j], c->logvar_clamp));
             }
     }
-    double sums[VAE_LOSS_SLOTS] = {0, 0, 0, 0};
+    s->sums[SUM_IMPORTANCE] = importance_sum;
     for (int i = 0; i < 2; ++i) {
         if (!s->steps[i]) continue;
         double part[VAE_LOSS_SLOTS];
         VAE_TRY(ops->copy_to_host(backend, part, vae_step_get_buffers(s->steps[i])->loss_accumulator, sizeof part));
-        for (int k = 0; k < VAE_LOSS_SLOTS; ++k) sums[k] += part[k];
+        for (int k = 0; k < VAE_LOSS_SLOTS; ++k) s->sums[SUM_LOSS_SLOTS + k] += part[k];
     }
+    return VAE_OK;
+}
+
+/* The result from the sums of all ranks. */
+static vae_status finish_evaluation(eval_state *s, int samples, int iwae, vae_eval_result *result) {
+    vae_trainer *trainer = s->trainer;
+    int latent = trainer->model.latent_dim;
+    long count = s->dataset->count;
+    VAE_TRY(vae_distributed_sum_doubles(s->sums, (size_t)SUM_LATENT + 3 * (size_t)latent));
+    const double *sums = s->sums + SUM_LOSS_SLOTS, *mean_sum = s->sums + SUM_LATENT;
+    const double *mean_square_sum = mean_sum + latent, *kl_sum = mean_square_sum + latent;
+    double importance_sum = s->sums[SUM_IMPORTANCE];
+    for (int j = 0; j < latent; ++j) trainer->kl_per_dimension[j] = kl_sum[j];
     result->points = count;
     result->reconstruction = sums[VAE_LOSS_SUM_RECONSTRUCTION] / count;
     result->kl = sums[VAE_LOSS_SUM_KL] / count;
@@ -126,8 +150,8 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
     result->kl_per_dimension = trainer->kl_per_dimension;
     for (int j = 0; j < latent; ++j) {
         trainer->kl_per_dimension[j] /= count;
-        double mean = s->mean_sum[j] / count;
-        double variance = s->mean_square_sum[j] / count - mean * mean;
+        double mean = mean_sum[j] / count;
+        double variance = mean_square_sum[j] / count - mean * mean;
         if (variance > 0.01) result->active_units += 1;
     }
     return VAE_OK;
@@ -154,7 +178,10 @@ vae_status vae_trainer_evaluate(vae_trainer *trainer, const char *split, int iwa
     memset(&state, 0, sizeof state);
     state.trainer = trainer;
     state.dataset = data;
-    vae_status status = evaluate_batches(&state, (int)rows, samples, iwae_k > 0, result);
+    /* Every rank agrees before the reduction, so that one that failed does
+     * not leave the others waiting in it. */
+    vae_status status = vae_distributed_agree(evaluate_batches(&state, (int)rows, samples, iwae_k > 0));
+    if (status == VAE_OK) status = finish_evaluation(&state, samples, iwae_k > 0, result);
     eval_state_free(&state);
     result->seconds = seconds_now() - start;
     return status;

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "base/error.h"
+#include "distributed/distributed.h"
 #include "io/metrics.h"
 #include "training/trainer_internal.h"
 
@@ -71,7 +72,7 @@ vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config,
         .epsilon = c->adam_epsilon, .weight_decay = c->weight_decay, .decoupled_weight_decay = c->optimizer_adamw,
         .lr_schedule = c->lr_schedule, .warmup_steps = (uint64_t)c->warmup_steps, .total_steps = 0,
         .clip_norm = c->grad_clip};
-    trainer->noise = (vae_noise_settings){c->seed, VAE_RANDOM_EPS, 0};
+    trainer->noise = (vae_noise_settings){.seed = c->seed, .random_purpose = VAE_RANDOM_EPS};
     *out = trainer;
     return VAE_OK;
 }
@@ -150,6 +151,15 @@ vae_status vae_trainer_ensure_train_step(vae_trainer *trainer) {
         return vae_error(VAE_ERROR_INVALID_ARGUMENT,
                          "train.batch_size = %d is larger than the training set (%ld examples)", c->batch_size,
                          train->count);
+    /* Data parallel: batch_size is the global batch; each process trains on
+     * its contiguous share of every step's slice of the permutation. */
+    int world = vae_distributed_size(), rank = vae_distributed_rank();
+    if (c->batch_size % world != 0)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "train.batch_size = %d cannot be split evenly over %d processes: it is the global batch, "
+                         "each process takes batch_size / %d rows; choose a multiple of %d or another process count",
+                         c->batch_size, world, world, world);
+    int local_rows = c->batch_size / world;
     trainer->steps_per_epoch = train->count / c->batch_size; /* the last partial batch is dropped */
     trainer->adam.total_steps = (uint64_t)trainer->steps_per_epoch * (uint64_t)c->epochs;
     size_t value_bytes = (size_t)train->count * train->dim * (train->dtype == VAE_DTYPE_U8 ? 1 : sizeof(float));
@@ -172,8 +182,12 @@ vae_status vae_trainer_ensure_train_step(vae_trainer *trainer) {
     if (!trainer->host_permutation) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "trainer: out of memory");
     trainer->gather = (vae_gather_settings){
         .dtype = train->dtype, .scale = train->scale, .binarize = c->binarize, .threshold = c->binarize_threshold,
-        .seed = c->seed, .random_purpose = VAE_RANDOM_BINARIZE, .steps_per_epoch = trainer->steps_per_epoch};
-    VAE_TRY(vae_step_create(&trainer->train_step, trainer->backend, &trainer->model, c, c->batch_size, c->samples,
+        .seed = c->seed, .random_purpose = VAE_RANDOM_BINARIZE, .steps_per_epoch = trainer->steps_per_epoch,
+        .row_offset = rank * local_rows, .batch_rows = c->batch_size};
+    trainer->noise.row_offset = (uint32_t)(rank * local_rows);
+    trainer->noise.batch_rows = (uint32_t)c->batch_size;
+    VAE_TRY(vae_distributed_prepare(trainer->backend));
+    VAE_TRY(vae_step_create(&trainer->train_step, trainer->backend, &trainer->model, c, local_rows, c->samples,
                             trainer->parameters, 1));
     if (trainer->loaded_adam_m) {
         const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
@@ -195,13 +209,15 @@ static vae_status ensure_permutation(vae_trainer *trainer, uint64_t epoch) {
     return VAE_OK;
 }
 
-/* Gather, forward, backward and Adam: the operations of one step. */
+/* Gather, forward, backward, the gradient all-reduce across processes (a
+ * no-op for one process) and Adam: the operations of one step. */
 static vae_status issue_one_step(vae_trainer *trainer) {
     const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
     VAE_TRY(trainer->backend->ops->gather_batch(trainer->backend, trainer->train_values, trainer->train_permutation,
-                                                trainer->input_dim, trainer->config.batch_size, &trainer->gather,
-                                                trainer->counter, b->x));
+                                                trainer->input_dim, vae_step_rows(trainer->train_step),
+                                                &trainer->gather, trainer->counter, b->x));
     VAE_TRY(vae_step_forward_backward(trainer->train_step, &trainer->noise, trainer->counter, NULL));
+    VAE_TRY(vae_distributed_mean_gradients(trainer->backend, b->gradients, trainer->model.parameter_count));
     return vae_step_optimizer(trainer->train_step, &trainer->adam, trainer->counter);
 }
 
@@ -210,6 +226,7 @@ static vae_status run_one_step(vae_trainer *trainer) {
     const vae_backend_ops *ops = trainer->backend->ops;
     VAE_TRY(ensure_permutation(trainer, trainer->host_step / (uint64_t)trainer->steps_per_epoch));
     if (!ops->graph_capture_begin) return issue_one_step(trainer);
+    vae_distributed_heartbeat();
     if (!trainer->graph) {
         VAE_TRY(ops->graph_capture_begin(trainer->backend));
         vae_status status = issue_one_step(trainer);
@@ -263,7 +280,9 @@ static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const
     vae_step_counter counter;
     VAE_TRY(ops->copy_to_host(trainer->backend, sums, b->loss_accumulator, sizeof sums));
     VAE_TRY(ops->copy_to_host(trainer->backend, &counter, trainer->counter, sizeof counter));
+    vae_distributed_device_idle();
     VAE_TRY(ops->fill(trainer->backend, (float *)b->loss_accumulator, 0.0f, 2 * VAE_LOSS_SLOTS));
+    VAE_TRY(vae_distributed_sum_doubles(sums, VAE_LOSS_SLOTS)); /* every rank's rows */
     double now = seconds_now();
     double count = sums[VAE_LOSS_COUNT] > 0 ? sums[VAE_LOSS_COUNT] : 1;
     double window_steps = (double)(counter.step - *window_first_step);
@@ -282,7 +301,7 @@ static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const
         .beta = beta, .lr = lr, .samples_per_second = samples_per_second, .seconds = elapsed,
         .skipped_steps = (long)counter.skipped_steps, .log_likelihood = NAN, .iwae_k = 0, .active_units = -1};
     if (metrics) VAE_TRY(vae_metrics_write(metrics, &record));
-    if (!options->quiet) {
+    if (!options->quiet && vae_distributed_rank() == 0) {
         char eta_text[32];
         format_duration(eta, eta_text, sizeof eta_text);
         fprintf(stderr, "epoch %llu/%d  step %llu/%llu  loss %.3f  recon %.3f  kl %.3f  %.0f samples/s  eta %s\n",
@@ -300,7 +319,7 @@ static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const
                              "non-finite loss or gradients at or before step %llu (train.nonfinite = stop); the "
                              "parameters were left at their last finite values",
                              (unsigned long long)counter.step);
-        if (!options->quiet && counter.skipped_steps)
+        if (!options->quiet && counter.skipped_steps && vae_distributed_rank() == 0)
             fprintf(stderr, "warning: %llu steps skipped for non-finite gradients so far\n",
                     (unsigned long long)counter.skipped_steps);
     }
@@ -318,7 +337,7 @@ static vae_status evaluate_and_record(vae_trainer *trainer, vae_metrics *metrics
         .samples_per_second = NAN, .seconds = result.seconds, .skipped_steps = -1, .log_likelihood = NAN,
         .iwae_k = 0, .active_units = result.active_units};
     if (metrics) VAE_TRY(vae_metrics_write(metrics, &record));
-    if (!options->quiet)
+    if (!options->quiet && vae_distributed_rank() == 0)
         fprintf(stderr, "epoch %ld  %s ELBO %.3f  (recon %.3f  kl %.3f  active units %d)\n", epoch, split,
                 result.elbo, result.reconstruction, result.kl, result.active_units);
     return VAE_OK;
@@ -365,19 +384,37 @@ static vae_status save_periodic(vae_trainer *trainer, const char *out_dir) {
     return vae_trainer_save(trainer, path);
 }
 
+/* The output folder, its config.ini and the metrics file (the writing rank
+ * only). */
+static vae_status open_run_folder(vae_trainer *trainer, const vae_train_options *options, vae_metrics **metrics) {
+    char path[VAE_PATH_MAX + 64];
+    VAE_TRY(make_folder(options->out_dir));
+    remove_stale_temporary_files(options->out_dir);
+    snprintf(path, sizeof path, "%s/config.ini", options->out_dir);
+    VAE_TRY(vae_config_write_file(&trainer->config, path));
+    snprintf(path, sizeof path, "%s/metrics.jsonl", options->out_dir);
+    if (options->resume) VAE_TRY(vae_metrics_truncate_after(path, (long)trainer->host_step));
+    return vae_metrics_open(metrics, path, options->resume);
+}
+
+/* Data parallel: every rank runs this loop in step; rank 0 alone writes
+ * (write_dir is NULL elsewhere). Where one rank can fail on its own (writing
+ * files, evaluation) the ranks agree on the outcome (vae_distributed_agree)
+ * so that all of them stop together; a stop signal is honoured at the next
+ * logging step, once all ranks agree on it. */
 vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *options) {
-    VAE_TRY(vae_trainer_ensure_train_step(trainer));
+    vae_status status = vae_distributed_agree(vae_trainer_ensure_train_step(trainer));
+    VAE_TRY(status);
     const vae_config *c = &trainer->config;
     vae_metrics *metrics = NULL;
     char path[VAE_PATH_MAX + 64];
-    if (options->out_dir) {
-        VAE_TRY(make_folder(options->out_dir));
-        remove_stale_temporary_files(options->out_dir);
-        snprintf(path, sizeof path, "%s/config.ini", options->out_dir);
-        VAE_TRY(vae_config_write_file(c, path));
-        snprintf(path, sizeof path, "%s/metrics.jsonl", options->out_dir);
-        if (options->resume) VAE_TRY(vae_metrics_truncate_after(path, (long)trainer->host_step));
-        VAE_TRY(vae_metrics_open(&metrics, path, options->resume));
+    int distributed = vae_distributed_launched();
+    const char *write_dir = vae_distributed_rank() == 0 ? options->out_dir : NULL;
+    if (write_dir) status = open_run_folder(trainer, options, &metrics);
+    status = vae_distributed_agree(status);
+    if (status != VAE_OK) {
+        vae_metrics_close(metrics);
+        return status;
     }
     uint64_t total_steps = (uint64_t)trainer->steps_per_epoch * (uint64_t)c->epochs;
     if (options->max_steps > 0 && (uint64_t)options->max_steps < total_steps) total_steps = (uint64_t)options->max_steps;
@@ -385,19 +422,21 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
     uint64_t every = (uint64_t)c->checkpoint_every_steps;
     double start = seconds_now(), window_start = start;
     uint64_t window_first_step = first_step;
-    vae_status status = VAE_OK;
     while (status == VAE_OK && trainer->host_step < total_steps) {
         status = run_one_step(trainer);
         if (status != VAE_OK) break;
         trainer->host_step += 1;
         int end_of_epoch = trainer->host_step % (uint64_t)trainer->steps_per_epoch == 0;
         int checkpoint_due = options->out_dir && every > 0 && trainer->host_step % every == 0;
+        int stop_now = stop_requested && !distributed;
         /* A checkpoint is only written after the loss was looked at, so a
          * non-finite step never reaches DIR/checkpoint.safetensors. */
         if (trainer->host_step % (uint64_t)c->log_every_steps == 0 || end_of_epoch || checkpoint_due ||
-            trainer->host_step == total_steps || stop_requested)
-            status = log_progress(trainer, metrics, options, start, first_step, total_steps, &window_start,
-                                  &window_first_step);
+            trainer->host_step == total_steps || stop_now) {
+            status = vae_distributed_agree(log_progress(trainer, metrics, options, start, first_step, total_steps,
+                                                        &window_start, &window_first_step));
+            if (status == VAE_OK && distributed) status = vae_distributed_any(stop_requested, &stop_now);
+        }
         if (status == VAE_OK && end_of_epoch) {
             long epoch = (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch);
             if (c->eval_every_epochs > 0 && epoch % c->eval_every_epochs == 0) {
@@ -405,11 +444,13 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
                 last_eval_step = trainer->host_step;
             }
             if (status == VAE_OK && options->out_dir && c->image_every_epochs > 0 && epoch % c->image_every_epochs == 0)
-                status = vae_trainer_write_epoch_images(trainer, options->out_dir, epoch);
+                status = vae_distributed_agree(write_dir ? vae_trainer_write_epoch_images(trainer, write_dir, epoch)
+                                                         : VAE_OK);
         }
-        if (status == VAE_OK && checkpoint_due) status = save_periodic(trainer, options->out_dir);
-        if (status == VAE_OK && stop_requested) {
-            if (options->out_dir) status = save_periodic(trainer, options->out_dir);
+        if (status == VAE_OK && checkpoint_due)
+            status = vae_distributed_agree(write_dir ? save_periodic(trainer, write_dir) : VAE_OK);
+        if (status == VAE_OK && stop_now) {
+            if (options->out_dir) status = vae_distributed_agree(write_dir ? save_periodic(trainer, write_dir) : VAE_OK);
             if (status == VAE_OK)
                 status = vae_error(VAE_ERROR_INTERRUPTED, "stopped by a signal at step %" PRIu64 "%s%s", trainer->host_step,
                                    options->out_dir ? "; checkpoint written to " : "",
@@ -419,17 +460,18 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
     if (status == VAE_OK && last_eval_step != trainer->host_step && trainer->host_step > first_step)
         status = evaluate_and_record(trainer, metrics, options,
                                      (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch));
-    if (options->out_dir && status == VAE_OK) status = save_periodic(trainer, options->out_dir);
-    if (options->out_dir && status == VAE_ERROR_NUMERIC) {
+    if (options->out_dir && status == VAE_OK)
+        status = vae_distributed_agree(write_dir ? save_periodic(trainer, write_dir) : VAE_OK);
+    if (write_dir && status == VAE_ERROR_NUMERIC) {
         /* Keep the last good checkpoint; write the state at the failure
          * beside it for diagnosis. */
         char message[2048];
         snprintf(message, sizeof message, "%s", vae_last_error());
-        snprintf(path, sizeof path, "%s/checkpoint-nonfinite.safetensors", options->out_dir);
+        snprintf(path, sizeof path, "%s/checkpoint-nonfinite.safetensors", write_dir);
         vae_status save_status = vae_trainer_save(trainer, path);
         status = save_status == VAE_OK
                      ? vae_error(VAE_ERROR_NUMERIC, "%s; state written to %s, %s/checkpoint.safetensors is the last good one",
-                                 message, path, options->out_dir)
+                                 message, path, write_dir)
                      : vae_error_context(VAE_ERROR_NUMERIC, "%s; and writing the diagnosis checkpoint failed", message);
     }
     vae_status close_status = vae_metrics_close(metrics);
@@ -437,19 +479,25 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
 }
 
 vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int timed_steps, double *samples_per_second) {
-    VAE_TRY(vae_trainer_ensure_train_step(trainer));
+    VAE_TRY(vae_distributed_agree(vae_trainer_ensure_train_step(trainer)));
     for (int i = 0; i < warmup_steps; ++i) {
         VAE_TRY(run_one_step(trainer));
         trainer->host_step += 1;
     }
     VAE_TRY(trainer->backend->ops->synchronize(trainer->backend));
+    vae_distributed_device_idle();
+    VAE_TRY(vae_distributed_barrier());
     double start = seconds_now();
     for (int i = 0; i < timed_steps; ++i) {
         VAE_TRY(run_one_step(trainer));
         trainer->host_step += 1;
     }
     VAE_TRY(trainer->backend->ops->synchronize(trainer->backend));
+    vae_distributed_device_idle();
+    /* Data parallel: the slowest rank's time; batch_size is global, so the
+     * rate below counts every rank's samples. */
     double elapsed = seconds_now() - start;
+    VAE_TRY(vae_distributed_max_double(&elapsed));
     *samples_per_second = (double)timed_steps * trainer->config.batch_size / elapsed;
     return VAE_OK;
 }
