@@ -451,10 +451,10 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
             status = vae_distributed_agree(write_dir ? save_periodic(trainer, write_dir) : VAE_OK);
         if (status == VAE_OK && stop_now) {
             if (options->out_dir) status = vae_distributed_agree(write_dir ? save_periodic(trainer, write_dir) : VAE_OK);
-            if (status == VAE_OK)
-                status = vae_error(VAE_ERROR_INTERRUPTED, "stopped by a signal at step %" PRIu64 "%s%s", trainer->host_step,
-                                   options->out_dir ? "; checkpoint written to " : "",
-                                   options->out_dir ? options->out_dir : "");
+            if (status == VAE_OK) /* agreed: one message, from rank 0 */
+                status = vae_distributed_agree(vae_error(VAE_ERROR_INTERRUPTED, "stopped by a signal at step %" PRIu64 "%s%s",
+                                                         trainer->host_step, options->out_dir ? "; checkpoint written to " : "",
+                                                         options->out_dir ? options->out_dir : ""));
         }
     }
     if (status == VAE_OK && last_eval_step != trainer->host_step && trainer->host_step > first_step)
