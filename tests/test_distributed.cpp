@@ -183,6 +183,32 @@ TEST(Distributed, TwoProcessJobsAreBitwiseRepeatable) {
                          "a second 2-process run differs");
 }
 
+double json_number(const std::string &line, const std::string &key) {
+    size_t at = line.find("\"" + key + "\":");
+    return at == std::string::npos ? NAN : std::atof(line.c_str() + at + key.size() + 3);
+}
+
+TEST(Distributed, ShardedEvaluationMatchesOneProcess) {
+    REQUIRE_MPI_AND_DATA();
+    // 100 test rows in evaluation batches of 30: rank 0 takes batches 0 and
+    // 2, rank 1 batches 1 and 3 (the short one).
+    std::string folder = vae_test::temporary_folder("distributed_eval");
+    auto r = run(train_words(folder, {"--set", "train.eval_batch_size=30", "--max-steps", "30"}));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::vector<std::string> eval = {vae_binary(), "eval", "--checkpoint", folder + "/checkpoint.safetensors",
+                                     "--split", "test", "--iwae-k", "20", "--device", "cpu"};
+    auto one = vae_test::run_command(shell_line(eval), false);
+    auto two = vae_test::run_command(shell_line(launch_words(2, eval)), false);
+    ASSERT_EQ(one.exit_code, 0) << one.errors;
+    ASSERT_EQ(two.exit_code, 0) << two.errors;
+    EXPECT_EQ(count_lines(two.output, "\"kind\":\"eval\""), 1u) << "rank 0 alone prints:\n" << two.output;
+    for (const char *key : {"elbo", "log_likelihood", "kl", "active_units", "points"}) {
+        double a = json_number(one.output, key), b = json_number(two.output, key);
+        EXPECT_TRUE(std::isfinite(a)) << key << " in " << one.output;
+        EXPECT_NEAR(b, a, 1e-6 * std::fabs(a) + 1e-9) << key;
+    }
+}
+
 TEST(Distributed, RefusesABatchTheWorldSizeDoesNotDivide) {
     REQUIRE_MPI_AND_DATA();
     std::string folder = vae_test::temporary_folder("distributed_odd_batch");
