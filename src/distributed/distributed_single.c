@@ -1,6 +1,7 @@
 /* The world in a build without MPI (-DVAE_MPI=OFF or MPI not found): this
  * process alone, rank 0 of 1; every collective is a no-op. */
 #include <stddef.h>
+#include <stdio.h>
 
 #include "distributed/distributed.h"
 #include "distributed/launcher.h"
@@ -11,11 +12,14 @@ vae_status vae_distributed_init(int *argc, char ***argv) {
     int count = vae_launcher_process_count();
     /* Several copies of a world of one would each train the whole model and
      * write the same files: refuse instead. */
-    if (count > 1 || count < 0)
+    if (count > 1 || count < 0) {
+        char processes[32] = "several";
+        if (count > 1) snprintf(processes, sizeof processes, "%d", count);
         return vae_error(VAE_ERROR_INVALID_ARGUMENT,
                          "started by a launcher as one of %s processes (%s is set), but this vae was built without "
                          "MPI: install libopenmpi-dev and reconfigure (-DVAE_MPI=ON), or run one process",
-                         count < 0 ? "several" : "multiple", vae_launcher_variable());
+                         processes, vae_launcher_variable());
+    }
     return VAE_OK;
 }
 

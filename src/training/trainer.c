@@ -140,9 +140,8 @@ vae_status vae_trainer_read_counter(vae_trainer *trainer, vae_step_counter *coun
     return trainer->backend->ops->copy_to_host(trainer->backend, counter, trainer->counter, sizeof *counter);
 }
 
-/* The training set and the step's workspace, on the backend, once. */
-vae_status vae_trainer_ensure_train_step(vae_trainer *trainer) {
-    if (trainer->train_step) return VAE_OK;
+/* The training set and the step's workspace, on the backend. */
+static vae_status build_train_step(vae_trainer *trainer) {
     VAE_TRY(vae_trainer_ensure_data(trainer));
     const vae_config *c = &trainer->config;
     const vae_dataset *train = &trainer->data.train;
@@ -186,7 +185,6 @@ vae_status vae_trainer_ensure_train_step(vae_trainer *trainer) {
         .row_offset = rank * local_rows, .batch_rows = c->batch_size};
     trainer->noise.row_offset = (uint32_t)(rank * local_rows);
     trainer->noise.batch_rows = (uint32_t)c->batch_size;
-    VAE_TRY(vae_distributed_prepare(trainer->backend));
     VAE_TRY(vae_step_create(&trainer->train_step, trainer->backend, &trainer->model, c, local_rows, c->samples,
                             trainer->parameters, 1));
     if (trainer->loaded_adam_m) {
@@ -195,6 +193,16 @@ vae_status vae_trainer_ensure_train_step(vae_trainer *trainer) {
         VAE_TRY(ops->copy_to_device(trainer->backend, b->adam_m, trainer->loaded_adam_m, bytes));
         VAE_TRY(ops->copy_to_device(trainer->backend, b->adam_v, trainer->loaded_adam_v, bytes));
     }
+    return VAE_OK;
+}
+
+/* Once; data parallel: collective (every rank calls it), and the ranks
+ * agree on the set-up before they connect for the gradient all-reduce. */
+vae_status vae_trainer_ensure_train_step(vae_trainer *trainer) {
+    if (trainer->prepared) return VAE_OK;
+    VAE_TRY(vae_distributed_agree(trainer->train_step ? VAE_OK : build_train_step(trainer)));
+    VAE_TRY(vae_distributed_agree(vae_distributed_prepare(trainer->backend)));
+    trainer->prepared = 1;
     return VAE_OK;
 }
 
@@ -403,7 +411,7 @@ static vae_status open_run_folder(vae_trainer *trainer, const vae_train_options 
  * so that all of them stop together; a stop signal is honoured at the next
  * logging step, once all ranks agree on it. */
 vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *options) {
-    vae_status status = vae_distributed_agree(vae_trainer_ensure_train_step(trainer));
+    vae_status status = vae_trainer_ensure_train_step(trainer);
     VAE_TRY(status);
     const vae_config *c = &trainer->config;
     vae_metrics *metrics = NULL;
@@ -440,7 +448,7 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
         if (status == VAE_OK && end_of_epoch) {
             long epoch = (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch);
             if (c->eval_every_epochs > 0 && epoch % c->eval_every_epochs == 0) {
-                status = evaluate_and_record(trainer, metrics, options, epoch);
+                status = vae_distributed_agree(evaluate_and_record(trainer, metrics, options, epoch));
                 last_eval_step = trainer->host_step;
             }
             if (status == VAE_OK && options->out_dir && c->image_every_epochs > 0 && epoch % c->image_every_epochs == 0)
@@ -458,8 +466,8 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
         }
     }
     if (status == VAE_OK && last_eval_step != trainer->host_step && trainer->host_step > first_step)
-        status = evaluate_and_record(trainer, metrics, options,
-                                     (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch));
+        status = vae_distributed_agree(evaluate_and_record(
+            trainer, metrics, options, (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch)));
     if (options->out_dir && status == VAE_OK)
         status = vae_distributed_agree(write_dir ? save_periodic(trainer, write_dir) : VAE_OK);
     if (write_dir && status == VAE_ERROR_NUMERIC) {
@@ -479,7 +487,7 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
 }
 
 vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int timed_steps, double *samples_per_second) {
-    VAE_TRY(vae_distributed_agree(vae_trainer_ensure_train_step(trainer)));
+    VAE_TRY(vae_trainer_ensure_train_step(trainer));
     for (int i = 0; i < warmup_steps; ++i) {
         VAE_TRY(run_one_step(trainer));
         trainer->host_step += 1;

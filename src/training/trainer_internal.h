@@ -21,6 +21,7 @@ struct vae_trainer {
 
     float *parameters;              /* backend memory, flat */
     vae_step *train_step;           /* created on first training */
+    int prepared;                   /* train_step built and the gradient all-reduce connected */
     vae_step_counter *counter;      /* backend memory */
     vae_step_counter *eval_counter; /* backend memory */
     void *train_values;             /* training set as the backend's kernels address it */
