@@ -351,6 +351,33 @@ TEST(Distributed, AKilledRankEndsTheJobWithinAMinute) {
     EXPECT_FALSE(last.names.empty());
 }
 
+TEST(Distributed, SigtermToTheLauncherStopsEveryRankWithACheckpoint) {
+    REQUIRE_MPI_AND_DATA();
+    // mpirun forwards SIGTERM to the ranks; they stop together at the next
+    // logging step (every 25 steps here), rank 0 writes the checkpoint.
+    std::string folder = vae_test::temporary_folder("distributed_sigterm");
+    std::string log_path = folder + ".log";
+    // No periodic checkpoints: the one found afterwards is the stop's.
+    std::vector<std::string> words = train_words(folder, {"--set", "train.epochs=40", "--set", "checkpoint.every_steps=0"});
+    words.erase(std::find(words.begin(), words.end(), "--quiet"));
+    Job job = start_job(launch_words(2, words), log_path);
+    ASSERT_GT(job.launcher, 0);
+    auto start = std::chrono::steady_clock::now();
+    while (vae_test::read_file_or_empty(log_path).find("step 50/") == std::string::npos &&
+           std::chrono::steady_clock::now() - start < std::chrono::seconds(120))
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_EQ(kill(job.launcher, SIGTERM), 0);
+    double seconds = 0;
+    int exit_code = wait_for(job.launcher, 90.0, &seconds);
+    std::string log = vae_test::read_file_or_empty(log_path);
+    EXPECT_EQ(exit_code, 1) << log;
+    EXPECT_LT(seconds, 60.0) << log;
+    EXPECT_EQ(count_lines(log, "stopped by a signal"), 1u) << log;
+    Tensors last = read_checkpoint(folder + "/checkpoint.safetensors");
+    ASSERT_FALSE(last.step.empty());
+    EXPECT_EQ(std::stol(last.step) % 25, 0) << "stopped at a logging step: " << last.step;
+}
+
 TEST(Distributed, ResumeAfterAKilledRankContinuesExactly) {
     REQUIRE_MPI_AND_DATA();
     // 3 epochs (300 steps), a checkpoint every 50.
