@@ -43,6 +43,9 @@ vae_status vae_distributed_max_double(double *value);
 /* 1 on every rank when flag is non-zero on any rank. */
 vae_status vae_distributed_any(int flag, int *result);
 vae_status vae_distributed_broadcast(void *bytes, size_t size, int root);
+/* *same = 1 on every rank when every rank holds the same bytes (compares a
+ * 64-bit FNV-1a hash of them). */
+vae_status vae_distributed_same_everywhere(const void *bytes, size_t size, int *same);
 vae_status vae_distributed_barrier(void);
 
 /* Every rank calls it with its own status at a point where a rank can fail

@@ -128,6 +128,19 @@ vae_status vae_distributed_barrier(void) {
     return VAE_OK;
 }
 
+vae_status vae_distributed_same_everywhere(const void *bytes, size_t size, int *same) {
+    *same = 1;
+    if (!world.launched) return VAE_OK;
+    uint64_t hash = 1469598103934665603ull; /* FNV-1a */
+    const unsigned char *p = bytes;
+    for (size_t i = 0; i < size; ++i) hash = (hash ^ p[i]) * 1099511628211ull;
+    uint64_t low = hash, high = hash;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &low, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &high, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD));
+    *same = low == high;
+    return VAE_OK;
+}
+
 vae_status vae_distributed_agree(vae_status local) {
     if (!world.launched) return local;
     /* The lowest failing rank speaks for all (world.size: none failed). */

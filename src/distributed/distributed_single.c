@@ -38,6 +38,11 @@ vae_status vae_distributed_broadcast(void *bytes, size_t size, int root) {
     return VAE_OK;
 }
 vae_status vae_distributed_barrier(void) { return VAE_OK; }
+vae_status vae_distributed_same_everywhere(const void *bytes, size_t size, int *same) {
+    (void)bytes; (void)size;
+    *same = 1;
+    return VAE_OK;
+}
 vae_status vae_distributed_agree(vae_status local) { return local; }
 vae_status vae_distributed_prepare(vae_backend *backend) { (void)backend; return VAE_OK; }
 vae_status vae_distributed_mean_gradients(vae_backend *backend, float *gradients, size_t count) {

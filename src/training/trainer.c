@@ -392,6 +392,24 @@ static vae_status save_periodic(vae_trainer *trainer, const char *out_dir) {
     return vae_trainer_save(trainer, path);
 }
 
+/* Data parallel: every rank took the same Adam steps from the same
+ * all-reduced gradients, so every rank must hold the same parameters (and
+ * rank 0's checkpoint stands for all). Checked once, at the end. */
+static vae_status check_ranks_agree(vae_trainer *trainer) {
+    size_t bytes = sizeof(float) * trainer->model.parameter_count;
+    float *host = malloc(bytes);
+    if (!host) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "trainer: out of memory");
+    vae_status status = trainer->backend->ops->copy_to_host(trainer->backend, host, trainer->parameters, bytes);
+    int same = 1;
+    if (status == VAE_OK) status = vae_distributed_same_everywhere(host, bytes, &same);
+    free(host);
+    if (status == VAE_OK && !same)
+        status = vae_error(VAE_ERROR_INTERNAL, "the processes' parameters differ at step %" PRIu64
+                                               " although they took the same all-reduced steps",
+                           trainer->host_step);
+    return status;
+}
+
 /* The output folder, its config.ini and the metrics file (the writing rank
  * only). */
 static vae_status open_run_folder(vae_trainer *trainer, const vae_train_options *options, vae_metrics **metrics) {
@@ -468,6 +486,7 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
     if (status == VAE_OK && last_eval_step != trainer->host_step && trainer->host_step > first_step)
         status = vae_distributed_agree(evaluate_and_record(
             trainer, metrics, options, (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch)));
+    if (status == VAE_OK && distributed) status = vae_distributed_agree(check_ranks_agree(trainer));
     if (options->out_dir && status == VAE_OK)
         status = vae_distributed_agree(write_dir ? save_periodic(trainer, write_dir) : VAE_OK);
     if (write_dir && status == VAE_ERROR_NUMERIC) {
