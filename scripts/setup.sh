@@ -6,7 +6,7 @@ set -euo pipefail
 
 VAE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VAE_BUILD="${VAE_BUILD:-$VAE_ROOT/build}"
-VAE_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libinih-dev libcjson-dev libpng-dev zlib1g-dev
+VAE_PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev libinih-dev libcjson-dev libpng-dev zlib1g-dev
               libgtest-dev dataset-fashion-mnist openmpi-bin libopenmpi-dev)
 
 vae_install_packages() {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backends/backend.h"
+#include "backends/blas_select.h"
 #include "base/error.h"
 #include "vae_philox.h"
 
@@ -326,8 +327,9 @@ vae_status vae_backend_create_cpu(vae_backend **out) {
     cpu_backend *backend = calloc(1, sizeof *backend);
     if (!backend) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "cpu backend: out of memory");
     backend->base.ops = &cpu_ops;
-    snprintf(backend->base.device_name, sizeof backend->base.device_name, "cpu (OpenBLAS, %d threads)",
-             openblas_get_num_threads());
+    char blas[200];
+    vae_blas_describe(blas, sizeof blas);
+    snprintf(backend->base.device_name, sizeof backend->base.device_name, "cpu (%s)", blas);
     *out = &backend->base;
     return VAE_OK;
 }

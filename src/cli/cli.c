@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backends/blas_select.h"
 #include "io/image_png.h"
 #include "cli/cli_common.h"
 #include "distributed/distributed.h"
@@ -217,6 +218,8 @@ static void exit_from_watchdog(int exit_code, const char *message) {
 
 static int run_command(int argc, char **argv) {
     if (argc < 2) { fputs(program_usage, stderr); return 2; }
+    /* OpenBLAS's kernels by the CPU's features (may restart the program once). */
+    vae_blas_restart_with_chosen_core(argv);
     const char *command = argv[1];
     if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 || strcmp(command, "help") == 0) {
         fputs(program_usage, stdout);
