@@ -11,7 +11,8 @@
 #include <stdint.h>
 #include <cuda_runtime_api.h>
 
-#include "backends/backend.h"
+#include "vae_math.h"
+#include "vae_step_data.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -7,22 +7,11 @@
 
 #include <stdint.h>
 #include "vae_hostdevice.h"
+/* The enums of the choices a config makes (activation, likelihood, schedule)
+ * are public API types; the formulas here switch on them. */
+#include "vae/vae.h"
 
 #define VAE_LOG_2PI 1.8378770664093453f
-
-enum vae_activation {
-    VAE_ACTIVATION_RELU = 0,
-    VAE_ACTIVATION_TANH = 1,
-    VAE_ACTIVATION_SOFTPLUS = 2,
-    VAE_ACTIVATION_GELU = 3,
-    VAE_ACTIVATION_IDENTITY = 4
-};
-
-enum vae_likelihood {
-    VAE_LIKELIHOOD_BERNOULLI = 0,      /* D logits */
-    VAE_LIKELIHOOD_GAUSSIAN = 1,       /* D means then D log-variances (2D outputs) */
-    VAE_LIKELIHOOD_GAUSSIAN_FIXED = 2  /* D means, one fixed log-variance */
-};
 
 /* log(1 + exp(x)) without overflow or loss of precision at either end. */
 VAE_HD float vae_softplus(float x) {
@@ -125,8 +114,6 @@ VAE_HD float vae_schedule_beta(uint64_t step, float beta, uint64_t warmup_steps)
     if (warmup_steps == 0 || step + 1 >= warmup_steps) return beta;
     return beta * (float)(step + 1) / (float)warmup_steps;
 }
-
-enum vae_lr_schedule { VAE_LR_CONSTANT = 0, VAE_LR_COSINE = 1 };
 
 /* Learning rate at a 0-based step: linear warm-up then constant or cosine
  * decay to lr_min at total_steps. */

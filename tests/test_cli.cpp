@@ -33,6 +33,14 @@ TEST(Cli, UsageErrorsExitWithTwo) {
     }
 }
 
+TEST(Cli, VersionPrintsTheProjectVersion) {
+    Result version = run("--version");
+    EXPECT_EQ(version.exit_code, 0) << version.output;
+    EXPECT_EQ(version.output, "vae " + vae_test::project_version() + "\n");
+    EXPECT_EQ(run("version").output, version.output);
+    EXPECT_NE(run("--help").output.find("--version"), std::string::npos) << "the usage names --version";
+}
+
 TEST(Cli, BadConfigNamesFileLineAndKey) {
     std::string folder = vae_test::temporary_folder("cli_bad_config");
     std::string path = folder + "/bad.ini";

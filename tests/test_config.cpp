@@ -61,7 +61,7 @@ void expect_same_config(const vae_config &a, const vae_config &b) {
     EXPECT_EQ(a.lr_min, b.lr_min);
     EXPECT_EQ(a.lr_schedule, b.lr_schedule);
     EXPECT_EQ(a.warmup_steps, b.warmup_steps);
-    EXPECT_EQ(a.optimizer_adamw, b.optimizer_adamw);
+    EXPECT_EQ(a.optimizer, b.optimizer);
     EXPECT_EQ(a.adam_beta1, b.adam_beta1);
     EXPECT_EQ(a.adam_beta2, b.adam_beta2);
     EXPECT_EQ(a.adam_epsilon, b.adam_epsilon);
@@ -149,7 +149,7 @@ TEST(Config, DefaultsAreTheDocumentedOnesAndValid) {
     EXPECT_EQ(config.seed, 1u);
     EXPECT_EQ(config.lr, 1e-3f);
     EXPECT_EQ(config.lr_schedule, VAE_LR_CONSTANT);
-    EXPECT_EQ(config.optimizer_adamw, 0);
+    EXPECT_EQ(config.optimizer, VAE_OPTIMIZER_ADAM);
     EXPECT_EQ(config.adam_beta1, 0.9f);
     EXPECT_EQ(config.adam_beta2, 0.999f);
     EXPECT_EQ(config.adam_epsilon, 1e-8f);
@@ -410,7 +410,7 @@ TEST(Config, SetAppliesOverridesAndReportsThem) {
     set(&config, "data.path=/data/a=b.c");  // the value keeps later '=' and '.'
     EXPECT_STREQ(config.data_path, "/data/a=b.c");
     set(&config, "train.optimizer=adamw");
-    EXPECT_EQ(config.optimizer_adamw, 1);
+    EXPECT_EQ(config.optimizer, VAE_OPTIMIZER_ADAMW);
 
     struct Case {
         const char *assignment;

@@ -156,7 +156,7 @@ TEST_F(CudaBackendTest, RejectsBadArguments) {
               VAE_ERROR_INVALID_ARGUMENT);
     EXPECT_NE(std::string(vae_last_error()).find("rows 0"), std::string::npos) << vae_last_error();
     vae_backend *other = nullptr;
-    EXPECT_EQ(vae_backend_create_cuda(&other, 7), VAE_ERROR_INVALID_ARGUMENT);
+    EXPECT_EQ(vae_backend_create_cuda(&other, (vae_precision)7), VAE_ERROR_INVALID_ARGUMENT);
     EXPECT_EQ(vae_cuda_graph_capture_begin(backend(0)), VAE_ERROR_INVALID_ARGUMENT) << "the CPU backend has no graphs";
 }
 

@@ -30,13 +30,12 @@ vae_config small_config() {
     return config;
 }
 
-std::vector<float> parameters_after(const vae_config &config, int device, int steps, const std::string &name) {
+std::vector<float> parameters_after(const vae_config &config, vae_device_kind device, int steps, const std::string &name) {
     vae_trainer *trainer = nullptr;
     EXPECT_EQ(vae_trainer_create(&trainer, &config, device), VAE_OK) << vae_last_error();
     if (!trainer) return {};
     std::string folder = vae_test::temporary_folder(name);
     vae_train_options options = {};
-    options.device = device;
     options.out_dir = folder.c_str();
     options.quiet = 1;
     options.max_steps = steps;

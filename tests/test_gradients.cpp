@@ -18,8 +18,8 @@ namespace {
 
 struct GradientCase {
     const char *name;
-    int activation;
-    int likelihood;
+    vae_activation activation;
+    vae_likelihood likelihood;
     int samples;
     float beta;
     const char *hidden;

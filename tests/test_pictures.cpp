@@ -164,7 +164,6 @@ class Pictures : public ::testing::Test {
         vae_trainer *trainer = nullptr;
         ASSERT_EQ(vae_trainer_create(&trainer, &config, VAE_DEVICE_CPU), VAE_OK) << vae_last_error();
         vae_train_options options{};
-        options.device = VAE_DEVICE_CPU;
         options.out_dir = out.c_str();
         options.quiet = 1;
         vae_status status = vae_trainer_train(trainer, &options);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <cstdlib>
 #include <sstream>
 #include <stdexcept>
@@ -107,6 +108,16 @@ CommandResult run_command(const std::string &command, bool merge_errors) {
 
 CommandResult run_vae(const std::string &arguments) {
     return run_command(std::string(VAE_BINARY_DIR) + "/vae " + arguments, true);
+}
+
+std::string project_version() {
+    // Read from the source, not from the generated header the library uses:
+    // the test then checks the path from project(VERSION) to the outputs.
+    std::string text = read_file(std::string(VAE_SOURCE_DIR) + "/CMakeLists.txt");
+    std::smatch match;
+    if (!std::regex_search(text, match, std::regex(R"(project\s*\(\s*\w+\s+VERSION\s+([0-9]+\.[0-9]+\.[0-9]+))")))
+        throw std::runtime_error("no project(... VERSION x.y.z) in CMakeLists.txt");
+    return match[1].str();
 }
 
 std::string fashion_mnist_folder() {

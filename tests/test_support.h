@@ -30,6 +30,9 @@ CommandResult run_command(const std::string &command, bool merge_errors);
 // Runs build/vae with arguments (shell words), stderr merged into output.
 CommandResult run_vae(const std::string &arguments);
 
+// The version in the top CMakeLists.txt's project(... VERSION x.y.z).
+std::string project_version();
+
 // The Debian package's folder when dataset-fashion-mnist is installed, else "".
 std::string fashion_mnist_folder();
 

@@ -91,7 +91,6 @@ std::string train_tiny_model(const std::string &folder) {
     if (!trainer) return "";
     std::string out = folder + "/run";
     vae_train_options options{};
-    options.device = VAE_DEVICE_CPU;
     options.out_dir = out.c_str();
     options.quiet = 1;
     EXPECT_EQ(vae_trainer_train(trainer, &options), VAE_OK) << vae_last_error();

@@ -2,9 +2,13 @@
 // ELBO improves by a stated margin, and seeded runs are bitwise repeatable.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "test_support.h"
@@ -49,7 +53,6 @@ std::vector<float> train_and_read(const vae_config &config, const std::string &f
     EXPECT_EQ(vae_trainer_create(&trainer, &config, VAE_DEVICE_CPU), VAE_OK) << vae_last_error();
     if (!trainer) return {};
     vae_train_options options = {};
-    options.device = VAE_DEVICE_CPU;
     options.out_dir = folder.c_str();
     options.quiet = 1;
     EXPECT_EQ(vae_trainer_train(trainer, &options), VAE_OK) << vae_last_error();
@@ -65,7 +68,6 @@ TEST(Training, TestElboImprovesOnFashionMnistSubset) {
     vae_eval_result before, after;
     ASSERT_EQ(vae_trainer_evaluate(trainer, "test", 0, &before), VAE_OK) << vae_last_error();
     vae_train_options options = {};
-    options.device = VAE_DEVICE_CPU;
     options.quiet = 1;
     ASSERT_EQ(vae_trainer_train(trainer, &options), VAE_OK) << vae_last_error();
     ASSERT_EQ(vae_trainer_evaluate(trainer, "test", 0, &after), VAE_OK) << vae_last_error();
@@ -102,6 +104,88 @@ TEST(Training, SeededRunsAreBitwiseRepeatable) {
     ASSERT_EQ(first.size(), other.size());
     EXPECT_NE(std::memcmp(first.data(), other.data(), first.size() * sizeof(float)), 0)
         << "a different seed gave the same parameters";
+}
+
+// Trains a trainer for max_steps (counted from step 0) into folder.
+vae_status train_steps(vae_trainer *trainer, int max_steps, const std::string &folder) {
+    vae_train_options options = {};
+    options.out_dir = folder.c_str();
+    options.quiet = 1;
+    options.max_steps = max_steps;
+    return vae_trainer_train(trainer, &options);
+}
+
+TEST(Training, CheckpointEngineFieldCarriesTheProjectVersion) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    vae_config config = subset_config(5);
+    vae_trainer *trainer = nullptr;
+    ASSERT_EQ(vae_trainer_create(&trainer, &config, VAE_DEVICE_CPU), VAE_OK) << vae_last_error();
+    std::string folder = vae_test::temporary_folder("engine_version");
+    ASSERT_EQ(train_steps(trainer, 2, folder), VAE_OK) << vae_last_error();
+    vae_trainer_destroy(trainer);
+    vae_checkpoint checkpoint;
+    std::memset(&checkpoint, 0, sizeof checkpoint);
+    ASSERT_EQ(vae_checkpoint_read((folder + "/checkpoint.safetensors").c_str(), &checkpoint), VAE_OK)
+        << vae_last_error();
+    const char *engine = vae_checkpoint_metadata(&checkpoint, "engine");
+    ASSERT_NE(engine, nullptr);
+    EXPECT_EQ(std::string(engine), "vae-engine " + vae_test::project_version());
+    EXPECT_EQ(std::string(vae_version()), vae_test::project_version());
+    vae_checkpoint_free(&checkpoint);
+}
+
+// A stop request (what SIGINT/SIGTERM send) belongs to the runs in progress:
+// it stops them after a step, and every run that starts later trains in full.
+// Before, the request was a process-wide flag never cleared, so every later
+// trainer of the process stopped after one step.
+TEST(Training, StopRequestBelongsToTheRunInProgress) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    vae_config config = subset_config(9);
+    config.epochs = 1000;  // 40000 steps: far more than the stopped run takes
+    std::string folder = vae_test::temporary_folder("stop_scope");
+
+    // A request while no run is in progress reaches no later run.
+    vae_request_stop();
+    vae_trainer *first = nullptr;
+    ASSERT_EQ(vae_trainer_create(&first, &config, VAE_DEVICE_CPU), VAE_OK) << vae_last_error();
+    ASSERT_EQ(train_steps(first, 7, folder + "/first"), VAE_OK) << vae_last_error();
+    EXPECT_EQ(vae_trainer_step(first), 7u);
+
+    // A request during a run stops it after a step, with a checkpoint. The
+    // request repeats until the run returns: one sent before the run started
+    // would (by design) not reach it.
+    vae_trainer *second = nullptr;
+    ASSERT_EQ(vae_trainer_create(&second, &config, VAE_DEVICE_CPU), VAE_OK) << vae_last_error();
+    std::atomic<bool> finished{false};
+    vae_status stopped_status = VAE_OK;
+    std::thread run([&] {
+        stopped_status = train_steps(second, 0, folder + "/second");
+        finished = true;
+    });
+    while (!finished) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        vae_request_stop();
+    }
+    run.join();
+    EXPECT_EQ(stopped_status, VAE_ERROR_INTERRUPTED) << vae_last_error();
+    uint64_t stopped_at = vae_trainer_step(second);
+    EXPECT_GE(stopped_at, 1u);
+    EXPECT_LT(stopped_at, 40000u);
+    EXPECT_TRUE(std::filesystem::exists(folder + "/second/checkpoint.safetensors"));
+
+    // After the stop, in the same process: the stopped trainer trains on, and
+    // the first and a fresh trainer run their full count of steps.
+    ASSERT_EQ(train_steps(second, (int)stopped_at + 5, folder + "/second"), VAE_OK) << vae_last_error();
+    EXPECT_EQ(vae_trainer_step(second), stopped_at + 5);
+    ASSERT_EQ(train_steps(first, 12, folder + "/first"), VAE_OK) << vae_last_error();
+    EXPECT_EQ(vae_trainer_step(first), 12u);
+    vae_trainer *third = nullptr;
+    ASSERT_EQ(vae_trainer_create(&third, &config, VAE_DEVICE_CPU), VAE_OK) << vae_last_error();
+    ASSERT_EQ(train_steps(third, 6, folder + "/third"), VAE_OK) << vae_last_error();
+    EXPECT_EQ(vae_trainer_step(third), 6u);
+    vae_trainer_destroy(first);
+    vae_trainer_destroy(second);
+    vae_trainer_destroy(third);
 }
 
 }  // namespace

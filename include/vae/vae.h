@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vae/version.h" /* VAE_VERSION_MAJOR, _MINOR, _PATCH, VAE_VERSION_STRING (generated) */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -26,6 +28,10 @@ typedef enum vae_status {
     VAE_ERROR_INTERNAL = 8
 } vae_status;
 
+/* The library's version, "MAJOR.MINOR.PATCH": the VAE_VERSION_STRING it was
+ * built with (a program may compare it with the header it compiled against). */
+const char *vae_version(void);
+
 /* The message of the last failure on this thread ("" if none). */
 const char *vae_last_error(void);
 const char *vae_status_name(vae_status status);
@@ -35,7 +41,24 @@ const char *vae_status_name(vae_status status);
 #define VAE_MAX_HIDDEN_LAYERS 16
 #define VAE_PATH_MAX 1024
 
+/* The choices a config makes. The values are stable: checkpoints store the
+ * config as INI text (names, not numbers), but the kernels and the CPU
+ * backend switch on these values. */
 typedef enum vae_binarize { VAE_BINARIZE_NONE = 0, VAE_BINARIZE_STATIC = 1, VAE_BINARIZE_DYNAMIC = 2 } vae_binarize;
+typedef enum vae_activation {
+    VAE_ACTIVATION_RELU = 0,
+    VAE_ACTIVATION_TANH = 1,
+    VAE_ACTIVATION_SOFTPLUS = 2,
+    VAE_ACTIVATION_GELU = 3,
+    VAE_ACTIVATION_IDENTITY = 4 /* not a config choice: the model's output layers */
+} vae_activation;
+typedef enum vae_likelihood {
+    VAE_LIKELIHOOD_BERNOULLI = 0,     /* D logits */
+    VAE_LIKELIHOOD_GAUSSIAN = 1,      /* D means then D log-variances (2D outputs) */
+    VAE_LIKELIHOOD_GAUSSIAN_FIXED = 2 /* D means, one fixed log-variance */
+} vae_likelihood;
+typedef enum vae_lr_schedule { VAE_LR_CONSTANT = 0, VAE_LR_COSINE = 1 } vae_lr_schedule;
+typedef enum vae_optimizer { VAE_OPTIMIZER_ADAM = 0, VAE_OPTIMIZER_ADAMW = 1 } vae_optimizer;
 typedef enum vae_device_kind { VAE_DEVICE_CPU = 0, VAE_DEVICE_CUDA = 1, VAE_DEVICE_AUTO = 2 } vae_device_kind;
 typedef enum vae_precision { VAE_PRECISION_FP32 = 0, VAE_PRECISION_TF32 = 1 } vae_precision;
 /* Where the training set lives on the CUDA backend: in device memory when it
@@ -44,26 +67,24 @@ typedef enum vae_precision { VAE_PRECISION_FP32 = 0, VAE_PRECISION_TF32 = 1 } va
 typedef enum vae_data_placement { VAE_DATA_AUTO = 0, VAE_DATA_HOST = 1 } vae_data_placement;
 typedef enum vae_nonfinite_policy { VAE_NONFINITE_STOP = 0, VAE_NONFINITE_SKIP = 1 } vae_nonfinite_policy;
 
-/* Every key of the INI schema (configs/README.md) has a field here.
- * Enumerations use the values of kernels/vae_math.h (activation, likelihood,
- * lr schedule) and the enums above. */
+/* Every key of the INI schema (configs/README.md) has a field here. */
 typedef struct vae_config {
     /* [data] */
     char data_path[VAE_PATH_MAX];    /* folder with IDX files, or .npy files */
-    int binarize;                    /* vae_binarize */
+    vae_binarize binarize;
     float binarize_threshold;        /* static binarisation: x > threshold */
     int validation_size;             /* training examples held out for validation */
     int train_limit;                 /* 0: all; else the first N training examples */
     int test_limit;                  /* 0: all; else the first N test examples */
-    int data_on_device;              /* vae_data_placement */
+    vae_data_placement data_on_device;
     /* [model] */
     int latent_dim;
     int hidden[VAE_MAX_HIDDEN_LAYERS];         /* encoder widths, input side first */
     int hidden_count;
     int decoder_hidden[VAE_MAX_HIDDEN_LAYERS]; /* decoder widths, latent side first */
     int decoder_hidden_count;                  /* default: encoder's reversed */
-    int activation;                  /* enum vae_activation */
-    int likelihood;                  /* enum vae_likelihood */
+    vae_activation activation;       /* hidden layers */
+    vae_likelihood likelihood;
     float gaussian_fixed_logvar;     /* for likelihood gaussian_fixed */
     int samples;                     /* L, reparameterised samples per point */
     float beta;                      /* KL weight */
@@ -75,16 +96,16 @@ typedef struct vae_config {
     uint64_t seed;
     float lr;
     float lr_min;                    /* cosine schedule's floor */
-    int lr_schedule;                 /* enum vae_lr_schedule */
+    vae_lr_schedule lr_schedule;
     int warmup_steps;                /* learning-rate warm-up */
-    int optimizer_adamw;             /* 0 adam, 1 adamw */
+    vae_optimizer optimizer;
     float adam_beta1, adam_beta2, adam_epsilon, weight_decay;
     float grad_clip;                 /* global-norm clip; 0 = off */
     int log_every_steps;
     int eval_every_epochs;           /* 0 = only at the end */
     int eval_batch_size;
-    int precision;                   /* vae_precision (CUDA only) */
-    int nonfinite_policy;            /* vae_nonfinite_policy */
+    vae_precision precision;         /* CUDA only */
+    vae_nonfinite_policy nonfinite_policy;
     float logvar_clamp;              /* 0 = off; else clamp encoder logvar to +-value */
     /* [checkpoint] */
     int checkpoint_every_steps;      /* 0 = only at the end */
@@ -113,8 +134,9 @@ vae_status vae_config_load_string(vae_config *config, const char *text, const ch
 
 typedef struct vae_trainer vae_trainer;
 
+/* The device is chosen when the trainer is created (vae_trainer_create,
+ * vae_trainer_load); these options are about one run. */
 typedef struct vae_train_options {
-    int device;                      /* vae_device_kind */
     const char *out_dir;             /* metrics.jsonl, config.ini, checkpoint.safetensors */
     int resume;                      /* the trainer came from out_dir's checkpoint: keep
                                         metrics.jsonl lines up to its step */
@@ -138,9 +160,9 @@ typedef struct vae_eval_result {
 } vae_eval_result;
 
 /* Builds the model and backend for a config; loads the data. */
-vae_status vae_trainer_create(vae_trainer **out, const vae_config *config, int device);
+vae_status vae_trainer_create(vae_trainer **out, const vae_config *config, vae_device_kind device);
 /* Creates a trainer from a checkpoint's stored config and weights. */
-vae_status vae_trainer_load(vae_trainer **out, const char *checkpoint_path, int device);
+vae_status vae_trainer_load(vae_trainer **out, const char *checkpoint_path, vae_device_kind device);
 void vae_trainer_destroy(vae_trainer *trainer);
 vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *options);
 /* split: "train", "validation" or "test". iwae_k 0: ELBO only. */
@@ -152,9 +174,11 @@ vae_status vae_trainer_sample(vae_trainer *trainer, int count, uint64_t seed, fl
 vae_status vae_trainer_decode(vae_trainer *trainer, const float *z, int count, float *images);
 /* Trains for timed_steps after warmup_steps; samples per second of training. */
 vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int timed_steps, double *samples_per_second);
-/* Asks a running vae_trainer_train to write a checkpoint and return
- * VAE_ERROR_INTERRUPTED after the current step. Async-signal-safe: the CLI
- * calls it from its SIGINT/SIGTERM handler. */
+/* Asks every vae_trainer_train running at this moment (any thread) to
+ * write a checkpoint and return VAE_ERROR_INTERRUPTED after its current
+ * step. The request belongs to those runs: a run that starts afterwards does
+ * not see it (it trains normally). Async-signal-safe: the CLI calls it from
+ * its SIGINT/SIGTERM handler. */
 void vae_request_stop(void);
 /* The step the trainer stands at (optimizer steps taken). */
 uint64_t vae_trainer_step(const vae_trainer *trainer);

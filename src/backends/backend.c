@@ -4,7 +4,7 @@
 #include "backends/backend.h"
 #include "base/error.h"
 
-vae_status vae_backend_create(vae_backend **out, int device, int precision) {
+vae_status vae_backend_create(vae_backend **out, vae_device_kind device, vae_precision precision) {
     if (device == VAE_DEVICE_CPU) return vae_backend_create_cpu(out);
     if (device == VAE_DEVICE_CUDA) return vae_backend_create_cuda(out, precision);
     if (vae_backend_cuda_available()) {

@@ -428,7 +428,7 @@ static vae_status cuda_setup(cuda_backend *cuda, int precision) {
     return VAE_OK;
 }
 
-vae_status vae_backend_create_cuda(vae_backend **out, int precision) {
+vae_status vae_backend_create_cuda(vae_backend **out, vae_precision precision) {
     if (out == NULL) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_backend_create_cuda: out is NULL");
     *out = NULL;
     if (precision != VAE_PRECISION_FP32 && precision != VAE_PRECISION_TF32)

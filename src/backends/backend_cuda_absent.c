@@ -8,7 +8,7 @@
 
 #define VAE_NO_CUDA_MESSAGE "this build has no CUDA backend (configure with nvcc present or -DVAE_CUDA=ON)"
 
-vae_status vae_backend_create_cuda(vae_backend **out, int precision) {
+vae_status vae_backend_create_cuda(vae_backend **out, vae_precision precision) {
     (void)precision;
     if (out != NULL) *out = NULL;
     return vae_error(VAE_ERROR_DEVICE, VAE_NO_CUDA_MESSAGE);

@@ -30,7 +30,7 @@ static const char *program_usage =
     "  scatter      latent means coloured by label, as an 800x800 PNG\n"
     "  encode       latent means (and log-variances, labels) of a split into .npy files\n"
     "\n"
-    "Run 'vae <command> --help' for a command's options.\n";
+    "Run 'vae <command> --help' for a command's options; 'vae --version' prints the version.\n";
 
 static const char *train_usage =
     "usage: vae train --config FILE [--set section.key=value ...] [--device cpu|cuda|auto]\n"
@@ -104,7 +104,7 @@ static int command_train(int argc, char **argv) {
     sigaction(SIGINT, &action, NULL);
     sigaction(SIGTERM, &action, NULL);
     report_device(trainer, &o);
-    vae_train_options options = {.device = o.device, .out_dir = out, .resume = resumed, .quiet = o.quiet,
+    vae_train_options options = {.out_dir = out, .resume = resumed, .quiet = o.quiet,
                                  .max_steps = o.max_steps};
     status = vae_trainer_train(trainer, &options);
     if (status == VAE_OK && !o.quiet && vae_distributed_rank() == 0)
@@ -223,6 +223,10 @@ static int run_command(int argc, char **argv) {
     const char *command = argv[1];
     if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 || strcmp(command, "help") == 0) {
         fputs(program_usage, stdout);
+        return 0;
+    }
+    if (strcmp(command, "--version") == 0 || strcmp(command, "version") == 0) {
+        printf("vae %s\n", vae_version());
         return 0;
     }
     if (strcmp(command, "train") == 0) return command_train(argc, argv);

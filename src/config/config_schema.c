@@ -23,10 +23,18 @@
 #define LINE_CHARACTERS_MAX (INI_MAX_LINE - 1)
 #define PATH_CHARACTERS_MAX (LINE_CHARACTERS_MAX - (int)(sizeof "path = " - 1))
 
-/* Choice names are indexed by the enum values of vae.h and vae_math.h. */
+/* Choice names are indexed by the enum values of vae.h. */
 _Static_assert(VAE_DATA_HOST == 1, "enum order");
 _Static_assert(VAE_BINARIZE_DYNAMIC == 2 && VAE_PRECISION_TF32 == 1 && VAE_NONFINITE_SKIP == 1, "enum order");
 _Static_assert(VAE_ACTIVATION_GELU == 3 && VAE_LIKELIHOOD_GAUSSIAN_FIXED == 2 && VAE_LR_COSINE == 1, "enum order");
+_Static_assert(VAE_OPTIMIZER_ADAMW == 1, "enum order");
+/* A choice is stored through an int lvalue (config.c): every enum field of
+ * vae_config has the size of an int. */
+_Static_assert(sizeof(vae_binarize) == sizeof(int) && sizeof(vae_activation) == sizeof(int) &&
+                   sizeof(vae_likelihood) == sizeof(int) && sizeof(vae_lr_schedule) == sizeof(int) &&
+                   sizeof(vae_optimizer) == sizeof(int) && sizeof(vae_precision) == sizeof(int) &&
+                   sizeof(vae_nonfinite_policy) == sizeof(int) && sizeof(vae_data_placement) == sizeof(int),
+               "config enums are stored as int");
 static const char *const binarize_names[] = {"none", "static", "dynamic", NULL};
 static const char *const activation_names[] = {"relu", "tanh", "softplus", "gelu", NULL};
 static const char *const likelihood_names[] = {"bernoulli", "gaussian", "gaussian_fixed", NULL};
@@ -68,7 +76,7 @@ const config_key config_keys[] = {
     FLOAT_KEY("train", "lr_min", lr_min, 0, FLT_MAX, 0, 0),
     CHOICE_KEY("train", "lr_schedule", lr_schedule, schedule_names),
     INT_KEY("train", "warmup_steps", warmup_steps, 0, INT_MAX),
-    CHOICE_KEY("train", "optimizer", optimizer_adamw, optimizer_names),
+    CHOICE_KEY("train", "optimizer", optimizer, optimizer_names),
     FLOAT_KEY("train", "adam_beta1", adam_beta1, 0, 1, 0, 1),
     FLOAT_KEY("train", "adam_beta2", adam_beta2, 0, 1, 0, 1),
     FLOAT_KEY("train", "adam_epsilon", adam_epsilon, 0, FLT_MAX, 1, 0),

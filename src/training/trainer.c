@@ -2,7 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,9 +16,20 @@
 #include "io/metrics.h"
 #include "training/trainer_internal.h"
 
-static volatile sig_atomic_t stop_requested = 0;
+/* Stop requests are counted, not flagged: a run remembers the count when it
+ * starts and stops when the count has moved. So a request reaches every run
+ * in progress (any thread) and no run that starts later; a flag that was
+ * never cleared stopped every later run of the process after one step. A
+ * lock-free atomic is async-signal-safe (C11 7.14.1.1), so the CLI's signal
+ * handler may call vae_request_stop. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "vae_request_stop needs a lock-free atomic counter");
+static atomic_uint stop_requests;
 
-void vae_request_stop(void) { stop_requested = 1; }
+void vae_request_stop(void) { atomic_fetch_add(&stop_requests, 1u); }
+
+static int stop_requested_since(unsigned int requests_at_start) {
+    return atomic_load(&stop_requests) != requests_at_start;
+}
 
 static double seconds_now(void) {
     struct timespec now;
@@ -30,7 +41,7 @@ static vae_status backend_alloc(vae_trainer *trainer, size_t bytes, void **out) 
     return trainer->backend->ops->alloc(trainer->backend, bytes, out);
 }
 
-vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config, int device, int input_dim,
+vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config, vae_device_kind device, int input_dim,
                                     int image_rows, int image_cols) {
     *out = NULL;
     VAE_TRY(vae_config_validate(config));
@@ -69,7 +80,7 @@ vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config,
     const vae_config *c = &trainer->config;
     trainer->adam = (vae_adam_settings){
         .lr = c->lr, .lr_min = c->lr_min, .beta1 = c->adam_beta1, .beta2 = c->adam_beta2,
-        .epsilon = c->adam_epsilon, .weight_decay = c->weight_decay, .decoupled_weight_decay = c->optimizer_adamw,
+        .epsilon = c->adam_epsilon, .weight_decay = c->weight_decay, .decoupled_weight_decay = c->optimizer == VAE_OPTIMIZER_ADAMW,
         .lr_schedule = c->lr_schedule, .warmup_steps = (uint64_t)c->warmup_steps, .total_steps = 0,
         .clip_norm = c->grad_clip};
     trainer->noise = (vae_noise_settings){.seed = c->seed, .random_purpose = VAE_RANDOM_EPS};
@@ -87,7 +98,7 @@ vae_status vae_trainer_ensure_data(vae_trainer *trainer) {
     return VAE_OK;
 }
 
-vae_status vae_trainer_create(vae_trainer **out, const vae_config *config, int device) {
+vae_status vae_trainer_create(vae_trainer **out, const vae_config *config, vae_device_kind device) {
     *out = NULL;
     VAE_TRY(vae_config_validate(config));
     vae_data_splits data;
@@ -429,6 +440,7 @@ static vae_status open_run_folder(vae_trainer *trainer, const vae_train_options 
  * so that all of them stop together; a stop signal is honoured at the next
  * logging step, once all ranks agree on it. */
 vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *options) {
+    const unsigned int stop_requests_at_start = atomic_load(&stop_requests);
     vae_status status = vae_trainer_ensure_train_step(trainer);
     VAE_TRY(status);
     const vae_config *c = &trainer->config;
@@ -454,6 +466,7 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
         trainer->host_step += 1;
         int end_of_epoch = trainer->host_step % (uint64_t)trainer->steps_per_epoch == 0;
         int checkpoint_due = options->out_dir && every > 0 && trainer->host_step % every == 0;
+        const int stop_requested = stop_requested_since(stop_requests_at_start); /* read once per step */
         int stop_now = stop_requested && !distributed;
         /* A checkpoint is only written after the loss was looked at, so a
          * non-finite step never reaches DIR/checkpoint.safetensors. */

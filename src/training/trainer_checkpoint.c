@@ -73,7 +73,7 @@ vae_status vae_trainer_save(vae_trainer *trainer, const char *path) {
         snprintf(cols, sizeof cols, "%d", trainer->image_cols);
         const char *keys[] = {"engine", "config", "step", "epoch", "seed", "skipped_steps", "nonfinite_seen",
                               "input_dim", "image_rows", "image_cols"};
-        const char *values[] = {"vae-engine 0.1.0", config_text, step, epoch, seed, skipped, nonfinite,
+        const char *values[] = {"vae-engine " VAE_VERSION_STRING, config_text, step, epoch, seed, skipped, nonfinite,
                                 input_dim, rows, cols};
         status = vae_checkpoint_write(path, tensors, n, keys, values, (int)(sizeof keys / sizeof keys[0]));
     }
@@ -134,7 +134,7 @@ static vae_status load_tensor_set(const vae_checkpoint *checkpoint, const char *
     return VAE_OK;
 }
 
-vae_status vae_trainer_load(vae_trainer **out, const char *path, int device) {
+vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind device) {
     *out = NULL;
     vae_checkpoint checkpoint;
     memset(&checkpoint, 0, sizeof checkpoint);

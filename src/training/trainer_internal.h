@@ -11,7 +11,7 @@
 
 struct vae_trainer {
     vae_config config;
-    int device;
+    vae_device_kind device;
     vae_model model;
     vae_backend *backend;
     int input_dim, image_rows, image_cols;
@@ -41,7 +41,7 @@ struct vae_trainer {
 };
 
 /* Builds everything but the data (model, backend, parameters). */
-vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config, int device, int input_dim,
+vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config, vae_device_kind device, int input_dim,
                                     int image_rows, int image_cols);
 vae_status vae_trainer_ensure_data(vae_trainer *trainer);
 vae_status vae_trainer_ensure_train_step(vae_trainer *trainer);
