@@ -10,13 +10,14 @@
  * CPU backend. */
 #include "vae_kernels.h"
 #include "vae_math.h"
+#include "vae_step_math.h"
 #include "vae_cuda_common.cuh"
 
 __global__ void adam_update_kernel(float *params, const float *grads, float *m, float *v, size_t count,
                                    vae_adam_settings settings, const float *grad_norm_squared,
                                    const vae_step_counter *counter) {
     const float norm_squared = *grad_norm_squared;
-    if (!isfinite(norm_squared)) return;
+    if (vae_step_is_nonfinite(norm_squared)) return;
     const vae_adam_step_constants constants = vae_adam_constants(&settings, counter->step, norm_squared);
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
         float param = params[i], first = m[i], second = v[i];
@@ -31,11 +32,7 @@ __global__ void adam_update_kernel(float *params, const float *grads, float *m, 
  * advances the step. */
 __global__ void advance_step_kernel(const float *grad_norm_squared, vae_step_counter *counter) {
     if (blockIdx.x != 0 || threadIdx.x != 0) return;
-    if (!isfinite(*grad_norm_squared)) {
-        counter->nonfinite_seen = 1;
-        counter->skipped_steps += 1;
-    }
-    counter->step += 1;
+    vae_advance_step_counter(counter, *grad_norm_squared);
 }
 
 extern "C" cudaError_t vae_launch_adam_step(float *params, const float *grads, float *m, float *v, size_t count,

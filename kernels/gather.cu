@@ -7,6 +7,7 @@
 
 #include "vae_kernels.h"
 #include "vae_philox.h"
+#include "vae_step_math.h"
 #include "vae_cuda_common.cuh"
 
 /* One thread per (batch row, 4 columns): the 4 columns share one Philox
@@ -39,10 +40,8 @@ __global__ void gather_batch_kernel(const void *dataset, const int32_t *permutat
             float raw = settings.dtype == VAE_DTYPE_U8
                             ? (float)((const uint8_t *)dataset)[source_offset + column]
                             : ((const float *)dataset)[source_offset + column];
-            float value = raw * settings.scale;
-            if (settings.binarize == VAE_BINARIZE_STATIC) value = value > settings.threshold ? 1.0f : 0.0f;
-            else if (settings.binarize == VAE_BINARIZE_DYNAMIC) value = uniform[k] < value ? 1.0f : 0.0f;
-            x[(size_t)row * dim + column] = value;
+            x[(size_t)row * dim + column] =
+                vae_binarize_value(raw * settings.scale, settings.binarize, settings.threshold, uniform[k]);
         }
     }
 }

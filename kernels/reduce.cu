@@ -4,6 +4,7 @@
  * for bit. Sums are carried in double. */
 #include "vae_kernels.h"
 #include "vae_math.h"
+#include "vae_step_math.h"
 #include "vae_cuda_common.cuh"
 
 /* Pass 1: a fixed grid of VAE_REDUCTION_BLOCKS blocks; block k writes the sum
@@ -38,13 +39,11 @@ __global__ void accumulate_loss_kernel(const float *logp, const float *kl, int r
     const double beta_t = (double)vae_schedule_beta(counter->step, beta, kl_warmup_steps);
     double loss = 0.0, reconstruction = 0.0, divergence = 0.0;
     for (int row = threadIdx.x; row < rows; row += VAE_BLOCK) {
-        double log_likelihood = 0.0;
-        for (int l = 0; l < samples; ++l) log_likelihood += (double)logp[(size_t)l * rows + row];
-        log_likelihood /= (double)samples;
+        const double log_likelihood = vae_row_reconstruction(logp, rows, samples, row);
         const double row_kl = (double)kl[row];
         reconstruction += log_likelihood;
         divergence += row_kl;
-        loss += -log_likelihood + beta_t * row_kl;
+        loss += vae_row_loss(log_likelihood, row_kl, beta_t);
     }
     const double loss_total = vae_block_sum<double, VAE_BLOCK>(loss, shared);
     const double reconstruction_total = vae_block_sum<double, VAE_BLOCK>(reconstruction, shared);
@@ -72,8 +71,9 @@ __device__ double importance_log_weight(const float *logp, const float *mu_logva
 }
 
 /* One block per data row: stable logsumexp over the samples minus
- * log(samples). Threads take samples l = t, t+BLOCK, ...; the log weights are
- * recomputed in the second pass instead of stored (any number of samples). */
+ * log(samples), with vae_step_math.h's rule for NaN and infinite weights.
+ * Threads take samples l = t, t+BLOCK, ...; the log weights are recomputed in
+ * the second pass instead of stored (any number of samples). */
 __global__ void importance_log_mean_kernel(const float *logp, const float *mu_logvar, const float *z,
                                            float *result, int rows, int latent, int samples, float logvar_clamp) {
     __shared__ double shared[VAE_BLOCK];
@@ -81,18 +81,18 @@ __global__ void importance_log_mean_kernel(const float *logp, const float *mu_lo
     double local_max = -INFINITY;
     for (int l = threadIdx.x; l < samples; l += VAE_BLOCK) {
         const double weight = importance_log_weight(logp, mu_logvar, z, row, l, rows, latent, logvar_clamp);
-        local_max = (weight != weight || weight > local_max) ? weight : local_max;
+        local_max = vae_nan_max(local_max, weight);
     }
     const double max_weight = vae_block_max<double, VAE_BLOCK>(local_max, shared);
-    if (!isfinite(max_weight)) { /* -inf, +inf or NaN: the answer is that value */
-        if (threadIdx.x == 0) result[row] = (float)max_weight;
+    if (vae_iwae_max_decides(max_weight)) {
+        if (threadIdx.x == 0) result[row] = vae_iwae_finish(max_weight, 0.0, samples);
         return;
     }
     double sum = 0.0;
     for (int l = threadIdx.x; l < samples; l += VAE_BLOCK)
         sum += exp(importance_log_weight(logp, mu_logvar, z, row, l, rows, latent, logvar_clamp) - max_weight);
     const double total = vae_block_sum<double, VAE_BLOCK>(sum, shared);
-    if (threadIdx.x == 0) result[row] = (float)(max_weight + log(total) - log((double)samples));
+    if (threadIdx.x == 0) result[row] = vae_iwae_finish(max_weight, total, samples);
 }
 
 extern "C" cudaError_t vae_launch_sum_of_squares(const float *values, size_t count, float *result, double *scratch,

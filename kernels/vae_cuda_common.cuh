@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <cuda_runtime.h>
 #include "vae_math.h"
+#include "vae_step_math.h"
 
 /* Threads per block of the element-wise and row kernels (a power of two:
  * the tree reductions below rely on it). */
@@ -38,8 +39,8 @@ __device__ __forceinline__ T vae_block_sum(T value, T *shared) {
     return result;
 }
 
-/* Maximum over the block, same tree. NaN anywhere gives NaN (so a NaN log
- * weight is not silently dropped). */
+/* Maximum over the block, same tree, with vae_nan_max (vae_step_math.h):
+ * NaN anywhere gives NaN, so a NaN log weight is not silently dropped. */
 template <typename T, int BLOCK>
 __device__ __forceinline__ T vae_block_max(T value, T *shared) {
     const int thread = threadIdx.x;
@@ -47,8 +48,7 @@ __device__ __forceinline__ T vae_block_max(T value, T *shared) {
     __syncthreads();
     for (int stride = BLOCK / 2; stride > 0; stride >>= 1) {
         if (thread < stride) {
-            T a = shared[thread], b = shared[thread + stride];
-            shared[thread] = (a != a || a > b) ? a : b;
+            shared[thread] = vae_nan_max(shared[thread], shared[thread + stride]);
         }
         __syncthreads();
     }

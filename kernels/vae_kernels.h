@@ -3,7 +3,8 @@
  * kernels on the given stream, never synchronises, and returns the launch
  * status (cudaGetLastError). All pointers are device memory except the
  * settings structs, which are passed by value into the kernels (so a captured
- * CUDA graph keeps them). Sizes have been validated by the caller (positive). */
+ * CUDA graph keeps them). Arguments were checked by the vae_backend_* wrappers
+ * (src/backends/backend.c): sizes are positive, pointers present. */
 #ifndef VAE_KERNELS_H
 #define VAE_KERNELS_H
 

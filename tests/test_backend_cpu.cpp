@@ -5,8 +5,11 @@
 // independent float64 computation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "test_support.h"
@@ -21,10 +24,105 @@ class CpuBackend : public ::testing::Test {
   protected:
     void SetUp() override { ASSERT_EQ(vae_backend_create_cpu(&backend_), VAE_OK) << vae_last_error(); }
     void TearDown() override {
-        if (backend_) backend_->ops->destroy(backend_);
+        if (backend_) vae_backend_destroy(backend_);
     }
     vae_backend *backend_ = nullptr;
 };
+
+// The rule of kernels/vae_step_math.h for the importance-weighted log mean,
+// which the CUDA kernel shares: a NaN log weight anywhere gives NaN (even
+// beside -inf weights, where a NaN-skipping maximum would answer -inf), else
+// +inf gives +inf, all -inf gives -inf, and -inf among finite weights adds
+// nothing. With mu = 0, logvar = 0 and z = 0 the prior/posterior term of a
+// weight is 0, so each log weight is exactly its logp.
+TEST_F(CpuBackend, ImportanceLogMeanRuleForNanAndInfiniteWeights) {
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    const std::vector<std::vector<float>> weights = {
+        {1.0f, 2.0f, 3.0f}, {1.0f, nan, 3.0f},   {1.0f, inf, 3.0f},  {-inf, -inf, -inf},
+        {-inf, 0.0f, -inf}, {nan, -inf, -inf},   {-inf, -inf, nan},  {inf, nan, 1.0f},
+        {-inf, inf, -inf},  {-1000.0f, -1001.0f, -1002.0f}};
+    const int rows = (int)weights.size(), samples = 3, latent = 1;
+    std::vector<float> logp((size_t)rows * samples), mu_logvar((size_t)rows * 2, 0.0f),
+        z((size_t)rows * samples, 0.0f), result(rows, 12345.0f);
+    for (int b = 0; b < rows; ++b)
+        for (int l = 0; l < samples; ++l) logp[(size_t)l * rows + b] = weights[b][l];  // sample-major
+    ASSERT_EQ(vae_backend_importance_log_mean(backend_, logp.data(), mu_logvar.data(), z.data(), result.data(), rows,
+                                              latent, samples, 0.0f),
+              VAE_OK)
+        << vae_last_error();
+    auto log_mean_exp = [](std::vector<double> w) {
+        double m = *std::max_element(w.begin(), w.end()), sum = 0.0;
+        for (double value : w) sum += std::exp(value - m);
+        return m + std::log(sum / (double)w.size());
+    };
+    EXPECT_NEAR(result[0], log_mean_exp({1, 2, 3}), 1e-6);
+    EXPECT_TRUE(std::isnan(result[1])) << result[1];
+    EXPECT_EQ(result[2], inf);
+    EXPECT_EQ(result[3], -inf);
+    EXPECT_NEAR(result[4], std::log(1.0 / 3.0), 1e-6);
+    EXPECT_TRUE(std::isnan(result[5])) << "a NaN first beside -inf weights: " << result[5];
+    EXPECT_TRUE(std::isnan(result[6])) << "a NaN last beside -inf weights: " << result[6];
+    EXPECT_TRUE(std::isnan(result[7])) << "NaN beats +inf: " << result[7];
+    EXPECT_EQ(result[8], inf);
+    EXPECT_NEAR(result[9], log_mean_exp({-1000, -1001, -1002}), 1e-3) << "stable far from 0";
+}
+
+// Arguments are checked once, for every backend, in the vae_backend_*
+// wrappers (src/backends/backend.c): the CPU backend, which checks nothing
+// itself, refuses them with a message naming the backend, the operation and
+// the bad value.
+TEST_F(CpuBackend, WrappersRefuseBadArgumentsNamingTheOperation) {
+    std::vector<float> buffer(64, 0.0f);
+    float *f = buffer.data();
+    auto refused = [](vae_status status, const std::string &needle) {
+        EXPECT_EQ(status, VAE_ERROR_INVALID_ARGUMENT) << needle;
+        EXPECT_NE(std::string(vae_last_error()).find(needle), std::string::npos) << vae_last_error();
+    };
+    refused(vae_backend_linear_forward(backend_, f, f, f, f, 0, 4, 4), "cpu backend linear_forward");
+    refused(vae_backend_linear_forward(backend_, f, f, f, f, 0, 4, 4), "rows 0");
+    refused(vae_backend_linear_forward(backend_, nullptr, f, f, f, 2, 4, 4), "NULL pointer");
+    refused(vae_backend_linear_backward(backend_, f, f, f, f, nullptr, f, 2, 2, 2), "linear_backward");
+    refused(vae_backend_activation_forward(backend_, (vae_activation)9, f, f, 4), "unknown activation 9");
+    refused(vae_backend_activation_backward(backend_, VAE_ACTIVATION_TANH, f, nullptr, f, 4), "activation_backward");
+    refused(vae_backend_likelihood(backend_, (vae_likelihood)7, f, f, f, 2, 1, 4, 0.0f, 0), "unknown likelihood 7");
+    refused(vae_backend_likelihood(backend_, VAE_LIKELIHOOD_BERNOULLI, f, f, f, 2, 0, 4, 0.0f, 0), "samples 0");
+    vae_step_counter counter = {0, 0, 0};
+    vae_noise_settings noise = {1, VAE_RANDOM_EPS, 0};
+    refused(vae_backend_reparam_kl_forward(backend_, f, f, f, 2, -1, 1, &noise, &counter, nullptr, 0.0f), "latent -1");
+    refused(vae_backend_reparam_kl_backward(backend_, f, f, f, f, 2, 2, 1, 1.0f, 0, nullptr, 0.0f), "NULL pointer");
+    refused(vae_backend_accumulate_loss(backend_, f, f, 0, 1, 1.0f, 0, &counter, (double *)f), "rows 0");
+    refused(vae_backend_importance_log_mean(backend_, f, f, f, nullptr, 2, 2, 2, 0.0f), "importance_log_mean");
+    refused(vae_backend_sum_of_squares(backend_, nullptr, 4, f), "sum_of_squares");
+    vae_adam_settings adam = {};
+    refused(vae_backend_adam_step(backend_, f, f, nullptr, f, 4, &adam, f, &counter), "adam_step");
+    uint8_t data[16] = {0};
+    int32_t permutation[4] = {0, 1, 2, 3};
+    vae_gather_settings gather = {};
+    gather.dtype = VAE_DTYPE_U8;
+    gather.scale = 1.0f;
+    refused(vae_backend_gather_batch(backend_, data, permutation, 4, 2, &gather, &counter, f),
+            "steps_per_epoch must be positive, got 0");
+    gather.steps_per_epoch = 2;
+    gather.dtype = 5;
+    refused(vae_backend_gather_batch(backend_, data, permutation, 4, 2, &gather, &counter, f), "dtype 5");
+    gather.dtype = VAE_DTYPE_U8;
+    gather.binarize = 3;
+    refused(vae_backend_gather_batch(backend_, data, permutation, 4, 2, &gather, &counter, f), "binarize mode 3");
+    refused(vae_backend_copy_to_host(backend_, nullptr, f, 4), "copy_to_host");
+    refused(vae_backend_fill(backend_, nullptr, 1.0f, 4), "fill");
+    // The optional operations the CPU backend lacks are refused, not crashed on.
+    EXPECT_FALSE(vae_backend_has_graphs(backend_));
+    EXPECT_FALSE(vae_backend_has_host_mapped_memory(backend_));
+    refused(vae_backend_graph_capture_begin(backend_), "no graphs");
+    void *host = f, *device = f;
+    refused(vae_backend_alloc_host_mapped(backend_, 16, &host, &device), "no mapped host memory");
+    EXPECT_EQ(host, nullptr);
+    refused(vae_backend_synchronize(nullptr), "no backend");
+    // Empty work is not an error, and touches nothing.
+    EXPECT_EQ(vae_backend_fill(backend_, nullptr, 1.0f, 0), VAE_OK);
+    EXPECT_EQ(vae_backend_copy(backend_, nullptr, nullptr, 0), VAE_OK);
+    EXPECT_EQ(vae_backend_activation_forward(backend_, VAE_ACTIVATION_RELU, nullptr, nullptr, 0), VAE_OK);
+}
 
 TEST_F(CpuBackend, GatherScalesAndFollowsThePermutation) {
     const int count = 10, dim = 7, rows = 3;
@@ -39,7 +137,7 @@ TEST_F(CpuBackend, GatherScalesAndFollowsThePermutation) {
     std::vector<float> x(rows * dim);
     for (uint64_t step : {0ull, 1ull, 5ull}) {  // step 5 is batch 2 of its epoch
         vae_step_counter counter = {step, 0, 0};
-        ASSERT_EQ(backend_->ops->gather_batch(backend_, data.data(), permutation.data(), dim, rows, &settings, &counter,
+        ASSERT_EQ(vae_backend_gather_batch(backend_, data.data(), permutation.data(), dim, rows, &settings, &counter,
                                               x.data()),
                   VAE_OK);
         uint64_t batch = step % 3;
@@ -65,7 +163,7 @@ TEST_F(CpuBackend, StaticAndDynamicBinarisation) {
     settings.steps_per_epoch = 1;
     vae_step_counter counter = {41, 0, 0};
     std::vector<float> x(rows * dim);
-    ASSERT_EQ(backend_->ops->gather_batch(backend_, data.data(), identity.data(), dim, rows, &settings, &counter,
+    ASSERT_EQ(vae_backend_gather_batch(backend_, data.data(), identity.data(), dim, rows, &settings, &counter,
                                           x.data()),
               VAE_OK);
     for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], data[i] > 0.3f ? 1.0f : 0.0f);
@@ -73,7 +171,7 @@ TEST_F(CpuBackend, StaticAndDynamicBinarisation) {
     // Dynamic: pixel (r, j) is 1 exactly when the Philox uniform at
     // (seed, subsequence(step, purpose, r), column j) is below its intensity.
     settings.binarize = VAE_BINARIZE_DYNAMIC;
-    ASSERT_EQ(backend_->ops->gather_batch(backend_, data.data(), identity.data(), dim, rows, &settings, &counter,
+    ASSERT_EQ(vae_backend_gather_batch(backend_, data.data(), identity.data(), dim, rows, &settings, &counter,
                                           x.data()),
               VAE_OK);
     double ones = 0, expected_ones = 0;
@@ -92,7 +190,7 @@ TEST_F(CpuBackend, StaticAndDynamicBinarisation) {
     // A later step draws afresh.
     std::vector<float> later(rows * dim);
     counter.step = 42;
-    ASSERT_EQ(backend_->ops->gather_batch(backend_, data.data(), identity.data(), dim, rows, &settings, &counter,
+    ASSERT_EQ(vae_backend_gather_batch(backend_, data.data(), identity.data(), dim, rows, &settings, &counter,
                                           later.data()),
               VAE_OK);
     EXPECT_NE(std::memcmp(later.data(), x.data(), x.size() * sizeof(float)), 0);
@@ -103,7 +201,7 @@ TEST_F(CpuBackend, SumOfSquaresMatchesFloat64) {
     double expected = 0;
     for (float v : values) expected += (double)v * v;
     float result = 0;
-    ASSERT_EQ(backend_->ops->sum_of_squares(backend_, values.data(), values.size(), &result), VAE_OK);
+    ASSERT_EQ(vae_backend_sum_of_squares(backend_, values.data(), values.size(), &result), VAE_OK);
     EXPECT_NEAR(result, expected, 1e-6 * expected);
 }
 
@@ -132,7 +230,7 @@ TEST_F(CpuBackend, AdamStepFollowsScheduleClippingAndBiasCorrection) {
         double norm_squared = 0;
         for (float g : grads) norm_squared += (double)g * g;
         float norm_squared_f = (float)norm_squared;
-        ASSERT_EQ(backend_->ops->adam_step(backend_, params.data(), grads.data(), m.data(), v.data(), count, &settings,
+        ASSERT_EQ(vae_backend_adam_step(backend_, params.data(), grads.data(), m.data(), v.data(), count, &settings,
                                            &norm_squared_f, &counter),
                   VAE_OK);
         double step = t - 1;
@@ -164,7 +262,7 @@ TEST_F(CpuBackend, NonFiniteGradientNormLeavesEverythingUnchanged) {
     std::vector<float> grads = {0, 1, NAN, 0, 0};
     float norm_squared = NAN;
     vae_step_counter counter = {7, 0, 0};
-    ASSERT_EQ(backend_->ops->adam_step(backend_, params.data(), grads.data(), m.data(), v.data(), count, &settings,
+    ASSERT_EQ(vae_backend_adam_step(backend_, params.data(), grads.data(), m.data(), v.data(), count, &settings,
                                        &norm_squared, &counter),
               VAE_OK);
     EXPECT_EQ(params, (std::vector<float>{1, 2, 3, 4, 5}));

@@ -61,9 +61,9 @@ class CudaBackendTest : public ::testing::Test {
     }
 
     void TearDown() override {
-        for (auto &allocation : allocations_) allocation.first->ops->free(allocation.first, allocation.second);
+        for (auto &allocation : allocations_) vae_backend_free(allocation.first, allocation.second);
         for (vae_backend *backend : backends_)
-            if (backend) backend->ops->destroy(backend);
+            if (backend) vae_backend_destroy(backend);
     }
 
     vae_backend *backend(int s) { return backends_[s]; }
@@ -79,7 +79,7 @@ class CudaBackendTest : public ::testing::Test {
         Pair pair;
         for (int s = 0; s < 2; ++s) {
             void *pointer = nullptr;
-            EXPECT_EQ(backend(s)->ops->alloc(backend(s), bytes, &pointer), VAE_OK) << vae_last_error();
+            EXPECT_EQ(vae_backend_alloc(backend(s), bytes, &pointer), VAE_OK) << vae_last_error();
             pair.side[s] = pointer;
             allocations_.push_back({backend(s), pointer});
         }
@@ -90,13 +90,13 @@ class CudaBackendTest : public ::testing::Test {
     Pair allocate_floats(size_t count) {
         Pair pair = allocate_bytes(count * sizeof(float));
         for (int s = 0; s < 2; ++s)
-            EXPECT_EQ(backend(s)->ops->fill(backend(s), pair.f(s), NAN, count), VAE_OK) << vae_last_error();
+            EXPECT_EQ(vae_backend_fill(backend(s), pair.f(s), NAN, count), VAE_OK) << vae_last_error();
         return pair;
     }
     Pair upload_bytes(const void *host, size_t bytes) {
         Pair pair = allocate_bytes(bytes);
         for (int s = 0; s < 2; ++s)
-            EXPECT_EQ(backend(s)->ops->copy_to_device(backend(s), pair.side[s], host, bytes), VAE_OK)
+            EXPECT_EQ(vae_backend_copy_to_device(backend(s), pair.side[s], host, bytes), VAE_OK)
                 << vae_last_error();
         return pair;
     }
@@ -109,7 +109,7 @@ class CudaBackendTest : public ::testing::Test {
     }
     template <class T> std::vector<T> download(const Pair &pair, int s, size_t count) {
         std::vector<T> host(count);
-        EXPECT_EQ(backend(s)->ops->copy_to_host(backend(s), host.data(), pair.side[s], count * sizeof(T)), VAE_OK)
+        EXPECT_EQ(vae_backend_copy_to_host(backend(s), host.data(), pair.side[s], count * sizeof(T)), VAE_OK)
             << vae_last_error();
         return host;
     }
@@ -139,7 +139,7 @@ TEST(CudaBackendAvailability, CreateSucceedsOrFailsWithAClearMessage) {
     if (vae_backend_cuda_available()) {
         ASSERT_EQ(status, VAE_OK) << vae_last_error();
         EXPECT_EQ(std::string(backend->device_name).rfind("cuda:0 (", 0), 0u) << backend->device_name;
-        backend->ops->destroy(backend);
+        vae_backend_destroy(backend);
     } else {
         EXPECT_EQ(status, VAE_ERROR_DEVICE);
         EXPECT_EQ(backend, nullptr);
@@ -152,7 +152,7 @@ TEST(CudaBackendAvailability, CreateSucceedsOrFailsWithAClearMessage) {
 
 TEST_F(CudaBackendTest, RejectsBadArguments) {
     vae_backend *gpu = backend(1);
-    EXPECT_EQ(gpu->ops->linear_forward(gpu, nullptr, nullptr, nullptr, nullptr, 0, kIn, kOut),
+    EXPECT_EQ(vae_backend_linear_forward(gpu, nullptr, nullptr, nullptr, nullptr, 0, kIn, kOut),
               VAE_ERROR_INVALID_ARGUMENT);
     EXPECT_NE(std::string(vae_last_error()).find("rows 0"), std::string::npos) << vae_last_error();
     vae_backend *other = nullptr;
@@ -163,9 +163,9 @@ TEST_F(CudaBackendTest, RejectsBadArguments) {
 TEST_F(CudaBackendTest, FillAndCopy) {
     Pair source = upload(normal(kDim * kRows));
     Pair filled = allocate_floats(kDim * kRows);
-    both([&](vae_backend *b, int s) { return b->ops->fill(b, filled.f(s), 0.25f, kDim * kRows); }, "fill");
+    both([&](vae_backend *b, int s) { return vae_backend_fill(b, filled.f(s), 0.25f, kDim * kRows); }, "fill");
     expect_close(filled, kDim * kRows, 0.0, "fill");
-    both([&](vae_backend *b, int s) { return b->ops->copy(b, filled.f(s), source.f(s), sizeof(float) * 50); }, "copy");
+    both([&](vae_backend *b, int s) { return vae_backend_copy(b, filled.f(s), source.f(s), sizeof(float) * 50); }, "copy");
     std::vector<float> gpu = download<float>(filled, 1, kDim * kRows), host = download<float>(source, 1, kDim * kRows);
     EXPECT_EQ(std::memcmp(gpu.data(), host.data(), sizeof(float) * 50), 0);
     EXPECT_EQ(gpu[50], 0.25f) << "copy wrote past its byte count";
@@ -177,7 +177,7 @@ TEST_F(CudaBackendTest, LinearForwardMatchesCpu) {
     Pair bias = upload(normal(kOut));
     Pair y = allocate_floats((size_t)kRows * kOut);
     both([&](vae_backend *b, int s) {
-        return b->ops->linear_forward(b, x.f(s), weight.f(s), bias.f(s), y.f(s), kRows, kIn, kOut);
+        return vae_backend_linear_forward(b, x.f(s), weight.f(s), bias.f(s), y.f(s), kRows, kIn, kOut);
     }, "linear_forward");
     expect_close(y, (size_t)kRows * kOut, kGemmTolerance, "y = x W^T + b");
 }
@@ -190,7 +190,7 @@ TEST_F(CudaBackendTest, LinearBackwardMatchesCpu) {
     Pair dweight = allocate_floats((size_t)kOut * kIn);
     Pair dbias = allocate_floats(kOut);
     both([&](vae_backend *b, int s) {
-        return b->ops->linear_backward(b, x.f(s), weight.f(s), dy.f(s), dx.f(s), dweight.f(s), dbias.f(s), kRows, kIn,
+        return vae_backend_linear_backward(b, x.f(s), weight.f(s), dy.f(s), dx.f(s), dweight.f(s), dbias.f(s), kRows, kIn,
                                        kOut);
     }, "linear_backward");
     expect_close(dx, (size_t)kRows * kIn, kGemmTolerance, "dx = dy W");
@@ -200,7 +200,7 @@ TEST_F(CudaBackendTest, LinearBackwardMatchesCpu) {
     // Without dx (the first layer): the weight gradient is still right.
     Pair dweight_only = allocate_floats((size_t)kOut * kIn);
     both([&](vae_backend *b, int s) {
-        return b->ops->linear_backward(b, x.f(s), weight.f(s), dy.f(s), nullptr, dweight_only.f(s), dbias.f(s), kRows,
+        return vae_backend_linear_backward(b, x.f(s), weight.f(s), dy.f(s), nullptr, dweight_only.f(s), dbias.f(s), kRows,
                                        kIn, kOut);
     }, "linear_backward without dx");
     expect_close(dweight_only, (size_t)kOut * kIn, kGemmTolerance, "dW without dx");
@@ -214,19 +214,19 @@ TEST_F(CudaBackendTest, ActivationsMatchCpu) {
     for (int activation = VAE_ACTIVATION_RELU; activation <= VAE_ACTIVATION_IDENTITY; ++activation) {
         SCOPED_TRACE(names[activation]);
         Pair post = allocate_floats(count), dpre = allocate_floats(count);
-        both([&](vae_backend *b, int s) { return b->ops->activation_forward(b, activation, pre.f(s), post.f(s), count); },
+        both([&](vae_backend *b, int s) { return vae_backend_activation_forward(b, (vae_activation)activation, pre.f(s), post.f(s), count); },
              "activation_forward");
         expect_close(post, count, kElementwiseTolerance, "post = act(pre)");
         both([&](vae_backend *b, int s) {
-            return b->ops->activation_backward(b, activation, pre.f(s), dpost_values.f(s), dpre.f(s), count);
+            return vae_backend_activation_backward(b, (vae_activation)activation, pre.f(s), dpost_values.f(s), dpre.f(s), count);
         }, "activation_backward");
         expect_close(dpre, count, kElementwiseTolerance, "dpre = dpost act'(pre)");
         // In place (dpre aliases dpost), as the step uses it.
         Pair in_place = allocate_floats(count);
-        both([&](vae_backend *b, int s) { return b->ops->copy(b, in_place.f(s), dpost_values.f(s), count * sizeof(float)); },
+        both([&](vae_backend *b, int s) { return vae_backend_copy(b, in_place.f(s), dpost_values.f(s), count * sizeof(float)); },
              "copy");
         both([&](vae_backend *b, int s) {
-            return b->ops->activation_backward(b, activation, pre.f(s), in_place.f(s), in_place.f(s), count);
+            return vae_backend_activation_backward(b, (vae_activation)activation, pre.f(s), in_place.f(s), in_place.f(s), count);
         }, "activation_backward in place");
         std::vector<float> aliased = download<float>(in_place, 1, count), separate = download<float>(dpre, 1, count);
         EXPECT_EQ(std::memcmp(aliased.data(), separate.data(), count * sizeof(float)), 0) << "in place differs";
@@ -261,7 +261,7 @@ TEST_F(CudaBackendTest, GatherBatchMatchesCpu) {
             const Pair &dataset = dtype == VAE_DTYPE_U8 ? dataset_u8 : dataset_f32;
             Pair x = allocate_floats((size_t)kRows * kDim);
             both([&](vae_backend *b, int s) {
-                return b->ops->gather_batch(b, dataset.side[s], order.as<int32_t>(s), kDim, kRows, &settings,
+                return vae_backend_gather_batch(b, dataset.side[s], order.as<int32_t>(s), kDim, kRows, &settings,
                                             counter.as<vae_step_counter>(s), x.f(s));
             }, "gather_batch");
             std::vector<float> gpu = download<float>(x, 1, (size_t)kRows * kDim), cpu = download<float>(x, 0, (size_t)kRows * kDim);
@@ -312,7 +312,7 @@ TEST_F(CudaBackendTest, NoiseStreamIsTheCpuPhiloxStream) {
     const size_t count = (size_t)kSamples * kRows * kLatent;
     Pair z = allocate_floats(count), kl = allocate_floats(kRows);
     both([&](vae_backend *b, int s) {
-        return b->ops->reparam_kl_forward(b, mu_logvar.f(s), z.f(s), kl.f(s), kRows, kLatent, kSamples, &noise,
+        return vae_backend_reparam_kl_forward(b, mu_logvar.f(s), z.f(s), kl.f(s), kRows, kLatent, kSamples, &noise,
                                           counter.as<vae_step_counter>(s), nullptr, 0.0f);
     }, "reparam_kl_forward");
     std::vector<float> gpu = download<float>(z, 1, count), cpu = download<float>(z, 0, count);
@@ -339,7 +339,7 @@ TEST_F(CudaBackendTest, NoiseStreamIsTheCpuPhiloxStream) {
     // Another step draws other numbers.
     Pair later = upload_counter(6);
     Pair z_later = allocate_floats(count);
-    ASSERT_EQ(backend(1)->ops->reparam_kl_forward(backend(1), mu_logvar.f(1), z_later.f(1), kl.f(1), kRows, kLatent,
+    ASSERT_EQ(vae_backend_reparam_kl_forward(backend(1), mu_logvar.f(1), z_later.f(1), kl.f(1), kRows, kLatent,
                                                   kSamples, &noise, later.as<vae_step_counter>(1), nullptr, 0.0f),
               VAE_OK);
     std::vector<float> other = download<float>(z_later, 1, count);
@@ -366,7 +366,7 @@ TEST_F(CudaBackendTest, ReparamKlForwardAndBackwardMatchCpu) {
             Pair z = allocate_floats(z_count), kl = allocate_floats(kRows);
             Pair dmu_logvar = allocate_floats((size_t)kRows * 2 * kLatent);
             both([&](vae_backend *b, int s) {
-                return b->ops->reparam_kl_forward(b, mu_logvar.f(s), z.f(s), kl.f(s), kRows, kLatent, kSamples, &noise,
+                return vae_backend_reparam_kl_forward(b, mu_logvar.f(s), z.f(s), kl.f(s), kRows, kLatent, kSamples, &noise,
                                                   counter.as<vae_step_counter>(s), override_eps ? eps.f(s) : nullptr,
                                                   clamp);
             }, "reparam_kl_forward");
@@ -374,9 +374,9 @@ TEST_F(CudaBackendTest, ReparamKlForwardAndBackwardMatchCpu) {
             expect_close(kl, kRows, kReductionTolerance, "kl");
             // The CPU's z as input to both backwards: only the backward is compared.
             std::vector<float> cpu_z = download<float>(z, 0, z_count);
-            ASSERT_EQ(backend(1)->ops->copy_to_device(backend(1), z.f(1), cpu_z.data(), z_count * sizeof(float)), VAE_OK);
+            ASSERT_EQ(vae_backend_copy_to_device(backend(1), z.f(1), cpu_z.data(), z_count * sizeof(float)), VAE_OK);
             both([&](vae_backend *b, int s) {
-                return b->ops->reparam_kl_backward(b, mu_logvar.f(s), z.f(s), dz.f(s), dmu_logvar.f(s), kRows, kLatent,
+                return vae_backend_reparam_kl_backward(b, mu_logvar.f(s), z.f(s), dz.f(s), dmu_logvar.f(s), kRows, kLatent,
                                                    kSamples, 0.7f, 10, counter.as<vae_step_counter>(s), clamp);
             }, "reparam_kl_backward");
             expect_close(dmu_logvar, (size_t)kRows * 2 * kLatent, kElementwiseTolerance, "d[mu | logvar]");
@@ -407,7 +407,7 @@ TEST_F(CudaBackendTest, LikelihoodsMatchCpu) {
             Pair out = upload(outputs);
             Pair logp = allocate_floats((size_t)kSamples * kRows);
             both([&](vae_backend *b, int s) {
-                return b->ops->likelihood(b, likelihood, x.f(s), out.f(s), logp.f(s), kRows, kSamples, kDim, -0.7f,
+                return vae_backend_likelihood(b, (vae_likelihood)likelihood, x.f(s), out.f(s), logp.f(s), kRows, kSamples, kDim, -0.7f,
                                           write_gradient);
             }, "likelihood");
             expect_close(logp, (size_t)kSamples * kRows, kReductionTolerance, "log p per row");
@@ -430,7 +430,7 @@ TEST_F(CudaBackendTest, AccumulateLossMatchesCpu) {
     Pair accumulator = upload(start);
     for (int repeat = 0; repeat < 2; ++repeat)
         both([&](vae_backend *b, int s) {
-            return b->ops->accumulate_loss(b, logp.f(s), kl.f(s), kRows, kSamples, 0.8f, 10,
+            return vae_backend_accumulate_loss(b, logp.f(s), kl.f(s), kRows, kSamples, 0.8f, 10,
                                            counter.as<vae_step_counter>(s), accumulator.as<double>(s));
         }, "accumulate_loss");
     std::vector<double> gpu = download<double>(accumulator, 1, VAE_LOSS_SLOTS);
@@ -450,7 +450,7 @@ TEST_F(CudaBackendTest, ImportanceLogMeanMatchesCpu) {
             Pair z = upload(normal((size_t)samples * kRows * kLatent));
             Pair result = allocate_floats(kRows);
             both([&](vae_backend *b, int s) {
-                return b->ops->importance_log_mean(b, logp.f(s), mu_logvar.f(s), z.f(s), result.f(s), kRows, kLatent,
+                return vae_backend_importance_log_mean(b, logp.f(s), mu_logvar.f(s), z.f(s), result.f(s), kRows, kLatent,
                                                    samples, clamp);
             }, "importance_log_mean");
             expect_close(result, kRows, kReductionTolerance, "log mean of importance weights");
@@ -463,7 +463,7 @@ TEST_F(CudaBackendTest, SumOfSquaresMatchesCpu) {
         SCOPED_TRACE("count " + std::to_string(count));
         Pair values = upload(normal(count ? count : 1));
         Pair result = allocate_floats(1);
-        both([&](vae_backend *b, int s) { return b->ops->sum_of_squares(b, values.f(s), count, result.f(s)); },
+        both([&](vae_backend *b, int s) { return vae_backend_sum_of_squares(b, values.f(s), count, result.f(s)); },
              "sum_of_squares");
         expect_close(result, 1, kReductionTolerance, "sum of squares");
         if (count == 0) {
@@ -494,10 +494,10 @@ TEST_F(CudaBackendTest, AdamStepsMatchCpuAndSkipNonFiniteGradients) {
         settings.total_steps = 8;
         settings.clip_norm = 1.0f;  // the random gradient's norm is about 100: clipping is active
         for (int step = 0; step < 4; ++step) {
-            both([&](vae_backend *b, int s) { return b->ops->sum_of_squares(b, grads.f(s), count, norm.f(s)); },
+            both([&](vae_backend *b, int s) { return vae_backend_sum_of_squares(b, grads.f(s), count, norm.f(s)); },
                  "sum_of_squares");
             both([&](vae_backend *b, int s) {
-                return b->ops->adam_step(b, params.f(s), grads.f(s), m.f(s), v.f(s), count, &settings, norm.f(s),
+                return vae_backend_adam_step(b, params.f(s), grads.f(s), m.f(s), v.f(s), count, &settings, norm.f(s),
                                          counter.as<vae_step_counter>(s));
             }, "adam_step");
         }
@@ -521,10 +521,10 @@ TEST_F(CudaBackendTest, AdamStepsMatchCpuAndSkipNonFiniteGradients) {
     settings.beta1 = 0.9f;
     settings.beta2 = 0.999f;
     settings.epsilon = 1e-8f;
-    both([&](vae_backend *b, int s) { return b->ops->sum_of_squares(b, bad_grads.f(s), count, norm.f(s)); },
+    both([&](vae_backend *b, int s) { return vae_backend_sum_of_squares(b, bad_grads.f(s), count, norm.f(s)); },
          "sum_of_squares");
     both([&](vae_backend *b, int s) {
-        return b->ops->adam_step(b, params.f(s), bad_grads.f(s), m.f(s), v.f(s), count, &settings, norm.f(s),
+        return vae_backend_adam_step(b, params.f(s), bad_grads.f(s), m.f(s), v.f(s), count, &settings, norm.f(s),
                                  counter.as<vae_step_counter>(s));
     }, "adam_step");
     std::vector<float> after = download<float>(params, 1, count);
@@ -547,7 +547,7 @@ std::vector<float> run_gpu_chain(vae_backend *gpu, const std::vector<float> &inp
     std::vector<void *> allocations;
     auto allocate = [&](size_t floats) {
         void *pointer = nullptr;
-        check(gpu->ops->alloc(gpu, floats * sizeof(float), &pointer));
+        check(vae_backend_alloc(gpu, floats * sizeof(float), &pointer));
         allocations.push_back(pointer);
         return static_cast<float *>(pointer);
     };
@@ -558,29 +558,29 @@ std::vector<float> run_gpu_chain(vae_backend *gpu, const std::vector<float> &inp
     float *dmu_logvar = allocate((size_t)kRows * 2 * kLatent);
     vae_step_counter counter_host = {2, 0, 0};
     auto *counter = reinterpret_cast<vae_step_counter *>(allocate(sizeof(vae_step_counter) / sizeof(float)));
-    check(gpu->ops->copy_to_device(gpu, counter, &counter_host, sizeof counter_host));
-    check(gpu->ops->copy_to_device(gpu, x, inputs.data(), in_count * sizeof(float)));
-    check(gpu->ops->copy_to_device(gpu, weight, inputs.data() + in_count, weight_count * sizeof(float)));
-    check(gpu->ops->linear_forward(gpu, x, weight, nullptr, y, kRows, kIn, kOut));
-    check(gpu->ops->linear_backward(gpu, x, weight, y, dx, dweight, dbias, kRows, kIn, kOut));
-    check(gpu->ops->sum_of_squares(gpu, dweight, weight_count, norm));
+    check(vae_backend_copy_to_device(gpu, counter, &counter_host, sizeof counter_host));
+    check(vae_backend_copy_to_device(gpu, x, inputs.data(), in_count * sizeof(float)));
+    check(vae_backend_copy_to_device(gpu, weight, inputs.data() + in_count, weight_count * sizeof(float)));
+    check(vae_backend_linear_forward(gpu, x, weight, nullptr, y, kRows, kIn, kOut));
+    check(vae_backend_linear_backward(gpu, x, weight, y, dx, dweight, dbias, kRows, kIn, kOut));
+    check(vae_backend_sum_of_squares(gpu, dweight, weight_count, norm));
     // tanh of y's first rows*2*latent values as [mu | logvar].
     vae_noise_settings noise = {seed, VAE_RANDOM_EPS, 0};
     float *mu_logvar = allocate((size_t)kRows * 2 * kLatent);
-    check(gpu->ops->activation_forward(gpu, VAE_ACTIVATION_TANH, y, mu_logvar, (size_t)kRows * 2 * kLatent));
-    check(gpu->ops->reparam_kl_forward(gpu, mu_logvar, z, kl, kRows, kLatent, kSamples, &noise, counter, nullptr, 0.0f));
+    check(vae_backend_activation_forward(gpu, VAE_ACTIVATION_TANH, y, mu_logvar, (size_t)kRows * 2 * kLatent));
+    check(vae_backend_reparam_kl_forward(gpu, mu_logvar, z, kl, kRows, kLatent, kSamples, &noise, counter, nullptr, 0.0f));
     // z as the logits of a Bernoulli likelihood over kLatent "pixels" of 0.5.
     float *targets = allocate((size_t)kRows * kLatent);
-    check(gpu->ops->fill(gpu, targets, 0.5f, (size_t)kRows * kLatent));
+    check(vae_backend_fill(gpu, targets, 0.5f, (size_t)kRows * kLatent));
     float *logits = allocate((size_t)kSamples * kRows * kLatent);
-    check(gpu->ops->copy(gpu, logits, z, (size_t)kSamples * kRows * kLatent * sizeof(float)));
-    check(gpu->ops->likelihood(gpu, VAE_LIKELIHOOD_BERNOULLI, targets, logits, logp, kRows, kSamples, kLatent, 0.0f, 1));
-    check(gpu->ops->reparam_kl_backward(gpu, mu_logvar, z, logits, dmu_logvar, kRows, kLatent, kSamples, 1.0f, 0,
+    check(vae_backend_copy(gpu, logits, z, (size_t)kSamples * kRows * kLatent * sizeof(float)));
+    check(vae_backend_likelihood(gpu, VAE_LIKELIHOOD_BERNOULLI, targets, logits, logp, kRows, kSamples, kLatent, 0.0f, 1));
+    check(vae_backend_reparam_kl_backward(gpu, mu_logvar, z, logits, dmu_logvar, kRows, kLatent, kSamples, 1.0f, 0,
                                         counter, 0.0f));
-    check(gpu->ops->importance_log_mean(gpu, logp, mu_logvar, z, result, kRows, kLatent, kSamples, 0.0f));
+    check(vae_backend_importance_log_mean(gpu, logp, mu_logvar, z, result, kRows, kLatent, kSamples, 0.0f));
     auto append = [&](const float *device, size_t floats) {
         std::vector<float> host(floats);
-        check(gpu->ops->copy_to_host(gpu, host.data(), device, floats * sizeof(float)));
+        check(vae_backend_copy_to_host(gpu, host.data(), device, floats * sizeof(float)));
         results.insert(results.end(), host.begin(), host.end());
     };
     append(y, (size_t)kRows * kOut);
@@ -594,7 +594,7 @@ std::vector<float> run_gpu_chain(vae_backend *gpu, const std::vector<float> &inp
     append(logp, (size_t)kSamples * kRows);
     append(dmu_logvar, (size_t)kRows * 2 * kLatent);
     append(result, kRows);
-    for (void *pointer : allocations) gpu->ops->free(gpu, pointer);
+    for (void *pointer : allocations) vae_backend_free(gpu, pointer);
     return results;
 }
 
@@ -611,7 +611,7 @@ TEST_F(CudaBackendTest, RunsAreBitwiseRepeatable) {
 
 TEST_F(CudaBackendTest, CapturedGraphReplaysLikeEagerSteps) {
     vae_backend *gpu = backend(1);
-    ASSERT_NE(gpu->ops->graph_capture_begin, nullptr);
+    ASSERT_TRUE(vae_backend_has_graphs(gpu));
     const size_t count = 4099, z_count = (size_t)kSamples * kRows * kLatent;
     std::vector<float> params_host = normal(count), grads_host = normal(count), zeros(count, 0.0f);
     Pair mu_logvar = upload(normal((size_t)kRows * 2 * kLatent));
@@ -637,30 +637,30 @@ TEST_F(CudaBackendTest, CapturedGraphReplaysLikeEagerSteps) {
     StepBuffers eager = make(), graphed = make();
     auto issue = [&](StepBuffers &buffers) -> vae_status {
         vae_step_counter *counter = buffers.counter.as<vae_step_counter>(1);
-        vae_status status = gpu->ops->reparam_kl_forward(gpu, mu_logvar.f(1), buffers.z.f(1), buffers.kl.f(1), kRows,
+        vae_status status = vae_backend_reparam_kl_forward(gpu, mu_logvar.f(1), buffers.z.f(1), buffers.kl.f(1), kRows,
                                                          kLatent, kSamples, &noise, counter, nullptr, 0.0f);
         if (status == VAE_OK)
-            status = gpu->ops->linear_forward(gpu, x.f(1), weight.f(1), bias.f(1), buffers.y.f(1), kRows, kIn, kOut);
-        if (status == VAE_OK) status = gpu->ops->sum_of_squares(gpu, grads.f(1), count, buffers.norm.f(1));
+            status = vae_backend_linear_forward(gpu, x.f(1), weight.f(1), bias.f(1), buffers.y.f(1), kRows, kIn, kOut);
+        if (status == VAE_OK) status = vae_backend_sum_of_squares(gpu, grads.f(1), count, buffers.norm.f(1));
         if (status == VAE_OK)
-            status = gpu->ops->adam_step(gpu, buffers.params.f(1), grads.f(1), buffers.m.f(1), buffers.v.f(1), count,
+            status = vae_backend_adam_step(gpu, buffers.params.f(1), grads.f(1), buffers.m.f(1), buffers.v.f(1), count,
                                          &settings, buffers.norm.f(1), counter);
         return status;
     };
     const int steps = 3;
     for (int step = 0; step < steps; ++step) ASSERT_EQ(issue(eager), VAE_OK) << vae_last_error();
 
-    ASSERT_EQ(gpu->ops->graph_capture_begin(gpu), VAE_OK) << vae_last_error();
+    ASSERT_EQ(vae_backend_graph_capture_begin(gpu), VAE_OK) << vae_last_error();
     vae_status issued = issue(graphed);
     void *graph = nullptr;
-    ASSERT_EQ(gpu->ops->graph_capture_end(gpu, &graph), VAE_OK) << vae_last_error();
+    ASSERT_EQ(vae_backend_graph_capture_end(gpu, &graph), VAE_OK) << vae_last_error();
     ASSERT_EQ(issued, VAE_OK);
     ASSERT_NE(graph, nullptr);
     // Capturing ran nothing.
     EXPECT_EQ(download<vae_step_counter>(graphed.counter, 1, 1)[0].step, 0u);
-    for (int step = 0; step < steps; ++step) ASSERT_EQ(gpu->ops->graph_launch(gpu, graph), VAE_OK) << vae_last_error();
-    ASSERT_EQ(gpu->ops->synchronize(gpu), VAE_OK) << vae_last_error();
-    gpu->ops->graph_destroy(gpu, graph);
+    for (int step = 0; step < steps; ++step) ASSERT_EQ(vae_backend_graph_launch(gpu, graph), VAE_OK) << vae_last_error();
+    ASSERT_EQ(vae_backend_synchronize(gpu), VAE_OK) << vae_last_error();
+    vae_backend_graph_destroy(gpu, graph);
 
     EXPECT_EQ(download<vae_step_counter>(graphed.counter, 1, 1)[0].step, (uint64_t)steps);
     for (auto member : {&StepBuffers::params, &StepBuffers::m, &StepBuffers::v, &StepBuffers::z, &StepBuffers::y}) {
@@ -670,7 +670,7 @@ TEST_F(CudaBackendTest, CapturedGraphReplaysLikeEagerSteps) {
     }
     // The last replay drew the noise of step 2, not of step 0.
     Pair first_step_z = allocate_floats(z_count), kl = allocate_floats(kRows), step0 = upload_counter(0);
-    ASSERT_EQ(gpu->ops->reparam_kl_forward(gpu, mu_logvar.f(1), first_step_z.f(1), kl.f(1), kRows, kLatent, kSamples,
+    ASSERT_EQ(vae_backend_reparam_kl_forward(gpu, mu_logvar.f(1), first_step_z.f(1), kl.f(1), kRows, kLatent, kSamples,
                                            &noise, step0.as<vae_step_counter>(1), nullptr, 0.0f),
               VAE_OK);
     EXPECT_GT(vae_test::relative_error(download<float>(first_step_z, 1, z_count), download<float>(graphed.z, 1, z_count)),

@@ -1,4 +1,8 @@
-/* Picks a backend for --device cpu|cuda|auto. */
+/* Picks a backend for --device cpu|cuda|auto, and the one place where the
+ * arguments of every backend operation are checked: each vae_backend_*
+ * function below validates, then dispatches through the backend's table. The
+ * implementations (backend_cpu.c, backend_cuda.c) assume valid arguments. */
+#include <stdarg.h>
 #include <stdio.h>
 
 #include "backends/backend.h"
@@ -12,4 +16,277 @@ vae_status vae_backend_create(vae_backend **out, vae_device_kind device, vae_pre
         if (status == VAE_OK) return VAE_OK;
     }
     return vae_backend_create_cpu(out);
+}
+
+/* Checks a condition; otherwise fails naming the backend and the operation. */
+#define REQUIRE(condition, operation, ...)                                                               \
+    do {                                                                                                 \
+        if (!(condition)) return argument_error(backend, operation, __VA_ARGS__);                        \
+    } while (0)
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static vae_status argument_error(const vae_backend *backend, const char *operation, const char *format, ...) {
+    char detail[512];
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(detail, sizeof detail, format, arguments);
+    va_end(arguments);
+    return vae_error(VAE_ERROR_INVALID_ARGUMENT, "%s backend %s: %s", vae_backend_name(backend), operation, detail);
+}
+
+#define REQUIRE_BACKEND(operation)                                                                       \
+    do {                                                                                                 \
+        if (backend == NULL || backend->ops == NULL)                                                     \
+            return vae_error(VAE_ERROR_INVALID_ARGUMENT, "backend %s: no backend (NULL)", operation);     \
+    } while (0)
+
+static int activation_known(vae_activation activation) {
+    return activation >= VAE_ACTIVATION_RELU && activation <= VAE_ACTIVATION_IDENTITY;
+}
+
+const char *vae_backend_name(const vae_backend *backend) {
+    return backend != NULL && backend->ops != NULL && backend->ops->name != NULL ? backend->ops->name : "(none)";
+}
+
+void vae_backend_destroy(vae_backend *backend) {
+    if (backend != NULL && backend->ops != NULL) backend->ops->destroy(backend);
+}
+
+/* ------------------------------------------------------------------ memory */
+
+vae_status vae_backend_alloc(vae_backend *backend, size_t bytes, void **out) {
+    REQUIRE_BACKEND("alloc");
+    REQUIRE(out != NULL, "alloc", "the out pointer is NULL");
+    *out = NULL;
+    return backend->ops->alloc(backend, bytes, out);
+}
+
+void vae_backend_free(vae_backend *backend, void *pointer) {
+    if (backend != NULL && backend->ops != NULL && pointer != NULL) backend->ops->free(backend, pointer);
+}
+
+vae_status vae_backend_copy_to_device(vae_backend *backend, void *destination, const void *host_source,
+                                      size_t bytes) {
+    REQUIRE_BACKEND("copy_to_device");
+    if (bytes == 0) return VAE_OK;
+    REQUIRE(destination != NULL && host_source != NULL, "copy_to_device", "NULL pointer (%zu bytes)", bytes);
+    return backend->ops->copy_to_device(backend, destination, host_source, bytes);
+}
+
+vae_status vae_backend_copy_to_host(vae_backend *backend, void *host_destination, const void *source, size_t bytes) {
+    REQUIRE_BACKEND("copy_to_host");
+    if (bytes == 0) return VAE_OK;
+    REQUIRE(host_destination != NULL && source != NULL, "copy_to_host", "NULL pointer (%zu bytes)", bytes);
+    return backend->ops->copy_to_host(backend, host_destination, source, bytes);
+}
+
+vae_status vae_backend_copy(vae_backend *backend, void *destination, const void *source, size_t bytes) {
+    REQUIRE_BACKEND("copy");
+    if (bytes == 0) return VAE_OK;
+    REQUIRE(destination != NULL && source != NULL, "copy", "NULL pointer (%zu bytes)", bytes);
+    return backend->ops->copy(backend, destination, source, bytes);
+}
+
+vae_status vae_backend_fill(vae_backend *backend, float *destination, float value, size_t count) {
+    REQUIRE_BACKEND("fill");
+    if (count == 0) return VAE_OK;
+    REQUIRE(destination != NULL, "fill", "NULL destination (%zu values)", count);
+    return backend->ops->fill(backend, destination, value, count);
+}
+
+vae_status vae_backend_synchronize(vae_backend *backend) {
+    REQUIRE_BACKEND("synchronize");
+    return backend->ops->synchronize(backend);
+}
+
+/* ------------------------------------------------------------------ layers */
+
+vae_status vae_backend_linear_forward(vae_backend *backend, const float *x, const float *weight, const float *bias,
+                                      float *y, int rows, int in, int out) {
+    REQUIRE_BACKEND("linear_forward");
+    REQUIRE(rows > 0 && in > 0 && out > 0, "linear_forward", "sizes must be positive (rows %d, in %d, out %d)",
+            rows, in, out);
+    REQUIRE(x != NULL && weight != NULL && y != NULL, "linear_forward", "NULL pointer (x, weight or y)");
+    return backend->ops->linear_forward(backend, x, weight, bias, y, rows, in, out);
+}
+
+vae_status vae_backend_linear_backward(vae_backend *backend, const float *x, const float *weight, const float *dy,
+                                       float *dx, float *dweight, float *dbias, int rows, int in, int out) {
+    REQUIRE_BACKEND("linear_backward");
+    REQUIRE(rows > 0 && in > 0 && out > 0, "linear_backward", "sizes must be positive (rows %d, in %d, out %d)",
+            rows, in, out);
+    REQUIRE(x != NULL && weight != NULL && dy != NULL && dweight != NULL && dbias != NULL, "linear_backward",
+            "NULL pointer (x, weight, dy, dweight or dbias)");
+    return backend->ops->linear_backward(backend, x, weight, dy, dx, dweight, dbias, rows, in, out);
+}
+
+vae_status vae_backend_activation_forward(vae_backend *backend, vae_activation activation, const float *pre,
+                                          float *post, size_t count) {
+    REQUIRE_BACKEND("activation_forward");
+    REQUIRE(activation_known(activation), "activation_forward", "unknown activation %d", (int)activation);
+    if (count == 0) return VAE_OK;
+    REQUIRE(pre != NULL && post != NULL, "activation_forward", "NULL pointer (pre or post)");
+    return backend->ops->activation_forward(backend, (int)activation, pre, post, count);
+}
+
+vae_status vae_backend_activation_backward(vae_backend *backend, vae_activation activation, const float *pre,
+                                           const float *dpost, float *dpre, size_t count) {
+    REQUIRE_BACKEND("activation_backward");
+    REQUIRE(activation_known(activation), "activation_backward", "unknown activation %d", (int)activation);
+    if (count == 0) return VAE_OK;
+    REQUIRE(pre != NULL && dpost != NULL && dpre != NULL, "activation_backward", "NULL pointer (pre, dpost or dpre)");
+    return backend->ops->activation_backward(backend, (int)activation, pre, dpost, dpre, count);
+}
+
+/* ------------------------------------------------------------------ batch, latent, likelihood */
+
+vae_status vae_backend_gather_batch(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
+                                    int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
+                                    float *x) {
+    REQUIRE_BACKEND("gather_batch");
+    REQUIRE(rows > 0 && dim > 0, "gather_batch", "sizes must be positive (rows %d, dim %d)", rows, dim);
+    REQUIRE(dataset != NULL && permutation != NULL && settings != NULL && counter != NULL && x != NULL,
+            "gather_batch", "NULL pointer (dataset, permutation, settings, counter or x)");
+    REQUIRE(settings->steps_per_epoch > 0, "gather_batch", "steps_per_epoch must be positive, got %ld",
+            settings->steps_per_epoch);
+    REQUIRE(settings->dtype == VAE_DTYPE_U8 || settings->dtype == VAE_DTYPE_F32, "gather_batch",
+            "dtype %d is neither u8 (%d) nor f32 (%d)", settings->dtype, VAE_DTYPE_U8, VAE_DTYPE_F32);
+    REQUIRE(settings->binarize >= VAE_BINARIZE_NONE && settings->binarize <= VAE_BINARIZE_DYNAMIC, "gather_batch",
+            "unknown binarize mode %d", settings->binarize);
+    return backend->ops->gather_batch(backend, dataset, permutation, dim, rows, settings, counter, x);
+}
+
+vae_status vae_backend_reparam_kl_forward(vae_backend *backend, const float *mu_logvar, float *z, float *kl, int rows,
+                                          int latent, int samples, const vae_noise_settings *noise,
+                                          const vae_step_counter *counter, const float *eps_override,
+                                          float logvar_clamp) {
+    REQUIRE_BACKEND("reparam_kl_forward");
+    REQUIRE(rows > 0 && latent > 0 && samples > 0, "reparam_kl_forward",
+            "sizes must be positive (rows %d, latent %d, samples %d)", rows, latent, samples);
+    REQUIRE(mu_logvar != NULL && z != NULL && kl != NULL && noise != NULL && counter != NULL, "reparam_kl_forward",
+            "NULL pointer (mu_logvar, z, kl, noise or counter)");
+    return backend->ops->reparam_kl_forward(backend, mu_logvar, z, kl, rows, latent, samples, noise, counter,
+                                            eps_override, logvar_clamp);
+}
+
+vae_status vae_backend_reparam_kl_backward(vae_backend *backend, const float *mu_logvar, const float *z,
+                                           const float *dz, float *dmu_logvar, int rows, int latent, int samples,
+                                           float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                           float logvar_clamp) {
+    REQUIRE_BACKEND("reparam_kl_backward");
+    REQUIRE(rows > 0 && latent > 0 && samples > 0, "reparam_kl_backward",
+            "sizes must be positive (rows %d, latent %d, samples %d)", rows, latent, samples);
+    REQUIRE(mu_logvar != NULL && z != NULL && dz != NULL && dmu_logvar != NULL && counter != NULL,
+            "reparam_kl_backward", "NULL pointer (mu_logvar, z, dz, dmu_logvar or counter)");
+    return backend->ops->reparam_kl_backward(backend, mu_logvar, z, dz, dmu_logvar, rows, latent, samples, beta,
+                                             kl_warmup_steps, counter, logvar_clamp);
+}
+
+vae_status vae_backend_likelihood(vae_backend *backend, vae_likelihood likelihood, const float *x, float *out,
+                                  float *logp, int rows, int samples, int dim, float fixed_logvar,
+                                  int write_gradient) {
+    REQUIRE_BACKEND("likelihood");
+    REQUIRE(rows > 0 && samples > 0 && dim > 0, "likelihood", "sizes must be positive (rows %d, samples %d, dim %d)",
+            rows, samples, dim);
+    REQUIRE(likelihood >= VAE_LIKELIHOOD_BERNOULLI && likelihood <= VAE_LIKELIHOOD_GAUSSIAN_FIXED, "likelihood",
+            "unknown likelihood %d", (int)likelihood);
+    REQUIRE(x != NULL && out != NULL && logp != NULL, "likelihood", "NULL pointer (x, out or logp)");
+    return backend->ops->likelihood(backend, (int)likelihood, x, out, logp, rows, samples, dim, fixed_logvar,
+                                    write_gradient);
+}
+
+/* ------------------------------------------------------------------ reductions, optimizer */
+
+vae_status vae_backend_accumulate_loss(vae_backend *backend, const float *logp, const float *kl, int rows,
+                                       int samples, float beta, uint64_t kl_warmup_steps,
+                                       const vae_step_counter *counter, double *accumulator) {
+    REQUIRE_BACKEND("accumulate_loss");
+    REQUIRE(rows > 0 && samples > 0, "accumulate_loss", "sizes must be positive (rows %d, samples %d)", rows,
+            samples);
+    REQUIRE(logp != NULL && kl != NULL && counter != NULL && accumulator != NULL, "accumulate_loss",
+            "NULL pointer (logp, kl, counter or accumulator)");
+    return backend->ops->accumulate_loss(backend, logp, kl, rows, samples, beta, kl_warmup_steps, counter,
+                                         accumulator);
+}
+
+vae_status vae_backend_importance_log_mean(vae_backend *backend, const float *logp, const float *mu_logvar,
+                                           const float *z, float *result, int rows, int latent, int samples,
+                                           float logvar_clamp) {
+    REQUIRE_BACKEND("importance_log_mean");
+    REQUIRE(rows > 0 && latent > 0 && samples > 0, "importance_log_mean",
+            "sizes must be positive (rows %d, latent %d, samples %d)", rows, latent, samples);
+    REQUIRE(logp != NULL && mu_logvar != NULL && z != NULL && result != NULL, "importance_log_mean",
+            "NULL pointer (logp, mu_logvar, z or result)");
+    return backend->ops->importance_log_mean(backend, logp, mu_logvar, z, result, rows, latent, samples,
+                                             logvar_clamp);
+}
+
+vae_status vae_backend_sum_of_squares(vae_backend *backend, const float *values, size_t count, float *result) {
+    REQUIRE_BACKEND("sum_of_squares");
+    REQUIRE(result != NULL && (values != NULL || count == 0), "sum_of_squares", "NULL pointer (values or result)");
+    return backend->ops->sum_of_squares(backend, values, count, result);
+}
+
+vae_status vae_backend_adam_step(vae_backend *backend, float *params, const float *grads, float *m, float *v,
+                                 size_t count, const vae_adam_settings *settings, const float *grad_norm_squared,
+                                 vae_step_counter *counter) {
+    REQUIRE_BACKEND("adam_step");
+    REQUIRE(settings != NULL && grad_norm_squared != NULL && counter != NULL, "adam_step",
+            "NULL pointer (settings, grad_norm_squared or counter)");
+    REQUIRE(count == 0 || (params != NULL && grads != NULL && m != NULL && v != NULL), "adam_step",
+            "NULL buffer (params, grads, m or v) for %zu values", count);
+    return backend->ops->adam_step(backend, params, grads, m, v, count, settings, grad_norm_squared, counter);
+}
+
+/* ------------------------------------------------------------------ optional operations */
+
+int vae_backend_has_host_mapped_memory(const vae_backend *backend) {
+    return backend != NULL && backend->ops != NULL && backend->ops->alloc_host_mapped != NULL &&
+           backend->ops->free_host_mapped != NULL;
+}
+
+vae_status vae_backend_alloc_host_mapped(vae_backend *backend, size_t bytes, void **host, void **device) {
+    REQUIRE_BACKEND("alloc_host_mapped");
+    REQUIRE(host != NULL && device != NULL, "alloc_host_mapped", "NULL out pointer");
+    *host = NULL;
+    *device = NULL;
+    REQUIRE(vae_backend_has_host_mapped_memory(backend), "alloc_host_mapped", "this backend has no mapped host memory");
+    return backend->ops->alloc_host_mapped(backend, bytes, host, device);
+}
+
+void vae_backend_free_host_mapped(vae_backend *backend, void *host) {
+    if (host != NULL && vae_backend_has_host_mapped_memory(backend)) backend->ops->free_host_mapped(backend, host);
+}
+
+int vae_backend_has_graphs(const vae_backend *backend) {
+    return backend != NULL && backend->ops != NULL && backend->ops->graph_capture_begin != NULL &&
+           backend->ops->graph_capture_end != NULL && backend->ops->graph_launch != NULL &&
+           backend->ops->graph_destroy != NULL;
+}
+
+vae_status vae_backend_graph_capture_begin(vae_backend *backend) {
+    REQUIRE_BACKEND("graph_capture_begin");
+    REQUIRE(vae_backend_has_graphs(backend), "graph_capture_begin", "this backend has no graphs");
+    return backend->ops->graph_capture_begin(backend);
+}
+
+vae_status vae_backend_graph_capture_end(vae_backend *backend, void **graph) {
+    REQUIRE_BACKEND("graph_capture_end");
+    REQUIRE(graph != NULL, "graph_capture_end", "the graph out pointer is NULL");
+    *graph = NULL;
+    REQUIRE(vae_backend_has_graphs(backend), "graph_capture_end", "this backend has no graphs");
+    return backend->ops->graph_capture_end(backend, graph);
+}
+
+vae_status vae_backend_graph_launch(vae_backend *backend, void *graph) {
+    REQUIRE_BACKEND("graph_launch");
+    REQUIRE(vae_backend_has_graphs(backend), "graph_launch", "this backend has no graphs");
+    REQUIRE(graph != NULL, "graph_launch", "the graph is NULL");
+    return backend->ops->graph_launch(backend, graph);
+}
+
+void vae_backend_graph_destroy(vae_backend *backend, void *graph) {
+    if (graph != NULL && vae_backend_has_graphs(backend)) backend->ops->graph_destroy(backend, graph);
 }

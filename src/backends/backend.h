@@ -12,7 +12,13 @@
  * in the permutation) are read by the operations from a step counter that
  * lives in backend memory, so that the CUDA backend can replay one captured
  * graph. Operations are asynchronous on the CUDA backend; copy_to_host and
- * synchronize wait. */
+ * synchronize wait.
+ *
+ * Callers use the vae_backend_* functions at the end of this header, never
+ * the table directly: they check the arguments once for every backend (sizes
+ * positive, pointers present, enums in range; a clear VAE_ERROR_INVALID_ARGUMENT
+ * naming the backend and the operation otherwise) and then dispatch. So an
+ * implementation of the table may assume valid arguments. */
 #ifndef VAE_BACKEND_H
 #define VAE_BACKEND_H
 
@@ -137,5 +143,64 @@ vae_status vae_backend_create_cuda(vae_backend **out, vae_precision precision);
 int vae_backend_cuda_available(void);
 /* device: vae_device_kind. auto picks CUDA when available. */
 vae_status vae_backend_create(vae_backend **out, vae_device_kind device, vae_precision precision);
+
+/* ---- the operations, checked then dispatched (src/backends/backend.c); see
+ * vae_backend_ops above for what each computes. */
+void vae_backend_destroy(vae_backend *backend); /* NULL is allowed */
+const char *vae_backend_name(const vae_backend *backend);
+vae_status vae_backend_alloc(vae_backend *backend, size_t bytes, void **out);
+void vae_backend_free(vae_backend *backend, void *pointer); /* NULL is allowed */
+vae_status vae_backend_copy_to_device(vae_backend *backend, void *destination, const void *host_source,
+                                      size_t bytes);
+vae_status vae_backend_copy_to_host(vae_backend *backend, void *host_destination, const void *source, size_t bytes);
+vae_status vae_backend_copy(vae_backend *backend, void *destination, const void *source, size_t bytes);
+vae_status vae_backend_fill(vae_backend *backend, float *destination, float value, size_t count);
+vae_status vae_backend_synchronize(vae_backend *backend);
+/* bias may be NULL (no bias). */
+vae_status vae_backend_linear_forward(vae_backend *backend, const float *x, const float *weight, const float *bias,
+                                      float *y, int rows, int in, int out);
+/* dx may be NULL (not wanted). */
+vae_status vae_backend_linear_backward(vae_backend *backend, const float *x, const float *weight, const float *dy,
+                                       float *dx, float *dweight, float *dbias, int rows, int in, int out);
+vae_status vae_backend_activation_forward(vae_backend *backend, vae_activation activation, const float *pre,
+                                          float *post, size_t count);
+vae_status vae_backend_activation_backward(vae_backend *backend, vae_activation activation, const float *pre,
+                                           const float *dpost, float *dpre, size_t count);
+vae_status vae_backend_gather_batch(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
+                                    int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
+                                    float *x);
+/* eps_override may be NULL (noise from Philox). */
+vae_status vae_backend_reparam_kl_forward(vae_backend *backend, const float *mu_logvar, float *z, float *kl, int rows,
+                                          int latent, int samples, const vae_noise_settings *noise,
+                                          const vae_step_counter *counter, const float *eps_override,
+                                          float logvar_clamp);
+vae_status vae_backend_reparam_kl_backward(vae_backend *backend, const float *mu_logvar, const float *z,
+                                           const float *dz, float *dmu_logvar, int rows, int latent, int samples,
+                                           float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                           float logvar_clamp);
+vae_status vae_backend_likelihood(vae_backend *backend, vae_likelihood likelihood, const float *x, float *out,
+                                  float *logp, int rows, int samples, int dim, float fixed_logvar,
+                                  int write_gradient);
+vae_status vae_backend_accumulate_loss(vae_backend *backend, const float *logp, const float *kl, int rows,
+                                       int samples, float beta, uint64_t kl_warmup_steps,
+                                       const vae_step_counter *counter, double *accumulator);
+vae_status vae_backend_importance_log_mean(vae_backend *backend, const float *logp, const float *mu_logvar,
+                                           const float *z, float *result, int rows, int latent, int samples,
+                                           float logvar_clamp);
+vae_status vae_backend_sum_of_squares(vae_backend *backend, const float *values, size_t count, float *result);
+vae_status vae_backend_adam_step(vae_backend *backend, float *params, const float *grads, float *m, float *v,
+                                 size_t count, const vae_adam_settings *settings, const float *grad_norm_squared,
+                                 vae_step_counter *counter);
+
+/* The optional operations: whether the backend has them, and the calls
+ * (VAE_ERROR_INVALID_ARGUMENT on a backend without them). */
+int vae_backend_has_host_mapped_memory(const vae_backend *backend);
+vae_status vae_backend_alloc_host_mapped(vae_backend *backend, size_t bytes, void **host, void **device);
+void vae_backend_free_host_mapped(vae_backend *backend, void *host); /* NULL is allowed */
+int vae_backend_has_graphs(const vae_backend *backend);
+vae_status vae_backend_graph_capture_begin(vae_backend *backend);
+vae_status vae_backend_graph_capture_end(vae_backend *backend, void **graph);
+vae_status vae_backend_graph_launch(vae_backend *backend, void *graph);
+void vae_backend_graph_destroy(vae_backend *backend, void *graph); /* NULL graph is allowed */
 
 #endif

@@ -1,8 +1,10 @@
 /* The CPU reference backend: GEMMs through OpenBLAS, loops elsewhere with
  * OpenMP. Every reduction runs in a fixed order (fixed chunks, summed
  * sequentially), so results are bitwise repeatable whatever the thread
- * count. Element-wise math comes from kernels/vae_math.h, the noise from
- * kernels/vae_philox.h: the same formulas the CUDA kernels use. */
+ * count. Element-wise math comes from kernels/vae_math.h, the per-step rules
+ * (binarisation, row loss, non-finite skip, IWAE) from kernels/vae_step_math.h,
+ * the noise from kernels/vae_philox.h: what the CUDA kernels use. Arguments
+ * were checked by the vae_backend_* wrappers (backend.c). */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include "backends/blas_select.h"
 #include "base/error.h"
 #include "vae_philox.h"
+#include "vae_step_math.h"
 
 #define CPU_REDUCTION_CHUNK 4096
 
@@ -45,8 +48,11 @@ static vae_status cpu_synchronize(vae_backend *backend) { return VAE_OK; }
 
 static vae_status cpu_linear_forward(vae_backend *backend, const float *x, const float *weight, const float *bias,
                                      float *y, int rows, int in, int out) {
-    /* Start from the bias so one GEMM with beta = 1 adds x W^T to it. */
-    for (int r = 0; r < rows; ++r) memcpy(y + (size_t)r * out, bias, sizeof(float) * (size_t)out);
+    /* Start from the bias (or zero) so one GEMM with beta = 1 adds x W^T to it. */
+    for (int r = 0; r < rows; ++r) {
+        if (bias) memcpy(y + (size_t)r * out, bias, sizeof(float) * (size_t)out);
+        else memset(y + (size_t)r * out, 0, sizeof(float) * (size_t)out);
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, weight, in, 1.0f, y, out);
     return VAE_OK;
 }
@@ -97,7 +103,8 @@ static vae_status cpu_gather_batch(vae_backend *backend, const void *dataset, co
             for (int j = 0; j < dim; ++j) destination[j] = source[j] * settings->scale;
         }
         if (settings->binarize == VAE_BINARIZE_STATIC) {
-            for (int j = 0; j < dim; ++j) destination[j] = destination[j] > settings->threshold ? 1.0f : 0.0f;
+            for (int j = 0; j < dim; ++j)
+                destination[j] = vae_binarize_value(destination[j], settings->binarize, settings->threshold, 0.0f);
         } else if (settings->binarize == VAE_BINARIZE_DYNAMIC) {
             uint64_t subsequence =
                 vae_philox_subsequence(step, settings->random_purpose, vae_gather_row_address(settings, r));
@@ -105,7 +112,8 @@ static vae_status cpu_gather_batch(vae_backend *backend, const void *dataset, co
                 float uniform[4];
                 vae_uniform4(settings->seed, subsequence, (uint64_t)j, uniform);
                 for (int k = 0; k < 4 && j + k < dim; ++k)
-                    destination[j + k] = uniform[k] < destination[j + k] ? 1.0f : 0.0f;
+                    destination[j + k] =
+                        vae_binarize_value(destination[j + k], settings->binarize, settings->threshold, uniform[k]);
             }
         }
     }
@@ -212,12 +220,10 @@ static vae_status cpu_accumulate_loss(vae_backend *backend, const float *logp, c
     double beta_now = vae_schedule_beta(counter->step, beta, kl_warmup_steps);
     double loss = 0.0, reconstruction = 0.0, kl_total = 0.0;
     for (int b = 0; b < rows; ++b) {
-        double row_reconstruction = 0.0;
-        for (int l = 0; l < samples; ++l) row_reconstruction += logp[(size_t)l * rows + b];
-        row_reconstruction /= samples;
+        double row_reconstruction = vae_row_reconstruction(logp, rows, samples, b);
         reconstruction += row_reconstruction;
         kl_total += kl[b];
-        loss += -row_reconstruction + beta_now * kl[b];
+        loss += vae_row_loss(row_reconstruction, kl[b], beta_now);
     }
     accumulator[VAE_LOSS_SUM_LOSS] += loss;
     accumulator[VAE_LOSS_SUM_RECONSTRUCTION] += reconstruction;
@@ -234,21 +240,21 @@ static vae_status cpu_importance_log_mean(vae_backend *backend, const float *log
         const float *mu = mu_logvar + (size_t)b * 2 * latent;
         const float *logvar = mu + latent;
         double max_weight = -INFINITY, sum = 0.0;
-        /* Two passes: the maximum first, then the shifted sum (stable). */
+        /* Two passes: the maximum first, then the shifted sum (stable); the
+         * rule for NaN and infinite weights is vae_step_math.h's. */
         for (int pass = 0; pass < 2; ++pass) {
+            if (pass == 1 && vae_iwae_max_decides(max_weight)) break;
             for (int l = 0; l < samples; ++l) {
                 size_t z_row = (size_t)l * rows + (size_t)b;
                 double weight = logp[z_row];
                 for (int j = 0; j < latent; ++j)
                     weight += vae_log_prior_minus_log_posterior(z[z_row * latent + j], mu[j],
                                                                 vae_clamp_logvar(logvar[j], logvar_clamp));
-                if (pass == 0) { if (weight > max_weight) max_weight = weight; }
+                if (pass == 0) max_weight = vae_nan_max(max_weight, weight);
                 else sum += exp(weight - max_weight);
             }
         }
-        /* Every weight -inf (p(x|z) = 0 for all samples): the estimate is -inf. */
-        result[b] = isinf(max_weight) && max_weight < 0 ? -INFINITY
-                                                        : (float)(max_weight + log(sum) - log((double)samples));
+        result[b] = vae_iwae_finish(max_weight, sum, samples);
     }
     return VAE_OK;
 }
@@ -282,20 +288,14 @@ static vae_status cpu_adam_step(vae_backend *backend, float *params, const float
                                 size_t count, const vae_adam_settings *settings, const float *grad_norm_squared,
                                 vae_step_counter *counter) {
     float norm_squared = *grad_norm_squared;
-    if (!isfinite(norm_squared)) {
-        /* Never let a NaN into the parameters: the last finite state is what
-         * a user needs to diagnose or to skip on from. */
-        counter->nonfinite_seen = 1;
-        counter->skipped_steps += 1;
-        counter->step += 1;
-        return VAE_OK;
-    }
-    const vae_adam_step_constants constants = vae_adam_constants(settings, counter->step, norm_squared);
-    float *restrict p = params, *restrict first = m, *restrict second = v;
-    const float *restrict g = grads;
+    if (!vae_step_is_nonfinite(norm_squared)) {
+        const vae_adam_step_constants constants = vae_adam_constants(settings, counter->step, norm_squared);
+        float *restrict p = params, *restrict first = m, *restrict second = v;
+        const float *restrict g = grads;
 #pragma omp parallel for simd schedule(static) if (count > 65536)
-    for (size_t i = 0; i < count; ++i) vae_adam_update(&p[i], &first[i], &second[i], g[i], constants);
-    counter->step += 1;
+        for (size_t i = 0; i < count; ++i) vae_adam_update(&p[i], &first[i], &second[i], g[i], constants);
+    }
+    vae_advance_step_counter(counter, norm_squared);
     return VAE_OK;
 }
 

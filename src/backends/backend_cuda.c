@@ -4,7 +4,9 @@
  * operations are ordered and asynchronous; copy_to_host, copy_to_device and
  * synchronize wait. No operation allocates: the reduction scratch and the
  * cuBLAS workspace are allocated at create time, which also makes a step
- * capturable as a CUDA graph (src/backends/backend_cuda.h). */
+ * capturable as a CUDA graph (src/backends/backend_cuda.h). Arguments were
+ * checked once, for every backend, by the vae_backend_* wrappers
+ * (src/backends/backend.c). */
 #include "backends/backend_cuda.h"
 
 #include <stdio.h>
@@ -34,11 +36,6 @@
                              cublasGetStatusString(cublas_status_));                                     \
     } while (0)
 
-#define REQUIRE(condition, ...)                                                                          \
-    do {                                                                                                 \
-        if (!(condition)) return vae_error(VAE_ERROR_INVALID_ARGUMENT, __VA_ARGS__);                     \
-    } while (0)
-
 /* cuBLAS's recommended workspace for Hopper; set explicitly so that cuBLAS
  * never allocates inside a graph capture. */
 #define CUBLAS_WORKSPACE_BYTES ((size_t)32 << 20)
@@ -59,7 +56,6 @@ static cuda_backend *as_cuda(vae_backend *backend) { return (cuda_backend *)back
 
 static vae_status cuda_alloc(vae_backend *backend, size_t bytes, void **out) {
     (void)backend;
-    REQUIRE(out != NULL, "cuda alloc: out pointer is NULL");
     *out = NULL;
     if (bytes == 0) bytes = 1; /* a distinct valid pointer, like malloc(1) */
     cudaError_t status = cudaMalloc(out, bytes);
@@ -87,7 +83,6 @@ static void cuda_free(vae_backend *backend, void *pointer) {
  * training set larger than device memory still feeds one captured graph. */
 static vae_status cuda_alloc_host_mapped(vae_backend *backend, size_t bytes, void **host, void **device) {
     (void)backend;
-    REQUIRE(host != NULL && device != NULL, "cuda alloc_host_mapped: NULL out pointer");
     *host = NULL;
     *device = NULL;
     cudaError_t status = cudaHostAlloc(host, bytes ? bytes : 1, cudaHostAllocMapped | cudaHostAllocPortable);
@@ -114,8 +109,6 @@ static void cuda_free_host_mapped(vae_backend *backend, void *host) {
 
 static vae_status cuda_copy_to_device(vae_backend *backend, void *destination, const void *host_source,
                                       size_t bytes) {
-    if (bytes == 0) return VAE_OK;
-    REQUIRE(destination != NULL && host_source != NULL, "cuda copy_to_device: NULL pointer");
     cuda_backend *cuda = as_cuda(backend);
     CUDA_CHECK(cudaMemcpyAsync(destination, host_source, bytes, cudaMemcpyHostToDevice, cuda->stream));
     /* Wait: the caller may reuse or free its host buffer at once. */
@@ -124,8 +117,6 @@ static vae_status cuda_copy_to_device(vae_backend *backend, void *destination, c
 }
 
 static vae_status cuda_copy_to_host(vae_backend *backend, void *host_destination, const void *source, size_t bytes) {
-    if (bytes == 0) return VAE_OK;
-    REQUIRE(host_destination != NULL && source != NULL, "cuda copy_to_host: NULL pointer");
     cuda_backend *cuda = as_cuda(backend);
     CUDA_CHECK(cudaMemcpyAsync(host_destination, source, bytes, cudaMemcpyDeviceToHost, cuda->stream));
     CUDA_CHECK(cudaStreamSynchronize(cuda->stream));
@@ -133,15 +124,11 @@ static vae_status cuda_copy_to_host(vae_backend *backend, void *host_destination
 }
 
 static vae_status cuda_copy(vae_backend *backend, void *destination, const void *source, size_t bytes) {
-    if (bytes == 0) return VAE_OK;
-    REQUIRE(destination != NULL && source != NULL, "cuda copy: NULL pointer");
     CUDA_CHECK(cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDeviceToDevice, as_cuda(backend)->stream));
     return VAE_OK;
 }
 
 static vae_status cuda_fill(vae_backend *backend, float *destination, float value, size_t count) {
-    if (count == 0) return VAE_OK;
-    REQUIRE(destination != NULL, "cuda fill: NULL destination");
     CUDA_CHECK(vae_launch_fill(destination, value, count, as_cuda(backend)->stream));
     return VAE_OK;
 }
@@ -178,9 +165,6 @@ static vae_status cuda_synchronize(vae_backend *backend) {
 
 static vae_status cuda_linear_forward(vae_backend *backend, const float *x, const float *weight, const float *bias,
                                       float *y, int rows, int in, int out) {
-    REQUIRE(rows > 0 && in > 0 && out > 0, "cuda linear_forward: sizes must be positive (rows %d, in %d, out %d)",
-            rows, in, out);
-    REQUIRE(x != NULL && weight != NULL && y != NULL, "cuda linear_forward: NULL pointer");
     cuda_backend *cuda = as_cuda(backend);
     const float one = 1.0f, zero = 0.0f;
     CUBLAS_CHECK(cublasSgemm(cuda->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, weight, in, x, in, &zero, y,
@@ -191,10 +175,6 @@ static vae_status cuda_linear_forward(vae_backend *backend, const float *x, cons
 
 static vae_status cuda_linear_backward(vae_backend *backend, const float *x, const float *weight, const float *dy,
                                        float *dx, float *dweight, float *dbias, int rows, int in, int out) {
-    REQUIRE(rows > 0 && in > 0 && out > 0, "cuda linear_backward: sizes must be positive (rows %d, in %d, out %d)",
-            rows, in, out);
-    REQUIRE(x != NULL && weight != NULL && dy != NULL && dweight != NULL && dbias != NULL,
-            "cuda linear_backward: NULL pointer");
     cuda_backend *cuda = as_cuda(backend);
     const float one = 1.0f, zero = 0.0f;
     CUBLAS_CHECK(cublasSgemm(cuda->cublas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, rows, &one, x, in, dy, out, &zero,
@@ -208,20 +188,12 @@ static vae_status cuda_linear_backward(vae_backend *backend, const float *x, con
 
 static vae_status cuda_activation_forward(vae_backend *backend, int activation, const float *pre, float *post,
                                           size_t count) {
-    REQUIRE(activation >= VAE_ACTIVATION_RELU && activation <= VAE_ACTIVATION_IDENTITY,
-            "cuda activation_forward: unknown activation %d", activation);
-    if (count == 0) return VAE_OK;
-    REQUIRE(pre != NULL && post != NULL, "cuda activation_forward: NULL pointer");
     CUDA_CHECK(vae_launch_activation_forward(activation, pre, post, count, as_cuda(backend)->stream));
     return VAE_OK;
 }
 
 static vae_status cuda_activation_backward(vae_backend *backend, int activation, const float *pre,
                                            const float *dpost, float *dpre, size_t count) {
-    REQUIRE(activation >= VAE_ACTIVATION_RELU && activation <= VAE_ACTIVATION_IDENTITY,
-            "cuda activation_backward: unknown activation %d", activation);
-    if (count == 0) return VAE_OK;
-    REQUIRE(pre != NULL && dpost != NULL && dpre != NULL, "cuda activation_backward: NULL pointer");
     CUDA_CHECK(vae_launch_activation_backward(activation, pre, dpost, dpre, count, as_cuda(backend)->stream));
     return VAE_OK;
 }
@@ -231,15 +203,6 @@ static vae_status cuda_activation_backward(vae_backend *backend, int activation,
 static vae_status cuda_gather_batch(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
                                     int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
                                     float *x) {
-    REQUIRE(rows > 0 && dim > 0, "cuda gather_batch: sizes must be positive (rows %d, dim %d)", rows, dim);
-    REQUIRE(dataset != NULL && permutation != NULL && settings != NULL && counter != NULL && x != NULL,
-            "cuda gather_batch: NULL pointer");
-    REQUIRE(settings->steps_per_epoch > 0, "cuda gather_batch: steps_per_epoch must be positive, got %ld",
-            settings->steps_per_epoch);
-    REQUIRE(settings->dtype == VAE_DTYPE_U8 || settings->dtype == VAE_DTYPE_F32,
-            "cuda gather_batch: dtype %d is neither u8 (0) nor f32 (1)", settings->dtype);
-    REQUIRE(settings->binarize >= VAE_BINARIZE_NONE && settings->binarize <= VAE_BINARIZE_DYNAMIC,
-            "cuda gather_batch: unknown binarize mode %d", settings->binarize);
     CUDA_CHECK(vae_launch_gather_batch(dataset, permutation, dim, rows, *settings, counter, x,
                                        as_cuda(backend)->stream));
     return VAE_OK;
@@ -249,10 +212,6 @@ static vae_status cuda_reparam_kl_forward(vae_backend *backend, const float *mu_
                                           int rows, int latent, int samples, const vae_noise_settings *noise,
                                           const vae_step_counter *counter, const float *eps_override,
                                           float logvar_clamp) {
-    REQUIRE(rows > 0 && latent > 0 && samples > 0,
-            "cuda reparam_kl_forward: sizes must be positive (rows %d, latent %d, samples %d)", rows, latent, samples);
-    REQUIRE(mu_logvar != NULL && z != NULL && kl != NULL && noise != NULL && counter != NULL,
-            "cuda reparam_kl_forward: NULL pointer");
     CUDA_CHECK(vae_launch_reparam_kl_forward(mu_logvar, z, kl, rows, latent, samples, *noise, counter, eps_override,
                                              logvar_clamp, as_cuda(backend)->stream));
     return VAE_OK;
@@ -262,11 +221,6 @@ static vae_status cuda_reparam_kl_backward(vae_backend *backend, const float *mu
                                            const float *dz, float *dmu_logvar, int rows, int latent, int samples,
                                            float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
                                            float logvar_clamp) {
-    REQUIRE(rows > 0 && latent > 0 && samples > 0,
-            "cuda reparam_kl_backward: sizes must be positive (rows %d, latent %d, samples %d)", rows, latent,
-            samples);
-    REQUIRE(mu_logvar != NULL && z != NULL && dz != NULL && dmu_logvar != NULL && counter != NULL,
-            "cuda reparam_kl_backward: NULL pointer");
     CUDA_CHECK(vae_launch_reparam_kl_backward(mu_logvar, z, dz, dmu_logvar, rows, latent, samples, beta,
                                               kl_warmup_steps, counter, logvar_clamp, as_cuda(backend)->stream));
     return VAE_OK;
@@ -274,11 +228,6 @@ static vae_status cuda_reparam_kl_backward(vae_backend *backend, const float *mu
 
 static vae_status cuda_likelihood(vae_backend *backend, int likelihood, const float *x, float *out, float *logp,
                                   int rows, int samples, int dim, float fixed_logvar, int write_gradient) {
-    REQUIRE(rows > 0 && samples > 0 && dim > 0,
-            "cuda likelihood: sizes must be positive (rows %d, samples %d, dim %d)", rows, samples, dim);
-    REQUIRE(likelihood >= VAE_LIKELIHOOD_BERNOULLI && likelihood <= VAE_LIKELIHOOD_GAUSSIAN_FIXED,
-            "cuda likelihood: unknown likelihood %d", likelihood);
-    REQUIRE(x != NULL && out != NULL && logp != NULL, "cuda likelihood: NULL pointer");
     CUDA_CHECK(vae_launch_likelihood(likelihood, x, out, logp, rows, samples, dim, fixed_logvar, write_gradient,
                                      as_cuda(backend)->stream));
     return VAE_OK;
@@ -289,10 +238,6 @@ static vae_status cuda_likelihood(vae_backend *backend, int likelihood, const fl
 static vae_status cuda_accumulate_loss(vae_backend *backend, const float *logp, const float *kl, int rows,
                                        int samples, float beta, uint64_t kl_warmup_steps,
                                        const vae_step_counter *counter, double *accumulator) {
-    REQUIRE(rows > 0 && samples > 0, "cuda accumulate_loss: sizes must be positive (rows %d, samples %d)", rows,
-            samples);
-    REQUIRE(logp != NULL && kl != NULL && counter != NULL && accumulator != NULL,
-            "cuda accumulate_loss: NULL pointer");
     CUDA_CHECK(vae_launch_accumulate_loss(logp, kl, rows, samples, beta, kl_warmup_steps, counter, accumulator,
                                           as_cuda(backend)->stream));
     return VAE_OK;
@@ -301,18 +246,12 @@ static vae_status cuda_accumulate_loss(vae_backend *backend, const float *logp, 
 static vae_status cuda_importance_log_mean(vae_backend *backend, const float *logp, const float *mu_logvar,
                                            const float *z, float *result, int rows, int latent, int samples,
                                            float logvar_clamp) {
-    REQUIRE(rows > 0 && latent > 0 && samples > 0,
-            "cuda importance_log_mean: sizes must be positive (rows %d, latent %d, samples %d)", rows, latent,
-            samples);
-    REQUIRE(logp != NULL && mu_logvar != NULL && z != NULL && result != NULL,
-            "cuda importance_log_mean: NULL pointer");
     CUDA_CHECK(vae_launch_importance_log_mean(logp, mu_logvar, z, result, rows, latent, samples, logvar_clamp,
                                               as_cuda(backend)->stream));
     return VAE_OK;
 }
 
 static vae_status cuda_sum_of_squares(vae_backend *backend, const float *values, size_t count, float *result) {
-    REQUIRE(result != NULL && (values != NULL || count == 0), "cuda sum_of_squares: NULL pointer");
     cuda_backend *cuda = as_cuda(backend);
     CUDA_CHECK(vae_launch_sum_of_squares(values, count, result, cuda->reduction_scratch, cuda->stream));
     return VAE_OK;
@@ -321,9 +260,6 @@ static vae_status cuda_sum_of_squares(vae_backend *backend, const float *values,
 static vae_status cuda_adam_step(vae_backend *backend, float *params, const float *grads, float *m, float *v,
                                  size_t count, const vae_adam_settings *settings, const float *grad_norm_squared,
                                  vae_step_counter *counter) {
-    REQUIRE(settings != NULL && grad_norm_squared != NULL && counter != NULL, "cuda adam_step: NULL pointer");
-    REQUIRE(count == 0 || (params != NULL && grads != NULL && m != NULL && v != NULL),
-            "cuda adam_step: NULL buffer");
     CUDA_CHECK(vae_launch_adam_step(params, grads, m, v, count, *settings, grad_norm_squared, counter,
                                     as_cuda(backend)->stream));
     return VAE_OK;

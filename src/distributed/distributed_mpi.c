@@ -164,16 +164,16 @@ vae_status vae_distributed_agree(vae_status local) {
 }
 
 vae_status vae_distributed_prepare(vae_backend *backend) {
-    if (!world.launched || strcmp(backend->ops->name, "cuda") != 0) return VAE_OK;
+    if (!world.launched || strcmp(vae_backend_name(backend), "cuda") != 0) return VAE_OK;
     return vae_nccl_prepare(backend);
 }
 
 vae_status vae_distributed_mean_gradients(vae_backend *backend, float *gradients, size_t count) {
     if (!world.launched) return VAE_OK;
-    if (strcmp(backend->ops->name, "cuda") == 0) return vae_nccl_mean(backend, gradients, count);
-    if (strcmp(backend->ops->name, "cpu") != 0)
+    if (strcmp(vae_backend_name(backend), "cuda") == 0) return vae_nccl_mean(backend, gradients, count);
+    if (strcmp(vae_backend_name(backend), "cpu") != 0)
         return vae_error(VAE_ERROR_INTERNAL, "data-parallel training: no gradient all-reduce for the %s backend",
-                         backend->ops->name);
+                         vae_backend_name(backend));
     /* CPU backend memory is host memory. Open MPI's allreduce algorithms
      * (recursive doubling, ring, Rabenseifner) give every rank the same
      * bytes for a commutative sum; every rank then takes the same Adam step. */

@@ -8,7 +8,6 @@
 
 struct vae_step {
     vae_backend *backend;
-    const vae_backend_ops *ops;
     vae_model model;
     int rows, samples;
     int likelihood;
@@ -28,7 +27,7 @@ static vae_status step_alloc(vae_step *step, size_t floats, float **out) {
     if (step->allocation_count >= (int)(sizeof step->allocations / sizeof step->allocations[0]))
         return vae_error(VAE_ERROR_INTERNAL, "train step: too many buffers");
     void *pointer = NULL;
-    vae_status status = step->ops->alloc(step->backend, floats * sizeof(float), &pointer);
+    vae_status status = vae_backend_alloc(step->backend, floats * sizeof(float), &pointer);
     if (status != VAE_OK) return vae_error_context(status, "allocating the training workspace");
     step->allocations[step->allocation_count++] = pointer;
     *out = pointer;
@@ -43,7 +42,6 @@ vae_status vae_step_create(vae_step **out, vae_backend *backend, const vae_model
     vae_step *step = calloc(1, sizeof *step);
     if (!step) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "train step: out of memory");
     step->backend = backend;
-    step->ops = backend->ops;
     step->model = *model;
     step->rows = rows;
     step->samples = samples;
@@ -90,12 +88,12 @@ vae_status vae_step_create(vae_step **out, vae_backend *backend, const vae_model
         STEP_ALLOC(scratch_floats, &step->scratch[1]);
         STEP_ALLOC(z_floats, &step->dz);
         STEP_ALLOC((size_t)rows * 2 * m->latent_dim, &step->dmu_logvar);
-        if ((status = step->ops->fill(backend, step->buffers.gradients, 0.0f, m->parameter_count))) goto fail;
-        if ((status = step->ops->fill(backend, step->buffers.adam_m, 0.0f, m->parameter_count))) goto fail;
-        if ((status = step->ops->fill(backend, step->buffers.adam_v, 0.0f, m->parameter_count))) goto fail;
+        if ((status = vae_backend_fill(backend, step->buffers.gradients, 0.0f, m->parameter_count))) goto fail;
+        if ((status = vae_backend_fill(backend, step->buffers.adam_m, 0.0f, m->parameter_count))) goto fail;
+        if ((status = vae_backend_fill(backend, step->buffers.adam_v, 0.0f, m->parameter_count))) goto fail;
     }
 #undef STEP_ALLOC
-    if ((status = step->ops->fill(backend, (float *)step->buffers.loss_accumulator, 0.0f, 2 * VAE_LOSS_SLOTS)))
+    if ((status = vae_backend_fill(backend, (float *)step->buffers.loss_accumulator, 0.0f, 2 * VAE_LOSS_SLOTS)))
         goto fail;
     *out = step;
     return VAE_OK;
@@ -106,7 +104,7 @@ fail:
 
 void vae_step_destroy(vae_step *step) {
     if (!step) return;
-    for (int i = 0; i < step->allocation_count; ++i) step->ops->free(step->backend, step->allocations[i]);
+    for (int i = 0; i < step->allocation_count; ++i) vae_backend_free(step->backend, step->allocations[i]);
     free(step);
 }
 
@@ -117,16 +115,15 @@ int vae_step_rows(const vae_step *step) { return step->rows; }
  * the last one writing final_output. */
 static vae_status forward_layers(vae_step *step, int first, int count, const float *input, int in_rows,
                                  float *final_output) {
-    const vae_backend_ops *ops = step->ops;
     const float *parameters = step->buffers.parameters;
     for (int i = first; i < first + count; ++i) {
         const vae_layer *layer = &step->model.layers[i];
         int last = i == first + count - 1;
         float *output = last ? final_output : step->pre[i];
-        VAE_TRY(ops->linear_forward(step->backend, input, parameters + layer->weight_offset,
+        VAE_TRY(vae_backend_linear_forward(step->backend, input, parameters + layer->weight_offset,
                                     parameters + layer->bias_offset, output, in_rows, layer->in, layer->out));
         if (!last) {
-            VAE_TRY(ops->activation_forward(step->backend, layer->activation, step->pre[i], step->post[i],
+            VAE_TRY(vae_backend_activation_forward(step->backend, layer->activation, step->pre[i], step->post[i],
                                             (size_t)in_rows * layer->out));
             input = step->post[i];
         }
@@ -139,7 +136,6 @@ static vae_status forward_layers(vae_step *step, int first, int count, const flo
  * NULL, d loss / d input. */
 static vae_status backward_layers(vae_step *step, int first, int count, const float *input, int in_rows,
                                   float *dy, float *input_gradient) {
-    const vae_backend_ops *ops = step->ops;
     const float *parameters = step->buffers.parameters;
     float *gradients = step->buffers.gradients;
     int next_scratch = 0;
@@ -147,12 +143,12 @@ static vae_status backward_layers(vae_step *step, int first, int count, const fl
         const vae_layer *layer = &step->model.layers[i];
         const float *layer_input = i == first ? input : step->post[i - 1];
         float *dx = i == first ? input_gradient : step->scratch[next_scratch];
-        VAE_TRY(ops->linear_backward(step->backend, layer_input, parameters + layer->weight_offset, dy, dx,
+        VAE_TRY(vae_backend_linear_backward(step->backend, layer_input, parameters + layer->weight_offset, dy, dx,
                                      gradients + layer->weight_offset, gradients + layer->bias_offset, in_rows,
                                      layer->in, layer->out));
         if (i > first) {
             const vae_layer *previous = &step->model.layers[i - 1];
-            VAE_TRY(ops->activation_backward(step->backend, previous->activation, step->pre[i - 1], dx, dx,
+            VAE_TRY(vae_backend_activation_backward(step->backend, previous->activation, step->pre[i - 1], dx, dx,
                                              (size_t)in_rows * previous->out));
             dy = dx;
             next_scratch ^= 1;
@@ -163,39 +159,37 @@ static vae_status backward_layers(vae_step *step, int first, int count, const fl
 
 static vae_status run_forward(vae_step *step, const vae_noise_settings *noise, const vae_step_counter *counter,
                               const float *eps_override, int write_gradient) {
-    const vae_backend_ops *ops = step->ops;
     const vae_model *m = &step->model;
     vae_step_buffers *b = &step->buffers;
     int decoder_rows = step->rows * step->samples;
     VAE_TRY(forward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, b->mu_logvar));
-    VAE_TRY(ops->reparam_kl_forward(step->backend, b->mu_logvar, b->z, b->kl, step->rows, m->latent_dim,
+    VAE_TRY(vae_backend_reparam_kl_forward(step->backend, b->mu_logvar, b->z, b->kl, step->rows, m->latent_dim,
                                     step->samples, noise, counter, eps_override, step->logvar_clamp));
     VAE_TRY(forward_layers(step, m->encoder_layer_count, m->decoder_layer_count, b->z, decoder_rows,
                            b->decoder_output));
-    return ops->likelihood(step->backend, step->likelihood, b->x, b->decoder_output, b->logp, step->rows,
+    return vae_backend_likelihood(step->backend, step->likelihood, b->x, b->decoder_output, b->logp, step->rows,
                            step->samples, m->input_dim, step->fixed_logvar, write_gradient);
 }
 
 vae_status vae_step_forward(vae_step *step, const vae_noise_settings *noise, const vae_step_counter *counter,
                             const float *eps_override) {
     VAE_TRY(run_forward(step, noise, counter, eps_override, 0));
-    return step->ops->accumulate_loss(step->backend, step->buffers.logp, step->buffers.kl, step->rows,
+    return vae_backend_accumulate_loss(step->backend, step->buffers.logp, step->buffers.kl, step->rows,
                                       step->samples, 1.0f, 0, counter, step->buffers.loss_accumulator);
 }
 
 vae_status vae_step_forward_backward(vae_step *step, const vae_noise_settings *noise, vae_step_counter *counter,
                                      const float *eps_override) {
     if (!step->with_optimizer) return vae_error(VAE_ERROR_INTERNAL, "train step: created without gradients");
-    const vae_backend_ops *ops = step->ops;
     const vae_model *m = &step->model;
     vae_step_buffers *b = &step->buffers;
     int decoder_rows = step->rows * step->samples;
     VAE_TRY(run_forward(step, noise, counter, eps_override, 1));
-    VAE_TRY(ops->accumulate_loss(step->backend, b->logp, b->kl, step->rows, step->samples, step->beta,
+    VAE_TRY(vae_backend_accumulate_loss(step->backend, b->logp, b->kl, step->rows, step->samples, step->beta,
                                  step->kl_warmup_steps, counter, b->loss_accumulator));
     VAE_TRY(backward_layers(step, m->encoder_layer_count, m->decoder_layer_count, b->z, decoder_rows,
                             b->decoder_output, step->dz));
-    VAE_TRY(ops->reparam_kl_backward(step->backend, b->mu_logvar, b->z, step->dz, step->dmu_logvar, step->rows,
+    VAE_TRY(vae_backend_reparam_kl_backward(step->backend, b->mu_logvar, b->z, step->dz, step->dmu_logvar, step->rows,
                                      m->latent_dim, step->samples, step->beta, step->kl_warmup_steps, counter,
                                      step->logvar_clamp));
     return backward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, step->dmu_logvar, NULL);
@@ -215,9 +209,9 @@ vae_status vae_step_decode(vae_step *step, const float *z, int count) {
 vae_status vae_step_optimizer(vae_step *step, const vae_adam_settings *settings, vae_step_counter *counter) {
     if (!step->with_optimizer) return vae_error(VAE_ERROR_INTERNAL, "train step: created without an optimizer");
     vae_step_buffers *b = &step->buffers;
-    VAE_TRY(step->ops->sum_of_squares(step->backend, b->gradients, step->model.parameter_count,
+    VAE_TRY(vae_backend_sum_of_squares(step->backend, b->gradients, step->model.parameter_count,
                                       b->grad_norm_squared));
-    return step->ops->adam_step(step->backend, b->parameters, b->gradients, b->adam_m, b->adam_v,
+    return vae_backend_adam_step(step->backend, b->parameters, b->gradients, b->adam_m, b->adam_v,
                                 step->model.parameter_count, settings, b->grad_norm_squared, counter);
 }
 
@@ -250,6 +244,6 @@ vae_status vae_reference_loss_and_gradients(const vae_config *config, int input_
     }
     vae_step_destroy(step);
     free(parameter_copy);
-    backend->ops->destroy(backend);
+    vae_backend_destroy(backend);
     return status;
 }

@@ -32,9 +32,9 @@ typedef struct eval_state {
 static void eval_state_free(eval_state *s) {
     vae_backend *backend = s->trainer->backend;
     for (int i = 0; i < 2; ++i) vae_step_destroy(s->steps[i]);
-    if (s->values) backend->ops->free(backend, s->values);
-    if (s->order) backend->ops->free(backend, s->order);
-    if (s->importance) backend->ops->free(backend, s->importance);
+    if (s->values) vae_backend_free(backend, s->values);
+    if (s->order) vae_backend_free(backend, s->order);
+    if (s->importance) vae_backend_free(backend, s->importance);
     free(s->host_importance);
     free(s->host_mu_logvar);
     free(s->sums);
@@ -56,19 +56,18 @@ static double seconds_now(void) {
 static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwae) {
     vae_trainer *trainer = s->trainer;
     vae_backend *backend = trainer->backend;
-    const vae_backend_ops *ops = backend->ops;
     const vae_dataset *data = s->dataset;
     const vae_config *c = &trainer->config;
     int latent = trainer->model.latent_dim;
     long count = data->count;
     size_t value_size = data->dtype == VAE_DTYPE_U8 ? 1 : sizeof(float);
-    VAE_TRY(ops->alloc(backend, (size_t)count * data->dim * value_size, &s->values));
-    VAE_TRY(ops->copy_to_device(backend, s->values, data->values, (size_t)count * data->dim * value_size));
+    VAE_TRY(vae_backend_alloc(backend, (size_t)count * data->dim * value_size, &s->values));
+    VAE_TRY(vae_backend_copy_to_device(backend, s->values, data->values, (size_t)count * data->dim * value_size));
     int32_t *identity = malloc(sizeof(int32_t) * (size_t)count);
     if (!identity) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluation: out of memory");
     for (long i = 0; i < count; ++i) identity[i] = (int32_t)i;
-    vae_status status = ops->alloc(backend, sizeof(int32_t) * (size_t)count, (void **)&s->order);
-    if (status == VAE_OK) status = ops->copy_to_device(backend, s->order, identity, sizeof(int32_t) * (size_t)count);
+    vae_status status = vae_backend_alloc(backend, sizeof(int32_t) * (size_t)count, (void **)&s->order);
+    if (status == VAE_OK) status = vae_backend_copy_to_device(backend, s->order, identity, sizeof(int32_t) * (size_t)count);
     free(identity);
     VAE_TRY(status);
     long full_batches = count / rows;
@@ -76,7 +75,7 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
     VAE_TRY(vae_step_create(&s->steps[0], backend, &trainer->model, c, rows, samples, trainer->parameters, 0));
     if (remainder)
         VAE_TRY(vae_step_create(&s->steps[1], backend, &trainer->model, c, remainder, samples, trainer->parameters, 0));
-    VAE_TRY(ops->alloc(backend, sizeof(float) * (size_t)rows, (void **)&s->importance));
+    VAE_TRY(vae_backend_alloc(backend, sizeof(float) * (size_t)rows, (void **)&s->importance));
     s->host_importance = malloc(sizeof(float) * (size_t)rows);
     s->host_mu_logvar = malloc(sizeof(float) * (size_t)rows * 2 * latent);
     s->sums = calloc((size_t)SUM_LATENT + 3 * (size_t)latent, sizeof(double));
@@ -98,17 +97,17 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
         int batch_rows = vae_step_rows(step);
         const vae_step_buffers *b = vae_step_get_buffers(step);
         vae_step_counter counter = {(uint64_t)batch, 0, 0};
-        VAE_TRY(ops->copy_to_device(backend, trainer->eval_counter, &counter, sizeof counter));
-        VAE_TRY(ops->gather_batch(backend, s->values, s->order + batch * rows, data->dim, batch_rows, &gather,
+        VAE_TRY(vae_backend_copy_to_device(backend, trainer->eval_counter, &counter, sizeof counter));
+        VAE_TRY(vae_backend_gather_batch(backend, s->values, s->order + batch * rows, data->dim, batch_rows, &gather,
                                   trainer->eval_counter, b->x));
         VAE_TRY(vae_step_forward(step, &noise, trainer->eval_counter, NULL));
         if (iwae) {
-            VAE_TRY(ops->importance_log_mean(backend, b->logp, b->mu_logvar, b->z, s->importance, batch_rows, latent,
+            VAE_TRY(vae_backend_importance_log_mean(backend, b->logp, b->mu_logvar, b->z, s->importance, batch_rows, latent,
                                              samples, c->logvar_clamp));
-            VAE_TRY(ops->copy_to_host(backend, s->host_importance, s->importance, sizeof(float) * (size_t)batch_rows));
+            VAE_TRY(vae_backend_copy_to_host(backend, s->host_importance, s->importance, sizeof(float) * (size_t)batch_rows));
             for (int r = 0; r < batch_rows; ++r) importance_sum += s->host_importance[r];
         }
-        VAE_TRY(ops->copy_to_host(backend, s->host_mu_logvar, b->mu_logvar, sizeof(float) * (size_t)batch_rows * 2 * latent));
+        VAE_TRY(vae_backend_copy_to_host(backend, s->host_mu_logvar, b->mu_logvar, sizeof(float) * (size_t)batch_rows * 2 * latent));
         for (int r = 0; r < batch_rows; ++r)
             for (int j = 0; j < latent; ++j) {
                 const float *row = s->host_mu_logvar + (size_t)r * 2 * latent;
@@ -122,7 +121,7 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
     for (int i = 0; i < 2; ++i) {
         if (!s->steps[i]) continue;
         double part[VAE_LOSS_SLOTS];
-        VAE_TRY(ops->copy_to_host(backend, part, vae_step_get_buffers(s->steps[i])->loss_accumulator, sizeof part));
+        VAE_TRY(vae_backend_copy_to_host(backend, part, vae_step_get_buffers(s->steps[i])->loss_accumulator, sizeof part));
         for (int k = 0; k < VAE_LOSS_SLOTS; ++k) s->sums[SUM_LOSS_SLOTS + k] += part[k];
     }
     return VAE_OK;
@@ -209,10 +208,10 @@ vae_status vae_trainer_decode(vae_trainer *trainer, const float *host_z, int cou
     float *outputs = malloc(sizeof(float) * (size_t)count * width);
     vae_status status = outputs ? VAE_OK : vae_error(VAE_ERROR_OUT_OF_MEMORY, "decode: out of memory");
     if (status == VAE_OK)
-        status = backend->ops->copy_to_device(backend, b->z, host_z, sizeof(float) * (size_t)count * trainer->model.latent_dim);
+        status = vae_backend_copy_to_device(backend, b->z, host_z, sizeof(float) * (size_t)count * trainer->model.latent_dim);
     if (status == VAE_OK) status = vae_step_decode(step, b->z, count);
     if (status == VAE_OK)
-        status = backend->ops->copy_to_host(backend, outputs, b->decoder_output, sizeof(float) * (size_t)count * width);
+        status = vae_backend_copy_to_host(backend, outputs, b->decoder_output, sizeof(float) * (size_t)count * width);
     if (status == VAE_OK) outputs_to_images(trainer, outputs, count, images);
     free(outputs);
     vae_step_destroy(step);

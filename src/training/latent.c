@@ -99,7 +99,6 @@ vae_status vae_trainer_encode(vae_trainer *trainer, const char *split, long firs
     float clamp = trainer->config.logvar_clamp;
     long rows = trainer->config.eval_batch_size < count ? trainer->config.eval_batch_size : count;
     vae_backend *backend = trainer->backend;
-    const vae_backend_ops *ops = backend->ops;
     /* One step for the whole call; the last, partial batch reuses it (the
      * encoder treats rows independently, so the unused rows do no harm). */
     vae_step *step = NULL;
@@ -112,10 +111,10 @@ vae_status vae_trainer_encode(vae_trainer *trainer, const char *split, long firs
     for (long done = 0; status == VAE_OK && done < count; done += rows) {
         long batch_rows = count - done < rows ? count - done : rows;
         scaled_inputs(trainer, data, first + done, batch_rows, host_x);
-        status = ops->copy_to_device(backend, b->x, host_x, sizeof(float) * (size_t)batch_rows * (size_t)dim);
+        status = vae_backend_copy_to_device(backend, b->x, host_x, sizeof(float) * (size_t)batch_rows * (size_t)dim);
         if (status == VAE_OK) status = vae_step_encode(step);
         if (status == VAE_OK)
-            status = ops->copy_to_host(backend, host_mu_logvar, b->mu_logvar,
+            status = vae_backend_copy_to_host(backend, host_mu_logvar, b->mu_logvar,
                                        sizeof(float) * (size_t)batch_rows * 2 * (size_t)latent);
         for (long r = 0; status == VAE_OK && r < batch_rows; ++r) {
             const float *source = host_mu_logvar + (size_t)r * 2 * (size_t)latent;

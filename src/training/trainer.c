@@ -38,7 +38,7 @@ static double seconds_now(void) {
 }
 
 static vae_status backend_alloc(vae_trainer *trainer, size_t bytes, void **out) {
-    return trainer->backend->ops->alloc(trainer->backend, bytes, out);
+    return vae_backend_alloc(trainer->backend, bytes, out);
 }
 
 vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config, vae_device_kind device, int input_dim,
@@ -61,14 +61,14 @@ vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config,
     if (status == VAE_OK) status = backend_alloc(trainer, sizeof(vae_step_counter), (void **)&trainer->eval_counter);
     if (status == VAE_OK) {
         vae_step_counter zero = {0, 0, 0};
-        status = trainer->backend->ops->copy_to_device(trainer->backend, trainer->counter, &zero, sizeof zero);
+        status = vae_backend_copy_to_device(trainer->backend, trainer->counter, &zero, sizeof zero);
     }
     if (status == VAE_OK) {
         float *host = malloc(sizeof(float) * trainer->model.parameter_count);
         if (!host) status = vae_error(VAE_ERROR_OUT_OF_MEMORY, "trainer: out of memory for parameters");
         else {
             vae_model_init_parameters(&trainer->model, config->seed, config->init_scale, host);
-            status = trainer->backend->ops->copy_to_device(trainer->backend, trainer->parameters, host,
+            status = vae_backend_copy_to_device(trainer->backend, trainer->parameters, host,
                                                           sizeof(float) * trainer->model.parameter_count);
             free(host);
         }
@@ -121,16 +121,15 @@ void vae_trainer_destroy(vae_trainer *trainer) {
     if (!trainer) return;
     vae_backend *backend = trainer->backend;
     if (backend) {
-        const vae_backend_ops *ops = backend->ops;
-        if (trainer->graph && ops->graph_destroy) ops->graph_destroy(backend, trainer->graph);
+        if (trainer->graph) vae_backend_graph_destroy(backend, trainer->graph);
         vae_step_destroy(trainer->train_step);
-        if (trainer->parameters) ops->free(backend, trainer->parameters);
-        if (trainer->counter) ops->free(backend, trainer->counter);
-        if (trainer->eval_counter) ops->free(backend, trainer->eval_counter);
-        if (trainer->train_values_mapped) ops->free_host_mapped(backend, trainer->train_values_mapped);
-        else if (trainer->train_values) ops->free(backend, trainer->train_values);
-        if (trainer->train_permutation) ops->free(backend, trainer->train_permutation);
-        ops->destroy(backend);
+        if (trainer->parameters) vae_backend_free(backend, trainer->parameters);
+        if (trainer->counter) vae_backend_free(backend, trainer->counter);
+        if (trainer->eval_counter) vae_backend_free(backend, trainer->eval_counter);
+        if (trainer->train_values_mapped) vae_backend_free_host_mapped(backend, trainer->train_values_mapped);
+        else if (trainer->train_values) vae_backend_free(backend, trainer->train_values);
+        if (trainer->train_permutation) vae_backend_free(backend, trainer->train_permutation);
+        vae_backend_destroy(backend);
     }
     free(trainer->host_permutation);
     free(trainer->loaded_adam_m);
@@ -148,7 +147,7 @@ const vae_dataset *vae_trainer_split(vae_trainer *trainer, const char *split) {
 }
 
 vae_status vae_trainer_read_counter(vae_trainer *trainer, vae_step_counter *counter) {
-    return trainer->backend->ops->copy_to_host(trainer->backend, counter, trainer->counter, sizeof *counter);
+    return vae_backend_copy_to_host(trainer->backend, counter, trainer->counter, sizeof *counter);
 }
 
 /* The training set and the step's workspace, on the backend. */
@@ -156,7 +155,6 @@ static vae_status build_train_step(vae_trainer *trainer) {
     VAE_TRY(vae_trainer_ensure_data(trainer));
     const vae_config *c = &trainer->config;
     const vae_dataset *train = &trainer->data.train;
-    const vae_backend_ops *ops = trainer->backend->ops;
     if (train->count < c->batch_size)
         return vae_error(VAE_ERROR_INVALID_ARGUMENT,
                          "train.batch_size = %d is larger than the training set (%ld examples)", c->batch_size,
@@ -176,16 +174,16 @@ static vae_status build_train_step(vae_trainer *trainer) {
     /* The training set goes to device memory when it fits; otherwise (or
      * with data.on_device = host) to page-locked host memory the gather
      * reads over the bus, so the step stays one graph either way. */
-    vae_status placed = c->data_on_device == VAE_DATA_HOST && ops->alloc_host_mapped
+    vae_status placed = c->data_on_device == VAE_DATA_HOST && vae_backend_has_host_mapped_memory(trainer->backend)
                             ? VAE_ERROR_OUT_OF_MEMORY
                             : backend_alloc(trainer, value_bytes, &trainer->train_values);
-    if (placed == VAE_ERROR_OUT_OF_MEMORY && ops->alloc_host_mapped) {
-        VAE_TRY(ops->alloc_host_mapped(trainer->backend, value_bytes, &trainer->train_values_mapped,
+    if (placed == VAE_ERROR_OUT_OF_MEMORY && vae_backend_has_host_mapped_memory(trainer->backend)) {
+        VAE_TRY(vae_backend_alloc_host_mapped(trainer->backend, value_bytes, &trainer->train_values_mapped,
                                        &trainer->train_values));
         memcpy(trainer->train_values_mapped, train->values, value_bytes);
     } else {
         VAE_TRY(placed);
-        VAE_TRY(ops->copy_to_device(trainer->backend, trainer->train_values, train->values, value_bytes));
+        VAE_TRY(vae_backend_copy_to_device(trainer->backend, trainer->train_values, train->values, value_bytes));
     }
     VAE_TRY(backend_alloc(trainer, sizeof(int32_t) * (size_t)train->count, (void **)&trainer->train_permutation));
     trainer->host_permutation = malloc(sizeof(int32_t) * (size_t)train->count);
@@ -201,8 +199,8 @@ static vae_status build_train_step(vae_trainer *trainer) {
     if (trainer->loaded_adam_m) {
         const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
         size_t bytes = sizeof(float) * trainer->model.parameter_count;
-        VAE_TRY(ops->copy_to_device(trainer->backend, b->adam_m, trainer->loaded_adam_m, bytes));
-        VAE_TRY(ops->copy_to_device(trainer->backend, b->adam_v, trainer->loaded_adam_v, bytes));
+        VAE_TRY(vae_backend_copy_to_device(trainer->backend, b->adam_m, trainer->loaded_adam_m, bytes));
+        VAE_TRY(vae_backend_copy_to_device(trainer->backend, b->adam_v, trainer->loaded_adam_v, bytes));
     }
     return VAE_OK;
 }
@@ -222,7 +220,7 @@ static vae_status ensure_permutation(vae_trainer *trainer, uint64_t epoch) {
     if (trainer->permutation_epoch == epoch) return VAE_OK;
     long count = trainer->data.train.count;
     vae_permutation_for_epoch(trainer->config.seed, epoch, trainer->host_permutation, count);
-    VAE_TRY(trainer->backend->ops->copy_to_device(trainer->backend, trainer->train_permutation,
+    VAE_TRY(vae_backend_copy_to_device(trainer->backend, trainer->train_permutation,
                                                   trainer->host_permutation, sizeof(int32_t) * (size_t)count));
     trainer->permutation_epoch = epoch;
     return VAE_OK;
@@ -232,7 +230,7 @@ static vae_status ensure_permutation(vae_trainer *trainer, uint64_t epoch) {
  * no-op for one process) and Adam: the operations of one step. */
 static vae_status issue_one_step(vae_trainer *trainer) {
     const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
-    VAE_TRY(trainer->backend->ops->gather_batch(trainer->backend, trainer->train_values, trainer->train_permutation,
+    VAE_TRY(vae_backend_gather_batch(trainer->backend, trainer->train_values, trainer->train_permutation,
                                                 trainer->input_dim, vae_step_rows(trainer->train_step),
                                                 &trainer->gather, trainer->counter, b->x));
     VAE_TRY(vae_step_forward_backward(trainer->train_step, &trainer->noise, trainer->counter, NULL));
@@ -242,22 +240,21 @@ static vae_status issue_one_step(vae_trainer *trainer) {
 
 /* One step: replayed from a captured graph where the backend has them. */
 static vae_status run_one_step(vae_trainer *trainer) {
-    const vae_backend_ops *ops = trainer->backend->ops;
     VAE_TRY(ensure_permutation(trainer, trainer->host_step / (uint64_t)trainer->steps_per_epoch));
-    if (!ops->graph_capture_begin) return issue_one_step(trainer);
+    if (!vae_backend_has_graphs(trainer->backend)) return issue_one_step(trainer);
     vae_distributed_heartbeat();
     if (!trainer->graph) {
-        VAE_TRY(ops->graph_capture_begin(trainer->backend));
+        VAE_TRY(vae_backend_graph_capture_begin(trainer->backend));
         vae_status status = issue_one_step(trainer);
         void *graph = NULL;
-        vae_status end_status = ops->graph_capture_end(trainer->backend, &graph);
+        vae_status end_status = vae_backend_graph_capture_end(trainer->backend, &graph);
         if (status != VAE_OK || end_status != VAE_OK) {
-            if (graph) ops->graph_destroy(trainer->backend, graph);
+            if (graph) vae_backend_graph_destroy(trainer->backend, graph);
             return status != VAE_OK ? status : end_status;
         }
         trainer->graph = graph;
     }
-    return ops->graph_launch(trainer->backend, trainer->graph);
+    return vae_backend_graph_launch(trainer->backend, trainer->graph);
 }
 
 static void format_duration(double seconds, char *out, size_t size) {
@@ -293,14 +290,13 @@ static vae_status make_folder(const char *path) {
 static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const vae_train_options *options,
                                double start_time, uint64_t first_step, uint64_t total_steps, double *window_start,
                                uint64_t *window_first_step) {
-    const vae_backend_ops *ops = trainer->backend->ops;
     const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
     double sums[VAE_LOSS_SLOTS];
     vae_step_counter counter;
-    VAE_TRY(ops->copy_to_host(trainer->backend, sums, b->loss_accumulator, sizeof sums));
-    VAE_TRY(ops->copy_to_host(trainer->backend, &counter, trainer->counter, sizeof counter));
+    VAE_TRY(vae_backend_copy_to_host(trainer->backend, sums, b->loss_accumulator, sizeof sums));
+    VAE_TRY(vae_backend_copy_to_host(trainer->backend, &counter, trainer->counter, sizeof counter));
     vae_distributed_device_idle();
-    VAE_TRY(ops->fill(trainer->backend, (float *)b->loss_accumulator, 0.0f, 2 * VAE_LOSS_SLOTS));
+    VAE_TRY(vae_backend_fill(trainer->backend, (float *)b->loss_accumulator, 0.0f, 2 * VAE_LOSS_SLOTS));
     VAE_TRY(vae_distributed_sum_doubles(sums, VAE_LOSS_SLOTS)); /* every rank's rows */
     double now = seconds_now();
     double count = sums[VAE_LOSS_COUNT] > 0 ? sums[VAE_LOSS_COUNT] : 1;
@@ -524,7 +520,7 @@ vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int tim
         VAE_TRY(run_one_step(trainer));
         trainer->host_step += 1;
     }
-    VAE_TRY(trainer->backend->ops->synchronize(trainer->backend));
+    VAE_TRY(vae_backend_synchronize(trainer->backend));
     vae_distributed_device_idle();
     VAE_TRY(vae_distributed_barrier());
     double start = seconds_now();
@@ -532,7 +528,7 @@ vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int tim
         VAE_TRY(run_one_step(trainer));
         trainer->host_step += 1;
     }
-    VAE_TRY(trainer->backend->ops->synchronize(trainer->backend));
+    VAE_TRY(vae_backend_synchronize(trainer->backend));
     vae_distributed_device_idle();
     /* Data parallel: the slowest rank's time; batch_size is global, so the
      * rate below counts every rank's samples. */

@@ -34,7 +34,6 @@ static int describe_tensors(const vae_model *model, const char *prefix, const fl
 }
 
 vae_status vae_trainer_save(vae_trainer *trainer, const char *path) {
-    const vae_backend_ops *ops = trainer->backend->ops;
     size_t count = trainer->model.parameter_count;
     int has_moments = trainer->train_step != NULL || trainer->loaded_adam_m != NULL;
     float *host = malloc(sizeof(float) * count * (has_moments ? 3 : 1));
@@ -42,13 +41,13 @@ vae_status vae_trainer_save(vae_trainer *trainer, const char *path) {
     char *config_text = NULL;
     vae_status status = host && tensors ? VAE_OK : vae_error(VAE_ERROR_OUT_OF_MEMORY, "saving %s: out of memory", path);
     vae_step_counter counter;
-    if (status == VAE_OK) status = ops->copy_to_host(trainer->backend, host, trainer->parameters, sizeof(float) * count);
+    if (status == VAE_OK) status = vae_backend_copy_to_host(trainer->backend, host, trainer->parameters, sizeof(float) * count);
     if (status == VAE_OK) status = vae_trainer_read_counter(trainer, &counter);
     if (status == VAE_OK && has_moments) {
         if (trainer->train_step) {
             const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
-            status = ops->copy_to_host(trainer->backend, host + count, b->adam_m, sizeof(float) * count);
-            if (status == VAE_OK) status = ops->copy_to_host(trainer->backend, host + 2 * count, b->adam_v, sizeof(float) * count);
+            status = vae_backend_copy_to_host(trainer->backend, host + count, b->adam_m, sizeof(float) * count);
+            if (status == VAE_OK) status = vae_backend_copy_to_host(trainer->backend, host + 2 * count, b->adam_v, sizeof(float) * count);
         } else {
             memcpy(host + count, trainer->loaded_adam_m, sizeof(float) * count);
             memcpy(host + 2 * count, trainer->loaded_adam_v, sizeof(float) * count);
@@ -168,7 +167,7 @@ vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind
     }
     if (status == VAE_OK) status = load_tensor_set(&checkpoint, path, &trainer->model, "", host, NULL);
     if (status == VAE_OK)
-        status = trainer->backend->ops->copy_to_device(trainer->backend, trainer->parameters, host, sizeof(float) * count);
+        status = vae_backend_copy_to_device(trainer->backend, trainer->parameters, host, sizeof(float) * count);
     if (status == VAE_OK) {
         int found_m = 0, found_v = 0;
         trainer->loaded_adam_m = malloc(sizeof(float) * count);
@@ -191,7 +190,7 @@ vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind
         vae_step_counter counter = {step, skipped, nonfinite};
         trainer->host_step = step;
         trainer->resumed_counter = counter;
-        status = trainer->backend->ops->copy_to_device(trainer->backend, trainer->counter, &counter, sizeof counter);
+        status = vae_backend_copy_to_device(trainer->backend, trainer->counter, &counter, sizeof counter);
     }
     free(host);
     vae_checkpoint_free(&checkpoint);
