@@ -19,6 +19,10 @@ PACKAGES=(
   libopenblas-dev libopenblas0-pthread libopenblas-pthread-dev libgfortran5 libquadmath0
   # config, metrics, images
   libinih-dev libinih1 libcjson-dev libcjson1 libpng-dev libpng16-16 zlib1g-dev
+  # Open MPI for data-parallel training and its tests (runs relocated: scripts/carried_mpi.sh)
+  openmpi-bin openmpi-common libopenmpi3 libopenmpi-dev libpmix2 libhwloc15 libevent-core-2.1-7
+  libevent-pthreads-2.1-7 libfabric1 libucx0 libibverbs1 ibverbs-providers librdmacm1 libpsm2-2
+  libpsm-infinipath1 libnl-3-200 libnl-route-3-200 libnuma1 libmunge2
   # the build tools, in case the GPU image has none (with cmake's own libraries)
   cmake cmake-data libjsoncpp25 librhash0 libuv1 libarchive13 pkgconf pkgconf-bin libpkgconf3
 )

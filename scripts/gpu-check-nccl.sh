@@ -24,10 +24,8 @@ record() { printf '%s' "$2" >"$STATE/$1"; }
 
 # Open MPI carried in .carry/root (unpacked by gpu-check.sh) runs relocated.
 CARRY_ROOT="$ROOT/.carry/root"
-if ! command -v mpirun >/dev/null && [ -x "$CARRY_ROOT/usr/bin/mpirun" ]; then
-  export OPAL_PREFIX="$CARRY_ROOT/usr" PATH="$CARRY_ROOT/usr/bin:$PATH"
-  export LD_LIBRARY_PATH="$CARRY_ROOT/usr/lib/x86_64-linux-gnu/openmpi/lib:$CARRY_ROOT/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
+source "$ROOT/scripts/carried_mpi.sh"
+vae_use_carried_mpi "$CARRY_ROOT"
 if ! command -v mpirun >/dev/null; then
   log "skipped: no mpirun (install openmpi-bin libopenmpi-dev, or carry them)"
   record nccl_status '"skipped: no mpirun"'
