@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -64,6 +65,16 @@ std::vector<std::string> train_words(const std::string &folder, const std::vecto
 std::vector<std::string> launch_words(int processes, const std::vector<std::string> &command) {
     std::vector<std::string> words = {mpiexec, "--allow-run-as-root", "--oversubscribe", "-np", std::to_string(processes),
                                       "-x", "OMP_NUM_THREADS=1", "-x", "OPENBLAS_NUM_THREADS=1"};
+    // Under scripts/sanitize.sh: Open MPI's plugins are unloaded at
+    // MPI_Finalize with allocations they never free, which LeakSanitizer
+    // reports from frames it can no longer name (no suppression can match
+    // them). Launched ranks keep every other ASan/UBSan check; leaks in the
+    // engine's own code are checked by the single-process runs here and by
+    // every other suite.
+    if (const char *asan = std::getenv("ASAN_OPTIONS")) {
+        words.push_back("-x");
+        words.push_back(std::string("ASAN_OPTIONS=") + asan + ":detect_leaks=0");
+    }
     words.insert(words.end(), command.begin(), command.end());
     return words;
 }
@@ -353,8 +364,9 @@ TEST(Distributed, AKilledRankEndsTheJobWithinAMinute) {
 
 TEST(Distributed, SigtermToTheLauncherStopsEveryRankWithACheckpoint) {
     REQUIRE_MPI_AND_DATA();
-    // mpirun forwards SIGTERM to the ranks; they stop together at the next
-    // logging step (every 25 steps here), rank 0 writes the checkpoint.
+    // mpirun forwards SIGTERM to the ranks (and SIGKILLs them 1 s later);
+    // they agree to stop at the same step, one step after the first saw it,
+    // and rank 0 writes the checkpoint.
     std::string folder = vae_test::temporary_folder("distributed_sigterm");
     std::string log_path = folder + ".log";
     // No periodic checkpoints: the one found afterwards is the stop's.
@@ -375,7 +387,10 @@ TEST(Distributed, SigtermToTheLauncherStopsEveryRankWithACheckpoint) {
     EXPECT_EQ(count_lines(log, "stopped by a signal"), 1u) << log;
     Tensors last = read_checkpoint(folder + "/checkpoint.safetensors");
     ASSERT_FALSE(last.step.empty());
-    EXPECT_EQ(std::stol(last.step) % 25, 0) << "stopped at a logging step: " << last.step;
+    EXPECT_GE(std::stol(last.step), 50) << "the checkpoint is the stop's, written after the signal";
+    // The metrics end at the step of the checkpoint (rank 0 logged it).
+    std::string metrics = vae_test::read_file_or_empty(folder + "/metrics.jsonl");
+    EXPECT_NE(metrics.find("\"step\":" + last.step + ","), std::string::npos) << metrics;
 }
 
 TEST(Distributed, ResumeAfterAKilledRankContinuesExactly) {

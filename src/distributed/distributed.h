@@ -48,6 +48,15 @@ vae_status vae_distributed_broadcast(void *bytes, size_t size, int root);
 vae_status vae_distributed_same_everywhere(const void *bytes, size_t size, int *same);
 vae_status vae_distributed_barrier(void);
 
+/* A stop request (SIGINT/SIGTERM reach the ranks at different moments)
+ * agreed without waiting: each call completes the previous round (an
+ * MPI_Iallreduce started by the call before, normally finished long ago)
+ * and starts the next with this rank's flag. *stop is 1 on every rank in
+ * the same call: one step after any rank saw its flag. Alone: *stop = flag.
+ * vae_distributed_stop_finish completes a round still in flight. */
+vae_status vae_distributed_stop_poll(int flag, int *stop);
+vae_status vae_distributed_stop_finish(void);
+
 /* Every rank calls it with its own status at a point where a rank can fail
  * on its own (a full disk on the writing rank, a bad input on one node):
  * returns, on every rank, the status of the lowest failing rank, with that

@@ -20,7 +20,10 @@ static struct {
     int rank, size, local_rank;
     int error_shared;
     char description[320];
-} world = {0, 0, 0, 0, 1, 0, 0, "single process"};
+    MPI_Comm stop_comm;        /* a duplicate, so stop rounds never match other collectives */
+    MPI_Request stop_request;
+    int stop_send, stop_receive;
+} world = {0, 0, 0, 0, 1, 0, 0, "single process", MPI_COMM_NULL, MPI_REQUEST_NULL, 0, 0};
 
 /* MPI calls return their error code (the communicator's error handler is
  * MPI_ERRORS_RETURN); this turns one into a status and a message. */
@@ -59,6 +62,7 @@ vae_status vae_distributed_init(int *argc, char ***argv) {
     MPI_CHECK(MPI_Comm_rank(node, &world.local_rank));
     MPI_CHECK(MPI_Comm_size(node, &node_size));
     MPI_CHECK(MPI_Comm_free(&node));
+    MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &world.stop_comm));
     char version[MPI_MAX_LIBRARY_VERSION_STRING];
     int length = 0;
     MPI_CHECK(MPI_Get_library_version(version, &length));
@@ -72,6 +76,8 @@ vae_status vae_distributed_init(int *argc, char ***argv) {
 
 void vae_distributed_finalize(void) {
     vae_nccl_finalize();
+    if (world.launched) (void)vae_distributed_stop_finish();
+    if (world.launched && world.stop_comm != MPI_COMM_NULL) MPI_Comm_free(&world.stop_comm);
     if (world.launched && world.we_started_mpi) {
         int finalized = 0;
         MPI_Finalized(&finalized);
@@ -138,6 +144,27 @@ vae_status vae_distributed_same_everywhere(const void *bytes, size_t size, int *
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &low, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD));
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &high, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD));
     *same = low == high;
+    return VAE_OK;
+}
+
+vae_status vae_distributed_stop_poll(int flag, int *stop) {
+    *stop = flag != 0;
+    if (!world.launched) return VAE_OK;
+    *stop = 0;
+    if (world.stop_request != MPI_REQUEST_NULL) {
+        MPI_CHECK(MPI_Wait(&world.stop_request, MPI_STATUS_IGNORE));
+        *stop = world.stop_receive != 0;
+    }
+    if (*stop) return VAE_OK; /* every rank stops here: no further round */
+    world.stop_send = flag != 0;
+    MPI_CHECK(MPI_Iallreduce(&world.stop_send, &world.stop_receive, 1, MPI_INT, MPI_MAX, world.stop_comm,
+                             &world.stop_request));
+    return VAE_OK;
+}
+
+vae_status vae_distributed_stop_finish(void) {
+    if (!world.launched || world.stop_request == MPI_REQUEST_NULL) return VAE_OK;
+    MPI_CHECK(MPI_Wait(&world.stop_request, MPI_STATUS_IGNORE));
     return VAE_OK;
 }
 

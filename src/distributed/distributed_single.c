@@ -44,6 +44,8 @@ vae_status vae_distributed_same_everywhere(const void *bytes, size_t size, int *
     return VAE_OK;
 }
 vae_status vae_distributed_agree(vae_status local) { return local; }
+vae_status vae_distributed_stop_poll(int flag, int *stop) { *stop = flag != 0; return VAE_OK; }
+vae_status vae_distributed_stop_finish(void) { return VAE_OK; }
 vae_status vae_distributed_prepare(vae_backend *backend) { (void)backend; return VAE_OK; }
 vae_status vae_distributed_mean_gradients(vae_backend *backend, float *gradients, size_t count) {
     (void)backend; (void)gradients; (void)count;

@@ -406,7 +406,7 @@ static vae_status check_ranks_agree(vae_trainer *trainer) {
     size_t bytes = sizeof(float) * trainer->model.parameter_count;
     float *host = malloc(bytes);
     if (!host) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "trainer: out of memory");
-    vae_status status = trainer->backend->ops->copy_to_host(trainer->backend, host, trainer->parameters, bytes);
+    vae_status status = vae_backend_copy_to_host(trainer->backend, host, trainer->parameters, bytes);
     int same = 1;
     if (status == VAE_OK) status = vae_distributed_same_everywhere(host, bytes, &same);
     free(host);
@@ -433,8 +433,8 @@ static vae_status open_run_folder(vae_trainer *trainer, const vae_train_options 
 /* Data parallel: every rank runs this loop in step; rank 0 alone writes
  * (write_dir is NULL elsewhere). Where one rank can fail on its own (writing
  * files, evaluation) the ranks agree on the outcome (vae_distributed_agree)
- * so that all of them stop together; a stop signal is honoured at the next
- * logging step, once all ranks agree on it. */
+ * so that all of them stop together; a stop signal is honoured one step
+ * after the first rank saw it, by all ranks at the same step. */
 vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *options) {
     const unsigned int stop_requests_at_start = atomic_load(&stop_requests);
     vae_status status = vae_trainer_ensure_train_step(trainer);
@@ -462,16 +462,17 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
         trainer->host_step += 1;
         int end_of_epoch = trainer->host_step % (uint64_t)trainer->steps_per_epoch == 0;
         int checkpoint_due = options->out_dir && every > 0 && trainer->host_step % every == 0;
-        const int stop_requested = stop_requested_since(stop_requests_at_start); /* read once per step */
-        int stop_now = stop_requested && !distributed;
+        /* Data parallel: the ranks agree on a stop request one step later,
+         * without waiting, and all stop at the same step. */
+        int stop_now = 0;
+        status = vae_distributed_stop_poll(stop_requested_since(stop_requests_at_start), &stop_now);
+        if (status != VAE_OK) break;
         /* A checkpoint is only written after the loss was looked at, so a
          * non-finite step never reaches DIR/checkpoint.safetensors. */
         if (trainer->host_step % (uint64_t)c->log_every_steps == 0 || end_of_epoch || checkpoint_due ||
-            trainer->host_step == total_steps || stop_now) {
+            trainer->host_step == total_steps || stop_now)
             status = vae_distributed_agree(log_progress(trainer, metrics, options, start, first_step, total_steps,
                                                         &window_start, &window_first_step));
-            if (status == VAE_OK && distributed) status = vae_distributed_any(stop_requested, &stop_now);
-        }
         if (status == VAE_OK && end_of_epoch) {
             long epoch = (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch);
             if (c->eval_every_epochs > 0 && epoch % c->eval_every_epochs == 0) {
@@ -492,6 +493,7 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
                                                          options->out_dir ? options->out_dir : ""));
         }
     }
+    if (status == VAE_OK) status = vae_distributed_stop_finish();
     if (status == VAE_OK && last_eval_step != trainer->host_step && trainer->host_step > first_step)
         status = vae_distributed_agree(evaluate_and_record(
             trainer, metrics, options, (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch)));
