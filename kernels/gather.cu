@@ -3,11 +3,10 @@
  * (step % steps_per_epoch) * rows + r; data parallel: the global row),
  * scaled into [0,1] and optionally binarised. The step is read from device
  * memory, so the kernel replays correctly inside a CUDA graph. */
-#include <curand_kernel.h>
-
 #include "vae_kernels.h"
 #include "vae_philox.h"
 #include "vae_step_math.h"
+#include "vae_curand_philox.h"
 #include "vae_cuda_common.cuh"
 
 /* One thread per (batch row, 4 columns): the 4 columns share one Philox
@@ -26,14 +25,11 @@ __global__ void gather_batch_kernel(const void *dataset, const int32_t *permutat
         const size_t source_offset = (size_t)source_row * (size_t)dim;
 
         float uniform[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (settings.binarize == VAE_BINARIZE_DYNAMIC) {
-            curandStatePhilox4_32_10_t state;
-            curand_init(settings.seed,
-                        vae_philox_subsequence(step, settings.random_purpose, vae_gather_row_address(&settings, row)),
-                        (unsigned long long)column0, &state);
-            float4 u = curand_uniform4(&state);
-            uniform[0] = u.x; uniform[1] = u.y; uniform[2] = u.z; uniform[3] = u.w;
-        }
+        if (settings.binarize == VAE_BINARIZE_DYNAMIC)
+            vae_curand_uniform4(settings.seed,
+                                vae_philox_subsequence(step, settings.random_purpose,
+                                                       vae_gather_row_address(&settings, row)),
+                                (uint64_t)column0, uniform);
         for (int k = 0; k < 4; ++k) {
             const int column = column0 + k;
             if (column >= dim) break;

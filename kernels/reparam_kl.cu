@@ -1,20 +1,19 @@
 /* The reparameterisation and the closed-form KL.
  *
  * Forward: z[l*rows+b, j] = mu[b,j] + exp(0.5*logvar[b,j]) * eps with eps
- * from cuRAND's Philox device API at (seed, subsequence(step+step_offset,
- * purpose, l*rows+b), column j): a fresh curand_init per thread, no state in
- * memory, so the draw depends only on its address and the step read from
- * device memory (graph-replayable, identical to the CPU's vae_normal4).
+ * from cuRAND's Philox bijection at (seed, subsequence(step+step_offset,
+ * purpose, l*rows+b), column j) (vae_curand_philox.h): no state in memory,
+ * so the draw depends only on its address and the step read from device
+ * memory (graph-replayable, equal to the CPU's vae_normal4 to float ulps).
  * kl[b] = sum_j vae_kl_term, one block per row, fixed-order tree.
  *
  * logvar_clamp > 0 clamps logvar to [-c, c] (fminf/fmaxf) before any use, as
  * the CPU backend does; the backward pass gives zero gradient w.r.t. a logvar
  * that lay strictly outside [-c, c]. */
-#include <curand_kernel.h>
-
 #include "vae_kernels.h"
 #include "vae_math.h"
 #include "vae_philox.h"
+#include "vae_curand_philox.h"
 #include "vae_cuda_common.cuh"
 
 /* One thread per (z row, group of 4 latent columns). */
@@ -31,15 +30,11 @@ __global__ void reparam_forward_kernel(const float *mu_logvar, float *z, int row
         const int data_row = z_row % rows;
 
         float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (eps_override == NULL) {
-            curandStatePhilox4_32_10_t state;
-            curand_init(noise.seed,
-                        vae_philox_subsequence(step, noise.random_purpose,
-                                               vae_noise_row_address(&noise, rows, z_row / rows, data_row)),
-                        (unsigned long long)column0, &state);
-            float4 normal = curand_normal4(&state);
-            eps[0] = normal.x; eps[1] = normal.y; eps[2] = normal.z; eps[3] = normal.w;
-        }
+        if (eps_override == NULL)
+            vae_curand_normal4(noise.seed,
+                               vae_philox_subsequence(step, noise.random_purpose,
+                                                      vae_noise_row_address(&noise, rows, z_row / rows, data_row)),
+                               (uint64_t)column0, eps);
         const float *mu = mu_logvar + (size_t)data_row * 2 * latent;
         const float *logvar = mu + latent;
         for (int k = 0; k < 4; ++k) {

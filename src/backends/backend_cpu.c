@@ -190,26 +190,28 @@ static vae_status cpu_likelihood(vae_backend *backend, int likelihood, const flo
     for (int row = 0; row < total_rows; ++row) {
         const float *x_row = x + (size_t)(row % rows) * dim;
         float *o = out + (size_t)row * width;
-        float sum = 0.0f;
+        /* In double, as the CUDA kernel sums: float sums over ~1000 terms
+         * would differ from it by more than the parity tests' margin. */
+        double sum = 0.0;
         for (int j = 0; j < dim; ++j) {
             if (likelihood == VAE_LIKELIHOOD_BERNOULLI) {
                 float logit = o[j];
-                sum += vae_bernoulli_log_prob(x_row[j], logit);
+                sum += (double)vae_bernoulli_log_prob(x_row[j], logit);
                 if (write_gradient) o[j] = grad_scale * vae_bernoulli_neg_log_prob_grad(x_row[j], logit);
             } else if (likelihood == VAE_LIKELIHOOD_GAUSSIAN) {
                 float mean = o[j], logvar = o[dim + j];
-                sum += vae_gaussian_log_prob(x_row[j], mean, logvar);
+                sum += (double)vae_gaussian_log_prob(x_row[j], mean, logvar);
                 if (write_gradient) {
                     o[j] = grad_scale * vae_gaussian_neg_log_prob_grad_mean(x_row[j], mean, logvar);
                     o[dim + j] = grad_scale * vae_gaussian_neg_log_prob_grad_logvar(x_row[j], mean, logvar);
                 }
             } else {
                 float mean = o[j];
-                sum += vae_gaussian_log_prob(x_row[j], mean, fixed_logvar);
+                sum += (double)vae_gaussian_log_prob(x_row[j], mean, fixed_logvar);
                 if (write_gradient) o[j] = grad_scale * vae_gaussian_neg_log_prob_grad_mean(x_row[j], mean, fixed_logvar);
             }
         }
-        logp[row] = sum;
+        logp[row] = (float)sum;
     }
     return VAE_OK;
 }
