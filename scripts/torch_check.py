@@ -141,6 +141,20 @@ class FloatMath:
                 getattr(self.library, function).restype = ctypes.c_float
                 getattr(self.library, function).argtypes = [ctypes.c_float]
 
+    def fused_multiply_add(self, a, b, c):
+        """fmaf(a, b, c) elementwise (b, c scalars): one rounding, as the
+        engine's vae_box_muller and nvcc's contraction compute it."""
+        a = np.asarray(a, dtype=np.float32)
+        if self.library is None:  # exact product in float64, then one more rounding: rarely an ulp apart
+            return (a.astype(np.float64) * np.float64(b) + np.float64(c)).astype(np.float32)
+        if not hasattr(self, "_fmaf"):
+            self._fmaf = self.library.fmaf
+            self._fmaf.restype = ctypes.c_float
+            self._fmaf.argtypes = [ctypes.c_float, ctypes.c_float, ctypes.c_float]
+        flat = a.reshape(-1)
+        out = np.fromiter((self._fmaf(float(v), float(b), float(c)) for v in flat), dtype=np.float32, count=flat.size)
+        return out.reshape(a.shape)
+
     def apply(self, function, values):
         values = np.asarray(values, dtype=np.float32)
         if self.library is None:  # correctly rounded through float64: rarely an ulp apart
@@ -156,9 +170,11 @@ FLOAT_MATH = FloatMath()
 
 
 def box_muller(x_words, y_words):
-    """cuRAND's Box-Muller pair (s sin v, s cos v), in float32 step by step."""
+    """cuRAND's Box-Muller pair (s sin v, s cos v), in float32 step by step;
+    the angle with one fused multiply-add, as kernels/vae_philox.h writes it
+    (u's product is exact, so fusing does not change it)."""
     u = (x_words.astype(np.float32) * UNIFORM_SCALE + UNIFORM_HALF).astype(np.float32)
-    v = (y_words.astype(np.float32) * ANGLE_SCALE + ANGLE_HALF).astype(np.float32)
+    v = FLOAT_MATH.fused_multiply_add(y_words.astype(np.float32), ANGLE_SCALE, ANGLE_HALF)
     s = np.sqrt((np.float32(-2.0) * FLOAT_MATH.apply("logf", u)).astype(np.float32)).astype(np.float32)
     first = (s * FLOAT_MATH.apply("sinf", v)).astype(np.float32)
     second = (s * FLOAT_MATH.apply("cosf", v)).astype(np.float32)

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -271,6 +272,25 @@ TEST_F(CpuBackend, NonFiniteGradientNormLeavesEverythingUnchanged) {
     EXPECT_EQ(counter.step, 8u);
     EXPECT_EQ(counter.skipped_steps, 1u);
     EXPECT_EQ(counter.nonfinite_seen, 1u);
+}
+
+// --device auto without a usable GPU: the CPU, and the reason CUDA was not
+// used is in the device name the CLI prints (no CUDA in this build, no
+// device, a driver too old, out of memory).
+TEST(BackendChoice, AutoFallsBackToTheCpuAndSaysWhy) {
+    if (vae_backend_cuda_available()) GTEST_SKIP() << "a usable GPU is present: auto picks CUDA";
+    vae_backend *backend = nullptr;
+    ASSERT_EQ(vae_backend_create(&backend, VAE_DEVICE_AUTO, VAE_PRECISION_FP32), VAE_OK) << vae_last_error();
+    std::string name = backend->device_name;
+    vae_backend_destroy(backend);
+    std::printf("device: %s\n", name.c_str());
+    EXPECT_EQ(name.rfind("cpu", 0), 0u) << name;
+    size_t at = name.find("; CUDA not used: ");
+    ASSERT_NE(at, std::string::npos) << name;
+    std::string reason = name.substr(at + 17);
+    EXPECT_TRUE(reason.find("no CUDA backend") != std::string::npos || reason.find("no usable CUDA GPU") != std::string::npos)
+        << reason;
+    EXPECT_STREQ(vae_last_error(), "") << "the fallback is not an error";
 }
 
 }  // namespace

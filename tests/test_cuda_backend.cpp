@@ -208,13 +208,40 @@ TEST_F(CudaBackendTest, RunsAreBitwiseRepeatable) {
     for (float value : first) ASSERT_TRUE(std::isfinite(value));
 }
 
+// A miniature training step at real-model sizes (several blocks per kernel,
+// grid-stride loops wrapping) with every kernel the training step uses:
+// gather with dynamic binarisation, GEMMs with bias add, activation forward
+// and backward, the reparameterisation and KL forward and backward, the
+// likelihood with its gradient, the loss accumulator, the bias gradient,
+// device copies and fills, the gradient norm and Adam. Three eager steps
+// against three replays of one captured step: bitwise equal, and the step
+// counter in device memory moves the random numbers on.
 TEST_F(CudaBackendTest, CapturedGraphReplaysLikeEagerSteps) {
     vae_backend *gpu = backend(1);
     ASSERT_TRUE(vae_backend_has_graphs(gpu));
-    const size_t count = 4099, z_count = (size_t)kSamples * kRows * kLatent;
-    std::vector<float> params_host = normal(count), grads_host = normal(count), zeros(count, 0.0f);
-    Pair mu_logvar = upload(normal((size_t)kRows * 2 * kLatent));
-    Pair grads = upload(grads_host);
+    const int rows = 300, dim = 1003, hidden = 301, latent = 300, samples = 1;
+    const int dataset_rows = 2 * rows, steps_per_epoch = 2;
+    const size_t weight_count = (size_t)hidden * dim;
+
+    std::vector<uint8_t> bytes((size_t)dataset_rows * dim);
+    std::mt19937_64 generator(seed_ + 2000);
+    for (auto &value : bytes) value = (uint8_t)(generator() & 0xff);
+    std::vector<int32_t> permutation(dataset_rows);
+    for (int i = 0; i < dataset_rows; ++i) permutation[i] = i;
+    std::shuffle(permutation.begin(), permutation.end(), generator);
+    Pair dataset = upload(bytes), order = upload(permutation);
+    vae_gather_settings gather = {};
+    gather.dtype = VAE_DTYPE_U8;
+    gather.scale = 1.0f / 255.0f;
+    gather.binarize = VAE_BINARIZE_DYNAMIC;
+    gather.seed = seed_ ^ 0x5bd1e995u;
+    gather.random_purpose = VAE_RANDOM_BINARIZE;
+    gather.steps_per_epoch = steps_per_epoch;
+
+    std::vector<float> weight1_host = normal(weight_count, 0.03f), zeros(weight_count, 0.0f);
+    Pair bias1 = upload(normal(hidden, 0.1f)), weight2 = upload(normal((size_t)dim * hidden, 0.05f));
+    Pair bias2 = upload(normal(dim, 0.1f));
+    Pair mu_logvar = upload(normal((size_t)rows * 2 * latent, 0.5f)), dz = upload(normal((size_t)rows * latent));
     vae_noise_settings noise = {seed_, VAE_RANDOM_EPS, 0};
     vae_adam_settings settings = {};
     settings.lr = 0.01f;
@@ -223,27 +250,62 @@ TEST_F(CudaBackendTest, CapturedGraphReplaysLikeEagerSteps) {
     settings.epsilon = 1e-8f;
     settings.lr_schedule = VAE_LR_CONSTANT;
     settings.clip_norm = 5.0f;
-    // A cuBLAS GEMM in the graph too (the captured training step has them).
-    Pair x = upload(normal((size_t)kRows * kIn)), weight = upload(normal((size_t)kOut * kIn, 0.1f));
-    Pair bias = upload(normal(kOut));
-    const size_t y_count = (size_t)kRows * kOut;
-    struct StepBuffers { Pair params, m, v, norm, z, kl, counter, y; };
+
+    struct StepBuffers {
+        Pair weight1, m, v, norm, x, h_pre, h, logits, saved_gradient, logp, z, kl, dmu_logvar, dh, dweight1, dbias1,
+            dweight2, dbias2, accumulator, counter;
+    };
     auto make = [&]() {
-        return StepBuffers{upload(params_host), upload(zeros), upload(zeros), allocate_floats(1),
-                           allocate_floats(z_count), allocate_floats(kRows), upload_counter(0),
-                           allocate_floats(y_count)};
+        StepBuffers b{upload(weight1_host), upload(zeros), upload(zeros), allocate_floats(1),
+                      allocate_floats((size_t)rows * dim), allocate_floats((size_t)rows * hidden),
+                      allocate_floats((size_t)rows * hidden), allocate_floats((size_t)rows * dim),
+                      allocate_floats((size_t)rows * dim), allocate_floats(rows),
+                      allocate_floats((size_t)rows * latent), allocate_floats(rows),
+                      allocate_floats((size_t)rows * 2 * latent), allocate_floats((size_t)rows * hidden),
+                      allocate_floats(weight_count), allocate_floats(hidden),
+                      allocate_floats((size_t)dim * hidden), allocate_floats(dim),
+                      allocate_bytes(VAE_LOSS_SLOTS * sizeof(double)), upload_counter(0)};
+        return b;
     };
     StepBuffers eager = make(), graphed = make();
-    auto issue = [&](StepBuffers &buffers) -> vae_status {
-        vae_step_counter *counter = buffers.counter.as<vae_step_counter>(1);
-        vae_status status = vae_backend_reparam_kl_forward(gpu, mu_logvar.f(1), buffers.z.f(1), buffers.kl.f(1), kRows,
-                                                         kLatent, kSamples, &noise, counter, nullptr, 0.0f);
+    auto issue = [&](StepBuffers &b) -> vae_status {
+        vae_step_counter *counter = b.counter.as<vae_step_counter>(1);
+        vae_status status = vae_backend_fill(gpu, b.accumulator.f(1), 0.0f, 2 * VAE_LOSS_SLOTS);
         if (status == VAE_OK)
-            status = vae_backend_linear_forward(gpu, x.f(1), weight.f(1), bias.f(1), buffers.y.f(1), kRows, kIn, kOut);
-        if (status == VAE_OK) status = vae_backend_sum_of_squares(gpu, grads.f(1), count, buffers.norm.f(1));
+            status = vae_backend_gather_batch(gpu, dataset.side[1], order.as<int32_t>(1), dim, rows, &gather, counter, b.x.f(1));
         if (status == VAE_OK)
-            status = vae_backend_adam_step(gpu, buffers.params.f(1), grads.f(1), buffers.m.f(1), buffers.v.f(1), count,
-                                         &settings, buffers.norm.f(1), counter);
+            status = vae_backend_linear_forward(gpu, b.x.f(1), b.weight1.f(1), bias1.f(1), b.h_pre.f(1), rows, dim, hidden);
+        if (status == VAE_OK)
+            status = vae_backend_activation_forward(gpu, VAE_ACTIVATION_TANH, b.h_pre.f(1), b.h.f(1), (size_t)rows * hidden);
+        if (status == VAE_OK)
+            status = vae_backend_linear_forward(gpu, b.h.f(1), weight2.f(1), bias2.f(1), b.logits.f(1), rows, hidden, dim);
+        if (status == VAE_OK)
+            status = vae_backend_reparam_kl_forward(gpu, mu_logvar.f(1), b.z.f(1), b.kl.f(1), rows, latent, samples, &noise,
+                                             counter, nullptr, 0.0f);
+        if (status == VAE_OK)
+            status = vae_backend_likelihood(gpu, VAE_LIKELIHOOD_BERNOULLI, b.x.f(1), b.logits.f(1), b.logp.f(1), rows,
+                                     samples, dim, 0.0f, 1);
+        if (status == VAE_OK)
+            status = vae_backend_accumulate_loss(gpu, b.logp.f(1), b.kl.f(1), rows, samples, 1.0f, 0, counter,
+                                          b.accumulator.as<double>(1));
+        if (status == VAE_OK)
+            status = vae_backend_copy(gpu, b.saved_gradient.f(1), b.logits.f(1), sizeof(float) * (size_t)rows * dim);
+        if (status == VAE_OK)
+            status = vae_backend_linear_backward(gpu, b.h.f(1), weight2.f(1), b.logits.f(1), b.dh.f(1), b.dweight2.f(1),
+                                          b.dbias2.f(1), rows, hidden, dim);
+        if (status == VAE_OK)
+            status = vae_backend_activation_backward(gpu, VAE_ACTIVATION_TANH, b.h_pre.f(1), b.dh.f(1), b.dh.f(1),
+                                              (size_t)rows * hidden);
+        if (status == VAE_OK)
+            status = vae_backend_linear_backward(gpu, b.x.f(1), b.weight1.f(1), b.dh.f(1), nullptr, b.dweight1.f(1),
+                                          b.dbias1.f(1), rows, dim, hidden);
+        if (status == VAE_OK)
+            status = vae_backend_reparam_kl_backward(gpu, mu_logvar.f(1), b.z.f(1), dz.f(1), b.dmu_logvar.f(1), rows, latent,
+                                              samples, 1.0f, 10, counter, 0.0f);
+        if (status == VAE_OK) status = vae_backend_sum_of_squares(gpu, b.dweight1.f(1), weight_count, b.norm.f(1));
+        if (status == VAE_OK)
+            status = vae_backend_adam_step(gpu, b.weight1.f(1), b.dweight1.f(1), b.m.f(1), b.v.f(1), weight_count, &settings,
+                                    b.norm.f(1), counter);
         return status;
     };
     const int steps = 3;
@@ -262,17 +324,46 @@ TEST_F(CudaBackendTest, CapturedGraphReplaysLikeEagerSteps) {
     vae_backend_graph_destroy(gpu, graph);
 
     EXPECT_EQ(download<vae_step_counter>(graphed.counter, 1, 1)[0].step, (uint64_t)steps);
-    for (auto member : {&StepBuffers::params, &StepBuffers::m, &StepBuffers::v, &StepBuffers::z, &StepBuffers::y}) {
-        size_t floats = member == &StepBuffers::z ? z_count : member == &StepBuffers::y ? y_count : count;
-        std::vector<float> a = download<float>(eager.*member, 1, floats), b = download<float>(graphed.*member, 1, floats);
-        EXPECT_EQ(std::memcmp(a.data(), b.data(), floats * sizeof(float)), 0) << "graph replay differs from eager steps";
+    struct Compared { Pair StepBuffers::*member; size_t floats; const char *name; };
+    const Compared compared[] = {
+        {&StepBuffers::weight1, weight_count, "weight1 after Adam"}, {&StepBuffers::m, weight_count, "adam m"},
+        {&StepBuffers::v, weight_count, "adam v"}, {&StepBuffers::norm, 1, "gradient norm"},
+        {&StepBuffers::x, (size_t)rows * dim, "gathered batch"}, {&StepBuffers::h, (size_t)rows * hidden, "activation"},
+        {&StepBuffers::saved_gradient, (size_t)rows * dim, "likelihood gradient"}, {&StepBuffers::logp, (size_t)rows, "log p"},
+        {&StepBuffers::z, (size_t)rows * latent, "z"}, {&StepBuffers::kl, (size_t)rows, "kl"},
+        {&StepBuffers::dmu_logvar, (size_t)rows * 2 * latent, "d mu_logvar"},
+        {&StepBuffers::dh, (size_t)rows * hidden, "activation backward"},
+        {&StepBuffers::dweight1, weight_count, "d weight1"}, {&StepBuffers::dbias1, (size_t)hidden, "d bias1"},
+        {&StepBuffers::dweight2, (size_t)dim * hidden, "d weight2"}, {&StepBuffers::dbias2, (size_t)dim, "d bias2"}};
+    for (const Compared &c : compared) {
+        std::vector<float> a = download<float>(eager.*c.member, 1, c.floats);
+        std::vector<float> b = download<float>(graphed.*c.member, 1, c.floats);
+        EXPECT_EQ(std::memcmp(a.data(), b.data(), c.floats * sizeof(float)), 0)
+            << c.name << ": graph replay differs from eager steps";
+        size_t finite = 0;
+        for (float value : a) finite += std::isfinite(value) ? 1 : 0;
+        EXPECT_EQ(finite, c.floats) << c.name << " has values never written or not finite";
     }
-    // The last replay drew the noise of step 2, not of step 0.
-    Pair first_step_z = allocate_floats(z_count), kl = allocate_floats(kRows), step0 = upload_counter(0);
-    ASSERT_EQ(vae_backend_reparam_kl_forward(gpu, mu_logvar.f(1), first_step_z.f(1), kl.f(1), kRows, kLatent, kSamples,
+    std::vector<double> eager_loss = download<double>(eager.accumulator, 1, VAE_LOSS_SLOTS);
+    std::vector<double> graphed_loss = download<double>(graphed.accumulator, 1, VAE_LOSS_SLOTS);
+    EXPECT_EQ(std::memcmp(eager_loss.data(), graphed_loss.data(), VAE_LOSS_SLOTS * sizeof(double)), 0)
+        << "loss accumulator: graph replay differs from eager steps";
+    EXPECT_EQ(graphed_loss[VAE_LOSS_COUNT], (double)rows) << "the fill at the start of the step did not run";
+    EXPECT_TRUE(std::isfinite(graphed_loss[VAE_LOSS_SUM_LOSS]));
+    // The last replay drew the noise and binarisation of step 2, not step 0.
+    Pair first_step_z = allocate_floats((size_t)rows * latent), kl = allocate_floats(rows), step0 = upload_counter(0);
+    Pair first_step_x = allocate_floats((size_t)rows * dim);
+    ASSERT_EQ(vae_backend_reparam_kl_forward(gpu, mu_logvar.f(1), first_step_z.f(1), kl.f(1), rows, latent, samples,
                                            &noise, step0.as<vae_step_counter>(1), nullptr, 0.0f),
               VAE_OK);
-    EXPECT_GT(vae_test::relative_error(download<float>(first_step_z, 1, z_count), download<float>(graphed.z, 1, z_count)),
+    ASSERT_EQ(vae_backend_gather_batch(gpu, dataset.side[1], order.as<int32_t>(1), dim, rows, &gather,
+                                     step0.as<vae_step_counter>(1), first_step_x.f(1)),
+              VAE_OK);
+    EXPECT_GT(vae_test::relative_error(download<float>(first_step_z, 1, (size_t)rows * latent),
+                                       download<float>(graphed.z, 1, (size_t)rows * latent)),
+              1e-3);
+    EXPECT_GT(vae_test::relative_error(download<float>(first_step_x, 1, (size_t)rows * dim),
+                                       download<float>(graphed.x, 1, (size_t)rows * dim)),
               1e-3);
 }
 

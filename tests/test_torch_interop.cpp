@@ -120,6 +120,8 @@ TEST_F(TorchInterop, NumpyPhiloxMatchesTheEngineBitForBit) {
     const Address addresses[] = {{1, 0, VAE_RANDOM_EVAL_EPS, 0, 0},
                                  {11, 3, VAE_RANDOM_EVAL_EPS, 130, 4},
                                  {11, 2, VAE_RANDOM_EVAL_BINARIZE, 63, 780},
+                                 // an angle that a multiply-add without fusing rounds differently
+                                 {11, 3, VAE_RANDOM_EVAL_EPS, 34, 8},
                                  {0xFEDCBA9876543210ull, 123456, VAE_RANDOM_EPS, 0xFFFFFFFFu, 1ull << 33}};
     for (const Address &a : addresses) {
         uint64_t subsequence = vae_philox_subsequence(a.step, a.purpose, a.row);

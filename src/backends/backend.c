@@ -4,6 +4,7 @@
  * implementations (backend_cpu.c, backend_cuda.c) assume valid arguments. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "backends/backend.h"
 #include "base/error.h"
@@ -11,11 +12,17 @@
 vae_status vae_backend_create(vae_backend **out, vae_device_kind device, vae_precision precision) {
     if (device == VAE_DEVICE_CPU) return vae_backend_create_cpu(out);
     if (device == VAE_DEVICE_CUDA) return vae_backend_create_cuda(out, precision);
-    if (vae_backend_cuda_available()) {
-        vae_status status = vae_backend_create_cuda(out, precision);
-        if (status == VAE_OK) return VAE_OK;
-    }
-    return vae_backend_create_cpu(out);
+    /* auto: try CUDA; when it cannot be used, keep its reason (driver too
+     * old, no device, out of memory, no CUDA in this build) for the user. */
+    vae_status status = vae_backend_create_cuda(out, precision);
+    if (status == VAE_OK) return VAE_OK;
+    char reason[512];
+    snprintf(reason, sizeof reason, "%s", vae_last_error());
+    vae_error_clear();
+    VAE_TRY(vae_backend_create_cpu(out));
+    size_t used = strlen((*out)->device_name);
+    snprintf((*out)->device_name + used, sizeof (*out)->device_name - used, "; CUDA not used: %s", reason);
+    return VAE_OK;
 }
 
 /* Checks a condition; otherwise fails naming the backend and the operation. */

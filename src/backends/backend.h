@@ -131,7 +131,9 @@ typedef struct vae_backend_ops {
 
 struct vae_backend {
     const vae_backend_ops *ops;
-    char device_name[256];
+    /* What runs the operations; after --device auto fell back to the CPU it
+     * ends with why CUDA was not used. */
+    char device_name[768];
 };
 
 /* Backends that exist in this build. */
@@ -141,7 +143,8 @@ vae_status vae_backend_create_cpu(vae_backend **out);
 vae_status vae_backend_create_cuda(vae_backend **out, vae_precision precision);
 /* 1 if this build has the CUDA backend and a usable GPU is present. */
 int vae_backend_cuda_available(void);
-/* device: vae_device_kind. auto picks CUDA when available. */
+/* device: vae_device_kind. auto picks CUDA when it can be created, else the
+ * CPU, and then says why in device_name ("...; CUDA not used: <reason>"). */
 vae_status vae_backend_create(vae_backend **out, vae_device_kind device, vae_precision precision);
 
 /* ---- the operations, checked then dispatched (src/backends/backend.c); see

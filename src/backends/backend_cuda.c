@@ -321,38 +321,73 @@ void vae_cuda_set_device_index(int index) { preferred_device_index = index >= 0 
 int vae_cuda_backend_device(vae_backend *backend) { return as_cuda(backend)->device; }
 void *vae_cuda_backend_stream(vae_backend *backend) { return (void *)as_cuda(backend)->stream; }
 
+/* Why a CUDA call at start-up means there is no usable GPU, in the words a
+ * user acts on (--device auto prints it when it falls back to the CPU). */
+static vae_status no_usable_gpu(cudaError_t status, const char *what) {
+    (void)cudaGetLastError(); /* clear a non-sticky error */
+    if (status == cudaErrorInsufficientDriver) {
+        int driver = 0, runtime = 0;
+        (void)cudaDriverGetVersion(&driver);
+        (void)cudaRuntimeGetVersion(&runtime);
+        return vae_error(VAE_ERROR_DEVICE,
+                         "no usable CUDA GPU: driver too old (%s: %s; the driver supports CUDA %d.%d, this build "
+                         "needs %d.%d): update the NVIDIA driver",
+                         what, cudaGetErrorName(status), driver / 1000, driver % 1000 / 10, runtime / 1000,
+                         runtime % 1000 / 10);
+    }
+    if (status == cudaErrorNoDevice)
+        return vae_error(VAE_ERROR_DEVICE,
+                         "no usable CUDA GPU: no device (%s: %s; check nvidia-smi and CUDA_VISIBLE_DEVICES)", what,
+                         cudaGetErrorName(status));
+    if (status == cudaErrorMemoryAllocation)
+        return vae_error(VAE_ERROR_DEVICE, "no usable CUDA GPU: out of GPU memory (%s: %s)", what,
+                         cudaGetErrorName(status));
+    return vae_error(VAE_ERROR_DEVICE, "no usable CUDA GPU: %s failed: %s (%s)", what, cudaGetErrorString(status),
+                     cudaGetErrorName(status));
+}
+
+#define SETUP_CHECK(call)                                                                                \
+    do {                                                                                                 \
+        cudaError_t setup_status_ = (call);                                                              \
+        if (setup_status_ != cudaSuccess) return no_usable_gpu(setup_status_, #call);                    \
+    } while (0)
+
+#define SETUP_CUBLAS_CHECK(call)                                                                         \
+    do {                                                                                                 \
+        cublasStatus_t setup_cublas_status_ = (call);                                                    \
+        if (setup_cublas_status_ == CUBLAS_STATUS_ALLOC_FAILED)                                          \
+            return no_usable_gpu(cudaErrorMemoryAllocation, #call);                                      \
+        CUBLAS_CHECK(setup_cublas_status_);                                                              \
+    } while (0)
+
 /* The fallible part of create; on failure the caller destroys the partial
  * backend. */
 static vae_status cuda_setup(cuda_backend *cuda, int precision) {
     int device_count = 0;
-    cudaError_t status = cudaGetDeviceCount(&device_count);
-    if (status != cudaSuccess) {
-        (void)cudaGetLastError();
-        return vae_error(VAE_ERROR_DEVICE, "no usable CUDA GPU: %s", cudaGetErrorString(status));
-    }
-    if (device_count < 1) return vae_error(VAE_ERROR_DEVICE, "no usable CUDA GPU: the driver reports 0 devices");
+    SETUP_CHECK(cudaGetDeviceCount(&device_count));
+    if (device_count < 1) return no_usable_gpu(cudaErrorNoDevice, "cudaGetDeviceCount");
 
     struct cudaDeviceProp properties;
     cuda->device = preferred_device_index % device_count;
-    CUDA_CHECK(cudaSetDevice(cuda->device));
-    CUDA_CHECK(cudaGetDeviceProperties(&properties, cuda->device));
+    SETUP_CHECK(cudaSetDevice(cuda->device));
+    SETUP_CHECK(cudaGetDeviceProperties(&properties, cuda->device));
     properties.name[sizeof properties.name - 1] = '\0';
     snprintf(cuda->base.device_name, sizeof cuda->base.device_name, "cuda:%d (%.200s)", cuda->device,
              properties.name);
 
-    CUDA_CHECK(cudaStreamCreateWithFlags(&cuda->stream, cudaStreamNonBlocking));
-    CUBLAS_CHECK(cublasCreate(&cuda->cublas));
+    SETUP_CHECK(cudaStreamCreateWithFlags(&cuda->stream, cudaStreamNonBlocking));
+    SETUP_CUBLAS_CHECK(cublasCreate(&cuda->cublas));
     /* Order matters: cublasSetStream resets the workspace to cuBLAS's own
      * pool, so the workspace is set after it. With a user workspace cuBLAS
      * does not allocate, which graph capture requires. */
     CUBLAS_CHECK(cublasSetStream(cuda->cublas, cuda->stream));
-    CUDA_CHECK(cudaMalloc(&cuda->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
+    SETUP_CHECK(cudaMalloc(&cuda->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
     CUBLAS_CHECK(cublasSetWorkspace(cuda->cublas, cuda->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
     /* fp32: cuBLAS's default math, full FP32 GEMMs; tf32: tensor cores with
      * inputs rounded to TF32 (faster, about 1e-3 relative error). */
     CUBLAS_CHECK(cublasSetMathMode(cuda->cublas, precision == VAE_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                                                  : CUBLAS_DEFAULT_MATH));
-    CUDA_CHECK(cudaMalloc((void **)&cuda->reduction_scratch, VAE_REDUCTION_BLOCKS * sizeof(double)));
+    SETUP_CHECK(cudaMalloc((void **)&cuda->reduction_scratch, VAE_REDUCTION_BLOCKS * sizeof(double)));
 
     /* A first kernel launch: fails here, clearly, when this build has no
      * kernel image for the GPU's architecture. */

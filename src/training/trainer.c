@@ -238,11 +238,22 @@ static vae_status issue_one_step(vae_trainer *trainer) {
     return vae_step_optimizer(trainer->train_step, &trainer->adam, trainer->counter);
 }
 
-/* One step: replayed from a captured graph where the backend has them. */
+/* One step: replayed from a captured graph where the backend has them. The
+ * first step of a trainer runs eagerly and the graph is captured on the
+ * second: the first launches load kernel modules lazily and let cuBLAS pick
+ * its algorithms, work that has no place inside a capture. Errors name the
+ * step (numbered as the progress lines number it). */
 static vae_status run_one_step(vae_trainer *trainer) {
+    const unsigned long long step_number = (unsigned long long)trainer->host_step + 1;
     VAE_TRY(ensure_permutation(trainer, trainer->host_step / (uint64_t)trainer->steps_per_epoch));
-    if (!vae_backend_has_graphs(trainer->backend)) return issue_one_step(trainer);
-    vae_distributed_heartbeat();
+    const int has_graphs = vae_backend_has_graphs(trainer->backend);
+    if (has_graphs) vae_distributed_heartbeat();
+    if (!has_graphs || !trainer->eager_step_done) {
+        vae_status status = issue_one_step(trainer);
+        if (status != VAE_OK) return vae_error_context(status, "training step %llu (eager)", step_number);
+        trainer->eager_step_done = 1;
+        return VAE_OK;
+    }
     if (!trainer->graph) {
         VAE_TRY(vae_backend_graph_capture_begin(trainer->backend));
         vae_status status = issue_one_step(trainer);
@@ -250,11 +261,36 @@ static vae_status run_one_step(vae_trainer *trainer) {
         vae_status end_status = vae_backend_graph_capture_end(trainer->backend, &graph);
         if (status != VAE_OK || end_status != VAE_OK) {
             if (graph) vae_backend_graph_destroy(trainer->backend, graph);
-            return status != VAE_OK ? status : end_status;
+            return vae_error_context(status != VAE_OK ? status : end_status,
+                                     "capturing the step graph at training step %llu", step_number);
         }
         trainer->graph = graph;
     }
-    return vae_backend_graph_launch(trainer->backend, trainer->graph);
+    vae_status status = vae_backend_graph_launch(trainer->backend, trainer->graph);
+    if (status != VAE_OK)
+        return vae_error_context(status, "training step %llu (replay of the captured step graph)", step_number);
+    return VAE_OK;
+}
+
+/* A device fault in a replayed step surfaces at the next wait for the
+ * device: name the steps issued since the last successful wait. */
+static vae_status name_unsynchronised_steps(vae_trainer *trainer, vae_status status) {
+    if (status != VAE_ERROR_DEVICE) return status;
+    unsigned long long first = (unsigned long long)trainer->synchronised_step + 1;
+    unsigned long long last = (unsigned long long)trainer->host_step;
+    if (first > last) return status;
+    const char *how = trainer->graph ? "replays of the captured step graph" : "eager steps";
+    if (first == last) return vae_error_context(status, "device fault in training step %llu (%s)", last, how);
+    return vae_error_context(status,
+                             "device fault in training steps %llu to %llu (%s; faults surface at the next "
+                             "wait for the device: train.log_every_steps = 1 narrows it to one step)",
+                             first, last, how);
+}
+
+static vae_status synchronise_steps(vae_trainer *trainer) {
+    VAE_TRY(name_unsynchronised_steps(trainer, vae_backend_synchronize(trainer->backend)));
+    trainer->synchronised_step = trainer->host_step;
+    return VAE_OK;
 }
 
 static void format_duration(double seconds, char *out, size_t size) {
@@ -293,7 +329,9 @@ static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const
     const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
     double sums[VAE_LOSS_SLOTS];
     vae_step_counter counter;
-    VAE_TRY(vae_backend_copy_to_host(trainer->backend, sums, b->loss_accumulator, sizeof sums));
+    VAE_TRY(name_unsynchronised_steps(
+        trainer, vae_backend_copy_to_host(trainer->backend, sums, b->loss_accumulator, sizeof sums)));
+    trainer->synchronised_step = trainer->host_step;
     VAE_TRY(vae_backend_copy_to_host(trainer->backend, &counter, trainer->counter, sizeof counter));
     vae_distributed_device_idle();
     VAE_TRY(vae_backend_fill(trainer->backend, (float *)b->loss_accumulator, 0.0f, 2 * VAE_LOSS_SLOTS));
@@ -522,7 +560,7 @@ vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int tim
         VAE_TRY(run_one_step(trainer));
         trainer->host_step += 1;
     }
-    VAE_TRY(vae_backend_synchronize(trainer->backend));
+    VAE_TRY(synchronise_steps(trainer));
     vae_distributed_device_idle();
     VAE_TRY(vae_distributed_barrier());
     double start = seconds_now();
@@ -530,7 +568,7 @@ vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int tim
         VAE_TRY(run_one_step(trainer));
         trainer->host_step += 1;
     }
-    VAE_TRY(vae_backend_synchronize(trainer->backend));
+    VAE_TRY(synchronise_steps(trainer));
     vae_distributed_device_idle();
     /* Data parallel: the slowest rank's time; batch_size is global, so the
      * rate below counts every rank's samples. */

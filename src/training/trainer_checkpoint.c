@@ -189,6 +189,7 @@ vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind
     if (status == VAE_OK) {
         vae_step_counter counter = {step, skipped, nonfinite};
         trainer->host_step = step;
+        trainer->synchronised_step = step;
         trainer->resumed_counter = counter;
         status = vae_backend_copy_to_device(trainer->backend, trainer->counter, &counter, sizeof counter);
     }

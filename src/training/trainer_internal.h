@@ -31,6 +31,8 @@ struct vae_trainer {
     long steps_per_epoch;
     uint64_t permutation_epoch;     /* epoch whose order is on the device; UINT64_MAX: none */
     void *graph;                    /* captured step (CUDA), or NULL */
+    int eager_step_done;            /* the graph is captured after one eager step */
+    uint64_t synchronised_step;     /* host_step at the last successful wait for the device */
     vae_adam_settings adam;
     vae_gather_settings gather;
     vae_noise_settings noise;
