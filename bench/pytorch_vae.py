@@ -1,14 +1,20 @@
 #!/usr/bin/python3
-"""The PyTorch peer of `vae bench`: trains the same VAE (bench/vae_torch.py) with
-Adam and prints one JSON line with its training throughput.
+"""The PyTorch peers of `vae bench`: train the same VAE (bench/vae_torch.py) with
+Adam and print one JSON line with the training throughput. Eager PyTorch by
+default; with --compile MODE the whole training step (gather, forward,
+backward, Adam) goes through torch.compile (PyTorch 2; reduce-overhead and
+max-autotune replay CUDA graphs).
 
 The step mirrors the engine's: the dataset is uint8 on the device; each step
 gathers its rows through a random permutation, scales them to [0, 1], draws
 eps, runs forward and backward and an Adam update. Only steps after the
-warm-up are timed (with torch.cuda.synchronize on CUDA).
+warm-up are timed (with torch.cuda.synchronize on CUDA). --precision tf32
+lets float32 matrix products use TF32 tensor cores, as the engine's
+train.precision = tf32 does.
 
   /usr/bin/python3 bench/pytorch_vae.py --config configs/pytorch_example.ini --device cpu
   /usr/bin/python3 bench/pytorch_vae.py --hidden 400 --latent 20 --batch-size 128 --device cuda
+  python3 bench/pytorch_vae.py --config configs/large.ini --device cuda --precision tf32 --compile reduce-overhead
 """
 
 import argparse
@@ -41,6 +47,11 @@ def parse_arguments():
     parser.add_argument("--batch-size", type=int, help="overrides [train] batch_size")
     parser.add_argument("--lr", type=float, help="overrides [train] lr")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=("fp32", "tf32"), default="fp32",
+                        help="tf32: float32 matrix products on TF32 tensor cores")
+    parser.add_argument("--compile", metavar="MODE", default="none",
+                        choices=("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="torch.compile the whole step with this mode (none: eager)")
     return parser.parse_args()
 
 
@@ -75,17 +86,37 @@ def main():
         torch.set_num_threads(arguments.threads)
     if arguments.device == "cuda" and not torch.cuda.is_available():
         sys.exit("pytorch_vae.py: --device cuda but torch sees no CUDA device")
+    compiled = arguments.compile != "none"
+    if compiled and not hasattr(torch, "compile"):
+        sys.exit(f"pytorch_vae.py: --compile needs PyTorch 2 (this is {torch.__version__})")
     device = torch.device(arguments.device)
     torch.manual_seed(arguments.seed)
+    tf32 = arguments.precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
 
     model_settings, batch_size, lr = resolve_settings(arguments)
     model = TorchVAE(INPUT_DIM, **model_settings).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # capturable: Adam's step count stays on the device, so a compiled step
+    # replays as a CUDA graph without host synchronisation.
+    capturable = compiled and device.type == "cuda"
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, **({"capturable": True} if capturable else {}))
 
     # Random binary images stored as uint8 0/255, like a binarised dataset in memory.
     data = (torch.randint(0, 2, (DATASET_ROWS, INPUT_DIM), dtype=torch.uint8) * 255).to(device)
     steps_per_epoch = DATASET_ROWS // batch_size
     state = {"permutation": None, "position": steps_per_epoch}
+
+    def step_on_rows(rows):
+        x = data.index_select(0, rows).to(torch.float32) * (1.0 / 255.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(x)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    step_function = torch.compile(step_on_rows, mode=arguments.compile) if compiled else step_on_rows
+    mark_step = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
 
     def training_step():
         if state["position"] == steps_per_epoch:
@@ -94,12 +125,9 @@ def main():
         start = state["position"] * batch_size
         rows = state["permutation"][start:start + batch_size]
         state["position"] += 1
-        x = data.index_select(0, rows).to(torch.float32).mul_(1.0 / 255.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss = model(x)
-        loss.backward()
-        optimizer.step()
-        return loss
+        if compiled and mark_step is not None:
+            mark_step()  # each call is a new training step for CUDA-graph trees
+        return step_function(rows)
 
     def synchronize():
         if device.type == "cuda":
@@ -117,7 +145,9 @@ def main():
         sys.exit("pytorch_vae.py: the loss went non-finite")
 
     print(json.dumps({
-        "framework": "pytorch",
+        "framework": "torch_compile" if compiled else "pytorch",
+        "compile_mode": arguments.compile,
+        "precision": arguments.precision,
         "version": torch.__version__,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),

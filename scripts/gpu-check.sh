@@ -1,35 +1,61 @@
 #!/usr/bin/env bash
-# The GPU check, on a machine with an NVIDIA GPU and no network: builds with
-# CUDA into build-gpu, runs every test (GPU ones included), runs
-# compute-sanitizer (memcheck, racecheck) over a short training run, trains
-# Fashion-MNIST on the GPU, benchmarks the engine against PyTorch on the same
-# GPU, and writes bench/results/gpu-check-<date>-<commit>.json.
+# The GPU check, in one call on a machine with an NVIDIA GPU and no network
+# (sized for a 16-core H100 box and a 10-minute command limit):
 #
-#   scripts/gpu-check.sh                      # all stages
-#   scripts/gpu-check.sh build test           # some stages, in this order
+#   build     CUDA build into build-gpu (sm_90 only unless VAE_CUDA_ARCHITECTURES says otherwise)
+#   test      every test; on a GPU machine a skipped test fails the stage
+#             (GPU tests must run), except the CPU-fallback test that skips
+#             when a GPU is present; compute-sanitizer memcheck, racecheck,
+#             initcheck and synccheck over a short training run, beside it
+#   train     configs/fashion_mnist.ini on the GPU: its metrics and time
+#   bench     alone on the GPU, three models (784-400-20 batch 128 fp32;
+#             784-2048-2048-256 batch 1024 fp32 and tf32): the engine,
+#             PyTorch eager, torch.compile of the whole step, JAX jit, and the
+#             step's GEMMs timed alone (the floor); IWAE-5000 over the 10,000
+#             test images with the checkpoint of `train`
+#   report    bench/results/gpu-check-DATE-COMMIT.json (also written after
+#             every stage, and copied to $OUT when set)
 #
-# Stages: build test sanitize train bench report. Each stage leaves its
-# numbers in build-gpu/gpu-check/, so stages can run in separate calls (for
-# machines with a per-command time limit) and `report` gathers them.
+#   scripts/gpu-check.sh                # build test train bench report
+#   scripts/gpu-check.sh test bench     # some stages, in this order
+#   scripts/gpu-check.sh failed         # the stages the last run left failed or unfinished
+#   (`sanitize` alone runs the sanitizers without the test suite)
+#
+# Numbers and logs go to build-gpu/gpu-check/ (the record is assembled from
+# them by scripts/gpu_check_report.py), so stages can run in separate calls on
+# a machine that stays warm. A time budget (VAE_GPU_CHECK_BUDGET seconds,
+# default 570) is watched: work that would not fit is recorded as skipped
+# for time rather than killed half-way.
 #
 # Dependencies missing on the machine are taken from .carry/debs (made on a
-# machine with network by scripts/gpu-carry.sh), unpacked into .carry/root.
-# Environment: VAE_COMMIT (when there is no .git), OUT (a folder that also
-# receives the report and logs), VAE_TRAIN_TIMEOUT (seconds, default 900).
+# machine with network by scripts/gpu-carry.sh, the Fashion-MNIST data set
+# included), unpacked into .carry/root: carry .carry with the call.
+# Environment: VAE_COMMIT (when there is no .git), OUT (receives the record
+# and the logs), VAE_TORCH_COMPILE_MODE (default reduce-overhead; or
+# max-autotune), VAE_CUDA_ARCHITECTURES (default 90).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$ROOT/build-gpu"
 STATE="$BUILD/gpu-check"
 CARRY_ROOT="$ROOT/.carry/root"
+BUDGET=${VAE_GPU_CHECK_BUDGET:-570}
+STARTED=$(date +%s)
+JOBS=$(nproc)
+PYTHON=${VAE_PYTHON:-python3}
+COMPILE_MODE=${VAE_TORCH_COMPILE_MODE:-reduce-overhead}
 export PATH="/usr/local/cuda/bin:$PATH"
+export PYTHONUNBUFFERED=1
 cd "$ROOT" || exit 2
 mkdir -p "$STATE"
 
-log() { echo "gpu-check: $*" >&2; }
-# record KEY VALUE: one number or string per file, read back by `report`.
+log() { echo "gpu-check [$(( $(date +%s) - STARTED ))s]: $*" >&2; }
+# record KEY VALUE: one number or string per file, read back by the report.
 record() { printf '%s' "$2" >"$STATE/$1"; }
-recorded() { if [ -s "$STATE/$1" ]; then cat "$STATE/$1"; else printf '%s' "${2:-null}"; fi; }
+time_left() { echo $(( BUDGET - ($(date +%s) - STARTED) )); }
+# enough SECONDS: is there time for a piece of work of about that length?
+enough() { [ "$(time_left)" -gt "$1" ]; }
+have_gpu() { nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }
 
 # ---------------------------------------------------------------- carried dependencies
 use_carried_packages() {
@@ -65,144 +91,239 @@ use_carried_packages() {
 }
 use_carried_packages
 
-# The data set: the Debian package's folder, or the carried copy.
+# The data set: the Debian package's folder, or the carried copy (for the
+# CLI as data.path, for the tests as VAE_FASHION_MNIST_DIR).
 DATA_OVERRIDES=()
-if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] &&
+DATA_DIR=/usr/share/datasets/fashion-mnist
+if [ ! -e "$DATA_DIR/train-images-idx3-ubyte.gz" ] &&
    [ -e "$CARRY_ROOT/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
-  DATA_OVERRIDES=(--set "data.path=$CARRY_ROOT/usr/share/datasets/fashion-mnist")
+  DATA_DIR="$CARRY_ROOT/usr/share/datasets/fashion-mnist"
+  DATA_OVERRIDES=(--set "data.path=$DATA_DIR")
+  export VAE_FASHION_MNIST_DIR="$DATA_DIR"
 fi
+[ -e "$DATA_DIR/train-images-idx3-ubyte.gz" ] || log "warning: no Fashion-MNIST (carry .carry made by scripts/gpu-carry.sh)"
 
-# ---------------------------------------------------------------- stages
+report() { "$PYTHON" "$ROOT/scripts/gpu_check_report.py" "$STATE" "$ROOT" >"$STATE/report.log" 2>&1 ||
+             { log "report failed"; cat "$STATE/report.log" >&2; }; }
+
+# ---------------------------------------------------------------- build
 stage_build() {
-  log "configuring and building $BUILD"
-  cmake -S "$ROOT" -B "$BUILD" -DVAE_CUDA=ON -DCMAKE_BUILD_TYPE=Release >"$STATE/configure.log" 2>&1 ||
-    { log "configure failed (see $STATE/configure.log)"; tail -30 "$STATE/configure.log" >&2; record build failed; return 1; }
-  cmake --build "$BUILD" -j "$(nproc)" >"$STATE/build.log" 2>&1 ||
-    { log "build failed (see $STATE/build.log)"; tail -40 "$STATE/build.log" >&2; record build failed; return 1; }
-  record build ok
+  log "configuring and building $BUILD with $JOBS jobs"
+  local generator=()
+  # Ninja when the machine has it, for a fresh folder (a made one keeps its generator).
+  command -v ninja >/dev/null && [ ! -e "$BUILD/CMakeCache.txt" ] && generator=(-G Ninja)
+  cmake -S "$ROOT" -B "$BUILD" "${generator[@]}" -DVAE_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES="${VAE_CUDA_ARCHITECTURES:-90}" >"$STATE/configure.log" 2>&1 ||
+    { log "configure failed (see $STATE/configure.log)"; tail -30 "$STATE/configure.log" >&2; return 1; }
+  cmake --build "$BUILD" -j "$JOBS" >"$STATE/build.log" 2>&1 ||
+    { log "build failed (see $STATE/build.log)"; grep -E "error|Error" "$STATE/build.log" | head -30 >&2; return 1; }
+  record cuda_architectures "${VAE_CUDA_ARCHITECTURES:-90}"
 }
 
+# ---------------------------------------------------------------- test (+ sanitizers beside it)
+# sanitizer_run TOOL: one compute-sanitizer tool over a one-epoch tiny run
+# (20 steps: one eager, the capture, replays; then an evaluation).
+sanitizer_run() {
+  local tool=$1 out="$STATE/sanitizer-$tool-run" extra=()
+  rm -rf "$out"
+  [ "$tool" = racecheck ] && extra=(--racecheck-report hazard)
+  timeout 400 compute-sanitizer --tool "$tool" "${extra[@]}" --print-limit 50 "$BUILD/vae" train \
+    --config configs/tiny_test.ini --device cuda --set train.epochs=1 "${DATA_OVERRIDES[@]}" --out "$out" --quiet \
+    >"$STATE/sanitizer-$tool.log" 2>&1
+  echo $? >"$STATE/sanitizer-$tool.exit"
+}
+
+stage_sanitize_start() {
+  if ! command -v compute-sanitizer >/dev/null; then log "compute-sanitizer not found"; return 1; fi
+  rm -f "$STATE"/sanitizer-*.exit
+  for tool in memcheck racecheck initcheck synccheck; do sanitizer_run "$tool" & done
+}
+
+stage_sanitize_finish() {
+  wait
+  local failed=0
+  for tool in memcheck racecheck initcheck synccheck; do
+    local errors
+    errors=$(sed -n -e 's/.*ERROR SUMMARY: \([0-9]*\) error.*/\1/p' -e 's/.*RACECHECK SUMMARY: .*(\([0-9]*\) error.*/\1/p' \
+      "$STATE/sanitizer-$tool.log" 2>/dev/null | tail -1)
+    if [ -z "$errors" ]; then
+      log "$tool: no summary (exit $(cat "$STATE/sanitizer-$tool.exit" 2>/dev/null)); see sanitizer-$tool.log"
+      tail -8 "$STATE/sanitizer-$tool.log" >&2
+      errors=null; failed=1
+    else
+      log "$tool: $errors errors (exit $(cat "$STATE/sanitizer-$tool.exit"))"
+      [ "$errors" = 0 ] || { failed=1; grep -m 12 -E "^========= (Invalid|Uninitialized|Race|Barrier|Error|    at|Program hit)" "$STATE/sanitizer-$tool.log" >&2; }
+    fi
+    record "sanitizer_$tool" "$errors"
+  done
+  return $failed
+}
+
+stage_sanitize() { stage_sanitize_start && stage_sanitize_finish; }
+
 stage_test() {
-  log "running ctest"
-  (cd "$BUILD" && ctest --output-on-failure --output-junit "$STATE/ctest.xml" >"$STATE/ctest.log" 2>&1)
-  local status=$?
-  tail -15 "$STATE/ctest.log" >&2
-  local total failed skipped
-  total=$(grep -o 'tests="[0-9]*"' "$STATE/ctest.xml" 2>/dev/null | head -1 | tr -dc 0-9)
-  failed=$(grep -o 'failures="[0-9]*"' "$STATE/ctest.xml" 2>/dev/null | head -1 | tr -dc 0-9)
-  skipped=$(grep -o 'skipped="[0-9]*"' "$STATE/ctest.xml" 2>/dev/null | head -1 | tr -dc 0-9)
-  if [ -z "$total" ]; then  # no JUnit file: read the summary line
-    total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$STATE/ctest.log" | tail -1)
-    failed=$(sed -n 's/.*, \([0-9]*\) tests failed out of.*/\1/p' "$STATE/ctest.log" | tail -1)
-    skipped=$(grep -c '(Skipped)' "$STATE/ctest.log")
+  local parallel=$(( JOBS / 2 > 1 ? JOBS / 2 : 1 ))
+  local sanitizing=0
+  if [ "${SANITIZE_WITH_TESTS:-1}" = 1 ] && have_gpu && command -v compute-sanitizer >/dev/null; then
+    log "starting the four sanitizers beside the tests"
+    stage_sanitize_start && sanitizing=1
   fi
-  total=${total:-0}; failed=${failed:-0}; skipped=${skipped:-0}
+  log "running ctest -j $parallel"
+  (cd "$BUILD" && OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 timeout $(( $(time_left) > 120 ? $(time_left) - 60 : 60 )) \
+     ctest -j "$parallel" --timeout 400 --output-on-failure --output-junit "$STATE/ctest.xml" >"$STATE/ctest.log" 2>&1)
+  local status=$?
+  grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)|\(Skipped\)" "$STATE/ctest.log" | tail -25 >&2
+  local total failed skipped
+  total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$STATE/ctest.log" | tail -1)
+  failed=$(sed -n 's/.*, \([0-9]*\) tests failed out of.*/\1/p' "$STATE/ctest.log" | tail -1)
+  grep '(Skipped)' "$STATE/ctest.log" | sed 's/.* - \(.*\) (Skipped).*/\1/' >"$STATE/tests_skipped_names"
+  skipped=$(wc -l <"$STATE/tests_skipped_names")
+  total=${total:-0}; failed=${failed:-0}
   record tests_total "$total"
   record tests_failed "$failed"
   record tests_skipped "$skipped"
   record tests_passed "$((total - failed - skipped))"
+  # On a GPU machine every test must run: a skip means a GPU test did not.
+  if have_gpu; then
+    grep -v -E '^BackendChoice\.AutoFallsBackToTheCpuAndSaysWhy$' "$STATE/tests_skipped_names" >"$STATE/tests_skipped_wrongly"
+    if [ -s "$STATE/tests_skipped_wrongly" ]; then
+      log "error: on a GPU machine these tests skipped: $(tr '\n' ' ' <"$STATE/tests_skipped_wrongly")"
+      status=1
+    fi
+  fi
+  if [ "$sanitizing" = 1 ]; then stage_sanitize_finish || status=1; fi
   return $status
 }
 
-# sanitizer_errors TOOL: runs one compute-sanitizer tool over a one-epoch tiny run.
-sanitizer_errors() {
-  local tool=$1 out
-  out=$(mktemp -d)
-  compute-sanitizer --tool "$tool" --print-limit 20 "$BUILD/vae" train --config configs/tiny_test.ini --device cuda \
-    --set train.epochs=1 "${DATA_OVERRIDES[@]}" --out "$out" --quiet >"$STATE/sanitizer-$tool.log" 2>&1
-  local status=$?
-  rm -rf "$out"
-  local errors
-  errors=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) error.*/\1/p' "$STATE/sanitizer-$tool.log" | tail -1)
-  if [ -z "$errors" ]; then
-    log "$tool: no summary (exit $status); see $STATE/sanitizer-$tool.log"
-    tail -10 "$STATE/sanitizer-$tool.log" >&2
-    errors=null
-  else
-    log "$tool: $errors errors (exit $status)"
-  fi
-  record "sanitizer_$tool" "$errors"
-}
-
-stage_sanitize() {
-  if ! command -v compute-sanitizer >/dev/null; then log "compute-sanitizer not found"; return 1; fi
-  sanitizer_errors memcheck
-  sanitizer_errors racecheck
-}
-
+# ---------------------------------------------------------------- train
 stage_train() {
   local out="$STATE/fashion_mnist_run" started finished
   rm -rf "$out"
   log "training configs/fashion_mnist.ini on the GPU"
   started=$(date +%s.%N)
-  timeout "${VAE_TRAIN_TIMEOUT:-900}" "$BUILD/vae" train --config configs/fashion_mnist.ini --device cuda \
-    "${DATA_OVERRIDES[@]}" --out "$out" >"$STATE/train.log" 2>&1
+  timeout $(( $(time_left) > 200 ? 180 : $(time_left) - 20 )) "$BUILD/vae" train --config configs/fashion_mnist.ini \
+    --device cuda "${DATA_OVERRIDES[@]}" --out "$out" >"$STATE/train.log" 2>&1
   local status=$?
   finished=$(date +%s.%N)
-  tail -5 "$STATE/train.log" >&2
+  grep -E "^vae: device|epoch 10/" "$STATE/train.log" | tail -3 >&2
   record train_exit "$status"
   record train_seconds "$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.1f", b - a }')"
-  # The last metrics line (JSON) as it is.
-  if [ -s "$out/metrics.jsonl" ]; then tail -1 "$out/metrics.jsonl" >"$STATE/train_last_metrics"; fi
+  [ -s "$out/metrics.jsonl" ] && grep '"kind":"eval"' "$out/metrics.jsonl" | tail -1 >"$STATE/train_last_eval"
+  [ -s "$out/metrics.jsonl" ] && grep '"kind":"train"' "$out/metrics.jsonl" | tail -1 >"$STATE/train_last_metrics"
   return $status
 }
 
-samples_per_second() { grep -o '"samples_per_s": *[0-9.eE+-]*' "$1" | tail -1 | sed 's/.*: *//'; }
+# ---------------------------------------------------------------- bench
+json_number() { grep -o "\"$2\": *[0-9.eE+-]*" "$1" 2>/dev/null | tail -1 | sed 's/.*: *//'; }
 
-stage_bench() {
-  log "benchmarking the engine"
-  "$BUILD/vae" bench --config configs/pytorch_example.ini --device cuda "${DATA_OVERRIDES[@]}" >"$STATE/bench-engine.log" 2>&1 ||
-    log "engine bench failed; see $STATE/bench-engine.log"
-  record engine_samples_per_s "$(samples_per_second "$STATE/bench-engine.log")"
-  log "benchmarking PyTorch"
-  /usr/bin/env python3 bench/pytorch_vae.py --config configs/pytorch_example.ini --device cuda >"$STATE/bench-pytorch.log" 2>&1 ||
-    log "PyTorch bench failed; see $STATE/bench-pytorch.log"
-  record pytorch_samples_per_s "$(samples_per_second "$STATE/bench-pytorch.log")"
-  tail -2 "$STATE/bench-engine.log" "$STATE/bench-pytorch.log" >&2
+# bench_one NAME SECONDS_NEEDED COMMAND...: runs it if there is time, keeps
+# its output as bench-NAME.log and its samples_per_s as samples_NAME.
+bench_one() {
+  local name=$1 needed=$2
+  shift 2
+  if ! enough "$needed"; then log "$name: skipped (out of time)"; record "samples_$name" '"skipped: out of time"'; return 1; fi
+  timeout $(( $(time_left) - 10 )) "$@" >"$STATE/bench-$name.log" 2>&1
+  local status=$? value
+  value=$(json_number "$STATE/bench-$name.log" samples_per_s)
+  if [ $status -ne 0 ] || [ -z "$value" ]; then
+    log "$name: failed (exit $status): $(tail -2 "$STATE/bench-$name.log" | tr '\n' ' ' | cut -c1-300)"
+    record "samples_$name" null
+    return 1
+  fi
+  record "samples_$name" "$value"
+  log "$name: $value samples/s"
 }
 
-json_string() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g' | tr -d '\n')"; }
+stage_bench() {
+  local failed=0
+  # Same model for the engine and its peers: the peers (bench/*.py) run Adam
+  # with a constant rate and no clipping on random binary data.
+  local large_overrides=(--set train.optimizer=adam --set train.lr_schedule=constant --set train.grad_clip=0
+                         --set train.weight_decay=0 --set train.warmup_steps=0 --set train.logvar_clamp=0
+                         --set model.kl_warmup_steps=0
+                         --set data.binarize=none)
+  local model config precision steps overrides
+  for model in small_fp32 large_fp32 large_tf32; do
+    case $model in
+      small_fp32) config=configs/pytorch_example.ini; precision=fp32; steps=1000; overrides=() ;;
+      large_fp32) config=configs/large.ini; precision=fp32; steps=200; overrides=("${large_overrides[@]}") ;;
+      large_tf32) config=configs/large.ini; precision=tf32; steps=300; overrides=("${large_overrides[@]}") ;;
+    esac
+    log "benchmarking $model ($config, $precision)"
+    bench_one "${model}_vae_engine" 20 "$BUILD/vae" bench --config "$config" --device cuda "${DATA_OVERRIDES[@]}" \
+      "${overrides[@]}" --set "train.precision=$precision" --warmup-steps 50 --steps "$steps" || failed=1
+    bench_one "${model}_pytorch" 30 "$PYTHON" bench/pytorch_vae.py --config "$config" --device cuda \
+      --precision "$precision" --warmup-steps 20 --steps "$steps" || failed=1
+    bench_one "${model}_jax" 40 "$PYTHON" bench/jax_vae.py --config "$config" --device cuda --precision "$precision" \
+      --warmup-steps 20 --steps "$steps" || failed=1
+    bench_one "${model}_gemm_floor" 20 "$PYTHON" bench/gemm_floor.py --config "$config" --device cuda \
+      --precision "$precision" || failed=1
+  done
+  # torch.compile last: its compilations take the longest.
+  for model in small_fp32 large_fp32 large_tf32; do
+    case $model in
+      small_fp32) config=configs/pytorch_example.ini; precision=fp32; steps=1000 ;;
+      large_fp32) config=configs/large.ini; precision=fp32; steps=200 ;;
+      large_tf32) config=configs/large.ini; precision=tf32; steps=300 ;;
+    esac
+    bench_one "${model}_torch_compile" 90 "$PYTHON" bench/pytorch_vae.py --config "$config" --device cuda \
+      --precision "$precision" --compile "$COMPILE_MODE" --warmup-steps 30 --steps "$steps" || failed=1
+  done
+  record torch_compile_mode "\"$COMPILE_MODE\""
+  stage_iwae || failed=1
+  return $failed
+}
+
+# IWAE-5000 over the 10,000 test images with the default model trained by `train`.
+stage_iwae() {
+  local checkpoint="$STATE/fashion_mnist_run/checkpoint.safetensors"
+  if [ ! -e "$checkpoint" ]; then log "iwae: no checkpoint (run the train stage)"; return 1; fi
+  if ! enough 30; then log "iwae: skipped (out of time)"; return 1; fi
+  local started finished
+  started=$(date +%s.%N)
+  timeout $(( $(time_left) - 10 )) "$BUILD/vae" eval --checkpoint "$checkpoint" --split test --iwae-k 5000 \
+    --device cuda >"$STATE/iwae.log" 2>&1
+  local status=$?
+  finished=$(date +%s.%N)
+  record iwae_exit "$status"
+  record iwae_wall_seconds "$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.2f", b - a }')"
+  grep '^{' "$STATE/iwae.log" | tail -1 >"$STATE/iwae_result"
+  log "iwae-5000: exit $status, $(cat "$STATE/iwae_wall_seconds") s wall: $(cut -c1-200 "$STATE/iwae_result")"
+  return $status
+}
 
 stage_report() {
-  local commit date gpu driver file
-  commit=${VAE_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}
-  date=$(date -u +%Y-%m-%d)
-  gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
-  driver=${gpu##*, }
-  gpu=${gpu%, *}
-  mkdir -p "$ROOT/bench/results"
-  file="$ROOT/bench/results/gpu-check-$date-$commit.json"
-  local metrics=null
-  [ -s "$STATE/train_last_metrics" ] && metrics=$(cat "$STATE/train_last_metrics")
-  {
-    echo "{"
-    echo "  \"device\": $(json_string "$gpu"),"
-    echo "  \"driver\": $(json_string "$driver"),"
-    echo "  \"commit\": $(json_string "$commit"),"
-    echo "  \"date\": $(json_string "$date"),"
-    echo "  \"build\": $(json_string "$(recorded build unknown)"),"
-    echo "  \"tests\": {\"total\": $(recorded tests_total), \"passed\": $(recorded tests_passed), \"failed\": $(recorded tests_failed), \"skipped\": $(recorded tests_skipped)},"
-    echo "  \"sanitizer_errors\": {\"memcheck\": $(recorded sanitizer_memcheck), \"racecheck\": $(recorded sanitizer_racecheck)},"
-    echo "  \"fashion_mnist_train\": {\"exit_status\": $(recorded train_exit), \"seconds\": $(recorded train_seconds), \"last_metrics\": $metrics},"
-    echo "  \"samples_per_s\": {\"vae_engine\": $(recorded engine_samples_per_s), \"pytorch\": $(recorded pytorch_samples_per_s)},"
-    echo "  \"benchmark_config\": \"configs/pytorch_example.ini\""
-    echo "}"
-  } >"$file"
-  log "wrote $file"
-  cat "$file"
+  report
+  cat "$STATE/report.log" >&2
   if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
-    cp "$file" "$OUT/" && cp "$STATE"/*.log "$OUT/" 2>/dev/null
+    cp "$(cat "$STATE/record_path" 2>/dev/null)" "$OUT/" 2>/dev/null
+    # Logs in one archive (the tool returns at most 8 files).
+    tar -C "$STATE" -czf "$OUT/gpu-check-logs.tar.gz" --exclude='*-run' --exclude='fashion_mnist_run' . 2>/dev/null
   fi
 }
 
+# ---------------------------------------------------------------- stages
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(build test sanitize train bench report)
+[ ${#stages[@]} -eq 0 ] && stages=(build test train bench report)
+if [ "${stages[0]}" = failed ]; then
+  stages=()
+  for stage in build test train bench; do
+    [ "$(cat "$STATE/stage_$stage" 2>/dev/null)" = ok ] || stages+=("$stage")
+  done
+  stages+=(report)
+  log "rerunning: ${stages[*]}"
+fi
+if ! have_gpu; then log "warning: nvidia-smi sees no GPU"; fi
 overall=0
 for stage in "${stages[@]}"; do
   case "$stage" in
-    build) stage_build || { overall=1; [ ${#stages[@]} -gt 1 ] && { stage_report; exit 1; }; } ;;
-    test|sanitize|train|bench|report) "stage_$stage" || overall=1 ;;
-    *) log "unknown stage '$stage' (build test sanitize train bench report)"; exit 2 ;;
+    build|test|sanitize|train|bench)
+      record "stage_$stage" running
+      if "stage_$stage"; then record "stage_$stage" ok; else record "stage_$stage" failed; overall=1; fi
+      report  # the record so far, in case a later stage runs out of time
+      if [ "$stage" = build ] && [ "$(cat "$STATE/stage_build")" != ok ]; then stage_report; exit 1; fi ;;
+    report) stage_report ;;
+    *) log "unknown stage '$stage' (build test sanitize train bench report failed)"; exit 2 ;;
   esac
 done
 exit $overall

@@ -391,11 +391,17 @@ static vae_status cuda_setup(cuda_backend *cuda, int precision) {
 
     /* A first kernel launch: fails here, clearly, when this build has no
      * kernel image for the GPU's architecture. */
-    status = vae_launch_fill((float *)cuda->reduction_scratch, 0.0f, 2 * VAE_REDUCTION_BLOCKS, cuda->stream);
+    cudaError_t status = vae_launch_fill((float *)cuda->reduction_scratch, 0.0f, 2 * VAE_REDUCTION_BLOCKS,
+                                         cuda->stream);
     if (status == cudaSuccess) status = cudaStreamSynchronize(cuda->stream);
     if (status != cudaSuccess)
-        return vae_error(VAE_ERROR_DEVICE, "no usable CUDA GPU: a test kernel on %s (compute capability %d.%d) failed: %s",
-                         properties.name, properties.major, properties.minor, cudaGetErrorString(status));
+        return vae_error(VAE_ERROR_DEVICE,
+                         "no usable CUDA GPU: a test kernel on %s (compute capability %d.%d) failed: %s (%s)%s",
+                         properties.name, properties.major, properties.minor, cudaGetErrorString(status),
+                         cudaGetErrorName(status),
+                         status == cudaErrorNoKernelImageForDevice
+                             ? "; this build has no kernel for it (set CMAKE_CUDA_ARCHITECTURES)"
+                             : "");
     return VAE_OK;
 }
 
