@@ -329,6 +329,11 @@ static vae_status no_usable_gpu(cudaError_t status, const char *what) {
         int driver = 0, runtime = 0;
         (void)cudaDriverGetVersion(&driver);
         (void)cudaRuntimeGetVersion(&runtime);
+        if (driver == 0)
+            return vae_error(VAE_ERROR_DEVICE,
+                             "no usable CUDA GPU: no NVIDIA driver (%s: %s, and no driver version: libcuda is not "
+                             "installed or not found)",
+                             what, cudaGetErrorName(status));
         return vae_error(VAE_ERROR_DEVICE,
                          "no usable CUDA GPU: driver too old (%s: %s; the driver supports CUDA %d.%d, this build "
                          "needs %d.%d): update the NVIDIA driver",
