@@ -3,9 +3,8 @@
 # (sized for a 16-core H100 box and a 10-minute command limit):
 #
 #   build     CUDA build into build-gpu (sm_90 only unless VAE_CUDA_ARCHITECTURES says otherwise)
-#   test      every test; on a GPU machine a skipped test fails the stage
-#             (GPU tests must run), except the CPU-fallback test that skips
-#             when a GPU is present; compute-sanitizer memcheck, racecheck,
+#   test      every test; on a GPU machine a skipped GPU test (Cuda*,
+#             CurandHost*) fails the stage; compute-sanitizer memcheck, racecheck,
 #             initcheck and synccheck over a short training run, beside it
 #   train     configs/fashion_mnist.ini on the GPU: its metrics and time
 #   bench     alone on the GPU, three models (784-400-20 batch 128 fp32;
@@ -183,11 +182,14 @@ stage_test() {
   record tests_failed "$failed"
   record tests_skipped "$skipped"
   record tests_passed "$((total - failed - skipped))"
-  # On a GPU machine every test must run: a skip means a GPU test did not.
+  # On a GPU machine the GPU tests must run: a skipped Cuda* or CurandHost*
+  # test fails the stage. (Other skips, for tools this machine lacks (MPI,
+  # matplotlib, torch for /usr/bin/python3) or for running as root, are
+  # listed in the record.)
   if have_gpu; then
-    grep -v -E '^BackendChoice\.AutoFallsBackToTheCpuAndSaysWhy$' "$STATE/tests_skipped_names" >"$STATE/tests_skipped_wrongly"
+    grep -E '^(Cuda|CurandHost)' "$STATE/tests_skipped_names" >"$STATE/tests_skipped_wrongly"
     if [ -s "$STATE/tests_skipped_wrongly" ]; then
-      log "error: on a GPU machine these tests skipped: $(tr '\n' ' ' <"$STATE/tests_skipped_wrongly")"
+      log "error: on a GPU machine these GPU tests skipped: $(tr '\n' ' ' <"$STATE/tests_skipped_wrongly")"
       status=1
     fi
   fi
