@@ -12,10 +12,12 @@
 #             PyTorch eager, torch.compile of the whole step, JAX jit, and the
 #             step's GEMMs timed alone (the floor); IWAE-5000 over the 10,000
 #             test images with the checkpoint of `train`
+#   nccl      scripts/gpu-check-nccl.sh: mpirun -np 1 on the data-parallel
+#             NCCL path against a plain run (skips itself without mpirun/NCCL)
 #   report    bench/results/gpu-check-DATE-COMMIT.json (also written after
 #             every stage, and copied to $OUT when set)
 #
-#   scripts/gpu-check.sh                # build test train bench report
+#   scripts/gpu-check.sh                # build test train bench nccl report
 #   scripts/gpu-check.sh test bench     # some stages, in this order
 #   scripts/gpu-check.sh failed         # the stages the last run left failed or unfinished
 #   (`sanitize` alone runs the sanitizers without the test suite)
@@ -294,6 +296,11 @@ stage_iwae() {
   return $status
 }
 
+stage_nccl() {
+  if ! enough 60; then log "nccl: skipped (out of time)"; record nccl_status '"skipped: out of time"'; return 1; fi
+  timeout $(( $(time_left) - 10 )) "$ROOT/scripts/gpu-check-nccl.sh" "$BUILD"
+}
+
 stage_report() {
   report
   cat "$STATE/report.log" >&2
@@ -306,10 +313,10 @@ stage_report() {
 
 # ---------------------------------------------------------------- stages
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(build test train bench report)
+[ ${#stages[@]} -eq 0 ] && stages=(build test train bench nccl report)
 if [ "${stages[0]}" = failed ]; then
   stages=()
-  for stage in build test train bench; do
+  for stage in build test train bench nccl; do
     [ "$(cat "$STATE/stage_$stage" 2>/dev/null)" = ok ] || stages+=("$stage")
   done
   stages+=(report)
@@ -319,13 +326,13 @@ if ! have_gpu; then log "warning: nvidia-smi sees no GPU"; fi
 overall=0
 for stage in "${stages[@]}"; do
   case "$stage" in
-    build|test|sanitize|train|bench)
+    build|test|sanitize|train|bench|nccl)
       record "stage_$stage" running
       if "stage_$stage"; then record "stage_$stage" ok; else record "stage_$stage" failed; overall=1; fi
       report  # the record so far, in case a later stage runs out of time
       if [ "$stage" = build ] && [ "$(cat "$STATE/stage_build")" != ok ]; then stage_report; exit 1; fi ;;
     report) stage_report ;;
-    *) log "unknown stage '$stage' (build test sanitize train bench report failed)"; exit 2 ;;
+    *) log "unknown stage '$stage' (build test sanitize train bench nccl report failed)"; exit 2 ;;
   esac
 done
 exit $overall

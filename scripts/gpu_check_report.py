@@ -109,7 +109,8 @@ def main():
         "date": date,
         "versions": versions,
         "cuda_architectures": read(state, "cuda_architectures"),
-        "stages": {stage: read(state, f"stage_{stage}") for stage in ("build", "test", "sanitize", "train", "bench")},
+        "stages": {stage: read(state, f"stage_{stage}")
+                   for stage in ("build", "test", "sanitize", "train", "bench", "nccl")},
         "tests": {"total": read(state, "tests_total"), "passed": read(state, "tests_passed"),
                   "failed": read(state, "tests_failed"), "skipped": read(state, "tests_skipped"),
                   "skipped_names": skipped_names},
@@ -127,6 +128,7 @@ def main():
         "iwae_5000_test": {"images": 10000, "k": 5000, "wall_seconds": iwae_seconds,
                            "exit_status": read(state, "iwae_exit"), "result": iwae_result},
         "targets_met": targets,
+        "nccl": read(state, "nccl.json"),
     }
     folder = os.path.join(root, "bench", "results")
     os.makedirs(folder, exist_ok=True)
