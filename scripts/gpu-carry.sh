@@ -15,8 +15,8 @@ DEBS="$VAE_ROOT/.carry/debs"
 PACKAGES=(
   # GoogleTest (static libraries and CMake config)
   libgtest-dev
-  # OpenBLAS (pthread flavour) and its Fortran runtime
-  libopenblas-dev libopenblas0-pthread libopenblas-pthread-dev libgfortran5 libquadmath0
+  # OpenBLAS (the OpenMP flavour the build prefers, CMakeLists.txt), its Fortran and OpenMP runtimes
+  libopenblas-dev libopenblas0-openmp libopenblas-openmp-dev libgfortran5 libquadmath0 libgomp1
   # config, metrics, images
   libinih-dev libinih1 libcjson-dev libcjson1 libpng-dev libpng16-16 zlib1g-dev
   # Open MPI for data-parallel training and its tests (runs relocated: scripts/carried_mpi.sh)

@@ -68,22 +68,24 @@ use_carried_packages() {
     # .pc files name /usr: point them into the carried tree.
     find "$CARRY_ROOT" -name '*.pc' -type f -exec sed -i -e "s#=/usr\\b#=$CARRY_ROOT/usr#g" \
       -e "s# -I/usr/# -I$CARRY_ROOT/usr/#g" -e "s# -L/usr/# -L$CARRY_ROOT/usr/#g" {} +
-    # What Debian's alternatives would have linked for OpenBLAS.
-    local arch=x86_64-linux-gnu blas="$CARRY_ROOT/usr/lib/x86_64-linux-gnu/openblas-pthread"
+    # What Debian's alternatives would have linked for OpenBLAS (its OpenMP
+    # build, which CMakeLists.txt prefers).
+    local arch=x86_64-linux-gnu flavour=openblas-openmp
+    local blas="$CARRY_ROOT/usr/lib/x86_64-linux-gnu/$flavour"
     mkdir -p "$CARRY_ROOT/usr/lib/$arch/pkgconfig"
     for header in cblas.h f77blas.h openblas_config.h; do
-      [ -e "$CARRY_ROOT/usr/include/$arch/openblas-pthread/$header" ] &&
-        ln -sf "openblas-pthread/$header" "$CARRY_ROOT/usr/include/$arch/$header"
+      [ -e "$CARRY_ROOT/usr/include/$arch/$flavour/$header" ] &&
+        ln -sf "$flavour/$header" "$CARRY_ROOT/usr/include/$arch/$header"
     done
     [ -e "$blas/pkgconfig/openblas.pc" ] && ln -sf "$blas/pkgconfig/openblas.pc" "$CARRY_ROOT/usr/lib/$arch/pkgconfig/openblas.pc"
     for library in libopenblas.so libopenblas.so.0 libblas.so.3 liblapack.so.3; do
-      [ -e "$blas/$library" ] && ln -sf "openblas-pthread/$library" "$CARRY_ROOT/usr/lib/$arch/$library"
+      [ -e "$blas/$library" ] && ln -sf "$flavour/$library" "$CARRY_ROOT/usr/lib/$arch/$library"
     done
     touch "$CARRY_ROOT/.unpacked"
   fi
   export CMAKE_PREFIX_PATH="$CARRY_ROOT/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
   export PKG_CONFIG_PATH="$CARRY_ROOT/usr/lib/x86_64-linux-gnu/pkgconfig:$CARRY_ROOT/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-  export LD_LIBRARY_PATH="$CARRY_ROOT/usr/lib/x86_64-linux-gnu:$CARRY_ROOT/usr/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH="$CARRY_ROOT/usr/lib/x86_64-linux-gnu:$CARRY_ROOT/usr/lib/x86_64-linux-gnu/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export CPATH="$CARRY_ROOT/usr/include${CPATH:+:$CPATH}"
   export LIBRARY_PATH="$CARRY_ROOT/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
   # Tools only when the machine has none of its own.
