@@ -25,7 +25,8 @@ typedef enum vae_status {
     VAE_ERROR_DEVICE = 5,           /* CUDA / cuBLAS / cuRAND failure or no usable GPU */
     VAE_ERROR_NUMERIC = 6,          /* non-finite loss or gradients */
     VAE_ERROR_INTERRUPTED = 7,      /* stopped by a signal after saving */
-    VAE_ERROR_INTERNAL = 8
+    VAE_ERROR_INTERNAL = 8,
+    VAE_ERROR_BUSY = 9              /* the run folder is held by another process (vae/run_folder.h) */
 } vae_status;
 
 /* The library's version, "MAJOR.MINOR.PATCH": the VAE_VERSION_STRING it was
@@ -137,9 +138,12 @@ typedef struct vae_trainer vae_trainer;
 /* The device is chosen when the trainer is created (vae_trainer_create,
  * vae_trainer_load); these options are about one run. */
 typedef struct vae_train_options {
-    const char *out_dir;             /* metrics.jsonl, config.ini, checkpoint.safetensors */
+    const char *out_dir;             /* metrics.jsonl, config.ini, checkpoint.safetensors; the
+                                        run claims it (vae/run_folder.h) for its duration */
     int resume;                      /* the trainer came from out_dir's checkpoint: keep
                                         metrics.jsonl lines up to its step */
+    int force;                       /* not resuming and out_dir holds a checkpoint: start over
+                                        (removes the earlier run's files) instead of refusing */
     int quiet;                       /* no progress lines on stderr */
     int max_steps;                   /* 0: train.epochs; else stop after this many steps */
 } vae_train_options;

@@ -41,6 +41,7 @@ const char *vae_status_name(vae_status status) {
     case VAE_ERROR_NUMERIC: return "non-finite values";
     case VAE_ERROR_INTERRUPTED: return "interrupted";
     case VAE_ERROR_INTERNAL: return "internal error";
+    case VAE_ERROR_BUSY: return "in use";
     }
     return "unknown status";
 }

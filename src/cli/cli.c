@@ -1,6 +1,8 @@
 /* The vae command line: train, eval, sample, bench. The only place that
  * decides to exit. Exit codes: 0 success; 2 bad usage, a bad config or a
- * malformed input file; 1 anything else (I/O, device, non-finite values). */
+ * malformed input file, or a run folder that holds a model without --resume or
+ * --force; 1 anything else (I/O, device, non-finite values, a run folder in
+ * use by another process: a state of the machine, not a mistake in the command). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <signal.h>
@@ -14,6 +16,7 @@
 #include "cli/cli_common.h"
 #include "distributed/distributed.h"
 #include "io/metrics.h"
+#include "vae/run_folder.h"
 #include "vae/vae.h"
 
 static const char *program_usage =
@@ -34,9 +37,11 @@ static const char *program_usage =
 
 static const char *train_usage =
     "usage: vae train --config FILE [--set section.key=value ...] [--device cpu|cuda|auto]\n"
-    "                 [--out DIR] [--resume] [--max-steps N] [--quiet]\n"
+    "                 [--out DIR] [--resume | --force] [--max-steps N] [--quiet]\n"
     "Trains the model; writes DIR/metrics.jsonl, DIR/config.ini and DIR/checkpoint.safetensors\n"
-    "(DIR defaults to runs/latest).\n";
+    "(DIR defaults to runs/latest). A folder belongs to one run: a second run on a folder in use\n"
+    "is refused (exit 1), and so is a folder that holds a checkpoint (exit 2) unless --resume\n"
+    "continues it or --force starts over (removing the earlier run's checkpoints and pictures).\n";
 static const char *eval_usage =
     "usage: vae eval --checkpoint FILE [--split train|validation|test] [--iwae-k K] [--device cpu|cuda|auto]\n"
     "Prints one JSON line: per-sample ELBO, reconstruction term, KL, active units and, with\n"
@@ -65,26 +70,33 @@ static int command_train(int argc, char **argv) {
     int parsed = cli_parse_options(argc, argv, train_usage, &o);
     if (parsed) return parsed < 0 ? 0 : parsed;
     if (!o.config_path && !o.resume) return cli_usage_error(train_usage, "train needs --config FILE", NULL);
+    if (o.resume && o.force) return cli_usage_error(train_usage, "--resume and --force contradict each other", NULL);
     const char *out = o.out ? o.out : "runs/latest";
-    vae_trainer *trainer = NULL;
-    vae_status status;
     char checkpoint[4096];
     snprintf(checkpoint, sizeof checkpoint, "%s/checkpoint.safetensors", out);
-    int resumed = 0;
-    /* Every rank reads the checkpoint (rank 0 decides whether there is one). */
-    int have_checkpoint = o.resume && access(checkpoint, F_OK) == 0;
-    status = vae_distributed_broadcast(&have_checkpoint, sizeof have_checkpoint, 0);
+    /* Rank 0 decides whether there is a checkpoint; every rank reads it. */
+    int resume = o.resume && access(checkpoint, F_OK) == 0;
+    vae_status status = vae_distributed_broadcast(&resume, sizeof resume, 0);
     if (status != VAE_OK) return cli_fail(status);
-    if (have_checkpoint) {
+    /* The folder first: a folder in use or a finished model is refused at
+     * once, before any data are loaded. Rank 0 writes, so rank 0 holds it;
+     * the trainer's own claim nests. */
+    vae_run_folder *folder = NULL;
+    vae_run_start start = resume ? VAE_RUN_START_RESUME : o.force ? VAE_RUN_START_OVER : VAE_RUN_START_NEW;
+    status = vae_distributed_agree(vae_distributed_rank() == 0 ? vae_run_folder_claim(out, start, &folder) : VAE_OK);
+    if (status != VAE_OK) return cli_fail(status);
+    vae_trainer *trainer = NULL;
+    if (resume) {
         status = vae_distributed_agree(vae_trainer_load(&trainer, checkpoint, o.device));
-        if (status != VAE_OK) return cli_fail(status);
-        resumed = 1;
+        if (status != VAE_OK) { vae_run_folder_release(folder); return cli_fail(status); }
         if (!o.quiet && vae_distributed_rank() == 0)
             fprintf(stderr, "vae: resuming from %s at step %llu (its stored config is used)\n", checkpoint,
                     (unsigned long long)vae_trainer_step(trainer));
     } else {
-        if (!o.config_path)
+        if (!o.config_path) {
+            vae_run_folder_release(folder);
             return cli_usage_error(train_usage, "--resume found no checkpoint in the output folder and no --config was given:", out);
+        }
         if (o.resume && !o.quiet && vae_distributed_rank() == 0)
             fprintf(stderr, "vae: no checkpoint in %s yet: starting from the beginning\n", out);
         vae_config config;
@@ -93,6 +105,7 @@ static int command_train(int argc, char **argv) {
         status = vae_distributed_agree(status); /* a bad input on one node stops every rank */
         if (status != VAE_OK) {
             vae_trainer_destroy(trainer);
+            vae_run_folder_release(folder);
             return cli_fail(status);
         }
     }
@@ -104,13 +117,15 @@ static int command_train(int argc, char **argv) {
     sigaction(SIGINT, &action, NULL);
     sigaction(SIGTERM, &action, NULL);
     report_device(trainer, &o);
-    vae_train_options options = {.out_dir = out, .resume = resumed, .quiet = o.quiet,
+    vae_train_options options = {.out_dir = out, .resume = resume, .force = o.force, .quiet = o.quiet,
                                  .max_steps = o.max_steps};
     status = vae_trainer_train(trainer, &options);
     if (status == VAE_OK && !o.quiet && vae_distributed_rank() == 0)
         fprintf(stderr, "vae: wrote %s, %s/metrics.jsonl and %s/config.ini\n", checkpoint, out, out);
     vae_trainer_destroy(trainer);
-    return status == VAE_OK ? 0 : cli_fail(status);
+    int code = status == VAE_OK ? 0 : cli_fail(status);
+    vae_run_folder_release(folder);
+    return code;
 }
 
 static int command_eval(int argc, char **argv) {

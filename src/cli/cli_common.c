@@ -70,6 +70,7 @@ int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) 
         int takes_value = 1;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { fputs(usage, stdout); return -1; }
         else if (strcmp(a, "--resume") == 0) { o->resume = 1; takes_value = 0; }
+        else if (strcmp(a, "--force") == 0) { o->force = 1; takes_value = 0; }
         else if (strcmp(a, "--quiet") == 0) { o->quiet = 1; takes_value = 0; }
         else if (!value) return cli_usage_error(usage, "missing value after", a);
         else if (strcmp(a, "--config") == 0) o->config_path = value;

@@ -13,7 +13,7 @@ typedef struct cli_options {
     const char *overrides[MAX_OVERRIDES];
     int override_count;
     vae_device_kind device;
-    int resume, quiet, max_steps, iwae_k, count, warmup_steps, steps;
+    int resume, force, quiet, max_steps, iwae_k, count, warmup_steps, steps;
     unsigned long long seed;
     /* Pictures and latents (src/cli/cli_pictures.c). */
     int count_given, steps_given;    /* --n / --steps were on the command line (per-command defaults) */

@@ -3,6 +3,7 @@
  * overrides are in config.c; config_schema.h says why one table serves both. */
 #include "config/config_schema.h"
 #include "base/error.h"
+#include "io/atomic_file.h"
 #include "vae_math.h"
 
 #include <ini.h>
@@ -374,26 +375,8 @@ vae_status vae_config_write_file(const vae_config *config, const char *path) {
     if (!config || !path) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_config_write_file: config or path is NULL");
     char *text;
     VAE_TRY(vae_config_to_string(config, &text));
-    /* Write a temporary file and rename it over path: a reader never sees
-     * half a config. */
-    char *temporary = malloc(strlen(path) + sizeof ".tmp");
-    if (!temporary) { free(text); return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: no memory", path); }
-    sprintf(temporary, "%s.tmp", path);
-    vae_status status = VAE_OK;
-    FILE *file = fopen(temporary, "wb");
-    if (!file) {
-        status = vae_error(VAE_ERROR_IO, "%s: cannot create: %s", temporary, strerror(errno));
-    } else {
-        size_t length = strlen(text);
-        int written = fwrite(text, 1, length, file) == length && fflush(file) == 0;
-        int saved_errno = errno;
-        if (fclose(file) != 0 && written) { written = 0; saved_errno = errno; }
-        if (!written) status = vae_error(VAE_ERROR_IO, "%s: cannot write: %s", temporary, strerror(saved_errno));
-        else if (rename(temporary, path) != 0)
-            status = vae_error(VAE_ERROR_IO, "%s: cannot rename to %s: %s", temporary, path, strerror(errno));
-        if (status != VAE_OK) remove(temporary);
-    }
-    free(temporary);
+    /* Atomically: a reader never sees half a config. */
+    vae_status status = vae_atomic_write(path, text, strlen(text), "config");
     free(text);
     return status;
 }

@@ -4,6 +4,7 @@
 
 #include "io/checkpoint.h"
 #include "base/error.h"
+#include "io/atomic_file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -191,53 +192,23 @@ static vae_status build_header(const char *path, const vae_checkpoint_tensor *te
     return VAE_OK;
 }
 
-/* Writes length bytes; returns 0 or the errno of the failure. */
-static int write_all(FILE *file, const void *bytes, size_t length) {
-    errno = 0;
-    if (length > 0 && fwrite(bytes, 1, length, file) != length) return errno ? errno : EIO;
-    return 0;
-}
-
-static int write_contents(FILE *file, const char *header, size_t header_length, const vae_checkpoint_tensor *tensors,
-                          int tensor_count, uint8_t *chunk) {
+/* Writes the file's bytes: the length of the header, the header, then each
+ * tensor as little-endian floats, a chunk at a time. */
+static void write_contents(vae_atomic_file *file, const char *header, size_t header_length,
+                           const vae_checkpoint_tensor *tensors, int tensor_count, uint8_t *chunk) {
     uint8_t length_bytes[8];
     store_u32_le(length_bytes, (uint32_t)header_length);
     store_u32_le(length_bytes + 4, (uint32_t)((uint64_t)header_length >> 32));
-    int error_number = write_all(file, length_bytes, sizeof length_bytes);
-    if (!error_number) error_number = write_all(file, header, header_length);
+    int error_number = vae_atomic_file_write(file, length_bytes, sizeof length_bytes);
+    if (!error_number) error_number = vae_atomic_file_write(file, header, header_length);
     for (int i = 0; !error_number && i < tensor_count; ++i) {
         size_t count = (size_t)element_count(tensors[i].shape, tensors[i].rank);
         for (size_t start = 0; !error_number && start < count; start += CHECKPOINT_CHUNK_FLOATS) {
             size_t n = count - start < CHECKPOINT_CHUNK_FLOATS ? count - start : CHECKPOINT_CHUNK_FLOATS;
             floats_to_le(tensors[i].data + start, n, chunk);
-            error_number = write_all(file, chunk, n * 4);
+            error_number = vae_atomic_file_write(file, chunk, n * 4);
         }
     }
-    if (!error_number && fflush(file) != 0) error_number = errno ? errno : EIO;
-    if (!error_number && fsync(fileno(file)) != 0) error_number = errno;
-    return error_number;
-}
-
-/* Makes the rename durable: fsync the folder that holds path. */
-static vae_status sync_folder(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *folder = NULL;
-    if (!slash) folder = strdup(".");
-    else if (slash == path) folder = strdup("/");
-    else folder = strndup(path, (size_t)(slash - path));
-    if (!folder) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
-    int descriptor = open(folder, O_RDONLY | O_DIRECTORY);
-    vae_status status = VAE_OK;
-    if (descriptor < 0) {
-        status = io_error(folder, "written, but cannot open the folder to sync it", errno);
-    } else {
-        /* Some file systems cannot fsync a folder (EINVAL); the rename stands. */
-        if (fsync(descriptor) != 0 && errno != EINVAL)
-            status = io_error(folder, "written, but syncing the folder failed", errno);
-        close(descriptor);
-    }
-    free(folder);
-    return status;
 }
 
 vae_status vae_checkpoint_write(const char *path, const vae_checkpoint_tensor *tensors, int tensor_count,
@@ -245,39 +216,20 @@ vae_status vae_checkpoint_write(const char *path, const vae_checkpoint_tensor *t
                                 int metadata_count) {
     VAE_TRY(check_write_arguments(path, tensors, tensor_count, metadata_keys, metadata_values, metadata_count));
     uint8_t *chunk = malloc((size_t)CHECKPOINT_CHUNK_FLOATS * 4);
-    size_t temporary_size = strlen(path) + 32;
-    char *temporary_path = malloc(temporary_size);
-    if (!chunk || !temporary_path) {
-        free(chunk);
-        free(temporary_path);
-        return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
-    }
-    snprintf(temporary_path, temporary_size, "%s.tmp-%ld", path, (long)getpid());
-
+    if (!chunk) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     char *header = NULL;
     size_t header_length = 0;
     uint32_t checksum = data_checksum(tensors, tensor_count, chunk);
     vae_status status = build_header(path, tensors, tensor_count, metadata_keys, metadata_values, metadata_count,
                                      checksum, &header, &header_length);
+    vae_atomic_file file;
+    if (status == VAE_OK) status = vae_atomic_file_open(&file, path, "checkpoint");
     if (status == VAE_OK) {
-        FILE *file = fopen(temporary_path, "wb");
-        if (!file) {
-            status = io_error(temporary_path, "cannot create the temporary checkpoint file", errno);
-        } else {
-            int error_number = write_contents(file, header, header_length, tensors, tensor_count, chunk);
-            if (fclose(file) != 0 && !error_number) error_number = errno ? errno : EIO;
-            if (!error_number && rename(temporary_path, path) != 0) error_number = errno;
-            if (error_number) {
-                status = io_error(path, "writing the checkpoint failed", error_number);
-                remove(temporary_path);
-            } else {
-                status = sync_folder(path);
-            }
-        }
+        write_contents(&file, header, header_length, tensors, tensor_count, chunk);
+        status = vae_atomic_file_commit(&file);
     }
     free(header);
     free(chunk);
-    free(temporary_path);
     return status;
 }
 

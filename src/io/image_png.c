@@ -1,9 +1,10 @@
-/* PNG pictures through libpng, written to a temporary file and renamed so
- * that no half-written picture is ever left under the final name. */
+/* PNG pictures through libpng, written atomically (io/atomic_file.h): no
+ * half-written picture is ever left under the final name. */
 #define _POSIX_C_SOURCE 200809L
 
 #include "io/image_png.h"
 #include "base/error.h"
+#include "io/atomic_file.h"
 
 #include <errno.h>
 #include <math.h>
@@ -13,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* The grid's background (margins and empty cells): a light grey, 224 of 255,
  * so that white digits stay distinguishable from the margin. */
@@ -22,8 +22,7 @@
 #define PNG_MAX_SIDE 65536
 
 typedef struct png_write_context {
-    FILE *file;
-    int error_number;     /* errno of a failed write, 0 if none */
+    vae_atomic_file file; /* its error_number: errno of a failed write, 0 if none */
     char message[256];    /* libpng's message */
     jmp_buf jump;
 } png_write_context;
@@ -41,28 +40,16 @@ static void on_png_warning(png_structp png, png_const_charp message) {
 
 static void on_png_write(png_structp png, png_bytep bytes, size_t length) {
     png_write_context *context = png_get_io_ptr(png);
-    errno = 0;
-    if (fwrite(bytes, 1, length, context->file) != length) {
-        context->error_number = errno ? errno : EIO;
-        png_error(png, "write failed");
-    }
+    if (vae_atomic_file_write(&context->file, bytes, length) != 0) png_error(png, "write failed");
 }
 
 static void on_png_flush(png_structp png) {
     png_write_context *context = png_get_io_ptr(png);
-    if (fflush(context->file) != 0) {
-        context->error_number = errno ? errno : EIO;
+    errno = 0;
+    if (fflush(context->file.stream) != 0) {
+        vae_atomic_file_fail(&context->file, errno);
         png_error(png, "flush failed");
     }
-}
-
-static vae_status write_failure(const char *path, const png_write_context *context) {
-    if (context->error_number) {
-        const char *hint = context->error_number == ENOSPC ? " (disk full)" : "";
-        return vae_error(VAE_ERROR_IO, "%s: writing the PNG failed: %s%s", path, strerror(context->error_number),
-                         hint);
-    }
-    return vae_error(VAE_ERROR_IO, "%s: writing the PNG failed: %s", path, context->message);
 }
 
 /* Encodes the PNG into an open file; returns 0, or 1 with context filled. */
@@ -98,32 +85,16 @@ static int encode_png(png_write_context *context, const unsigned char *pixels, i
 
 static vae_status write_png_file(const char *path, const unsigned char *pixels, int width, int height,
                                  int color_type, int channels) {
-    size_t temporary_size = strlen(path) + 32;
-    char *temporary_path = malloc(temporary_size);
-    if (!temporary_path) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
-    snprintf(temporary_path, temporary_size, "%s.tmp-%ld", path, (long)getpid());
-
     png_write_context context;
     memset(&context, 0, sizeof context);
-    context.file = fopen(temporary_path, "wb");
-    if (!context.file) {
-        vae_status status = vae_error(VAE_ERROR_IO, "%s: cannot create the PNG file: %s", temporary_path,
-                                      strerror(errno));
-        free(temporary_path);
+    VAE_TRY(vae_atomic_file_open(&context.file, path, "PNG"));
+    if (encode_png(&context, pixels, width, height, color_type, channels) && !context.file.error_number) {
+        /* libpng failed on its own (not a write): its message says why. */
+        vae_status status = vae_error(VAE_ERROR_IO, "%s: cannot write the PNG: %s", path, context.message);
+        vae_atomic_file_abort(&context.file);
         return status;
     }
-    int failed = encode_png(&context, pixels, width, height, color_type, channels);
-    if (!failed && fflush(context.file) != 0) failed = 1, context.error_number = errno ? errno : EIO;
-    if (!failed && fsync(fileno(context.file)) != 0) failed = 1, context.error_number = errno;
-    if (fclose(context.file) != 0 && !failed) failed = 1, context.error_number = errno ? errno : EIO;
-    if (!failed && rename(temporary_path, path) != 0) failed = 1, context.error_number = errno;
-    vae_status status = VAE_OK;
-    if (failed) {
-        status = write_failure(path, &context);
-        remove(temporary_path);
-    }
-    free(temporary_path);
-    return status;
+    return vae_atomic_file_commit(&context.file);
 }
 
 static unsigned char grey_level(float value) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "io/atomic_file.h"
 
 struct vae_metrics {
     FILE *file;
@@ -18,9 +19,8 @@ vae_status vae_metrics_open(vae_metrics **out, const char *path, int append) {
     vae_metrics *metrics = calloc(1, sizeof *metrics);
     if (!metrics) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "metrics: out of memory");
     snprintf(metrics->path, sizeof metrics->path, "%s", path);
-    metrics->file = fopen(path, append ? "a" : "w");
-    if (!metrics->file) {
-        vae_status status = vae_error(VAE_ERROR_IO, "cannot open %s for writing: %s", path, strerror(errno));
+    vae_status status = vae_append_file_open(&metrics->file, path, append, "metrics");
+    if (status != VAE_OK) {
         free(metrics);
         return status;
     }
@@ -61,15 +61,19 @@ void vae_metrics_format(const vae_metrics_record *r, char *buffer, size_t size) 
 vae_status vae_metrics_write(vae_metrics *metrics, const vae_metrics_record *record) {
     char line[1024];
     vae_metrics_format(record, line, sizeof line);
-    if (fprintf(metrics->file, "%s\n", line) < 0 || fflush(metrics->file) != 0)
-        return vae_error(VAE_ERROR_IO, "cannot write %s: %s", metrics->path, strerror(errno));
-    return VAE_OK;
+    return vae_append_file_write_line(metrics->file, metrics->path, line, "metrics");
+}
+
+vae_status vae_metrics_sync(vae_metrics *metrics) {
+    if (!metrics) return VAE_OK;
+    return vae_append_file_sync(metrics->file, metrics->path, "metrics");
 }
 
 vae_status vae_metrics_close(vae_metrics *metrics) {
     if (!metrics) return VAE_OK;
     vae_status status = VAE_OK;
-    if (fclose(metrics->file) != 0) status = vae_error(VAE_ERROR_IO, "cannot close %s: %s", metrics->path, strerror(errno));
+    errno = 0;
+    if (fclose(metrics->file) != 0) status = vae_file_write_error(metrics->path, "metrics", errno);
     free(metrics);
     return status;
 }
@@ -84,26 +88,24 @@ static long line_step(const char *line) {
 vae_status vae_metrics_truncate_after(const char *path, long step) {
     FILE *in = fopen(path, "r");
     if (!in) return errno == ENOENT ? VAE_OK : vae_error(VAE_ERROR_IO, "cannot read %s: %s", path, strerror(errno));
-    char temporary[VAE_PATH_MAX + 80];
-    snprintf(temporary, sizeof temporary, "%s.tmp", path);
-    FILE *out = fopen(temporary, "w");
-    if (!out) {
+    vae_atomic_file out;
+    vae_status status = vae_atomic_file_open(&out, path, "metrics");
+    if (status != VAE_OK) {
         fclose(in);
-        return vae_error(VAE_ERROR_IO, "cannot write %s: %s", temporary, strerror(errno));
+        return status;
     }
     char line[4096];
-    int failed = 0;
     while (fgets(line, sizeof line, in)) {
         /* Only whole lines survive: a line cut by a kill has no newline. */
         size_t length = strlen(line);
         if (length == 0 || line[length - 1] != '\n') continue;
-        if (line_step(line) <= step && fputs(line, out) == EOF) failed = 1;
+        if (line_step(line) <= step) vae_atomic_file_write(&out, line, length);
     }
+    int read_failed = ferror(in);
     fclose(in);
-    if (fclose(out) != 0) failed = 1;
-    if (failed || rename(temporary, path) != 0) {
-        remove(temporary);
-        return vae_error(VAE_ERROR_IO, "cannot rewrite %s: %s", path, strerror(errno));
+    if (read_failed) {
+        vae_atomic_file_abort(&out);
+        return vae_error(VAE_ERROR_IO, "cannot read %s", path);
     }
-    return VAE_OK;
+    return vae_atomic_file_commit(&out);
 }

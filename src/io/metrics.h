@@ -1,4 +1,6 @@
-/* metrics.jsonl: one JSON object per log line or evaluation. */
+/* metrics.jsonl: one JSON object per log line or evaluation, appended and
+ * flushed line by line, synced to disk before each checkpoint
+ * (io/atomic_file.h). */
 #ifndef VAE_METRICS_H
 #define VAE_METRICS_H
 #include "vae/vae.h"
@@ -19,6 +21,9 @@ typedef struct vae_metrics_record {
 /* append: keep earlier lines (resume); else start the file afresh. */
 vae_status vae_metrics_open(vae_metrics **out, const char *path, int append);
 vae_status vae_metrics_write(vae_metrics *metrics, const vae_metrics_record *record);
+/* fsync: the lines written so far are on disk (the trainer calls it before
+ * each checkpoint; io/atomic_file.h says why not after every line). */
+vae_status vae_metrics_sync(vae_metrics *metrics);
 /* On resume: drops the lines of path whose step is past step (they belong
  * to the interrupted run's lost tail), atomically. A missing file is fine. */
 vae_status vae_metrics_truncate_after(const char *path, long step);

@@ -6,19 +6,17 @@
 
 #include "io/npy_write.h"
 #include "base/error.h"
+#include "io/atomic_file.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define NPY_ALIGNMENT 64
 #define NPY_PREFIX_BYTES 10 /* magic (6), version (2), header length (2) */
 #define NPY_CHUNK_VALUES 4096
 
 /* Writes count 4-byte values as little-endian, whatever the host order. */
-static int write_little_endian_words(FILE *file, const void *values, size_t count) {
+static void write_little_endian_words(vae_atomic_file *file, const void *values, size_t count) {
     const uint32_t *words = values;
     unsigned char chunk[4 * NPY_CHUNK_VALUES];
     for (size_t start = 0; start < count; start += NPY_CHUNK_VALUES) {
@@ -31,9 +29,8 @@ static int write_little_endian_words(FILE *file, const void *values, size_t coun
             chunk[4 * i + 2] = (unsigned char)((word >> 16) & 0xff);
             chunk[4 * i + 3] = (unsigned char)((word >> 24) & 0xff);
         }
-        if (fwrite(chunk, 4, n, file) != n) return 0;
+        if (vae_atomic_file_write(file, chunk, 4 * n) != 0) return;
     }
-    return 1;
 }
 
 /* descr: "<f4" or "<i4"; shape: Python tuple text such as "(3, 2)" or "(3,)". */
@@ -54,33 +51,12 @@ static vae_status write_npy(const char *path, const char *descr, const char *sha
     unsigned char prefix[NPY_PREFIX_BYTES] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0,
                                               (unsigned char)(length & 0xff), (unsigned char)(length >> 8)};
 
-    size_t temporary_size = strlen(path) + 32;
-    char *temporary_path = malloc(temporary_size);
-    if (!temporary_path) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
-    snprintf(temporary_path, temporary_size, "%s.tmp-%ld", path, (long)getpid());
-    FILE *file = fopen(temporary_path, "wb");
-    if (!file) {
-        vae_status status = vae_error(VAE_ERROR_IO, "%s: cannot create the NPY file: %s", temporary_path,
-                                      strerror(errno));
-        free(temporary_path);
-        return status;
-    }
-    int error_number = 0;
-    errno = 0;
-    if (fwrite(prefix, 1, sizeof prefix, file) != sizeof prefix || fwrite(header, 1, (size_t)length, file) != (size_t)length ||
-        !write_little_endian_words(file, values, count) || fflush(file) != 0)
-        error_number = errno ? errno : EIO;
-    if (!error_number && fsync(fileno(file)) != 0) error_number = errno;
-    if (fclose(file) != 0 && !error_number) error_number = errno ? errno : EIO;
-    if (!error_number && rename(temporary_path, path) != 0) error_number = errno;
-    vae_status status = VAE_OK;
-    if (error_number) {
-        status = vae_error(VAE_ERROR_IO, "%s: writing the NPY file failed: %s%s", path, strerror(error_number),
-                           error_number == ENOSPC ? " (disk full)" : "");
-        remove(temporary_path);
-    }
-    free(temporary_path);
-    return status;
+    vae_atomic_file file;
+    VAE_TRY(vae_atomic_file_open(&file, path, "NPY file"));
+    vae_atomic_file_write(&file, prefix, sizeof prefix);
+    vae_atomic_file_write(&file, header, (size_t)length);
+    write_little_endian_words(&file, values, count);
+    return vae_atomic_file_commit(&file);
 }
 
 vae_status vae_npy_write_f32(const char *path, const float *values, long rows, long cols) {

@@ -7,13 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <dirent.h>
 #include <time.h>
 
 #include "base/error.h"
 #include "distributed/distributed.h"
 #include "io/metrics.h"
+#include "vae/run_folder.h"
 #include "training/trainer_internal.h"
 
 /* Stop requests are counted, not flagged: a run remembers the count when it
@@ -300,26 +299,6 @@ static void format_duration(double seconds, char *out, size_t size) {
     else snprintf(out, size, "%ldm%02lds", total / 60, total % 60);
 }
 
-/* mkdir -p: the output folder and any missing parents. */
-static vae_status make_folder(const char *path) {
-    char partial[VAE_PATH_MAX + 64];
-    size_t length = strlen(path);
-    if (length == 0 || length >= sizeof partial) return vae_error(VAE_ERROR_IO, "bad output folder name '%s'", path);
-    memcpy(partial, path, length + 1);
-    for (size_t i = 1; i <= length; ++i) {
-        if (partial[i] != '/' && partial[i] != '\0') continue;
-        char saved = partial[i];
-        partial[i] = '\0';
-        if (mkdir(partial, 0777) != 0 && errno != EEXIST)
-            return vae_error(VAE_ERROR_IO, "cannot create output folder %s: %s", path, strerror(errno));
-        partial[i] = saved;
-    }
-    struct stat info;
-    if (stat(path, &info) != 0 || !S_ISDIR(info.st_mode))
-        return vae_error(VAE_ERROR_IO, "cannot create output folder %s: it exists and is not a folder", path);
-    return VAE_OK;
-}
-
 /* Reads the loss accumulator, writes a metrics line and a progress line,
  * zeroes the accumulator. The only place the training loop waits for the
  * device. */
@@ -396,31 +375,13 @@ static vae_status evaluate_and_record(vae_trainer *trainer, vae_metrics *metrics
     return VAE_OK;
 }
 
-/* A process killed while writing leaves its temporary file behind (the
- * target itself is never half-written): such leftovers of the engine's own
- * files are removed when a run starts in the folder. */
-static void remove_stale_temporary_files(const char *out_dir) {
-    DIR *folder = opendir(out_dir);
-    if (!folder) return;
-    const char *owned[] = {"checkpoint", "metrics.jsonl", "config.ini", "samples", "reconstructions"};
-    struct dirent *entry;
-    while ((entry = readdir(folder)) != NULL) {
-        if (!strstr(entry->d_name, ".tmp")) continue;
-        for (size_t i = 0; i < sizeof owned / sizeof owned[0]; ++i)
-            if (strncmp(entry->d_name, owned[i], strlen(owned[i])) == 0) {
-                char path[VAE_PATH_MAX + 300];
-                snprintf(path, sizeof path, "%s/%s", out_dir, entry->d_name);
-                remove(path);
-                break;
-            }
-    }
-    closedir(folder);
-}
-
 /* Writes DIR/checkpoint.safetensors (the latest) and, with checkpoint.keep,
- * DIR/checkpoint-STEP.safetensors, removing numbered ones beyond keep. */
-static vae_status save_periodic(vae_trainer *trainer, const char *out_dir) {
+ * DIR/checkpoint-STEP.safetensors, removing numbered ones beyond keep. The
+ * metrics lines written so far reach the disk first: a checkpoint on disk
+ * always has its metrics there too. */
+static vae_status save_periodic(vae_trainer *trainer, vae_metrics *metrics, const char *out_dir) {
     char path[VAE_PATH_MAX + 64];
+    VAE_TRY(vae_metrics_sync(metrics));
     int keep = trainer->config.checkpoint_keep;
     if (keep > 0) {
         snprintf(path, sizeof path, "%s/checkpoint-%" PRIu64 ".safetensors", out_dir, trainer->host_step);
@@ -455,12 +416,15 @@ static vae_status check_ranks_agree(vae_trainer *trainer) {
     return status;
 }
 
-/* The output folder, its config.ini and the metrics file (the writing rank
- * only). */
-static vae_status open_run_folder(vae_trainer *trainer, const vae_train_options *options, vae_metrics **metrics) {
+/* Claims the run folder (vae/run_folder.h) and opens its files: config.ini,
+ * metrics.jsonl. The writing rank only. */
+static vae_status open_run_folder(vae_trainer *trainer, const vae_train_options *options, vae_run_folder **folder,
+                                  vae_metrics **metrics) {
+    vae_run_start start = options->resume ? VAE_RUN_START_RESUME
+                          : options->force ? VAE_RUN_START_OVER
+                                           : VAE_RUN_START_NEW;
+    VAE_TRY(vae_run_folder_claim(options->out_dir, start, folder));
     char path[VAE_PATH_MAX + 64];
-    VAE_TRY(make_folder(options->out_dir));
-    remove_stale_temporary_files(options->out_dir);
     snprintf(path, sizeof path, "%s/config.ini", options->out_dir);
     VAE_TRY(vae_config_write_file(&trainer->config, path));
     snprintf(path, sizeof path, "%s/metrics.jsonl", options->out_dir);
@@ -479,13 +443,15 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
     VAE_TRY(status);
     const vae_config *c = &trainer->config;
     vae_metrics *metrics = NULL;
+    vae_run_folder *folder = NULL;
     char path[VAE_PATH_MAX + 64];
     int distributed = vae_distributed_launched();
     const char *write_dir = vae_distributed_rank() == 0 ? options->out_dir : NULL;
-    if (write_dir) status = open_run_folder(trainer, options, &metrics);
+    if (write_dir) status = open_run_folder(trainer, options, &folder, &metrics);
     status = vae_distributed_agree(status);
     if (status != VAE_OK) {
         vae_metrics_close(metrics);
+        vae_run_folder_release(folder);
         return status;
     }
     uint64_t total_steps = (uint64_t)trainer->steps_per_epoch * (uint64_t)c->epochs;
@@ -522,9 +488,9 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
                                                          : VAE_OK);
         }
         if (status == VAE_OK && checkpoint_due)
-            status = vae_distributed_agree(write_dir ? save_periodic(trainer, write_dir) : VAE_OK);
+            status = vae_distributed_agree(write_dir ? save_periodic(trainer, metrics, write_dir) : VAE_OK);
         if (status == VAE_OK && stop_now) {
-            if (options->out_dir) status = vae_distributed_agree(write_dir ? save_periodic(trainer, write_dir) : VAE_OK);
+            if (options->out_dir) status = vae_distributed_agree(write_dir ? save_periodic(trainer, metrics, write_dir) : VAE_OK);
             if (status == VAE_OK) /* agreed: one message, from rank 0 */
                 status = vae_distributed_agree(vae_error(VAE_ERROR_INTERRUPTED, "stopped by a signal at step %" PRIu64 "%s%s",
                                                          trainer->host_step, options->out_dir ? "; checkpoint written to " : "",
@@ -537,7 +503,7 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
             trainer, metrics, options, (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch)));
     if (status == VAE_OK && distributed) status = vae_distributed_agree(check_ranks_agree(trainer));
     if (options->out_dir && status == VAE_OK)
-        status = vae_distributed_agree(write_dir ? save_periodic(trainer, write_dir) : VAE_OK);
+        status = vae_distributed_agree(write_dir ? save_periodic(trainer, metrics, write_dir) : VAE_OK);
     if (write_dir && status == VAE_ERROR_NUMERIC) {
         /* Keep the last good checkpoint; write the state at the failure
          * beside it for diagnosis. */
@@ -551,6 +517,7 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
                      : vae_error_context(VAE_ERROR_NUMERIC, "%s; and writing the diagnosis checkpoint failed", message);
     }
     vae_status close_status = vae_metrics_close(metrics);
+    vae_run_folder_release(folder);
     return status != VAE_OK ? status : close_status;
 }
 
