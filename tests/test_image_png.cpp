@@ -11,7 +11,7 @@
 #include <vector>
 
 extern "C" {
-#include "io/image_png.h"
+#include "vae/output.h"
 }
 #include "test_support.h"
 

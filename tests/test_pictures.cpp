@@ -23,7 +23,7 @@
 
 extern "C" {
 #include "training/normal_quantile.h"
-#include "io/npy_write.h"
+#include "vae/output.h"
 }
 
 namespace {

@@ -11,11 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backends/blas_select.h"
-#include "io/image_png.h"
-#include "cli/cli_common.h"
-#include "distributed/distributed.h"
-#include "io/metrics.h"
+#include "cli_common.h"
+#include "vae/blas.h"
+#include "vae/distributed.h"
+#include "vae/output.h"
 #include "vae/run_folder.h"
 #include "vae/vae.h"
 
@@ -142,20 +141,11 @@ static int command_eval(int argc, char **argv) {
     vae_eval_result result;
     /* Sharded over the ranks when launched by mpirun/srun; rank 0 prints. */
     status = vae_trainer_evaluate(trainer, o.split, o.iwae_k, &result);
-    if (status == VAE_OK && vae_distributed_rank() == 0) {
-        vae_metrics_record record = {
-            .kind = "eval", .split = o.split, .epoch = -1, .step = (long)vae_trainer_step(trainer), .loss = -result.elbo, .elbo = result.elbo,
-            .reconstruction = result.reconstruction, .kl = result.kl, .beta = NAN, .lr = NAN,
-            .samples_per_second = NAN, .seconds = result.seconds, .skipped_steps = -1,
-            .log_likelihood = result.log_likelihood, .iwae_k = result.iwae_k, .active_units = result.active_units};
-        char line[1024];
-        vae_metrics_format(&record, line, sizeof line);
-        /* Beside the record: the points evaluated and the KL of each latent dimension. */
-        size_t length = strlen(line);
-        printf("%.*s,\"points\":%ld,\"kl_per_dimension\":[", (int)(length - 1), line, result.points);
-        for (int j = 0; j < result.latent_dim; ++j) printf("%s%.6g", j ? "," : "", result.kl_per_dimension[j]);
-        printf("]}\n");
-    }
+    char *json = NULL;
+    if (status == VAE_OK && vae_distributed_rank() == 0)
+        status = vae_eval_result_to_json(&result, o.split, vae_trainer_step(trainer), &json);
+    if (status == VAE_OK && json) printf("%s\n", json);
+    free(json);
     vae_trainer_destroy(trainer);
     return status == VAE_OK ? 0 : cli_fail(status);
 }
@@ -177,7 +167,7 @@ static int command_sample(int argc, char **argv) {
         return 2;
     }
     images = malloc(sizeof(float) * (size_t)o.count * rows * cols);
-    status = images ? vae_trainer_sample(trainer, o.count, o.seed, images) : VAE_ERROR_OUT_OF_MEMORY;
+    status = images ? vae_trainer_sample(trainer, o.count, o.seed, images) : cli_error(VAE_ERROR_OUT_OF_MEMORY, "sample: out of memory");
     if (status == VAE_OK) {
         int columns = 1;
         while (columns * columns < o.count) ++columns;

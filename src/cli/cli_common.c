@@ -1,6 +1,7 @@
-#include "cli/cli_common.h"
-#include "distributed/distributed.h"
+#include "cli_common.h"
+#include "vae/distributed.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,14 +12,26 @@ int cli_exit_code_for(vae_status status) {
     return 1;
 }
 
+static char cli_message[512];
+
+vae_status cli_error(vae_status status, const char *format, ...) {
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(cli_message, sizeof cli_message, format, arguments);
+    va_end(arguments);
+    return status;
+}
+
 int cli_fail(vae_status status) {
     /* Data parallel: an error the ranks agreed on is printed once, by the
      * rank it happened on; an error of one rank alone names the rank. */
-    if (vae_distributed_error_is_shared()) return cli_exit_code_for(status);
+    const char *message = cli_message[0] ? cli_message : vae_last_error();
+    if (vae_distributed_error_is_shared() && !cli_message[0]) return cli_exit_code_for(status);
     if (vae_distributed_size() > 1)
-        fprintf(stderr, "vae: error: [rank %d] %s\n", vae_distributed_rank(), vae_last_error());
+        fprintf(stderr, "vae: error: [rank %d] %s\n", vae_distributed_rank(), message);
     else
-        fprintf(stderr, "vae: error: %s\n", vae_last_error());
+        fprintf(stderr, "vae: error: %s\n", message);
+    cli_message[0] = '\0';
     return cli_exit_code_for(status);
 }
 

@@ -23,7 +23,11 @@ typedef struct cli_options {
 } cli_options;
 
 int cli_exit_code_for(vae_status status);
-/* Prints "vae: error: <last error>" and returns the exit code for status. */
+/* A failure found by the CLI itself: keeps the message for cli_fail (the
+ * library's vae_last_error() is the library's own) and returns status. */
+vae_status cli_error(vae_status status, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "vae: error: <message>" (cli_error's, else the library's last
+ * error) and returns the exit code for status. */
 int cli_fail(vae_status status);
 /* Prints the message and the command's usage; returns 2. */
 int cli_usage_error(const char *usage, const char *message, const char *argument);

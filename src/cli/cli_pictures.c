@@ -5,12 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli_common.h"
-#include "base/error.h"
-#include "io/image_png.h"
-#include "io/npy_write.h"
-#include "training/picture_grids.h"
+#include "cli_common.h"
 #include "vae/latent.h"
+#include "vae/output.h"
 #include "vae/vae.h"
 
 #define DEFAULT_RECONSTRUCT_COUNT 32
@@ -92,7 +89,7 @@ static long examples_available(vae_trainer *trainer, const cli_options *o, long 
 }
 
 static vae_status out_of_memory(const char *command) {
-    return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: out of memory", command);
+    return cli_error(VAE_ERROR_OUT_OF_MEMORY, "%s: out of memory", command);
 }
 
 static int finish(vae_trainer *trainer, vae_status status, const cli_options *o, const char *what) {

@@ -18,23 +18,10 @@
 
 #include "backends/backend.h"
 #include "base/error.h"
+#include "vae/distributed.h" /* init, rank, size, broadcast, agree: the part programs use */
 
-/* Initialises the world (MPI under a launcher; binds the CUDA backend to
- * the GPU of the node-local rank). Safe to call more than once. Fails when
- * a launcher started several processes but this build has no MPI (they
- * would each train alone and overwrite each other's files). */
-vae_status vae_distributed_init(int *argc, char ***argv);
-/* Ends the world (MPI_Finalize; NCCL communicators destroyed). */
-void vae_distributed_finalize(void);
-
-/* 1 when the world came from a launcher (MPI is up), even with one process. */
-int vae_distributed_launched(void);
-int vae_distributed_rank(void);
-int vae_distributed_size(void);
 /* Rank among the processes on this node (MPI_COMM_TYPE_SHARED). */
 int vae_distributed_local_rank(void);
-/* Human-readable: "MPI (Open MPI v4.1.4), 2 processes" or "single process". */
-const char *vae_distributed_description(void);
 
 /* In-place sums over all ranks of host arrays. */
 vae_status vae_distributed_sum_doubles(double *values, size_t count);
@@ -42,7 +29,6 @@ vae_status vae_distributed_sum_doubles(double *values, size_t count);
 vae_status vae_distributed_max_double(double *value);
 /* 1 on every rank when flag is non-zero on any rank. */
 vae_status vae_distributed_any(int flag, int *result);
-vae_status vae_distributed_broadcast(void *bytes, size_t size, int root);
 /* *same = 1 on every rank when every rank holds the same bytes (compares a
  * 64-bit FNV-1a hash of them). */
 vae_status vae_distributed_same_everywhere(const void *bytes, size_t size, int *same);
@@ -56,16 +42,6 @@ vae_status vae_distributed_barrier(void);
  * vae_distributed_stop_finish completes a round still in flight. */
 vae_status vae_distributed_stop_poll(int flag, int *stop);
 vae_status vae_distributed_stop_finish(void);
-
-/* Every rank calls it with its own status at a point where a rank can fail
- * on its own (a full disk on the writing rank, a bad input on one node):
- * returns, on every rank, the status of the lowest failing rank, with that
- * rank's message as the last error ("rank R: ..."), so that all ranks stop
- * together with the same exit code instead of waiting for each other. */
-vae_status vae_distributed_agree(vae_status local);
-/* 1 when the last error came from another rank through vae_distributed_agree
- * (the CLI prints such a shared error on rank 0 only). */
-int vae_distributed_error_is_shared(void);
 
 /* Prepares the gradient all-reduce for this backend, outside any graph
  * capture: on the CUDA backend under a launcher, the NCCL communicator
@@ -85,10 +61,5 @@ vae_status vae_distributed_mean_gradients(vae_backend *backend, float *gradients
  * the watchdog aborts the communicator and ends the process. */
 void vae_distributed_heartbeat(void);
 void vae_distributed_device_idle(void);
-
-/* What the watchdog calls to end the process after it aborted NCCL (the
- * CLI installs one that prints and exits; default: _exit(code)). */
-typedef void (*vae_distributed_fatal_handler)(int exit_code, const char *message);
-void vae_distributed_set_fatal_handler(vae_distributed_fatal_handler handler);
 
 #endif

@@ -2,7 +2,7 @@
  * half-written picture is ever left under the final name. */
 #define _POSIX_C_SOURCE 200809L
 
-#include "io/image_png.h"
+#include "vae/output.h"
 #include "base/error.h"
 #include "io/atomic_file.h"
 

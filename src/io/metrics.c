@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "io/atomic_file.h"
+#include "vae/output.h"
 
 struct vae_metrics {
     FILE *file;
@@ -108,4 +109,39 @@ vae_status vae_metrics_truncate_after(const char *path, long step) {
         return vae_error(VAE_ERROR_IO, "cannot read %s", path);
     }
     return vae_atomic_file_commit(&out);
+}
+
+vae_status vae_eval_result_to_json(const vae_eval_result *result, const char *split, uint64_t step, char **out_text) {
+    if (!result || !split || !out_text || result->latent_dim < 0 || (result->latent_dim > 0 && !result->kl_per_dimension))
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_eval_result_to_json: missing result, split or output");
+    *out_text = NULL;
+    vae_metrics_record record = {
+        .kind = "eval", .split = split, .epoch = -1, .step = (long)step, .loss = -result->elbo,
+        .elbo = result->elbo, .reconstruction = result->reconstruction, .kl = result->kl, .beta = NAN, .lr = NAN,
+        .samples_per_second = NAN, .seconds = result->seconds, .skipped_steps = -1,
+        .log_likelihood = result->log_likelihood, .iwae_k = result->iwae_k, .active_units = result->active_units};
+    char line[1024];
+    vae_metrics_format(&record, line, sizeof line);
+    /* The record without its closing brace, then the points and each
+     * dimension's KL (at most 16 characters a number). */
+    size_t capacity = strlen(line) + 64 + 18 * (size_t)result->latent_dim;
+    char *text = malloc(capacity);
+    if (!text) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "vae_eval_result_to_json: out of memory");
+    int used = snprintf(text, capacity, "%.*s,\"points\":%ld,\"kl_per_dimension\":[", (int)(strlen(line) - 1), line,
+                        result->points);
+    for (int j = 0; j < result->latent_dim && used > 0 && (size_t)used < capacity; ++j) {
+        double value = result->kl_per_dimension[j];
+        used += isfinite(value) ? snprintf(text + used, capacity - (size_t)used, "%s%.6g", j ? "," : "", value)
+                                : snprintf(text + used, capacity - (size_t)used, "%snull", j ? "," : "");
+    }
+    if (used > 0 && (size_t)used + 2 < capacity) {
+        text[used] = ']';
+        text[used + 1] = '}';
+        text[used + 2] = '\0';
+    } else {
+        free(text);
+        return vae_error(VAE_ERROR_INTERNAL, "vae_eval_result_to_json: text outgrew its bound");
+    }
+    *out_text = text;
+    return VAE_OK;
 }

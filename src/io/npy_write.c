@@ -4,7 +4,7 @@
  * 64 bytes, then the raw little-endian values. */
 #define _POSIX_C_SOURCE 200809L
 
-#include "io/npy_write.h"
+#include "vae/output.h"
 #include "base/error.h"
 #include "io/atomic_file.h"
 

@@ -8,9 +8,8 @@
 
 #include "vae/latent.h"
 #include "base/error.h"
-#include "io/image_png.h"
+#include "vae/output.h"
 #include "training/normal_quantile.h"
-#include "training/picture_grids.h"
 #include "training/trainer_internal.h"
 
 /* Pictures of the epoch grids: samples (a square grid) and reconstructions. */

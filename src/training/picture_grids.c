@@ -1,11 +1,10 @@
 /* Picture layouts on top of vae_png_write_grid. */
-#include "training/picture_grids.h"
+#include "vae/output.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
-#include "io/image_png.h"
 
 /* Empty cells take the grid's margin grey (224 of 255, src/io/image_png.c), so
  * that a partial last block looks like no picture at all. */
