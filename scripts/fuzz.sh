@@ -21,8 +21,7 @@ targets=("$@")
 # runtime, which is what clang's -fopenmp links.
 vae_install_packages clang libclang-rt-14-dev libomp-dev
 
-CC=clang CXX=clang++ cmake -S "$VAE_ROOT" -B "$FUZZ_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DVAE_FUZZ=ON -DVAE_CUDA=OFF -DVAE_BUILD_TESTS=OFF >/dev/null
+cmake -S "$VAE_ROOT" --preset fuzz -B "$FUZZ_BUILD" "$(vae_preset_options)" >/dev/null
 # Only the fuzz targets (and the library they need), not the CLI.
 cmake --build "$FUZZ_BUILD" -j "$(nproc)" --target "${targets[@]}"
 

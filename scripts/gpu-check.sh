@@ -115,7 +115,8 @@ stage_build() {
   local generator=()
   # Ninja when the machine has it, for a fresh folder (a made one keeps its generator).
   command -v ninja >/dev/null && [ ! -e "$BUILD/CMakeCache.txt" ] && generator=(-G Ninja)
-  cmake -S "$ROOT" -B "$BUILD" "${generator[@]}" -DVAE_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
+  # The "cuda" preset (CMakePresets.json: Release, VAE_CUDA=ON) into $BUILD.
+  cmake -S "$ROOT" --preset cuda -B "$BUILD" "${generator[@]}" -DVAE_WERROR="${VAE_WERROR:-OFF}" \
     -DCMAKE_CUDA_ARCHITECTURES="${VAE_CUDA_ARCHITECTURES:-90}" >"$STATE/configure.log" 2>&1 ||
     { log "configure failed (see $STATE/configure.log)"; tail -30 "$STATE/configure.log" >&2; return 1; }
   cmake --build "$BUILD" -j "$JOBS" >"$STATE/build.log" 2>&1 ||

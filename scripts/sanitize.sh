@@ -18,7 +18,7 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$VAE_ROOT/tests/sanitizer/lsan.supp:print_suppressions=0}"
 
 vae_install_packages
-cmake -S "$VAE_ROOT" -B "$SANITIZE_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVAE_SANITIZE=ON -DVAE_CUDA=OFF >/dev/null
+cmake -S "$VAE_ROOT" --preset asan -B "$SANITIZE_BUILD" "$(vae_preset_options)" >/dev/null
 cmake --build "$SANITIZE_BUILD" -j "$(nproc)"
 cd "$SANITIZE_BUILD"
 ctest --output-on-failure -j "$(nproc)" "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shared set-up for the README's commands: installs the Debian packages the
-# build needs (when missing), configures and builds into build/.
+# build needs (when missing), configures (CMakePresets.json) and builds into
+# build/.
 # Sourced by scripts/train.sh and scripts/test.sh.
 set -euo pipefail
 
@@ -24,7 +25,14 @@ vae_install_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# Configure options every preset gets: VAE_WERROR=ON (CI, .ci/run) turns
+# compiler warnings into errors.
+vae_preset_options() {
+  echo "-DVAE_WERROR=${VAE_WERROR:-OFF}"
+}
+
+# The "release" preset (CMakePresets.json) into $VAE_BUILD.
 vae_build() {
-  cmake -S "$VAE_ROOT" -B "$VAE_BUILD" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+  cmake -S "$VAE_ROOT" --preset release -B "$VAE_BUILD" "$(vae_preset_options)" "$@" >/dev/null
   cmake --build "$VAE_BUILD" -j "$(nproc)"
 }
