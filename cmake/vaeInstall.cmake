@@ -15,6 +15,8 @@ if(EXISTS ${PROJECT_BINARY_DIR}/include/vae)
 endif()
 
 install(EXPORT vaeTargets NAMESPACE vae:: DESTINATION ${VAE_CMAKE_PACKAGE_DIR})
+# Where the openblas.pc that the build used lies (vaeConfig.cmake looks there first).
+pkg_get_variable(OPENBLAS_PC_DIR openblas pcfiledir)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/vaeConfig.cmake.in
                               ${PROJECT_BINARY_DIR}/package/vaeConfig.cmake
                               INSTALL_DESTINATION ${VAE_CMAKE_PACKAGE_DIR})
@@ -26,7 +28,7 @@ install(FILES ${PROJECT_BINARY_DIR}/package/vaeConfig.cmake ${PROJECT_BINARY_DIR
 
 # vae.pc, relocatable: the prefix is found from the file's own place.
 file(RELATIVE_PATH VAE_PC_RELATIVE_PREFIX /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
-set(VAE_PC_LIBS "-lm")
+set(VAE_PC_LIBS "-L${OPENBLAS_LIBDIR} -Wl,-rpath,${OPENBLAS_LIBDIR} -lopenblas -lm")
 if(OpenMP_C_FOUND)
   string(APPEND VAE_PC_LIBS " ${OpenMP_C_FLAGS}")
 endif()
