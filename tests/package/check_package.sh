@@ -15,7 +15,7 @@ mkdir -p "$work"
 prefix="$work/prefix"
 
 cmake --install "$build" --prefix "$prefix" >"$work/install.log"
-for file in include/vae/vae.h include/vae/run_folder.h include/vae/output.h bin/vae; do
+for file in include/vae/vae.h include/vae/version.h include/vae/run_folder.h include/vae/output.h lib/libvae.a bin/vae; do
   [ -e "$prefix/$file" ] || { echo "check_package: $prefix/$file was not installed" >&2; exit 1; }
 done
 "$prefix/bin/vae" --help >/dev/null

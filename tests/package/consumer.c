@@ -9,6 +9,7 @@
 #include <vae/output.h>
 #include <vae/run_folder.h>
 #include <vae/vae.h>
+#include <vae/version.h>
 
 #define EXAMPLES 64
 #define FEATURES 16
@@ -24,6 +25,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *work = argv[1];
+    /* The library is the version of the headers this program was built with. */
+    if (strcmp(vae_version(), VAE_VERSION_STRING) != 0) {
+        fprintf(stderr, "consumer: library %s, headers %s\n", vae_version(), VAE_VERSION_STRING);
+        return 1;
+    }
     char path[1024];
     /* Pixels in [0,1]: stripes, so that there is something to learn. */
     static float values[EXAMPLES * FEATURES];
@@ -59,7 +65,7 @@ int main(int argc, char **argv) {
     char *json = NULL;
     unsigned long long steps = (unsigned long long)vae_trainer_step(trainer);
     if (status == VAE_OK) status = vae_eval_result_to_json(&result, "test", steps, &json);
-    if (status == VAE_OK) printf("consumer: %llu steps on %s: %s\n", steps, vae_trainer_device_name(trainer), json);
+    if (status == VAE_OK) printf("consumer: vae %s, %llu steps on %s: %s\n", vae_version(), steps, vae_trainer_device_name(trainer), json);
     free(json);
     vae_trainer_destroy(trainer);
     if (status != VAE_OK) return fail("training", status);
