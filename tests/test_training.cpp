@@ -107,9 +107,12 @@ TEST(Training, SeededRunsAreBitwiseRepeatable) {
 }
 
 // Trains a trainer for max_steps (counted from step 0) into folder.
-vae_status train_steps(vae_trainer *trainer, int max_steps, const std::string &folder) {
+// continuing: the trainer goes on with the run whose checkpoint is in folder
+// (a run folder holding a checkpoint refuses a new run, vae/run_folder.h).
+vae_status train_steps(vae_trainer *trainer, int max_steps, const std::string &folder, bool continuing = false) {
     vae_train_options options = {};
     options.out_dir = folder.c_str();
+    options.resume = continuing ? 1 : 0;
     options.quiet = 1;
     options.max_steps = max_steps;
     return vae_trainer_train(trainer, &options);
@@ -175,9 +178,9 @@ TEST(Training, StopRequestBelongsToTheRunInProgress) {
 
     // After the stop, in the same process: the stopped trainer trains on, and
     // the first and a fresh trainer run their full count of steps.
-    ASSERT_EQ(train_steps(second, (int)stopped_at + 5, folder + "/second"), VAE_OK) << vae_last_error();
+    ASSERT_EQ(train_steps(second, (int)stopped_at + 5, folder + "/second", true), VAE_OK) << vae_last_error();
     EXPECT_EQ(vae_trainer_step(second), stopped_at + 5);
-    ASSERT_EQ(train_steps(first, 12, folder + "/first"), VAE_OK) << vae_last_error();
+    ASSERT_EQ(train_steps(first, 12, folder + "/first", true), VAE_OK) << vae_last_error();
     EXPECT_EQ(vae_trainer_step(first), 12u);
     vae_trainer *third = nullptr;
     ASSERT_EQ(vae_trainer_create(&third, &config, VAE_DEVICE_CPU), VAE_OK) << vae_last_error();
