@@ -93,6 +93,10 @@ use_carried_packages() {
   command -v pkg-config >/dev/null || export PATH="$PATH:$CARRY_ROOT/usr/bin"
 }
 use_carried_packages
+# Open MPI from the carry, where the machine has none: the build then has MPI
+# and NCCL, and the Distributed tests and the nccl stage run.
+source "$ROOT/scripts/carried_mpi.sh"
+vae_use_carried_mpi "$CARRY_ROOT"
 
 # The data set: the Debian package's folder, or the carried copy (for the
 # CLI as data.path, for the tests as VAE_FASHION_MNIST_DIR).
