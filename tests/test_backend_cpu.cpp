@@ -21,6 +21,15 @@ extern "C" {
 
 namespace {
 
+// A data set in one block, as gather_batch takes it.
+struct OneSegment {
+    int64_t first_row[2];
+    const void *values[1];
+    vae_row_segments rows;
+    OneSegment(const void *data, int64_t count) : first_row{0, count}, values{data}, rows{1, first_row, values} {}
+    OneSegment(const OneSegment &) = delete;
+};
+
 class CpuBackend : public ::testing::Test {
   protected:
     void SetUp() override { ASSERT_EQ(vae_backend_create_cpu(&backend_), VAE_OK) << vae_last_error(); }
@@ -136,9 +145,10 @@ TEST_F(CpuBackend, GatherScalesAndFollowsThePermutation) {
     settings.binarize = VAE_BINARIZE_NONE;
     settings.steps_per_epoch = 3;
     std::vector<float> x(rows * dim);
+    OneSegment dataset(data.data(), count);
     for (uint64_t step : {0ull, 1ull, 5ull}) {  // step 5 is batch 2 of its epoch
         vae_step_counter counter = {step, 0, 0};
-        ASSERT_EQ(vae_backend_gather_batch(backend_, data.data(), permutation.data(), dim, rows, &settings, &counter,
+        ASSERT_EQ(vae_backend_gather_batch(backend_, &dataset.rows, permutation.data(), dim, rows, &settings, &counter,
                                               x.data()),
                   VAE_OK);
         uint64_t batch = step % 3;
@@ -147,6 +157,43 @@ TEST_F(CpuBackend, GatherScalesAndFollowsThePermutation) {
                 ASSERT_FLOAT_EQ(x[r * dim + j], data[permutation[batch * rows + r] * dim + j] / 255.0f)
                     << "step " << step << " row " << r;
     }
+}
+
+// A sharded data set: rows spread over segments of different lengths at
+// unrelated addresses are found by their global index, in every segment.
+TEST_F(CpuBackend, GatherReadsRowsAcrossSegments) {
+    const int dim = 5, rows = 12;
+    const std::vector<int64_t> lengths = {3, 1, 6, 2};  // 12 rows in all
+    std::vector<std::vector<float>> shards;
+    std::vector<int64_t> first_row = {0};
+    std::vector<const void *> values;
+    for (size_t s = 0; s < lengths.size(); ++s) {
+        shards.push_back(vae_test::random_uniform((size_t)lengths[s] * dim, 100 + s, 0.0f, 1.0f));
+        first_row.push_back(first_row.back() + lengths[s]);
+    }
+    for (auto &shard : shards) values.push_back(shard.data());
+    vae_row_segments dataset = {(int)lengths.size(), first_row.data(), values.data()};
+    std::vector<int32_t> permutation = {11, 0, 3, 9, 2, 4, 10, 1, 8, 5, 7, 6};
+    vae_gather_settings settings = {};
+    settings.dtype = VAE_DTYPE_F32;
+    settings.scale = 1.0f;
+    settings.binarize = VAE_BINARIZE_NONE;
+    settings.steps_per_epoch = 1;
+    vae_step_counter counter = {0, 0, 0};
+    std::vector<float> x((size_t)rows * dim);
+    ASSERT_EQ(vae_backend_gather_batch(backend_, &dataset, permutation.data(), dim, rows, &settings, &counter,
+                                          x.data()),
+              VAE_OK);
+    for (int r = 0; r < rows; ++r) {
+        int64_t row = permutation[r];
+        size_t s = 0;
+        while (row >= first_row[s + 1]) ++s;
+        const float *expected = shards[s].data() + (size_t)(row - first_row[s]) * dim;
+        EXPECT_EQ(std::memcmp(&x[(size_t)r * dim], expected, dim * sizeof(float)), 0) << "row " << row;
+    }
+    vae_row_segments none = {0, first_row.data(), values.data()};
+    EXPECT_NE(vae_backend_gather_batch(backend_, &none, permutation.data(), dim, rows, &settings, &counter, x.data()),
+              VAE_OK);
 }
 
 TEST_F(CpuBackend, StaticAndDynamicBinarisation) {
@@ -164,7 +211,8 @@ TEST_F(CpuBackend, StaticAndDynamicBinarisation) {
     settings.steps_per_epoch = 1;
     vae_step_counter counter = {41, 0, 0};
     std::vector<float> x(rows * dim);
-    ASSERT_EQ(vae_backend_gather_batch(backend_, data.data(), identity.data(), dim, rows, &settings, &counter,
+    OneSegment dataset(data.data(), rows);
+    ASSERT_EQ(vae_backend_gather_batch(backend_, &dataset.rows, identity.data(), dim, rows, &settings, &counter,
                                           x.data()),
               VAE_OK);
     for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], data[i] > 0.3f ? 1.0f : 0.0f);
@@ -172,7 +220,7 @@ TEST_F(CpuBackend, StaticAndDynamicBinarisation) {
     // Dynamic: pixel (r, j) is 1 exactly when the Philox uniform at
     // (seed, subsequence(step, purpose, r), column j) is below its intensity.
     settings.binarize = VAE_BINARIZE_DYNAMIC;
-    ASSERT_EQ(vae_backend_gather_batch(backend_, data.data(), identity.data(), dim, rows, &settings, &counter,
+    ASSERT_EQ(vae_backend_gather_batch(backend_, &dataset.rows, identity.data(), dim, rows, &settings, &counter,
                                           x.data()),
               VAE_OK);
     double ones = 0, expected_ones = 0;
@@ -191,7 +239,7 @@ TEST_F(CpuBackend, StaticAndDynamicBinarisation) {
     // A later step draws afresh.
     std::vector<float> later(rows * dim);
     counter.step = 42;
-    ASSERT_EQ(vae_backend_gather_batch(backend_, data.data(), identity.data(), dim, rows, &settings, &counter,
+    ASSERT_EQ(vae_backend_gather_batch(backend_, &dataset.rows, identity.data(), dim, rows, &settings, &counter,
                                           later.data()),
               VAE_OK);
     EXPECT_NE(std::memcmp(later.data(), x.data(), x.size() * sizeof(float)), 0);

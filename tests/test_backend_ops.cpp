@@ -361,7 +361,12 @@ OpCase gather_case(vae_dtype dtype, vae_binarize binarize, int rows, int dim, in
         const vae_step_counter *counter = arena.counter(step);
         float *x = arena.floats((size_t)rows * dim);
         return Prepared{[=, &arena] {
-                            check(vae_backend_gather_batch(arena.backend(), dataset, order, dim, rows, &settings, counter, x),
+                            // The data set as one segment (the table lives for the call).
+                            const int64_t first_row[2] = {0, dataset_rows};
+                            const void *segment_values[1] = {dataset};
+                            const vae_row_segments segments = {1, first_row, segment_values};
+                            check(vae_backend_gather_batch(arena.backend(), &segments, order, dim, rows, &settings,
+                                                           counter, x),
                                   "gather_batch");
                         },
                         [=, &arena] { return Outputs{{"x", arena.download(x, (size_t)rows * dim)}}; }};

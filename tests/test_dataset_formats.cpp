@@ -116,7 +116,13 @@ TEST(DatasetIdx, MalformedFilesNameFileAndProblem) {
         {"zero_rows", idx_file(0x803, {3, 0, 2}, ""), {"zero"}},
         {"huge_dims", idx_file(0x803, {0xffffffffu, 0xffffffffu, 0xffffffffu}, image_payload(1, 2, 2)),
          {"more than"}},
-        {"too_many_values", idx_file(0x803, {65536, 256, 256}, ""), {"more than"}},
+        {"too_many_examples", idx_file(0x803, {0x80000000u, 1, 1}, image_payload(1, 1, 1)),
+         {"more than 2147483647 examples"}},
+        {"huge_example", idx_file(0x803, {1, 65536, 65536}, image_payload(1, 1, 1)), {"more than"}},
+        // 2^32 values are allowed now (no 2^31 limit); a file that holds few
+        // of them is refused as truncated, without allocating what it claims.
+        {"many_values_short_file", idx_file(0x803, {65536, 256, 256}, ""),
+         {"truncated", "expected 4294967296 bytes"}},
     };
     for (const bad_case &item : cases) {
         SCOPED_TRACE(item.name);
@@ -373,7 +379,11 @@ TEST(DatasetNpy, MalformedFilesNameFileAndField) {
         {"shape_negative", npy_file(npy_dict("|u1", "(-2, 4)"), payload), {"negative"}},
         {"shape_zero", npy_file(npy_dict("|u1", "(0, 4)"), ""), {"zero"}},
         {"shape_overflow", npy_file(npy_dict("|u1", "(99999999999999999999999, 4)"), payload), {"shape"}},
-        {"shape_product", npy_file(npy_dict("|u1", "(2000000000, 2000000000)"), payload), {"shape", "more than"}},
+        {"shape_product", npy_file(npy_dict("|u1", "(5000000000, 5000000000)"), payload), {"shape", "more than"}},
+        {"shape_product_f32", npy_file(npy_dict("<f4", "(3000000000, 1000000000)"), payload), {"shape", "more than"}},
+        // More than 2^31 values is allowed; the file must still hold them.
+        {"many_values_short_file", npy_file(npy_dict("|u1", "(2000000000, 2000000000)"), payload),
+         {"truncated", "expected 4000000000000000000 bytes"}},
         {"missing_key", npy_file("{'descr': '|u1', 'shape': (2, 4), }", payload), {"missing", "fortran_order"}},
         {"extra_key", npy_file("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 4), 'x': 1}", payload),
          {"'x'"}},

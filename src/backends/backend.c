@@ -149,13 +149,15 @@ vae_status vae_backend_activation_backward(vae_backend *backend, vae_activation 
 
 /* ------------------------------------------------------------------ batch, latent, likelihood */
 
-vae_status vae_backend_gather_batch(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
+vae_status vae_backend_gather_batch(vae_backend *backend, const vae_row_segments *dataset, const int32_t *permutation, int dim,
                                     int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
                                     float *x) {
     REQUIRE_BACKEND("gather_batch");
     REQUIRE(rows > 0 && dim > 0, "gather_batch", "sizes must be positive (rows %d, dim %d)", rows, dim);
     REQUIRE(dataset != NULL && permutation != NULL && settings != NULL && counter != NULL && x != NULL,
             "gather_batch", "NULL pointer (dataset, permutation, settings, counter or x)");
+    REQUIRE(dataset->count >= 1 && dataset->first_row != NULL && dataset->values != NULL, "gather_batch",
+            "the data set needs at least one segment with its table (count %d)", dataset->count);
     REQUIRE(settings->steps_per_epoch > 0, "gather_batch", "steps_per_epoch must be positive, got %ld",
             settings->steps_per_epoch);
     REQUIRE(settings->dtype == VAE_DTYPE_U8 || settings->dtype == VAE_DTYPE_F32, "gather_batch",

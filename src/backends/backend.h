@@ -32,6 +32,19 @@
 
 typedef struct vae_backend vae_backend;
 
+/* Where a gather finds the data set's rows: segment s holds rows
+ * [first_row[s], first_row[s+1]) contiguously, row-major, at values[s]
+ * (backend memory). A data set in one block is one segment. The CPU backend
+ * reads a sharded, memory-mapped data set in place through one segment per
+ * shard; the CUDA backend takes one segment (the trainer places shards in
+ * one block of device or mapped host memory). Row offsets are 64-bit. Host
+ * side only: the kernels get the one block's pointer. */
+typedef struct vae_row_segments {
+    int count;                  /* segments, >= 1 */
+    const int64_t *first_row;   /* host memory, [count + 1] */
+    const void *const *values;  /* host memory array of [count] backend pointers */
+} vae_row_segments;
+
 typedef struct vae_backend_ops {
     const char *name;
     void (*destroy)(vae_backend *backend);
@@ -61,7 +74,7 @@ typedef struct vae_backend_ops {
     /* x[rows, dim] = scaled (and binarised) dataset rows
      * permutation[vae_gather_slot(settings, counter.step % steps_per_epoch, rows, r)]
      * (one process: (step % steps_per_epoch) * rows + r). */
-    vae_status (*gather_batch)(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
+    vae_status (*gather_batch)(vae_backend *backend, const vae_row_segments *dataset, const int32_t *permutation, int dim,
                                int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
                                float *x);
 
@@ -169,7 +182,7 @@ vae_status vae_backend_activation_forward(vae_backend *backend, vae_activation a
                                           float *post, size_t count);
 vae_status vae_backend_activation_backward(vae_backend *backend, vae_activation activation, const float *pre,
                                            const float *dpost, float *dpre, size_t count);
-vae_status vae_backend_gather_batch(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
+vae_status vae_backend_gather_batch(vae_backend *backend, const vae_row_segments *dataset, const int32_t *permutation, int dim,
                                     int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
                                     float *x);
 /* eps_override may be NULL (noise from Philox). */

@@ -86,20 +86,35 @@ static vae_status cpu_activation_backward(vae_backend *backend, int activation, 
     return VAE_OK;
 }
 
-static vae_status cpu_gather_batch(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
-                                   int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
-                                   float *x) {
+/* The segment holding row: the last one whose first row is at or before it
+ * (binary search; one segment is the common case). */
+static int segment_of_row(const vae_row_segments *dataset, int64_t row) {
+    int low = 0, high = dataset->count - 1;
+    while (low < high) {
+        int middle = low + (high - low + 1) / 2;
+        if (dataset->first_row[middle] <= row) low = middle;
+        else high = middle - 1;
+    }
+    return low;
+}
+
+static vae_status cpu_gather_batch(vae_backend *backend, const vae_row_segments *dataset, const int32_t *permutation,
+                                   int dim, int rows, const vae_gather_settings *settings,
+                                   const vae_step_counter *counter, float *x) {
     uint64_t step = counter->step;
     uint64_t batch_in_epoch = settings->steps_per_epoch > 0 ? step % (uint64_t)settings->steps_per_epoch : 0;
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim > 65536)
     for (int r = 0; r < rows; ++r) {
         int64_t source_row = permutation[vae_gather_slot(settings, batch_in_epoch, rows, r)];
+        int segment = dataset->count == 1 ? 0 : segment_of_row(dataset, source_row);
+        /* 64-bit offset: a data set may hold more than 2^31 values. */
+        size_t offset = (size_t)(source_row - dataset->first_row[segment]) * (size_t)dim;
         float *destination = x + (size_t)r * dim;
         if (settings->dtype == VAE_DTYPE_U8) {
-            const uint8_t *source = (const uint8_t *)dataset + (size_t)source_row * dim;
+            const uint8_t *source = (const uint8_t *)dataset->values[segment] + offset;
             for (int j = 0; j < dim; ++j) destination[j] = (float)source[j] * settings->scale;
         } else {
-            const float *source = (const float *)dataset + (size_t)source_row * dim;
+            const float *source = (const float *)dataset->values[segment] + offset;
             for (int j = 0; j < dim; ++j) destination[j] = source[j] * settings->scale;
         }
         if (settings->binarize == VAE_BINARIZE_STATIC) {

@@ -200,10 +200,16 @@ static vae_status cuda_activation_backward(vae_backend *backend, int activation,
 
 /* ------------------------------------------------------------------ batch, latent, likelihood */
 
-static vae_status cuda_gather_batch(vae_backend *backend, const void *dataset, const int32_t *permutation, int dim,
-                                    int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
-                                    float *x) {
-    CUDA_CHECK(vae_launch_gather_batch(dataset, permutation, dim, rows, *settings, counter, x,
+static vae_status cuda_gather_batch(vae_backend *backend, const vae_row_segments *dataset,
+                                    const int32_t *permutation, int dim, int rows,
+                                    const vae_gather_settings *settings, const vae_step_counter *counter, float *x) {
+    /* The kernel reads one block (device or mapped host memory); the trainer
+     * places a sharded data set there contiguously. */
+    if (dataset->count != 1)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "cuda gather_batch: the data set must be one segment of backend memory, got %d",
+                         dataset->count);
+    CUDA_CHECK(vae_launch_gather_batch(dataset->values[0], permutation, dim, rows, *settings, counter, x,
                                        as_cuda(backend)->stream));
     return VAE_OK;
 }

@@ -1,7 +1,7 @@
 /* Datasets: finding the files of data.path, the train / validation / test
  * splits, copies, and the per-epoch shuffle. The file formats live in
  * dataset_idx.c and dataset_npy.c. */
-#define _POSIX_C_SOURCE 200809L /* stat() */
+#define _POSIX_C_SOURCE 200809L /* stat(), strdup(), munmap() */
 
 #include "data/dataset.h"
 
@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "vae_philox.h"
@@ -19,7 +21,51 @@ static const char *dtype_name(int dtype) { return dtype == VAE_DTYPE_F32 ? "floa
 
 static size_t dtype_bytes(int dtype) { return dtype == VAE_DTYPE_F32 ? sizeof(float) : sizeof(uint8_t); }
 
-/* ------------------------------------------------------------ small copies */
+_Static_assert(sizeof(long) == 8, "data set sizes are longs: the engine needs a host where long has 64 bits");
+
+/* ------------------------------------------------------------ segments, copies */
+
+vae_status vae_dataset_from_block(void *block, long count, int dim, int dtype, vae_dataset *out) {
+    if (out == NULL || count < 0 || dim < 1)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_dataset_from_block: out, count >= 0 and dim >= 1 needed");
+    memset(out, 0, sizeof *out);
+    out->segment_first = calloc(2, sizeof *out->segment_first);
+    out->segment_values = calloc(1, sizeof *out->segment_values);
+    out->storage = calloc(1, sizeof *out->storage);
+    if (!out->segment_first || !out->segment_values || !out->storage) {
+        free(out->segment_first);
+        free(out->segment_values);
+        free(out->storage);
+        memset(out, 0, sizeof *out);
+        return vae_error(VAE_ERROR_OUT_OF_MEMORY, "cannot allocate a data set's segment table");
+    }
+    out->count = count;
+    out->dim = dim;
+    out->dtype = dtype;
+    out->scale = dtype == VAE_DTYPE_U8 ? 1.0f / 255.0f : 1.0f;
+    out->segment_count = 1;
+    out->segment_first[1] = count;
+    out->segment_values[0] = block;
+    out->values = block;
+    if (block != NULL) {
+        out->storage[0] = (vae_dataset_storage){block, (size_t)count * (size_t)dim * dtype_bytes(dtype), 0};
+        out->storage_count = 1;
+    }
+    return VAE_OK;
+}
+
+const void *vae_dataset_example(const vae_dataset *dataset, long index) {
+    if (dataset == NULL || index < 0 || index >= dataset->count || dataset->segment_count < 1) return NULL;
+    /* The last segment whose first example is at or before index. */
+    int low = 0, high = dataset->segment_count - 1;
+    while (low < high) {
+        int middle = low + (high - low + 1) / 2;
+        if (dataset->segment_first[middle] <= index) low = middle;
+        else high = middle - 1;
+    }
+    size_t row_bytes = (size_t)dataset->dim * dtype_bytes(dataset->dtype);
+    return (const char *)dataset->segment_values[low] + (size_t)(index - dataset->segment_first[low]) * row_bytes;
+}
 
 vae_status vae_dataset_slice(const vae_dataset *source, long first, long count, vae_dataset *out) {
     if (source == NULL || out == NULL)
@@ -28,59 +74,77 @@ vae_status vae_dataset_slice(const vae_dataset *source, long first, long count, 
         return vae_error(VAE_ERROR_INVALID_ARGUMENT,
                          "vae_dataset_slice: examples [%ld, %ld) are outside the dataset's %ld examples", first,
                          first + count, source->count);
-    vae_dataset slice = *source;
-    slice.count = count;
-    slice.values = NULL;
-    slice.labels = NULL;
+    size_t row_bytes = (size_t)source->dim * dtype_bytes(source->dtype);
+    char *values = NULL;
+    int32_t *labels = NULL;
     if (count > 0) {
-        size_t row_bytes = (size_t)source->dim * dtype_bytes(source->dtype);
-        slice.values = malloc((size_t)count * row_bytes);
-        if (slice.values == NULL)
+        values = malloc((size_t)count * row_bytes);
+        if (values == NULL)
             return vae_error(VAE_ERROR_OUT_OF_MEMORY, "cannot allocate %ld examples of %d values", count,
                              source->dim);
-        memcpy(slice.values, (const char *)source->values + (size_t)first * row_bytes, (size_t)count * row_bytes);
+        /* Row by row: the range may span segments (shards). */
+        for (long i = 0; i < count; ++i)
+            memcpy(values + (size_t)i * row_bytes, vae_dataset_example(source, first + i), row_bytes);
         if (source->labels != NULL) {
-            slice.labels = malloc((size_t)count * sizeof *slice.labels);
-            if (slice.labels == NULL) {
-                free(slice.values);
+            labels = malloc((size_t)count * sizeof *labels);
+            if (labels == NULL) {
+                free(values);
                 return vae_error(VAE_ERROR_OUT_OF_MEMORY, "cannot allocate %ld labels", count);
             }
-            memcpy(slice.labels, source->labels + first, (size_t)count * sizeof *slice.labels);
+            memcpy(labels, source->labels + first, (size_t)count * sizeof *labels);
         }
     }
+    vae_dataset slice;
+    vae_status status = vae_dataset_from_block(values, count, source->dim, source->dtype, &slice);
+    if (status != VAE_OK) {
+        free(values);
+        free(labels);
+        return status;
+    }
+    slice.rows = source->rows;
+    slice.cols = source->cols;
+    slice.scale = source->scale;
+    slice.labels = labels;
     *out = slice;
     return VAE_OK;
 }
 
-/* Keeps the first count examples; the memory is shrunk when that is possible. */
+/* Keeps the first count examples. Mapped shards stay mapped (their unused
+ * pages cost nothing); only the tables shrink. */
 static void keep_first(vae_dataset *dataset, long count) {
     if (count >= dataset->count) return;
     dataset->count = count;
-    size_t bytes = (size_t)count * (size_t)dataset->dim * dtype_bytes(dataset->dtype);
-    void *values = realloc(dataset->values, bytes > 0 ? bytes : 1);
-    if (values != NULL) dataset->values = values; /* on failure the larger block stays valid */
-    if (dataset->labels != NULL) {
-        int32_t *labels = realloc(dataset->labels, count > 0 ? (size_t)count * sizeof *labels : 1);
-        if (labels != NULL) dataset->labels = labels;
-    }
+    int segments = 1;
+    while (segments < dataset->segment_count && dataset->segment_first[segments] < count) ++segments;
+    dataset->segment_count = segments;
+    dataset->segment_first[segments] = count;
+    dataset->values = segments == 1 ? dataset->segment_values[0] : NULL;
 }
 
 void vae_dataset_example_scaled(const vae_dataset *dataset, long index, float *out) {
     /* Out-of-range requests write nothing: there is no status to return. */
-    if (dataset == NULL || out == NULL || dataset->values == NULL || index < 0 || index >= dataset->count) return;
-    size_t start = (size_t)index * (size_t)dataset->dim;
+    if (out == NULL) return;
+    const void *example = vae_dataset_example(dataset, index);
+    if (example == NULL) return;
     if (dataset->dtype == VAE_DTYPE_F32) {
-        const float *values = (const float *)dataset->values + start;
+        const float *values = example;
         for (int j = 0; j < dataset->dim; ++j) out[j] = values[j] * dataset->scale;
     } else {
-        const uint8_t *values = (const uint8_t *)dataset->values + start;
+        const uint8_t *values = example;
         for (int j = 0; j < dataset->dim; ++j) out[j] = (float)values[j] * dataset->scale;
     }
 }
 
 void vae_dataset_free(vae_dataset *dataset) {
     if (dataset == NULL) return;
-    free(dataset->values);
+    for (int i = 0; i < dataset->storage_count; ++i) {
+        vae_dataset_storage *storage = &dataset->storage[i];
+        if (storage->mapped) munmap(storage->address, storage->bytes); /* read-only: nothing to write back */
+        else free(storage->address);
+    }
+    free(dataset->storage);
+    free(dataset->segment_first);
+    free(dataset->segment_values);
     free(dataset->labels);
     memset(dataset, 0, sizeof *dataset);
 }
@@ -136,19 +200,126 @@ static vae_status load_idx_split(const char *folder, const char *images_name, co
     return VAE_OK;
 }
 
+/* ------------------------------------------------------------ NPY shards */
+
+/* Shards are name-NNNNN.npy: exactly five decimal digits, numbered from 00000
+ * without gaps (configs/README.md). */
+#define SHARD_DIGITS 5
+#define SHARD_LIMIT 100000
+
+typedef struct file_list {
+    int count;
+    char **paths;
+} file_list;
+
+static void file_list_free(file_list *list) {
+    for (int i = 0; i < list->count; ++i) free(list->paths[i]);
+    free(list->paths);
+    list->count = 0;
+    list->paths = NULL;
+}
+
+/* The shard number of entry when it is name-<digits>.npy: 1 and *number for
+ * five digits, -1 for another count of digits (a misnamed shard), 0 when the
+ * entry is something else. */
+static int shard_number(const char *entry, const char *name, int *number) {
+    size_t name_length = strlen(name);
+    if (strncmp(entry, name, name_length) != 0 || entry[name_length] != '-') return 0;
+    const char *digits = entry + name_length + 1;
+    size_t digit_count = 0;
+    while (digits[digit_count] >= '0' && digits[digit_count] <= '9') ++digit_count;
+    if (digit_count == 0 || strcmp(digits + digit_count, ".npy") != 0) return 0;
+    if (digit_count != SHARD_DIGITS) return -1;
+    *number = atoi(digits);
+    return 1;
+}
+
+/* folder/name.npy, or the shards folder/name-00000.npy, name-00001.npy, ...
+ * in order; found->count is 0 when there is neither. */
+static vae_status find_npy_files(const char *folder, const char *name, file_list *found) {
+    memset(found, 0, sizeof *found);
+    char single[VAE_PATH_MAX + 64];
+    VAE_TRY(join_path(folder, name, ".npy", single, sizeof single));
+    int have_single = is_regular_file(single);
+
+    DIR *directory = opendir(folder);
+    if (directory == NULL)
+        return vae_error(VAE_ERROR_IO, "data.path '%s': cannot list the folder: %s", folder, strerror(errno));
+    unsigned char *present = calloc(SHARD_LIMIT, 1);
+    if (present == NULL) {
+        closedir(directory);
+        return vae_error(VAE_ERROR_OUT_OF_MEMORY, "data.path '%s': out of memory listing shards", folder);
+    }
+    int shards = 0, highest = -1;
+    vae_status status = VAE_OK;
+    for (struct dirent *entry; status == VAE_OK && (entry = readdir(directory)) != NULL;) {
+        int number = 0;
+        int kind = shard_number(entry->d_name, name, &number);
+        if (kind < 0)
+            status = vae_error(VAE_ERROR_BAD_INPUT,
+                               "data.path '%s': '%s' looks like a shard but is not numbered with %d digits "
+                               "(%s-00000.npy, %s-00001.npy, ...)",
+                               folder, entry->d_name, SHARD_DIGITS, name, name);
+        if (kind <= 0) continue;
+        present[number] = 1;
+        ++shards;
+        if (number > highest) highest = number;
+    }
+    closedir(directory);
+    if (status == VAE_OK && shards > 0 && have_single)
+        status = vae_error(VAE_ERROR_BAD_INPUT,
+                           "data.path '%s': holds both %s.npy and %d shards %s-NNNNN.npy; keep one form", folder,
+                           name, shards, name);
+    for (int i = 0; status == VAE_OK && i <= highest; ++i)
+        if (!present[i])
+            status = vae_error(VAE_ERROR_BAD_INPUT,
+                               "data.path '%s': shard %s-%05d.npy is missing (found %d shards numbered up to "
+                               "%s-%05d.npy; shards are numbered from 00000 without gaps)",
+                               folder, name, i, shards, name, highest);
+    free(present);
+    VAE_TRY(status);
+
+    int count = shards > 0 ? shards : have_single;
+    if (count == 0) return VAE_OK;
+    found->paths = calloc((size_t)count, sizeof *found->paths);
+    if (found->paths == NULL) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "data.path '%s': out of memory", folder);
+    for (int i = 0; i < count; ++i) {
+        char path[VAE_PATH_MAX + 64];
+        char suffix[32];
+        if (shards > 0) snprintf(suffix, sizeof suffix, "-%05d.npy", i);
+        else snprintf(suffix, sizeof suffix, ".npy");
+        status = join_path(folder, name, suffix, path, sizeof path);
+        if (status == VAE_OK && shards > 0 && !is_regular_file(path))
+            status = vae_error(VAE_ERROR_IO, "data.path '%s': shard %s is not a regular file", folder, path);
+        if (status == VAE_OK && (found->paths[i] = strdup(path)) == NULL)
+            status = vae_error(VAE_ERROR_OUT_OF_MEMORY, "data.path '%s': out of memory", folder);
+        found->count = i + 1;
+        if (status != VAE_OK) {
+            file_list_free(found);
+            return status;
+        }
+    }
+    return VAE_OK;
+}
+
 static vae_status load_npy_split(const char *folder, const char *data_name, const char *labels_name,
                                  vae_dataset *out) {
-    char path[VAE_PATH_MAX + 64];
-    VAE_TRY(join_path(folder, data_name, "", path, sizeof path));
-    if (!is_regular_file(path))
+    file_list files;
+    VAE_TRY(find_npy_files(folder, data_name, &files));
+    if (files.count == 0)
         return vae_error(VAE_ERROR_IO,
-                         "data.path '%s': no %s there (looked for train-images-idx3-ubyte[.gz], "
-                         "t10k-images-idx3-ubyte[.gz], or train.npy and test.npy)",
-                         folder, data_name);
-    VAE_TRY(vae_dataset_load_npy(path, out));
-    VAE_TRY(join_path(folder, labels_name, "", path, sizeof path));
-    if (is_regular_file(path)) VAE_TRY(vae_dataset_load_npy_labels(path, out));
-    return VAE_OK;
+                         "data.path '%s': no %s.npy there, nor shards %s-00000.npy, ... (looked for "
+                         "train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz], or train and test as .npy files "
+                         "or shards)",
+                         folder, data_name, data_name);
+    vae_status status = vae_dataset_load_npy_shards((const char *const *)files.paths, files.count, out);
+    file_list_free(&files);
+    VAE_TRY(status);
+    VAE_TRY(find_npy_files(folder, labels_name, &files)); /* labels are optional */
+    if (files.count > 0)
+        status = vae_dataset_load_npy_label_shards((const char *const *)files.paths, files.count, out);
+    file_list_free(&files);
+    return status;
 }
 
 static vae_status load_files(const char *folder, vae_data_splits *splits, const char **train_name,
@@ -160,7 +331,7 @@ static vae_status load_files(const char *folder, vae_data_splits *splits, const 
         return vae_error(VAE_ERROR_IO,
                          "data.path '%s': %s (looked for train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
                          "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz], or train.npy, test.npy, "
-                         "train_labels.npy, test_labels.npy)",
+                         "train_labels.npy, test_labels.npy or their shards train-00000.npy, ...)",
                          folder, strerror(errno));
     if (!S_ISDIR(info.st_mode))
         return vae_error(VAE_ERROR_IO, "data.path '%s' is not a folder (it should hold the IDX or NPY files)", folder);
@@ -174,10 +345,10 @@ static vae_status load_files(const char *folder, vae_data_splits *splits, const 
         VAE_TRY(load_idx_split(folder, IDX_TRAIN_IMAGES, IDX_TRAIN_LABELS, &splits->train));
         VAE_TRY(load_idx_split(folder, IDX_TEST_IMAGES, IDX_TEST_LABELS, &splits->test));
     } else {
-        *train_name = "train.npy";
-        *test_name = "test.npy";
-        VAE_TRY(load_npy_split(folder, "train.npy", "train_labels.npy", &splits->train));
-        VAE_TRY(load_npy_split(folder, "test.npy", "test_labels.npy", &splits->test));
+        VAE_TRY(load_npy_split(folder, "train", "train_labels", &splits->train));
+        VAE_TRY(load_npy_split(folder, "test", "test_labels", &splits->test));
+        *train_name = splits->train.segment_count > 1 ? "the train-NNNNN.npy shards" : "train.npy";
+        *test_name = splits->test.segment_count > 1 ? "the test-NNNNN.npy shards" : "test.npy";
     }
     return VAE_OK;
 }

@@ -18,9 +18,12 @@
 #define IDX_IMAGES_MAGIC 0x00000803u /* unsigned bytes, rank 3: (count, rows, cols) */
 #define IDX_LABELS_MAGIC 0x00000801u /* unsigned bytes, rank 1: (count) */
 
-/* Total values one dataset may hold: indices and the int32 permutation stay in
- * range, and a corrupt header cannot ask for an absurd allocation. */
-#define IDX_MAX_VALUES ((uint64_t)INT32_MAX)
+/* Examples one data set may hold (the epoch's permutation holds int32
+ * indices) and values per example (the backends' dim is an int). The total
+ * may exceed 2^31 values; a header that promises more than the file holds
+ * costs no more memory than the file (read_growing). */
+#define IDX_MAX_EXAMPLES ((uint64_t)INT32_MAX)
+#define IDX_MAX_EXAMPLE_VALUES ((uint64_t)INT_MAX)
 
 #define IDX_FIRST_BUFFER ((size_t)16 << 20)
 
@@ -123,8 +126,8 @@ static vae_status expect_end(gzFile file, const char *path, const char *what, ui
     return VAE_OK;
 }
 
-/* Reads the magic and the dimensions: rank dims, each nonzero, product within
- * IDX_MAX_VALUES. */
+/* Reads the magic and the dimensions: rank dims, each nonzero, at most
+ * IDX_MAX_EXAMPLES examples of at most IDX_MAX_EXAMPLE_VALUES values. */
 static vae_status read_idx_header(gzFile file, const char *path, uint32_t expected_magic, const char *kind,
                                   uint32_t *dims, int rank, uint64_t *total) {
     unsigned char header[4 + 4 * 3];
@@ -143,20 +146,28 @@ static vae_status read_idx_header(gzFile file, const char *path, uint32_t expect
     if (got < header_bytes - 4)
         return vae_error(VAE_ERROR_BAD_INPUT, "%s: truncated header: expected %zu bytes, found %zu", path,
                          header_bytes, 4 + got);
-    uint64_t product = 1;
+    uint64_t example_values = 1;
     for (int i = 0; i < rank; ++i) {
         dims[i] = big_endian_u32(header + 4 + 4 * i);
         if (dims[i] == 0)
             return vae_error(VAE_ERROR_BAD_INPUT, "%s: dimension %d of the header is zero", path, i);
-        /* Both factors are at most 2^32 and product stays below 2^31 before
-         * this step, so the multiplication cannot wrap. */
-        product *= dims[i];
-        if (product > IDX_MAX_VALUES)
+        if (i == 0) continue;
+        /* Both factors are below 2^32 and example_values stays below 2^31
+         * before this step, so the multiplication cannot wrap. */
+        example_values *= dims[i];
+        if (example_values > IDX_MAX_EXAMPLE_VALUES)
             return vae_error(VAE_ERROR_BAD_INPUT,
-                             "%s: dimensions in the header multiply to more than %llu values (corrupt header?)",
-                             path, (unsigned long long)IDX_MAX_VALUES);
+                             "%s: examples of more than %llu values in the header (corrupt header?)", path,
+                             (unsigned long long)IDX_MAX_EXAMPLE_VALUES);
     }
-    *total = product;
+    if (dims[0] > IDX_MAX_EXAMPLES)
+        return vae_error(VAE_ERROR_BAD_INPUT,
+                         "%s: more than %llu examples in the header (the epoch's shuffle holds 32-bit indices)", path,
+                         (unsigned long long)IDX_MAX_EXAMPLES);
+    *total = (uint64_t)dims[0] * example_values; /* below 2^62 */
+    if (*total > SIZE_MAX)
+        return vae_error(VAE_ERROR_BAD_INPUT, "%s: %llu values do not fit this host's address space", path,
+                         (unsigned long long)*total);
     return VAE_OK;
 }
 
@@ -179,15 +190,14 @@ static vae_status load_images(gzFile file, const char *path, vae_dataset *out) {
         free(values);
         return status;
     }
-    memset(out, 0, sizeof *out);
-    out->count = (long)dims[0];
-    out->dim = (int)dim;
+    status = vae_dataset_from_block(values, (long)dims[0], (int)dim, VAE_DTYPE_U8, out);
+    if (status != VAE_OK) {
+        free(values);
+        return status;
+    }
     out->rows = (int)dims[1];
     out->cols = (int)dims[2];
-    out->dtype = VAE_DTYPE_U8;
     out->scale = 1.0f / 255.0f;
-    out->values = values;
-    out->labels = NULL;
     return VAE_OK;
 }
 

@@ -17,7 +17,7 @@
 typedef struct eval_state {
     vae_trainer *trainer;
     const vae_dataset *dataset;
-    void *values;              /* split's values on the backend */
+    vae_placed_rows rows;      /* split's values as the gather reads them */
     int32_t *order;            /* identity order on the backend */
     vae_step *steps[2];        /* full batches, and the remainder */
     float *importance;         /* [rows] IWAE per-row estimates (backend) */
@@ -32,7 +32,7 @@ typedef struct eval_state {
 static void eval_state_free(eval_state *s) {
     vae_backend *backend = s->trainer->backend;
     for (int i = 0; i < 2; ++i) vae_step_destroy(s->steps[i]);
-    if (s->values) vae_backend_free(backend, s->values);
+    vae_placed_rows_free(backend, &s->rows);
     if (s->order) vae_backend_free(backend, s->order);
     if (s->importance) vae_backend_free(backend, s->importance);
     free(s->host_importance);
@@ -60,9 +60,7 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
     const vae_config *c = &trainer->config;
     int latent = trainer->model.latent_dim;
     long count = data->count;
-    size_t value_size = data->dtype == VAE_DTYPE_U8 ? 1 : sizeof(float);
-    VAE_TRY(vae_backend_alloc(backend, (size_t)count * data->dim * value_size, &s->values));
-    VAE_TRY(vae_backend_copy_to_device(backend, s->values, data->values, (size_t)count * data->dim * value_size));
+    VAE_TRY(vae_place_rows(backend, data, VAE_PLACE_DEVICE_ONLY, &s->rows));
     int32_t *identity = malloc(sizeof(int32_t) * (size_t)count);
     if (!identity) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluation: out of memory");
     for (long i = 0; i < count; ++i) identity[i] = (int32_t)i;
@@ -98,7 +96,7 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
         const vae_step_buffers *b = vae_step_get_buffers(step);
         vae_step_counter counter = {(uint64_t)batch, 0, 0};
         VAE_TRY(vae_backend_copy_to_device(backend, trainer->eval_counter, &counter, sizeof counter));
-        VAE_TRY(vae_backend_gather_batch(backend, s->values, s->order + batch * rows, data->dim, batch_rows, &gather,
+        VAE_TRY(vae_backend_gather_batch(backend, &s->rows.rows, s->order + batch * rows, data->dim, batch_rows, &gather,
                                   trainer->eval_counter, b->x));
         VAE_TRY(vae_step_forward(step, &noise, trainer->eval_counter, NULL));
         if (iwae) {

@@ -125,8 +125,7 @@ void vae_trainer_destroy(vae_trainer *trainer) {
         if (trainer->parameters) vae_backend_free(backend, trainer->parameters);
         if (trainer->counter) vae_backend_free(backend, trainer->counter);
         if (trainer->eval_counter) vae_backend_free(backend, trainer->eval_counter);
-        if (trainer->train_values_mapped) vae_backend_free_host_mapped(backend, trainer->train_values_mapped);
-        else if (trainer->train_values) vae_backend_free(backend, trainer->train_values);
+        vae_placed_rows_free(backend, &trainer->train_rows);
         if (trainer->train_permutation) vae_backend_free(backend, trainer->train_permutation);
         vae_backend_destroy(backend);
     }
@@ -169,21 +168,12 @@ static vae_status build_train_step(vae_trainer *trainer) {
     int local_rows = c->batch_size / world;
     trainer->steps_per_epoch = train->count / c->batch_size; /* the last partial batch is dropped */
     trainer->adam.total_steps = (uint64_t)trainer->steps_per_epoch * (uint64_t)c->epochs;
-    size_t value_bytes = (size_t)train->count * train->dim * (train->dtype == VAE_DTYPE_U8 ? 1 : sizeof(float));
     /* The training set goes to device memory when it fits; otherwise (or
      * with data.on_device = host) to page-locked host memory the gather
-     * reads over the bus, so the step stays one graph either way. */
-    vae_status placed = c->data_on_device == VAE_DATA_HOST && vae_backend_has_host_mapped_memory(trainer->backend)
-                            ? VAE_ERROR_OUT_OF_MEMORY
-                            : backend_alloc(trainer, value_bytes, &trainer->train_values);
-    if (placed == VAE_ERROR_OUT_OF_MEMORY && vae_backend_has_host_mapped_memory(trainer->backend)) {
-        VAE_TRY(vae_backend_alloc_host_mapped(trainer->backend, value_bytes, &trainer->train_values_mapped,
-                                       &trainer->train_values));
-        memcpy(trainer->train_values_mapped, train->values, value_bytes);
-    } else {
-        VAE_TRY(placed);
-        VAE_TRY(vae_backend_copy_to_device(trainer->backend, trainer->train_values, train->values, value_bytes));
-    }
+     * reads over the bus, so the step stays one graph either way. On the CPU
+     * it is read where it lies (memory-mapped NPY files are not copied). */
+    VAE_TRY(vae_place_rows(trainer->backend, train, c->data_on_device == VAE_DATA_HOST ? VAE_PLACE_HOST : VAE_PLACE_AUTO,
+                           &trainer->train_rows));
     VAE_TRY(backend_alloc(trainer, sizeof(int32_t) * (size_t)train->count, (void **)&trainer->train_permutation));
     trainer->host_permutation = malloc(sizeof(int32_t) * (size_t)train->count);
     if (!trainer->host_permutation) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "trainer: out of memory");
@@ -229,7 +219,7 @@ static vae_status ensure_permutation(vae_trainer *trainer, uint64_t epoch) {
  * no-op for one process) and Adam: the operations of one step. */
 static vae_status issue_one_step(vae_trainer *trainer) {
     const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
-    VAE_TRY(vae_backend_gather_batch(trainer->backend, trainer->train_values, trainer->train_permutation,
+    VAE_TRY(vae_backend_gather_batch(trainer->backend, &trainer->train_rows.rows, trainer->train_permutation,
                                                 trainer->input_dim, vae_step_rows(trainer->train_step),
                                                 &trainer->gather, trainer->counter, b->x));
     VAE_TRY(vae_step_forward_backward(trainer->train_step, &trainer->noise, trainer->counter, NULL));
@@ -556,4 +546,4 @@ void vae_trainer_image_shape(const vae_trainer *trainer, int *rows, int *cols) {
 
 const char *vae_trainer_device_name(const vae_trainer *trainer) { return trainer->backend->device_name; }
 
-int vae_trainer_data_in_host_memory(const vae_trainer *trainer) { return trainer->train_values_mapped != NULL; }
+int vae_trainer_data_in_host_memory(const vae_trainer *trainer) { return trainer->train_rows.copy_mapped != NULL; }

@@ -8,6 +8,7 @@
 #include "data/dataset.h"
 #include "model/model.h"
 #include "model/train_step.h"
+#include "training/data_placement.h"
 
 struct vae_trainer {
     vae_config config;
@@ -24,8 +25,7 @@ struct vae_trainer {
     int prepared;                   /* train_step built and the gradient all-reduce connected */
     vae_step_counter *counter;      /* backend memory */
     vae_step_counter *eval_counter; /* backend memory */
-    void *train_values;             /* training set as the backend's kernels address it */
-    void *train_values_mapped;      /* host side when it lives in mapped host memory, else NULL */
+    vae_placed_rows train_rows;     /* training set as the backend's gather reads it */
     int32_t *train_permutation;     /* backend memory, one epoch's order */
     int32_t *host_permutation;
     long steps_per_epoch;
