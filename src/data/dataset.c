@@ -210,6 +210,7 @@ static vae_status load_idx_split(const char *folder, const char *images_name, co
 typedef struct file_list {
     int count;
     char **paths;
+    int sharded;   /* 1: name-NNNNN.npy shards; 0: one name.npy */
 } file_list;
 
 static void file_list_free(file_list *list) {
@@ -281,6 +282,7 @@ static vae_status find_npy_files(const char *folder, const char *name, file_list
 
     int count = shards > 0 ? shards : have_single;
     if (count == 0) return VAE_OK;
+    found->sharded = shards > 0;
     found->paths = calloc((size_t)count, sizeof *found->paths);
     if (found->paths == NULL) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "data.path '%s': out of memory", folder);
     for (int i = 0; i < count; ++i) {
@@ -316,7 +318,12 @@ static vae_status load_npy_split(const char *folder, const char *data_name, cons
     file_list_free(&files);
     VAE_TRY(status);
     VAE_TRY(find_npy_files(folder, labels_name, &files)); /* labels are optional */
-    if (files.count > 0)
+    if (files.sharded && files.count != out->segment_count)
+        status = vae_error(VAE_ERROR_BAD_INPUT,
+                           "data.path '%s': %d label shards for %d data shards (%s-00000.npy ...); give one labels "
+                           "shard per data shard, or one %s.npy for all",
+                           folder, files.count, out->segment_count, labels_name, labels_name);
+    else if (files.count > 0)
         status = vae_dataset_load_npy_label_shards((const char *const *)files.paths, files.count, out);
     file_list_free(&files);
     return status;
