@@ -6,9 +6,9 @@
  * Only what the engine needs is accepted: little-endian uint8 or float32
  * data, uint8/int32/int64 labels. Every field and size is checked before use
  * and the file must hold exactly the data the header describes. */
-#include "data/dataset.h"
+#define _DEFAULT_SOURCE /* pread, mmap, madvise */
 
-#define _POSIX_C_SOURCE 200809L /* pread, mmap */
+#include "data/dataset.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -357,6 +357,10 @@ static vae_status place_values(const npy_file *file, vae_dataset_storage *storag
     if (file->header.element_bytes == 1 || host_is_little_endian()) {
         void *mapping = mmap(NULL, (size_t)file->file_bytes, PROT_READ, MAP_SHARED, file->descriptor, 0);
         if (mapping != MAP_FAILED) {
+            /* Training reads examples in a random order: no read-around, so
+             * that a row read costs its own pages, not megabytes around it
+             * (which would also count as this process's resident memory). */
+            (void)madvise(mapping, (size_t)file->file_bytes, MADV_RANDOM); /* advice only: failure is harmless */
             *storage = (vae_dataset_storage){mapping, (size_t)file->file_bytes, 1};
             *values = (const unsigned char *)mapping + file->data_offset;
             return VAE_OK;
