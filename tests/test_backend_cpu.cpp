@@ -105,7 +105,9 @@ TEST_F(CpuBackend, WrappersRefuseBadArgumentsNamingTheOperation) {
     refused(vae_backend_sum_of_squares(backend_, nullptr, 4, f), "sum_of_squares");
     vae_adam_settings adam = {};
     refused(vae_backend_adam_step(backend_, f, f, nullptr, f, 4, &adam, f, &counter), "adam_step");
-    uint8_t data[16] = {0};
+    uint8_t bytes[16] = {0};
+    OneSegment one(bytes, 4);
+    const vae_row_segments *data = &one.rows;
     int32_t permutation[4] = {0, 1, 2, 3};
     vae_gather_settings gather = {};
     gather.dtype = VAE_DTYPE_U8;
@@ -118,6 +120,10 @@ TEST_F(CpuBackend, WrappersRefuseBadArgumentsNamingTheOperation) {
     gather.dtype = VAE_DTYPE_U8;
     gather.binarize = 3;
     refused(vae_backend_gather_batch(backend_, data, permutation, 4, 2, &gather, &counter, f), "binarize mode 3");
+    gather.binarize = VAE_BINARIZE_NONE;
+    vae_row_segments no_segments = {0, one.first_row, one.values};
+    refused(vae_backend_gather_batch(backend_, &no_segments, permutation, 4, 2, &gather, &counter, f),
+            "at least one segment");
     refused(vae_backend_copy_to_host(backend_, nullptr, f, 4), "copy_to_host");
     refused(vae_backend_fill(backend_, nullptr, 1.0f, 4), "fill");
     // The optional operations the CPU backend lacks are refused, not crashed on.

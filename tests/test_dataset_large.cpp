@@ -133,14 +133,14 @@ TEST_F(LargeDataset, MapsWithoutCopyAndReadsRowsPastTwoToThe31And32) {
     settings.steps_per_epoch = 1;
     vae_step_counter counter = {0, 0, 0};
     std::vector<float> x(rows.size() * kDim);
-    ASSERT_EQ(backend->ops->gather_batch(backend, &segments, permutation.data(), kDim, (int)rows.size(), &settings,
+    ASSERT_EQ(vae_backend_gather_batch(backend, &segments, permutation.data(), kDim, (int)rows.size(), &settings,
                                          &counter, x.data()),
               VAE_OK)
         << vae_last_error();
     for (size_t r = 0; r < rows.size(); ++r)
         for (int j = 0; j < kDim; ++j)
             ASSERT_EQ(x[r * kDim + j], (float)known_byte(rows[r], j) * (1.0f / 255.0f)) << rows[r] << ", " << j;
-    backend->ops->destroy(backend);
+    vae_backend_destroy(backend);
 
     // Slicing past 2^32 bytes copies the right bytes.
     vae_dataset slice{};
