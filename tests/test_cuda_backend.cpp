@@ -230,6 +230,10 @@ TEST_F(CudaBackendTest, CapturedGraphReplaysLikeEagerSteps) {
     for (int i = 0; i < dataset_rows; ++i) permutation[i] = i;
     std::shuffle(permutation.begin(), permutation.end(), generator);
     Pair dataset = upload(bytes), order = upload(permutation);
+    // The data set on the GPU as one segment, as gather_batch takes it.
+    const int64_t first_row[2] = {0, dataset_rows};
+    const void *segment_values[1] = {dataset.side[1]};
+    const vae_row_segments gpu_rows = {1, first_row, segment_values};
     vae_gather_settings gather = {};
     gather.dtype = VAE_DTYPE_U8;
     gather.scale = 1.0f / 255.0f;
@@ -272,7 +276,7 @@ TEST_F(CudaBackendTest, CapturedGraphReplaysLikeEagerSteps) {
         vae_step_counter *counter = b.counter.as<vae_step_counter>(1);
         vae_status status = vae_backend_fill(gpu, b.accumulator.f(1), 0.0f, 2 * VAE_LOSS_SLOTS);
         if (status == VAE_OK)
-            status = vae_backend_gather_batch(gpu, dataset.side[1], order.as<int32_t>(1), dim, rows, &gather, counter, b.x.f(1));
+            status = vae_backend_gather_batch(gpu, &gpu_rows, order.as<int32_t>(1), dim, rows, &gather, counter, b.x.f(1));
         if (status == VAE_OK)
             status = vae_backend_linear_forward(gpu, b.x.f(1), b.weight1.f(1), bias1.f(1), b.h_pre.f(1), rows, dim, hidden);
         if (status == VAE_OK)
@@ -356,7 +360,7 @@ TEST_F(CudaBackendTest, CapturedGraphReplaysLikeEagerSteps) {
     ASSERT_EQ(vae_backend_reparam_kl_forward(gpu, mu_logvar.f(1), first_step_z.f(1), kl.f(1), rows, latent, samples,
                                            &noise, step0.as<vae_step_counter>(1), nullptr, 0.0f),
               VAE_OK);
-    ASSERT_EQ(vae_backend_gather_batch(gpu, dataset.side[1], order.as<int32_t>(1), dim, rows, &gather,
+    ASSERT_EQ(vae_backend_gather_batch(gpu, &gpu_rows, order.as<int32_t>(1), dim, rows, &gather,
                                      step0.as<vae_step_counter>(1), first_step_x.f(1)),
               VAE_OK);
     EXPECT_GT(vae_test::relative_error(download<float>(first_step_z, 1, (size_t)rows * latent),
