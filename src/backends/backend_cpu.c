@@ -18,6 +18,21 @@
 
 #define CPU_REDUCTION_CHUNK 4096
 
+/* The element-wise loops are compiled three times, for plain x86-64 (SSE2),
+ * x86-64-v3 (AVX2 + FMA) and x86-64-v4 (AVX-512), and the loader picks one
+ * from the CPU's features (GCC's target_clones): the build stays portable and
+ * each CPU gets its widest vectors. Results are bitwise repeatable on one
+ * machine; across CPUs they may differ in the last bits (FMA). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define CPU_VECTOR_KERNEL __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define CPU_VECTOR_KERNEL
+#endif
+
+/* Sums run in this many independent lanes (then added in lane order): a
+ * fixed order that vectorises, where one running sum cannot. */
+#define CPU_SUM_LANES 8
+
 typedef struct cpu_backend {
     vae_backend base;
 } cpu_backend;
@@ -72,17 +87,58 @@ static vae_status cpu_linear_backward(vae_backend *backend, const float *x, cons
     return VAE_OK;
 }
 
+CPU_VECTOR_KERNEL
+static void activation_forward_range(int activation, const float *restrict pre, float *restrict post, size_t count) {
+    if (activation == VAE_ACTIVATION_RELU) {
+        for (size_t i = 0; i < count; ++i) post[i] = pre[i] > 0.0f ? pre[i] : 0.0f;
+        return;
+    }
+    for (size_t i = 0; i < count; ++i) post[i] = vae_activation_forward(activation, pre[i]);
+}
+
+CPU_VECTOR_KERNEL
+static void activation_backward_range(int activation, const float *pre, const float *dpost, float *dpre,
+                                      size_t count) {
+    if (activation == VAE_ACTIVATION_RELU) {
+        for (size_t i = 0; i < count; ++i) dpre[i] = pre[i] > 0.0f ? dpost[i] : 0.0f;
+        return;
+    }
+    for (size_t i = 0; i < count; ++i) dpre[i] = dpost[i] * vae_activation_derivative(activation, pre[i]);
+}
+
+/* Threads only where the work pays for waking them: element-wise passes
+ * under about 64K floats (the models' activations at batch 128) run on the
+ * calling thread; larger ones in CPU_PARALLEL_BLOCK pieces. */
+#define CPU_PARALLEL_MIN 65536
+#define CPU_PARALLEL_BLOCK 16384
+
 static vae_status cpu_activation_forward(vae_backend *backend, int activation, const float *pre, float *post,
                                          size_t count) {
-#pragma omp parallel for schedule(static) if (count > 65536)
-    for (size_t i = 0; i < count; ++i) post[i] = vae_activation_forward(activation, pre[i]);
+    if (count <= CPU_PARALLEL_MIN) {
+        activation_forward_range(activation, pre, post, count);
+        return VAE_OK;
+    }
+    size_t blocks = (count + CPU_PARALLEL_BLOCK - 1) / CPU_PARALLEL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < blocks; ++b) {
+        size_t start = b * CPU_PARALLEL_BLOCK, end = start + CPU_PARALLEL_BLOCK < count ? start + CPU_PARALLEL_BLOCK : count;
+        activation_forward_range(activation, pre + start, post + start, end - start);
+    }
     return VAE_OK;
 }
 
 static vae_status cpu_activation_backward(vae_backend *backend, int activation, const float *pre,
                                           const float *dpost, float *dpre, size_t count) {
-#pragma omp parallel for schedule(static) if (count > 65536)
-    for (size_t i = 0; i < count; ++i) dpre[i] = dpost[i] * vae_activation_derivative(activation, pre[i]);
+    if (count <= CPU_PARALLEL_MIN) {
+        activation_backward_range(activation, pre, dpost, dpre, count);
+        return VAE_OK;
+    }
+    size_t blocks = (count + CPU_PARALLEL_BLOCK - 1) / CPU_PARALLEL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < blocks; ++b) {
+        size_t start = b * CPU_PARALLEL_BLOCK, end = start + CPU_PARALLEL_BLOCK < count ? start + CPU_PARALLEL_BLOCK : count;
+        activation_backward_range(activation, pre + start, dpost + start, dpre + start, end - start);
+    }
     return VAE_OK;
 }
 
@@ -96,6 +152,26 @@ static int segment_of_row(const vae_row_segments *dataset, int64_t row) {
         else high = middle - 1;
     }
     return low;
+}
+
+/* x ~ Bernoulli(x) for one row from the Philox stream: one block of four
+ * uniforms per four columns. Written over whole blocks so that the loop
+ * vectorises (several Philox blocks per vector). */
+CPU_VECTOR_KERNEL
+static void binarize_row_dynamic(uint64_t seed, uint64_t subsequence, float *restrict row, int dim) {
+    int blocks = dim / 4;
+    for (int b = 0; b < blocks; ++b) {
+        float uniform[4];
+        vae_uniform4(seed, subsequence, (uint64_t)b * 4, uniform);
+        for (int k = 0; k < 4; ++k)
+            row[4 * b + k] = vae_binarize_value(row[4 * b + k], VAE_BINARIZE_DYNAMIC, 0.0f, uniform[k]);
+    }
+    if (blocks * 4 < dim) {
+        float uniform[4];
+        vae_uniform4(seed, subsequence, (uint64_t)blocks * 4, uniform);
+        for (int j = blocks * 4; j < dim; ++j)
+            row[j] = vae_binarize_value(row[j], VAE_BINARIZE_DYNAMIC, 0.0f, uniform[j - blocks * 4]);
+    }
 }
 
 static vae_status cpu_gather_batch(vae_backend *backend, const vae_row_segments *dataset, const int32_t *permutation,
@@ -123,13 +199,7 @@ static vae_status cpu_gather_batch(vae_backend *backend, const vae_row_segments 
         } else if (settings->binarize == VAE_BINARIZE_DYNAMIC) {
             uint64_t subsequence =
                 vae_philox_subsequence(step, settings->random_purpose, vae_gather_row_address(settings, r));
-            for (int j = 0; j < dim; j += 4) {
-                float uniform[4];
-                vae_uniform4(settings->seed, subsequence, (uint64_t)j, uniform);
-                for (int k = 0; k < 4 && j + k < dim; ++k)
-                    destination[j + k] =
-                        vae_binarize_value(destination[j + k], settings->binarize, settings->threshold, uniform[k]);
-            }
+            binarize_row_dynamic(settings->seed, subsequence, destination, dim);
         }
     }
     return VAE_OK;
@@ -196,36 +266,74 @@ static vae_status cpu_reparam_kl_backward(vae_backend *backend, const float *mu_
     return VAE_OK;
 }
 
+/* One pass over a Bernoulli row: log p and, when asked, the logits
+ * overwritten by the gradient, both from one exp. The terms of 64 columns at
+ * a time go through a small buffer, so that the element-wise part is one
+ * vectorised loop and the sum runs in double lanes in a fixed order. */
+#define BERNOULLI_BLOCK 64
+CPU_VECTOR_KERNEL
+static double bernoulli_row(const float *restrict x, float *restrict logits, int dim, float grad_scale,
+                            int write_gradient) {
+    double lanes[CPU_SUM_LANES] = {0};
+    double tail = 0.0;
+    float terms[BERNOULLI_BLOCK];
+    for (int start = 0; start < dim; start += BERNOULLI_BLOCK) {
+        int n = dim - start < BERNOULLI_BLOCK ? dim - start : BERNOULLI_BLOCK;
+        const float *restrict target = x + start;
+        float *restrict logit = logits + start;
+        if (write_gradient) {
+            for (int i = 0; i < n; ++i) {
+                terms[i] = vae_bernoulli_log_prob(target[i], logit[i]);
+                logit[i] = grad_scale * vae_bernoulli_neg_log_prob_grad(target[i], logit[i]);
+            }
+        } else {
+            for (int i = 0; i < n; ++i) terms[i] = vae_bernoulli_log_prob(target[i], logit[i]);
+        }
+        if (n == BERNOULLI_BLOCK) {
+            for (int i = 0; i < BERNOULLI_BLOCK; i += CPU_SUM_LANES)
+                for (int k = 0; k < CPU_SUM_LANES; ++k) lanes[k] += (double)terms[i + k];
+        } else {
+            for (int i = 0; i < n; ++i) tail += (double)terms[i];
+        }
+    }
+    double sum = 0.0;
+    for (int k = 0; k < CPU_SUM_LANES; ++k) sum += lanes[k];
+    return sum + tail;
+}
+
+static double gaussian_row(int likelihood, const float *x, float *o, int dim, float fixed_logvar, float grad_scale,
+                           int write_gradient) {
+    double sum = 0.0;
+    for (int j = 0; j < dim; ++j) {
+        if (likelihood == VAE_LIKELIHOOD_GAUSSIAN) {
+            float mean = o[j], logvar = o[dim + j];
+            sum += (double)vae_gaussian_log_prob(x[j], mean, logvar);
+            if (write_gradient) {
+                o[j] = grad_scale * vae_gaussian_neg_log_prob_grad_mean(x[j], mean, logvar);
+                o[dim + j] = grad_scale * vae_gaussian_neg_log_prob_grad_logvar(x[j], mean, logvar);
+            }
+        } else {
+            float mean = o[j];
+            sum += (double)vae_gaussian_log_prob(x[j], mean, fixed_logvar);
+            if (write_gradient) o[j] = grad_scale * vae_gaussian_neg_log_prob_grad_mean(x[j], mean, fixed_logvar);
+        }
+    }
+    return sum;
+}
+
 static vae_status cpu_likelihood(vae_backend *backend, int likelihood, const float *x, float *out, float *logp,
                                  int rows, int samples, int dim, float fixed_logvar, int write_gradient) {
     int total_rows = rows * samples;
     float grad_scale = 1.0f / ((float)rows * (float)samples);
     int width = likelihood == VAE_LIKELIHOOD_GAUSSIAN ? 2 * dim : dim;
-#pragma omp parallel for schedule(static) if ((size_t)total_rows * dim > 65536)
+    /* log p is summed in double, as the CUDA kernel sums it. */
+#pragma omp parallel for schedule(static) if ((size_t)total_rows * dim > CPU_PARALLEL_MIN / 2)
     for (int row = 0; row < total_rows; ++row) {
         const float *x_row = x + (size_t)(row % rows) * dim;
         float *o = out + (size_t)row * width;
-        /* In double, as the CUDA kernel sums: float sums over ~1000 terms
-         * would differ from it by more than the parity tests' margin. */
-        double sum = 0.0;
-        for (int j = 0; j < dim; ++j) {
-            if (likelihood == VAE_LIKELIHOOD_BERNOULLI) {
-                float logit = o[j];
-                sum += (double)vae_bernoulli_log_prob(x_row[j], logit);
-                if (write_gradient) o[j] = grad_scale * vae_bernoulli_neg_log_prob_grad(x_row[j], logit);
-            } else if (likelihood == VAE_LIKELIHOOD_GAUSSIAN) {
-                float mean = o[j], logvar = o[dim + j];
-                sum += (double)vae_gaussian_log_prob(x_row[j], mean, logvar);
-                if (write_gradient) {
-                    o[j] = grad_scale * vae_gaussian_neg_log_prob_grad_mean(x_row[j], mean, logvar);
-                    o[dim + j] = grad_scale * vae_gaussian_neg_log_prob_grad_logvar(x_row[j], mean, logvar);
-                }
-            } else {
-                float mean = o[j];
-                sum += (double)vae_gaussian_log_prob(x_row[j], mean, fixed_logvar);
-                if (write_gradient) o[j] = grad_scale * vae_gaussian_neg_log_prob_grad_mean(x_row[j], mean, fixed_logvar);
-            }
-        }
+        double sum = likelihood == VAE_LIKELIHOOD_BERNOULLI
+                         ? bernoulli_row(x_row, o, dim, grad_scale, write_gradient)
+                         : gaussian_row(likelihood, x_row, o, dim, fixed_logvar, grad_scale, write_gradient);
         logp[row] = (float)sum;
     }
     return VAE_OK;
@@ -276,20 +384,42 @@ static vae_status cpu_importance_log_mean(vae_backend *backend, const float *log
     return VAE_OK;
 }
 
+/* One chunk's sum of squares in double lanes, added in lane order. */
+CPU_VECTOR_KERNEL
+static double chunk_sum_of_squares(const float *values, size_t count) {
+    double lanes[CPU_SUM_LANES] = {0};
+    size_t i = 0;
+    for (; i + CPU_SUM_LANES <= count; i += CPU_SUM_LANES)
+        for (int k = 0; k < CPU_SUM_LANES; ++k) lanes[k] += (double)values[i + k] * values[i + k];
+    double sum = 0.0;
+    for (int k = 0; k < CPU_SUM_LANES; ++k) sum += lanes[k];
+    for (; i < count; ++i) sum += (double)values[i] * values[i];
+    return sum;
+}
+
+/* Fixed chunks summed in chunk order: the same result with any thread count. */
 static double fixed_order_sum_of_squares(const float *values, size_t count) {
     size_t chunks = (count + CPU_REDUCTION_CHUNK - 1) / CPU_REDUCTION_CHUNK;
-    double *partial = malloc(sizeof(double) * (chunks ? chunks : 1));
     double total = 0.0;
-    if (!partial) { /* fall back to one sequential pass: same order, same result */
-        for (size_t i = 0; i < count; ++i) total += (double)values[i] * values[i];
+    if (count <= CPU_PARALLEL_MIN) {
+        for (size_t c = 0; c < chunks; ++c) {
+            size_t end = (c + 1) * CPU_REDUCTION_CHUNK < count ? (c + 1) * CPU_REDUCTION_CHUNK : count;
+            total += chunk_sum_of_squares(values + c * CPU_REDUCTION_CHUNK, end - c * CPU_REDUCTION_CHUNK);
+        }
         return total;
     }
-#pragma omp parallel for schedule(static) if (chunks > 8)
+    double *partial = malloc(sizeof(double) * chunks);
+    if (!partial) { /* the same chunks, on this thread: same order, same result */
+        for (size_t c = 0; c < chunks; ++c) {
+            size_t end = (c + 1) * CPU_REDUCTION_CHUNK < count ? (c + 1) * CPU_REDUCTION_CHUNK : count;
+            total += chunk_sum_of_squares(values + c * CPU_REDUCTION_CHUNK, end - c * CPU_REDUCTION_CHUNK);
+        }
+        return total;
+    }
+#pragma omp parallel for schedule(static)
     for (size_t c = 0; c < chunks; ++c) {
         size_t end = (c + 1) * CPU_REDUCTION_CHUNK < count ? (c + 1) * CPU_REDUCTION_CHUNK : count;
-        double sum = 0.0;
-        for (size_t i = c * CPU_REDUCTION_CHUNK; i < end; ++i) sum += (double)values[i] * values[i];
-        partial[c] = sum;
+        partial[c] = chunk_sum_of_squares(values + c * CPU_REDUCTION_CHUNK, end - c * CPU_REDUCTION_CHUNK);
     }
     for (size_t c = 0; c < chunks; ++c) total += partial[c];
     free(partial);
@@ -301,16 +431,29 @@ static vae_status cpu_sum_of_squares(vae_backend *backend, const float *values, 
     return VAE_OK;
 }
 
+CPU_VECTOR_KERNEL
+static void adam_range(float *restrict p, const float *restrict g, float *restrict first, float *restrict second,
+                       size_t count, vae_adam_step_constants constants) {
+    for (size_t i = 0; i < count; ++i) vae_adam_update(&p[i], &first[i], &second[i], g[i], constants);
+}
+
 static vae_status cpu_adam_step(vae_backend *backend, float *params, const float *grads, float *m, float *v,
                                 size_t count, const vae_adam_settings *settings, const float *grad_norm_squared,
                                 vae_step_counter *counter) {
     float norm_squared = *grad_norm_squared;
     if (!vae_step_is_nonfinite(norm_squared)) {
         const vae_adam_step_constants constants = vae_adam_constants(settings, counter->step, norm_squared);
-        float *restrict p = params, *restrict first = m, *restrict second = v;
-        const float *restrict g = grads;
-#pragma omp parallel for simd schedule(static) if (count > 65536)
-        for (size_t i = 0; i < count; ++i) vae_adam_update(&p[i], &first[i], &second[i], g[i], constants);
+        if (count <= CPU_PARALLEL_MIN) {
+            adam_range(params, grads, m, v, count, constants);
+        } else {
+            size_t blocks = (count + CPU_PARALLEL_BLOCK - 1) / CPU_PARALLEL_BLOCK;
+#pragma omp parallel for schedule(static)
+            for (size_t b = 0; b < blocks; ++b) {
+                size_t start = b * CPU_PARALLEL_BLOCK;
+                size_t end = start + CPU_PARALLEL_BLOCK < count ? start + CPU_PARALLEL_BLOCK : count;
+                adam_range(params + start, grads + start, m + start, v + start, end - start, constants);
+            }
+        }
     }
     vae_advance_step_counter(counter, norm_squared);
     return VAE_OK;
