@@ -143,14 +143,17 @@ double loss_curve_difference(const std::vector<double> &a, const std::vector<dou
 
 // Tolerances of the GPU comparisons below, and why.
 constexpr double kSmoothParameterTolerance = 1e-4; // tanh: parameters after 200 steps
-constexpr double kReluLossTolerance = 2e-3;       // relu: each logged mean loss over 200 steps
+constexpr double kReluLossTolerance = 5e-3;       // relu: each logged mean loss over 200 steps
 
 // What one ulp everywhere does on the CPU alone. Measured 2026-11-21 on the
 // development machine (2 cores, OpenBLAS): tanh moved the parameters by
 // 3.4e-7 (300x inside kSmoothParameterTolerance, while they travelled 0.6);
 // relu moved them by 4.6e-3, so the old 1e-3 parameter tolerance would fail a
-// correct GPU, while its loss curve moved by 1.4e-5 (150x inside
-// kReluLossTolerance).
+// correct GPU, while its loss curve moved by 1.4e-5. With the vectorised CPU
+// element-wise math (polynomial softplus, lane sums) the same nudge moved the
+// relu parameters by 6e-2 and the loss curve by 4.6e-4: how far one ulp moves a
+// ReLU trajectory is itself chaotic, so the loss tolerance keeps a 5x margin
+// over the larger measurement (1e-3), not over the lucky one.
 TEST(CpuRoundingSensitivity, OneUlpEverywhereStaysInsideTheGpuTolerances) {
     if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
     vae_config smooth = small_config("tanh");
