@@ -89,29 +89,7 @@ vae_test::CommandResult run(const std::vector<std::string> &words) {
     return vae_test::run_command(shell_line(words), true);
 }
 
-struct Tensors {
-    std::vector<std::string> names;
-    std::vector<std::vector<float>> values;
-    std::string step;
-};
-
-Tensors read_checkpoint(const std::string &path) {
-    Tensors tensors;
-    vae_checkpoint checkpoint;
-    std::memset(&checkpoint, 0, sizeof checkpoint);
-    EXPECT_EQ(vae_checkpoint_read(path.c_str(), &checkpoint), VAE_OK) << vae_last_error();
-    for (int i = 0; i < checkpoint.tensor_count; ++i) {
-        const vae_checkpoint_tensor &t = checkpoint.tensors[i];
-        size_t count = 1;
-        for (int d = 0; d < t.rank; ++d) count *= (size_t)t.shape[d];
-        tensors.names.push_back(t.name);
-        tensors.values.emplace_back(t.data, t.data + count);
-    }
-    const char *step = vae_checkpoint_metadata(&checkpoint, "step");
-    tensors.step = step ? step : "";
-    vae_checkpoint_free(&checkpoint);
-    return tensors;
-}
+using Tensors = vae_test::CheckpointTensors;
 
 void expect_bitwise_equal(const Tensors &a, const Tensors &b, const std::string &what) {
     ASSERT_EQ(a.names, b.names);
@@ -137,7 +115,7 @@ const Tensors &single_process_result() {
         std::string folder = vae_test::temporary_folder("distributed_single");
         auto r = run(train_words(folder));
         EXPECT_EQ(r.exit_code, 0) << r.output;
-        result = read_checkpoint(folder + "/checkpoint.safetensors");
+        result = vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors");
         done = true;
     }
     return result;
@@ -150,7 +128,7 @@ const Tensors &two_process_result() {
         std::string folder = vae_test::temporary_folder("distributed_two");
         auto r = run(launch_words(2, train_words(folder)));
         EXPECT_EQ(r.exit_code, 0) << r.output;
-        result = read_checkpoint(folder + "/checkpoint.safetensors");
+        result = vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors");
         // Rank 0 alone writes: one metrics line per log point, no duplicate.
         std::string metrics = vae_test::read_file_or_empty(folder + "/metrics.jsonl");
         EXPECT_EQ(count_lines(metrics, "\"kind\":\"train\""), 4u) << metrics;
@@ -181,7 +159,7 @@ TEST(Distributed, OneLaunchedProcessIsBitwiseAPlainRun) {
     std::string folder = vae_test::temporary_folder("distributed_one_launched");
     auto r = run(launch_words(1, train_words(folder)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    expect_bitwise_equal(read_checkpoint(folder + "/checkpoint.safetensors"), single_process_result(),
+    expect_bitwise_equal(vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors"), single_process_result(),
                          "mpirun -np 1 differs from a plain run");
 }
 
@@ -190,7 +168,7 @@ TEST(Distributed, TwoProcessJobsAreBitwiseRepeatable) {
     std::string folder = vae_test::temporary_folder("distributed_repeat");
     auto r = run(launch_words(2, train_words(folder)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    expect_bitwise_equal(read_checkpoint(folder + "/checkpoint.safetensors"), two_process_result(),
+    expect_bitwise_equal(vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors"), two_process_result(),
                          "a second 2-process run differs");
 }
 
@@ -358,7 +336,7 @@ TEST(Distributed, AKilledRankEndsTheJobWithinAMinute) {
     EXPECT_NE(log.find("rank 1"), std::string::npos) << log;
     EXPECT_NE(log.find("signal 9"), std::string::npos) << log;
     // The last checkpoint is intact.
-    Tensors last = read_checkpoint(folder + "/checkpoint.safetensors");
+    Tensors last = vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors");
     EXPECT_FALSE(last.names.empty());
 }
 
@@ -385,7 +363,7 @@ TEST(Distributed, SigtermToTheLauncherStopsEveryRankWithACheckpoint) {
     EXPECT_EQ(exit_code, 1) << log;
     EXPECT_LT(seconds, 60.0) << log;
     EXPECT_EQ(count_lines(log, "stopped by a signal"), 1u) << log;
-    Tensors last = read_checkpoint(folder + "/checkpoint.safetensors");
+    Tensors last = vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors");
     ASSERT_FALSE(last.step.empty());
     EXPECT_GE(std::stol(last.step), 50) << "the checkpoint is the stop's, written after the signal";
     // The metrics end at the step of the checkpoint (rank 0 logged it).
@@ -411,8 +389,8 @@ TEST(Distributed, ResumeAfterAKilledRankContinuesExactly) {
     resume.push_back("--resume");
     r = run(launch_words(2, train_words(folder, resume)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    expect_bitwise_equal(read_checkpoint(folder + "/checkpoint.safetensors"),
-                         read_checkpoint(reference + "/checkpoint.safetensors"), "resumed run differs");
+    expect_bitwise_equal(vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors"),
+                         vae_test::read_checkpoint_tensors(reference + "/checkpoint.safetensors"), "resumed run differs");
     // The metrics file holds each step once.
     std::string metrics = vae_test::read_file_or_empty(folder + "/metrics.jsonl");
     EXPECT_EQ(count_lines(metrics, "\"step\":300,"), 2u) << metrics;  // the last train line and the final eval

@@ -32,19 +32,6 @@ namespace {
 std::string vae_binary() { return std::string(VAE_BINARY_DIR) + "/vae"; }
 std::string tiny_config() { return std::string(VAE_SOURCE_DIR) + "/configs/tiny_test.ini"; }
 
-pid_t spawn(const std::vector<std::string> &arguments) {
-    std::vector<char *> argv;
-    for (const auto &a : arguments) argv.push_back(const_cast<char *>(a.c_str()));
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-    pid_t pid = -1;
-    int error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    return error == 0 ? pid : -1;
-}
-
 int wait_for(pid_t pid) {
     int status = 0;
     waitpid(pid, &status, 0);
@@ -60,29 +47,7 @@ std::vector<std::string> train_arguments(const std::string &folder, bool resume)
     return a;
 }
 
-struct Snapshot {
-    std::vector<std::string> names;
-    std::vector<std::vector<float>> values;
-    std::string step;
-};
-
-Snapshot read_checkpoint(const std::string &path) {
-    Snapshot snapshot;
-    vae_checkpoint checkpoint;
-    std::memset(&checkpoint, 0, sizeof checkpoint);
-    EXPECT_EQ(vae_checkpoint_read(path.c_str(), &checkpoint), VAE_OK) << vae_last_error();
-    for (int i = 0; i < checkpoint.tensor_count; ++i) {
-        const vae_checkpoint_tensor &t = checkpoint.tensors[i];
-        size_t count = 1;
-        for (int d = 0; d < t.rank; ++d) count *= (size_t)t.shape[d];
-        snapshot.names.push_back(t.name);
-        snapshot.values.emplace_back(t.data, t.data + count);
-    }
-    const char *step = vae_checkpoint_metadata(&checkpoint, "step");
-    snapshot.step = step ? step : "";
-    vae_checkpoint_free(&checkpoint);
-    return snapshot;
-}
+using Snapshot = vae_test::CheckpointTensors;
 
 void expect_bitwise_equal(const Snapshot &a, const Snapshot &b) {
     ASSERT_EQ(a.names, b.names);
@@ -97,8 +62,8 @@ void expect_bitwise_equal(const Snapshot &a, const Snapshot &b) {
 TEST(Resume, KilledRunsResumeToBitwiseIdenticalParameters) {
     if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
     std::string reference = vae_test::temporary_folder("resume_reference");
-    ASSERT_EQ(wait_for(spawn(train_arguments(reference, false))), 0);
-    Snapshot expected = read_checkpoint(reference + "/checkpoint.safetensors");
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(train_arguments(reference, false))), 0);
+    Snapshot expected = vae_test::read_checkpoint_tensors(reference + "/checkpoint.safetensors");
     ASSERT_EQ(expected.step, "160");
     ASSERT_GT(expected.names.size(), 8u) << "parameters and both Adam moments are stored";
 
@@ -119,7 +84,7 @@ TEST(Resume, KilledRunsResumeToBitwiseIdenticalParameters) {
     int kills = 0, kills_after_a_checkpoint = 0;
     bool finished = false;
     for (int attempt = 0; attempt < 30 && !finished; ++attempt) {
-        pid_t pid = spawn(train_arguments(folder, true));
+        pid_t pid = vae_test::spawn_quiet(train_arguments(folder, true));
         ASSERT_GT(pid, 0);
         if (attempt >= (int)(sizeof schedule / sizeof schedule[0])) {
             ASSERT_EQ(wait_for(pid), 0);
@@ -173,7 +138,7 @@ TEST(Resume, KilledRunsResumeToBitwiseIdenticalParameters) {
     ASSERT_TRUE(finished);
     EXPECT_GE(kills, 5) << "the runs ended before they could be killed: the test proves little";
     EXPECT_GE(kills_after_a_checkpoint, 3);
-    expect_bitwise_equal(read_checkpoint(folder + "/checkpoint.safetensors"), expected);
+    expect_bitwise_equal(vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors"), expected);
     // No temporary file survives the kills' aftermath.
     for (const auto &entry : std::filesystem::directory_iterator(folder))
         EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
@@ -184,13 +149,13 @@ TEST(Resume, SigtermWritesACheckpointThatResumesExactly) {
     std::string reference = vae_test::temporary_folder("sigterm_reference");
     std::vector<std::string> arguments = train_arguments(reference, false);
     arguments.insert(arguments.end(), {"--set", "checkpoint.every_steps=0", "--set", "train.epochs=30"});
-    ASSERT_EQ(wait_for(spawn(arguments)), 0);
-    Snapshot expected = read_checkpoint(reference + "/checkpoint.safetensors");
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(arguments)), 0);
+    Snapshot expected = vae_test::read_checkpoint_tensors(reference + "/checkpoint.safetensors");
 
     std::string folder = vae_test::temporary_folder("sigterm");
     arguments = train_arguments(folder, true);
     arguments.insert(arguments.end(), {"--set", "checkpoint.every_steps=0", "--set", "train.epochs=30"});
-    pid_t pid = spawn(arguments);
+    pid_t pid = vae_test::spawn_quiet(arguments);
     // Signal once training is under way (its first metrics line), however
     // slow the build.
     for (int i = 0; i < 6000 && vae_test::read_file_or_empty(folder + "/metrics.jsonl").empty(); ++i)
@@ -200,11 +165,11 @@ TEST(Resume, SigtermWritesACheckpointThatResumesExactly) {
     int code = wait_for(pid);
     if (code == 0) GTEST_SKIP() << "training finished before the signal arrived";
     EXPECT_EQ(code, 1) << "an interrupted run exits with 1 after saving";
-    Snapshot interrupted = read_checkpoint(folder + "/checkpoint.safetensors");
+    Snapshot interrupted = vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors");
     EXPECT_NE(interrupted.step, expected.step);
     EXPECT_NE(interrupted.step, "0");
-    ASSERT_EQ(wait_for(spawn(arguments)), 0);
-    expect_bitwise_equal(read_checkpoint(folder + "/checkpoint.safetensors"), expected);
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(arguments)), 0);
+    expect_bitwise_equal(vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors"), expected);
 }
 
 TEST(Resume, PeriodicCheckpointsKeepTheConfiguredNumber) {
@@ -213,14 +178,14 @@ TEST(Resume, PeriodicCheckpointsKeepTheConfiguredNumber) {
     std::vector<std::string> arguments = train_arguments(folder, false);
     arguments.insert(arguments.end(), {"--set", "checkpoint.every_steps=10", "--set", "checkpoint.keep=2",
                                        "--set", "train.epochs=3"});
-    ASSERT_EQ(wait_for(spawn(arguments)), 0);
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(arguments)), 0);
     // 60 steps, every 10: numbered 50 and 60 stay, older ones are removed.
     EXPECT_TRUE(std::filesystem::exists(folder + "/checkpoint-60.safetensors"));
     EXPECT_TRUE(std::filesystem::exists(folder + "/checkpoint-50.safetensors"));
     EXPECT_FALSE(std::filesystem::exists(folder + "/checkpoint-40.safetensors"));
     EXPECT_FALSE(std::filesystem::exists(folder + "/checkpoint-10.safetensors"));
-    expect_bitwise_equal(read_checkpoint(folder + "/checkpoint-60.safetensors"),
-                         read_checkpoint(folder + "/checkpoint.safetensors"));
+    expect_bitwise_equal(vae_test::read_checkpoint_tensors(folder + "/checkpoint-60.safetensors"),
+                         vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors"));
 }
 
 TEST(Numerics, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
@@ -230,24 +195,24 @@ TEST(Numerics, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
     // an absurd learning rate that drives the loss to infinity.
     std::vector<std::string> good = {vae_binary(), "train", "--config", tiny_config(), "--device", "cpu", "--quiet",
                                      "--out", folder, "--set", "checkpoint.every_steps=5", "--max-steps", "10"};
-    ASSERT_EQ(wait_for(spawn(good)), 0);
-    Snapshot last_good = read_checkpoint(folder + "/checkpoint.safetensors");
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(good)), 0);
+    Snapshot last_good = vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors");
     std::vector<std::string> diverging = {vae_binary(), "train", "--config", tiny_config(), "--device", "cpu",
                                           "--quiet", "--out", folder + "/diverging", "--set", "train.lr=1e30",
                                           "--set", "checkpoint.every_steps=5", "--set", "train.nonfinite=stop"};
-    int code = wait_for(spawn(diverging));
+    int code = wait_for(vae_test::spawn_quiet(diverging));
     EXPECT_EQ(code, 1);
     EXPECT_TRUE(std::filesystem::exists(folder + "/diverging/checkpoint-nonfinite.safetensors"));
-    Snapshot diagnosis = read_checkpoint(folder + "/diverging/checkpoint-nonfinite.safetensors");
+    Snapshot diagnosis = vae_test::read_checkpoint_tensors(folder + "/diverging/checkpoint-nonfinite.safetensors");
     for (const auto &values : diagnosis.values)
         for (float v : values) ASSERT_FALSE(std::isnan(v)) << "a NaN reached the parameters";
-    expect_bitwise_equal(read_checkpoint(folder + "/checkpoint.safetensors"), last_good);
+    expect_bitwise_equal(vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors"), last_good);
 
     // With the skip policy the run goes on and counts what it skipped.
     std::string skipping = vae_test::temporary_folder("nonfinite_skip");
     std::vector<std::string> skip = {vae_binary(), "train", "--config", tiny_config(), "--device", "cpu", "--quiet",
                                      "--out", skipping, "--set", "train.lr=1e30", "--set", "train.nonfinite=skip"};
-    EXPECT_EQ(wait_for(spawn(skip)), 0);
+    EXPECT_EQ(wait_for(vae_test::spawn_quiet(skip)), 0);
     std::string metrics = vae_test::read_file(skipping + "/metrics.jsonl");
     EXPECT_NE(metrics.find("\"skipped_steps\":"), std::string::npos);
     EXPECT_EQ(metrics.find("\"skipped_steps\":0}"), std::string::npos) << "no step was counted as skipped";

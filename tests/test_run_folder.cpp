@@ -139,19 +139,6 @@ TEST(RunFolder, BadArgumentsAndUnusableFolders) {
 
 std::string vae_binary() { return std::string(VAE_BINARY_DIR) + "/vae"; }
 
-pid_t spawn_quiet(const std::vector<std::string> &arguments) {
-    std::vector<char *> argv;
-    for (const auto &a : arguments) argv.push_back(const_cast<char *>(a.c_str()));
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-    pid_t pid = -1;
-    int error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    return error == 0 ? pid : -1;
-}
-
 // Waits (up to a minute) until predicate holds or the process exits.
 template <typename Predicate>
 bool wait_until(pid_t pid, Predicate predicate) {
@@ -168,7 +155,7 @@ TEST(RunFolderCli, SecondRunIsRefusedAndAKilledHolderFreesTheFolderAtOnce) {
     if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
     std::string folder = vae_test::temporary_folder("run_folder_cli_busy") + "/run";
     // A run long enough to be caught holding the folder, checkpointing often.
-    pid_t first = spawn_quiet({vae_binary(), "train", "--config", tiny_config(), "--device", "cpu", "--quiet", "--out",
+    pid_t first = vae_test::spawn_quiet({vae_binary(), "train", "--config", tiny_config(), "--device", "cpu", "--quiet", "--out",
                                folder, "--set", "train.epochs=1000", "--set", "checkpoint.every_steps=5"});
     ASSERT_GT(first, 0);
     std::string pid_line = std::to_string((long)first) + "\n";

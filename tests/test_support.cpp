@@ -1,5 +1,9 @@
 #include "test_support.h"
 
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,9 +15,45 @@
 #include <regex>
 #include <cstdlib>
 #include <sstream>
+#include <cstring>
 #include <stdexcept>
 
+extern "C" {
+#include "io/checkpoint.h"
+}
+
 namespace vae_test {
+
+pid_t spawn_quiet(const std::vector<std::string> &arguments) {
+    std::vector<char *> argv;
+    for (const auto &a : arguments) argv.push_back(const_cast<char *>(a.c_str()));
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid = -1;
+    int error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    return error == 0 ? pid : -1;
+}
+
+CheckpointTensors read_checkpoint_tensors(const std::string &path) {
+    CheckpointTensors tensors;
+    vae_checkpoint checkpoint;
+    std::memset(&checkpoint, 0, sizeof checkpoint);
+    EXPECT_EQ(vae_checkpoint_read(path.c_str(), &checkpoint), VAE_OK) << vae_last_error();
+    for (int i = 0; i < checkpoint.tensor_count; ++i) {
+        const vae_checkpoint_tensor &t = checkpoint.tensors[i];
+        size_t count = 1;
+        for (int d = 0; d < t.rank; ++d) count *= (size_t)t.shape[d];
+        tensors.names.push_back(t.name);
+        tensors.values.emplace_back(t.data, t.data + count);
+    }
+    const char *step = vae_checkpoint_metadata(&checkpoint, "step");
+    tensors.step = step ? step : "";
+    vae_checkpoint_free(&checkpoint);
+    return tensors;
+}
 
 std::string temporary_folder(const std::string &name) {
     // ctest runs each test as its own process, several at once: the process

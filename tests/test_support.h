@@ -2,6 +2,8 @@
 #ifndef VAE_TEST_SUPPORT_H
 #define VAE_TEST_SUPPORT_H
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -29,6 +31,19 @@ struct CommandResult {
 CommandResult run_command(const std::string &command, bool merge_errors);
 // Runs build/vae with arguments (shell words), stderr merged into output.
 CommandResult run_vae(const std::string &arguments);
+
+// Starts a program (arguments[0] is its path) with stderr sent to /dev/null,
+// without waiting for it; the child's pid, or -1 when it could not start.
+pid_t spawn_quiet(const std::vector<std::string> &arguments);
+
+// A checkpoint's tensors in file order and its "step" metadata ("" if none);
+// a file that does not load fails the calling test.
+struct CheckpointTensors {
+    std::vector<std::string> names;
+    std::vector<std::vector<float>> values;
+    std::string step;
+};
+CheckpointTensors read_checkpoint_tensors(const std::string &path);
 
 // The version in the top CMakeLists.txt's project(... VERSION x.y.z).
 std::string project_version();
