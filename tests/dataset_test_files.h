@@ -1,5 +1,5 @@
 // Test files and owners shared by the dataset suites (test_dataset_formats.cpp,
-// test_dataset_load.cpp): header-only, since each tests/test_*.cpp is its own
+// test_dataset_load.cpp, test_dataset_shards.cpp): header-only, since each tests/test_*.cpp is its own
 // executable linked with test_support.cpp alone.
 #ifndef VAE_DATASET_TEST_FILES_H
 #define VAE_DATASET_TEST_FILES_H
@@ -8,6 +8,8 @@
 #include <zlib.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,20 @@ extern "C" {
 }
 
 namespace dataset_test {
+
+// Splits freed when the test's scope ends.
+struct scoped_splits {
+    vae_data_splits splits{};
+    ~scoped_splits() { vae_data_splits_free(&splits); }
+};
+
+// A config whose only setting is data.path (the loaders' tests set the rest).
+inline vae_config data_config(const std::string &folder) {
+    vae_config config;
+    std::memset(&config, 0, sizeof config);
+    std::snprintf(config.data_path, sizeof config.data_path, "%s", folder.c_str());
+    return config;
+}
 
 // count images of rows x cols with value (i*7 + j*3) % 256: every byte known.
 inline std::string image_payload(uint32_t count, uint32_t rows, uint32_t cols) {

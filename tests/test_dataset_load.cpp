@@ -28,18 +28,6 @@ using vae_test::npy_dict;
 using vae_test::npy_file;
 using vae_test::raw_bytes;
 
-struct scoped_splits {
-    vae_data_splits splits{};
-    ~scoped_splits() { vae_data_splits_free(&splits); }
-};
-
-vae_config data_config(const std::string &folder) {
-    vae_config config;
-    std::memset(&config, 0, sizeof config);
-    std::snprintf(config.data_path, sizeof config.data_path, "%s", folder.c_str());
-    return config;
-}
-
 // ---------------------------------------------------------------- data.path
 
 void write_npy_folder(const std::string &folder, long train, long test, bool labels) {

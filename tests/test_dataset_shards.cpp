@@ -23,21 +23,11 @@ extern "C" {
 
 namespace {
 
+using dataset_test::data_config;
+using dataset_test::scoped_splits;
 using vae_test::npy_dict;
 using vae_test::npy_file;
 using vae_test::raw_bytes;
-
-struct scoped_splits {
-    vae_data_splits splits{};
-    ~scoped_splits() { vae_data_splits_free(&splits); }
-};
-
-vae_config data_config(const std::string &folder) {
-    vae_config config;
-    std::memset(&config, 0, sizeof config);
-    std::snprintf(config.data_path, sizeof config.data_path, "%s", folder.c_str());
-    return config;
-}
 
 // Example i of a data set of width dim: every byte known and distinct enough.
 uint8_t value_of(int64_t example, int column) { return (uint8_t)((example * 29 + column * 3 + 5) % 256); }
