@@ -285,6 +285,143 @@ OpCase linear_backward_case(int rows, int in, int out, bool with_dx) {
     return c;
 }
 
+// ------------------------------------------------------------------ convolutions
+//
+// The reference is the direct definition, in double, by scattering every
+// (input pixel, kernel tap) product to the output pixel it feeds: no
+// unfolding, nothing shared with kernels/vae_conv_geometry.h but the struct.
+// conv2d:           y[b,o,oy,ox] += x[b,c,oy*s-p+i, ox*s-p+j] w[o,c,i,j]
+// conv_transpose2d: y[b,o,iy*s-p+i, ix*s-p+j] += x[b,c,iy,ix] w[c,o,i,j]
+struct ConvShape {
+    bool transposed;
+    int batch, in_channels, in_height, in_width, out_channels, kernel, stride, padding;
+
+    int out_size(int in) const {
+        return transposed ? (in - 1) * stride - 2 * padding + kernel : (in + 2 * padding - kernel) / stride + 1;
+    }
+    vae_conv_geometry geometry() const {
+        return {in_channels, in_height, in_width, out_channels, out_size(in_height), out_size(in_width), kernel, stride,
+                padding};
+    }
+    size_t x_count() const { return (size_t)batch * in_channels * in_height * in_width; }
+    size_t y_count() const { return (size_t)batch * out_channels * out_size(in_height) * out_size(in_width); }
+    size_t weight_count() const { return (size_t)in_channels * out_channels * kernel * kernel; }
+    std::string name(const std::string &operation) const {
+        return shape(std::string(transposed ? "conv_transpose2d_" : "conv2d_") + operation,
+                     {{"b", batch}, {"c", in_channels}, {"h", in_height}, {"w", in_width}, {"o", out_channels},
+                      {"k", kernel}, {"s", stride}, {"p", padding}});
+    }
+    // Calls visit(x index, weight index, y index) for every product of the layer.
+    template <class Visit> void for_each_product(Visit visit) const {
+        const int oh = out_size(in_height), ow = out_size(in_width);
+        for (int b = 0; b < batch; ++b)
+            for (int c = 0; c < in_channels; ++c)
+                for (int o = 0; o < out_channels; ++o)
+                    for (int i = 0; i < kernel; ++i)
+                        for (int j = 0; j < kernel; ++j) {
+                            const size_t w = transposed ? (((size_t)c * out_channels + o) * kernel + i) * kernel + j
+                                                        : (((size_t)o * in_channels + c) * kernel + i) * kernel + j;
+                            if (transposed) {
+                                for (int iy = 0; iy < in_height; ++iy)
+                                    for (int ix = 0; ix < in_width; ++ix) {
+                                        const int oy = iy * stride - padding + i, ox = ix * stride - padding + j;
+                                        if (oy < 0 || oy >= oh || ox < 0 || ox >= ow) continue;
+                                        visit((((size_t)b * in_channels + c) * in_height + iy) * in_width + ix, w,
+                                              (((size_t)b * out_channels + o) * oh + oy) * ow + ox);
+                                    }
+                            } else {
+                                for (int oy = 0; oy < oh; ++oy)
+                                    for (int ox = 0; ox < ow; ++ox) {
+                                        const int iy = oy * stride - padding + i, ix = ox * stride - padding + j;
+                                        if (iy < 0 || iy >= in_height || ix < 0 || ix >= in_width) continue;
+                                        visit((((size_t)b * in_channels + c) * in_height + iy) * in_width + ix, w,
+                                              (((size_t)b * out_channels + o) * oh + oy) * ow + ox);
+                                    }
+                            }
+                        }
+    }
+    size_t plane() const { return (size_t)out_size(in_height) * out_size(in_width); }
+};
+
+vae_status conv_forward(const ConvShape &s, vae_backend *backend, const vae_conv_geometry *g, const float *x,
+                        const float *w, const float *bias, float *y, float *workspace) {
+    return s.transposed ? vae_backend_conv_transpose2d_forward(backend, g, s.batch, x, w, bias, y, workspace)
+                        : vae_backend_conv2d_forward(backend, g, s.batch, x, w, bias, y, workspace);
+}
+vae_status conv_backward(const ConvShape &s, vae_backend *backend, const vae_conv_geometry *g, const float *x,
+                         const float *w, const float *dy, float *dx, float *dweight, float *dbias, float *workspace) {
+    return s.transposed ? vae_backend_conv_transpose2d_backward(backend, g, s.batch, x, w, dy, dx, dweight, dbias, workspace)
+                        : vae_backend_conv2d_backward(backend, g, s.batch, x, w, dy, dx, dweight, dbias, workspace);
+}
+
+OpCase conv_forward_case(ConvShape s, bool with_bias) {
+    auto x = std::make_shared<std::vector<float>>(normal(s.x_count(), 141));
+    auto weight = std::make_shared<std::vector<float>>(
+        normal(s.weight_count(), 142, 1.0f / std::sqrt((float)(s.in_channels * s.kernel * s.kernel))));
+    auto bias = std::make_shared<std::vector<float>>(normal(s.out_channels, 143));
+    OpCase c{s.name(with_bias ? "forward" : "forward_nobias"), normalized(1e-5), normalized(1e-5), 1, nullptr, nullptr};
+    c.prepare = [=](Arena &arena) {
+        const vae_conv_geometry g = s.geometry();
+        const float *dx = arena.upload(*x), *dw = arena.upload(*weight), *db = with_bias ? arena.upload(*bias) : nullptr;
+        float *y = arena.floats(s.y_count()), *workspace = arena.floats(vae_conv_workspace_floats(&g, s.batch));
+        return Prepared{[=, &arena] { check(conv_forward(s, arena.backend(), &g, dx, dw, db, y, workspace), "conv forward"); },
+                        [=, &arena] { return Outputs{{"y", arena.download(y, s.y_count())}}; }};
+    };
+    c.reference = [=] {
+        Values y(s.y_count(), 0.0);
+        for (size_t i = 0; i < y.size(); ++i) y[i] = with_bias ? (*bias)[i / s.plane() % s.out_channels] : 0.0;
+        s.for_each_product([&](size_t xi, size_t wi, size_t yi) { y[yi] += (double)(*x)[xi] * (*weight)[wi]; });
+        return Outputs{{"y", y}};
+    };
+    return c;
+}
+
+// The gradients wanted: dx, dweight, dbias (each may be left out).
+OpCase conv_backward_case(ConvShape s, bool with_dx, bool with_dweight, bool with_dbias) {
+    auto x = std::make_shared<std::vector<float>>(normal(s.x_count(), 151));
+    auto weight = std::make_shared<std::vector<float>>(
+        normal(s.weight_count(), 152, 1.0f / std::sqrt((float)(s.in_channels * s.kernel * s.kernel))));
+    auto dy = std::make_shared<std::vector<float>>(normal(s.y_count(), 153));
+    std::string variant = "backward";
+    if (!with_dx) variant += "_nodx";
+    if (!with_dweight) variant += "_nodweight";
+    if (!with_dbias) variant += "_nodbias";
+    OpCase c{s.name(variant), normalized(1e-5), normalized(1e-5), 1, nullptr, nullptr};
+    c.prepare = [=](Arena &arena) {
+        const vae_conv_geometry g = s.geometry();
+        const float *in = arena.upload(*x), *w = arena.upload(*weight), *gradient = arena.upload(*dy);
+        float *dx = with_dx ? arena.floats(s.x_count()) : nullptr;
+        float *dweight = with_dweight ? arena.floats(s.weight_count()) : nullptr;
+        float *dbias = with_dbias ? arena.floats(s.out_channels) : nullptr;
+        float *workspace = arena.floats(vae_conv_workspace_floats(&g, s.batch));
+        return Prepared{[=, &arena] {
+                            check(conv_backward(s, arena.backend(), &g, in, w, gradient, dx, dweight, dbias, workspace),
+                                  "conv backward");
+                        },
+                        [=, &arena] {
+                            Outputs outputs;
+                            if (with_dx) outputs.push_back({"dx", arena.download(dx, s.x_count())});
+                            if (with_dweight) outputs.push_back({"dweight", arena.download(dweight, s.weight_count())});
+                            if (with_dbias) outputs.push_back({"dbias", arena.download(dbias, s.out_channels)});
+                            return outputs;
+                        }};
+    };
+    c.reference = [=] {
+        Values dx(s.x_count(), 0.0), dweight(s.weight_count(), 0.0), dbias(s.out_channels, 0.0);
+        for (size_t i = 0; i < dy->size(); ++i) dbias[i / s.plane() % s.out_channels] += (*dy)[i];
+        s.for_each_product([&](size_t xi, size_t wi, size_t yi) {
+            dx[xi] += (double)(*dy)[yi] * (*weight)[wi];
+            dweight[wi] += (double)(*dy)[yi] * (*x)[xi];
+        });
+        Outputs outputs;
+        if (with_dx) outputs.push_back({"dx", dx});
+        if (with_dweight) outputs.push_back({"dweight", dweight});
+        if (with_dbias) outputs.push_back({"dbias", dbias});
+        return outputs;
+    };
+    return c;
+}
+
 OpCase activation_forward_case(vae_activation activation, size_t count) {
     auto pre = std::make_shared<std::vector<float>>(normal(count, 41 + activation, 3.0f));
     OpCase c{shape(std::string("activation_forward_") + activation_name(activation), {{"n", (long)count}}),
@@ -738,6 +875,35 @@ const std::vector<OpCase> &cases() {
         t.push_back(linear_backward_case(37, 101, 67, true));
         t.push_back(linear_backward_case(37, 101, 67, false));
         t.push_back(linear_backward_case(300, 1000, 500, true));
+        // Convolutions: odd sizes, stride 1, 2 and 3, padding 0, 1 and 2, kernels 1 to 5, channel counts
+        // that are not powers of two, batch > 1; then the Fashion-MNIST conv model's layers at batch 128.
+        const std::vector<ConvShape> conv_shapes = {
+            {false, 3, 3, 7, 5, 5, 3, 1, 0},   {false, 3, 3, 7, 5, 5, 3, 2, 1},   {false, 2, 5, 9, 11, 3, 4, 2, 1},
+            {false, 2, 1, 5, 7, 3, 5, 1, 2},   {false, 4, 2, 6, 6, 3, 1, 1, 0},   {false, 2, 3, 8, 7, 6, 2, 3, 1},
+            {false, 2, 3, 5, 7, 5, 3, 2, 0},   {true, 3, 5, 4, 3, 3, 3, 2, 1},    {true, 2, 3, 3, 5, 5, 4, 2, 1},
+            {true, 2, 5, 4, 3, 3, 3, 2, 0},    {true, 3, 3, 5, 4, 6, 3, 1, 1},    {true, 2, 2, 3, 4, 3, 5, 3, 2},
+            {true, 4, 3, 2, 3, 1, 1, 1, 0},
+        };
+        for (const ConvShape &s : conv_shapes) {
+            t.push_back(conv_forward_case(s, true));
+            t.push_back(conv_backward_case(s, true, true, true));
+        }
+        t.push_back(conv_forward_case(conv_shapes[1], false));
+        t.push_back(conv_forward_case(conv_shapes[7], false));
+        for (const ConvShape &s : {conv_shapes[1], conv_shapes[7]}) {
+            t.push_back(conv_backward_case(s, false, true, true));  // the first layer needs no dx
+            t.push_back(conv_backward_case(s, true, true, false));
+            t.push_back(conv_backward_case(s, true, false, false));
+            t.push_back(conv_backward_case(s, false, false, true));
+        }
+        const std::vector<ConvShape> model_shapes = {{false, 128, 1, 28, 28, 32, 4, 2, 1},
+                                                     {false, 128, 32, 14, 14, 64, 4, 2, 1},
+                                                     {true, 128, 64, 7, 7, 32, 4, 2, 1},
+                                                     {true, 128, 32, 14, 14, 1, 4, 2, 1}};
+        for (const ConvShape &s : model_shapes) {
+            t.push_back(conv_forward_case(s, true));
+            t.push_back(conv_backward_case(s, true, true, true));
+        }
         for (vae_activation a : {VAE_ACTIVATION_RELU, VAE_ACTIVATION_TANH, VAE_ACTIVATION_SOFTPLUS, VAE_ACTIVATION_GELU,
                                  VAE_ACTIVATION_IDENTITY}) {
             t.push_back(activation_forward_case(a, 2479));
@@ -895,7 +1061,9 @@ TEST(BackendOpsTable, NamesAreUniqueAndEveryOperationIsCovered) {
     for (const OpCase &c : cases()) names.push_back(c.name);
     std::sort(names.begin(), names.end());
     EXPECT_EQ(std::adjacent_find(names.begin(), names.end()), names.end()) << "two cases share a name";
-    for (const char *operation : {"fill", "copy", "linear_forward", "linear_backward", "activation_forward",
+    for (const char *operation : {"fill", "copy", "linear_forward", "linear_backward", "conv2d_forward",
+                                  "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
+                                  "activation_forward",
                                   "activation_backward", "gather", "reparam_kl_forward", "reparam_kl_backward",
                                   "likelihood", "accumulate_loss", "importance_log_mean", "sum_of_squares", "adam"}) {
         bool found = false;

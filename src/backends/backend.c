@@ -129,6 +129,110 @@ vae_status vae_backend_linear_backward(vae_backend *backend, const float *x, con
     return backend->ops->linear_backward(backend, x, weight, dy, dx, dweight, dbias, rows, in, out);
 }
 
+/* ------------------------------------------------------------------ convolutions */
+
+/* The geometry of a conv2d (transposed == 0) or conv_transpose2d layer
+ * against the formulas of kernels/vae_conv_geometry.h, and the sizes the
+ * GEMMs take as int. */
+static vae_status check_conv_geometry(vae_backend *backend, const char *operation, const vae_conv_geometry *geometry,
+                                      int batch, int transposed) {
+    REQUIRE(geometry != NULL, operation, "the geometry is NULL");
+    const vae_conv_geometry *g = geometry;
+    REQUIRE(batch > 0, operation, "batch must be positive, got %d", batch);
+    REQUIRE(g->in_channels > 0 && g->in_height > 0 && g->in_width > 0, operation,
+            "input channels, height and width must be positive, got %dx%dx%d", g->in_channels, g->in_height,
+            g->in_width);
+    REQUIRE(g->out_channels > 0 && g->out_height > 0 && g->out_width > 0, operation,
+            "output channels, height and width must be positive, got %dx%dx%d", g->out_channels, g->out_height,
+            g->out_width);
+    REQUIRE(g->kernel_size > 0 && g->stride > 0, operation, "kernel size and stride must be positive, got k%d s%d",
+            g->kernel_size, g->stride);
+    REQUIRE(g->padding >= 0, operation, "padding must not be negative, got %d", g->padding);
+    /* Far below INT_MAX, so that the formulas below cannot overflow. */
+    const int size_limit = 1 << 20;
+    REQUIRE(g->in_height <= size_limit && g->in_width <= size_limit && g->out_height <= size_limit &&
+                g->out_width <= size_limit && g->kernel_size <= size_limit && g->stride <= size_limit &&
+                g->padding <= size_limit,
+            operation, "a size above %d (input %dx%d, output %dx%d, k%d s%d p%d)", size_limit, g->in_height,
+            g->in_width, g->out_height, g->out_width, g->kernel_size, g->stride, g->padding);
+    int expected_height, expected_width;
+    if (transposed) {
+        expected_height = vae_conv_transpose_output_size(g->in_height, g->kernel_size, g->stride, g->padding);
+        expected_width = vae_conv_transpose_output_size(g->in_width, g->kernel_size, g->stride, g->padding);
+    } else {
+        expected_height = vae_conv_output_size(g->in_height, g->kernel_size, g->stride, g->padding);
+        expected_width = vae_conv_output_size(g->in_width, g->kernel_size, g->stride, g->padding);
+    }
+    REQUIRE(expected_height > 0 && expected_width > 0, operation,
+            "a %dx%d input with k%d s%d p%d has no output (%s gives %dx%d)", g->in_height, g->in_width,
+            g->kernel_size, g->stride, g->padding, transposed ? "(in - 1) s - 2p + k" : "(in + 2p - k) / s + 1",
+            expected_height, expected_width);
+    REQUIRE(g->out_height == expected_height && g->out_width == expected_width, operation,
+            "output %dx%d does not fit a %dx%d input with k%d s%d p%d: %s gives %dx%d", g->out_height, g->out_width,
+            g->in_height, g->in_width, g->kernel_size, g->stride, g->padding,
+            transposed ? "(in - 1) s - 2p + k" : "(in + 2p - k) / s + 1", expected_height, expected_width);
+    /* The GEMMs' dimensions are ints: the unfolded matrix's rows and columns,
+     * and the weight's size. */
+    const vae_conv_unfolding unfolding =
+        transposed ? vae_conv_transpose2d_unfolding(g) : vae_conv2d_unfolding(g);
+    const int64_t rows = vae_conv_unfolded_rows(&unfolding);
+    const int64_t columns = (int64_t)batch * vae_conv_positions(&unfolding);
+    REQUIRE(rows <= INT32_MAX && columns <= INT32_MAX && rows * unfolding.staged_channels <= INT32_MAX, operation,
+            "too large for one GEMM: %lld unfolded rows (channels x k x k), %lld columns (batch x positions)",
+            (long long)rows, (long long)columns);
+    return VAE_OK;
+}
+
+vae_status vae_backend_conv2d_forward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                      const float *x, const float *weight, const float *bias, float *y,
+                                      float *workspace) {
+    REQUIRE_BACKEND("conv2d_forward");
+    VAE_TRY(check_conv_geometry(backend, "conv2d_forward", geometry, batch, 0));
+    REQUIRE(x != NULL && weight != NULL && y != NULL, "conv2d_forward", "NULL pointer (x, weight or y)");
+    REQUIRE(workspace != NULL, "conv2d_forward", "no workspace (needs vae_conv_workspace_floats = %zu floats)",
+            vae_conv_workspace_floats(geometry, batch));
+    return backend->ops->conv2d_forward(backend, geometry, batch, x, weight, bias, y, workspace);
+}
+
+vae_status vae_backend_conv2d_backward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                       const float *x, const float *weight, const float *dy, float *dx,
+                                       float *dweight, float *dbias, float *workspace) {
+    REQUIRE_BACKEND("conv2d_backward");
+    VAE_TRY(check_conv_geometry(backend, "conv2d_backward", geometry, batch, 0));
+    REQUIRE(x != NULL && weight != NULL && dy != NULL, "conv2d_backward", "NULL pointer (x, weight or dy)");
+    REQUIRE(dx != NULL || dweight != NULL || dbias != NULL, "conv2d_backward",
+            "dx, dweight and dbias are all NULL: nothing to compute");
+    REQUIRE(workspace != NULL, "conv2d_backward", "no workspace (needs vae_conv_workspace_floats = %zu floats)",
+            vae_conv_workspace_floats(geometry, batch));
+    return backend->ops->conv2d_backward(backend, geometry, batch, x, weight, dy, dx, dweight, dbias, workspace);
+}
+
+vae_status vae_backend_conv_transpose2d_forward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                                const float *x, const float *weight, const float *bias, float *y,
+                                                float *workspace) {
+    REQUIRE_BACKEND("conv_transpose2d_forward");
+    VAE_TRY(check_conv_geometry(backend, "conv_transpose2d_forward", geometry, batch, 1));
+    REQUIRE(x != NULL && weight != NULL && y != NULL, "conv_transpose2d_forward", "NULL pointer (x, weight or y)");
+    REQUIRE(workspace != NULL, "conv_transpose2d_forward",
+            "no workspace (needs vae_conv_workspace_floats = %zu floats)", vae_conv_workspace_floats(geometry, batch));
+    return backend->ops->conv_transpose2d_forward(backend, geometry, batch, x, weight, bias, y, workspace);
+}
+
+vae_status vae_backend_conv_transpose2d_backward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                                 const float *x, const float *weight, const float *dy, float *dx,
+                                                 float *dweight, float *dbias, float *workspace) {
+    REQUIRE_BACKEND("conv_transpose2d_backward");
+    VAE_TRY(check_conv_geometry(backend, "conv_transpose2d_backward", geometry, batch, 1));
+    REQUIRE(x != NULL && weight != NULL && dy != NULL, "conv_transpose2d_backward",
+            "NULL pointer (x, weight or dy)");
+    REQUIRE(dx != NULL || dweight != NULL || dbias != NULL, "conv_transpose2d_backward",
+            "dx, dweight and dbias are all NULL: nothing to compute");
+    REQUIRE(workspace != NULL, "conv_transpose2d_backward",
+            "no workspace (needs vae_conv_workspace_floats = %zu floats)", vae_conv_workspace_floats(geometry, batch));
+    return backend->ops->conv_transpose2d_backward(backend, geometry, batch, x, weight, dy, dx, dweight, dbias,
+                                                   workspace);
+}
+
 vae_status vae_backend_activation_forward(vae_backend *backend, vae_activation activation, const float *pre,
                                           float *post, size_t count) {
     REQUIRE_BACKEND("activation_forward");

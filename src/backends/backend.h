@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "vae/vae.h"
+#include "vae_conv_geometry.h"
 #include "vae_math.h"
 #include "vae_philox.h"
 #include "vae_step_data.h"
@@ -65,6 +66,31 @@ typedef struct vae_backend_ops {
      * dx = dy weight when dx is not NULL. */
     vae_status (*linear_backward)(vae_backend *backend, const float *x, const float *weight, const float *dy,
                                   float *dx, float *dweight, float *dbias, int rows, int in, int out);
+    /* Convolutions, NCHW row-major, `batch` images; geometry is host memory
+     * (kernels/vae_conv_geometry.h: the shapes, the output-size formulas,
+     * how the operations unfold the images); workspace holds
+     * vae_conv_workspace_floats(geometry, batch) floats of backend memory.
+     *
+     * conv2d: y[batch, out_c, out_h, out_w] = F.conv2d(x[batch, in_c, in_h, in_w],
+     * weight[out_c, in_c, k, k], bias[out_c], stride, padding); bias may be NULL. */
+    vae_status (*conv2d_forward)(vae_backend *backend, const vae_conv_geometry *geometry, int batch, const float *x,
+                                 const float *weight, const float *bias, float *y, float *workspace);
+    /* dweight[out_c, in_c, k, k] and dbias[out_c] = d loss / d weight, bias
+     * summed over the batch, dx = d loss / d x, each overwritten (never
+     * accumulated) where not NULL. */
+    vae_status (*conv2d_backward)(vae_backend *backend, const vae_conv_geometry *geometry, int batch, const float *x,
+                                  const float *weight, const float *dy, float *dx, float *dweight, float *dbias,
+                                  float *workspace);
+    /* conv_transpose2d: y = F.conv_transpose2d(x, weight[in_c, out_c, k, k],
+     * bias[out_c], stride, padding) (output_padding 0, dilation 1): in_* is
+     * its input, out_* its (usually larger) output. Backward as for conv2d. */
+    vae_status (*conv_transpose2d_forward)(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                           const float *x, const float *weight, const float *bias, float *y,
+                                           float *workspace);
+    vae_status (*conv_transpose2d_backward)(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                            const float *x, const float *weight, const float *dy, float *dx,
+                                            float *dweight, float *dbias, float *workspace);
+
     /* post = act(pre), element-wise */
     vae_status (*activation_forward)(vae_backend *backend, int activation, const float *pre, float *post, size_t count);
     /* dpre = dpost * act'(pre); dpre may alias dpost */
@@ -178,6 +204,24 @@ vae_status vae_backend_linear_forward(vae_backend *backend, const float *x, cons
 /* dx may be NULL (not wanted). */
 vae_status vae_backend_linear_backward(vae_backend *backend, const float *x, const float *weight, const float *dy,
                                        float *dx, float *dweight, float *dbias, int rows, int in, int out);
+/* The convolutions (see the table above). The wrappers check the geometry:
+ * sizes positive, padding >= 0, out_height/out_width equal to
+ * vae_conv_output_size (conv2d) or vae_conv_transpose_output_size
+ * (conv_transpose2d) of the input, the unfolded matrix's sizes within int
+ * (GEMM dimensions), the pointers present (bias, dx, dweight, dbias may be
+ * NULL; not all three gradients). */
+vae_status vae_backend_conv2d_forward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                      const float *x, const float *weight, const float *bias, float *y,
+                                      float *workspace);
+vae_status vae_backend_conv2d_backward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                       const float *x, const float *weight, const float *dy, float *dx,
+                                       float *dweight, float *dbias, float *workspace);
+vae_status vae_backend_conv_transpose2d_forward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                                const float *x, const float *weight, const float *bias, float *y,
+                                                float *workspace);
+vae_status vae_backend_conv_transpose2d_backward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                                 const float *x, const float *weight, const float *dy, float *dx,
+                                                 float *dweight, float *dbias, float *workspace);
 vae_status vae_backend_activation_forward(vae_backend *backend, vae_activation activation, const float *pre,
                                           float *post, size_t count);
 vae_status vae_backend_activation_backward(vae_backend *backend, vae_activation activation, const float *pre,

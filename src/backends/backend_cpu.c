@@ -12,6 +12,7 @@
 
 #include "backends/backend.h"
 #include "backends/blas_select.h"
+#include "backends/cpu_conv.h"
 #include "base/error.h"
 #include "vae_philox.h"
 #include "vae_step_math.h"
@@ -471,6 +472,10 @@ static const vae_backend_ops cpu_ops = {
     .synchronize = cpu_synchronize,
     .linear_forward = cpu_linear_forward,
     .linear_backward = cpu_linear_backward,
+    .conv2d_forward = vae_cpu_conv2d_forward,
+    .conv2d_backward = vae_cpu_conv2d_backward,
+    .conv_transpose2d_forward = vae_cpu_conv_transpose2d_forward,
+    .conv_transpose2d_backward = vae_cpu_conv_transpose2d_backward,
     .activation_forward = cpu_activation_forward,
     .activation_backward = cpu_activation_backward,
     .gather_batch = cpu_gather_batch,
