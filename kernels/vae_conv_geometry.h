@@ -83,9 +83,14 @@ VAE_HD int vae_conv_pixel(int position, int offset, int stride, int padding) {
     return position * stride - padding + offset;
 }
 
-/* Its inverse, per axis: the kernel positions whose window covers `pixel`
- * are first..last (empty when first > last), the offset of position q being
- * vae_conv_pixel's solution pixel + padding - q * stride. */
+/* Its inverse, per axis: the kernel offset at which position `position`
+ * covers `pixel` (valid when in [0, kernel_size)). */
+VAE_HD int vae_conv_offset(int pixel, int position, int stride, int padding) {
+    return pixel + padding - position * stride;
+}
+
+/* The kernel positions whose window covers `pixel`: first..last (empty when
+ * first > last); position q covers it at offset vae_conv_offset(pixel, q). */
 VAE_HD void vae_conv_positions_covering(int pixel, int kernel_size, int stride, int padding, int positions,
                                         int *first, int *last) {
     const int shifted = pixel + padding; /* = q * stride + offset, 0 <= offset < k */
@@ -114,6 +119,40 @@ VAE_HD int64_t vae_conv_unfolded_source(const vae_conv_unfolding *unfolding, int
                                  unfolding->padding);
     if (y < 0 || y >= unfolding->height || x < 0 || x >= unfolding->width) return -1;
     return ((image * unfolding->channels + channel) * unfolding->height + y) * unfolding->width + x;
+}
+
+/* col2im of one pixel, gathered: pixel `index` (NCHW offset) of the batch of
+ * larger images is start (a bias, or 0) plus every unfolded entry that maps
+ * to it, added in ascending kernel offsets (row, then column): the order of
+ * the CPU backend's fold, which scatters row by row. The CUDA fold kernel
+ * runs this once per pixel (no atomics). */
+VAE_HD float vae_conv_fold_pixel(const vae_conv_unfolding *unfolding, int batch, const float *unfolded, float start,
+                                 size_t index) {
+    const int k = unfolding->kernel_size;
+    const size_t positions = (size_t)vae_conv_positions(unfolding), columns = (size_t)batch * positions;
+    const size_t plane = (size_t)unfolding->height * (size_t)unfolding->width;
+    const int x = (int)(index % (size_t)unfolding->width);
+    const int y = (int)(index / (size_t)unfolding->width % (size_t)unfolding->height);
+    const int channel = (int)(index / plane % (size_t)unfolding->channels);
+    const size_t image = index / (plane * (size_t)unfolding->channels);
+    int first_y, last_y, first_x, last_x;
+    vae_conv_positions_covering(y, k, unfolding->stride, unfolding->padding, unfolding->positions_height, &first_y,
+                                &last_y);
+    vae_conv_positions_covering(x, k, unfolding->stride, unfolding->padding, unfolding->positions_width, &first_x,
+                                &last_x);
+    float sum = start;
+    /* Positions from last to first: the offsets ascend. */
+    for (int py = last_y; py >= first_y; --py) {
+        const size_t row_of_y = ((size_t)channel * (size_t)k + (size_t)vae_conv_offset(y, py, unfolding->stride,
+                                                                                        unfolding->padding)) *
+                                (size_t)k;
+        for (int px = last_x; px >= first_x; --px) {
+            const size_t row = row_of_y + (size_t)vae_conv_offset(x, px, unfolding->stride, unfolding->padding);
+            sum += unfolded[row * columns + image * positions + (size_t)py * (size_t)unfolding->positions_width +
+                            (size_t)px];
+        }
+    }
+    return sum;
 }
 
 /* The staged matrix [staged_channels, batch * positions] holds element

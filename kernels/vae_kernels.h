@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cuda_runtime_api.h>
 
+#include "vae_conv_geometry.h"
 #include "vae_math.h"
 #include "vae_step_data.h"
 
@@ -35,6 +36,23 @@ cudaError_t vae_launch_activation_forward(int activation, const float *pre, floa
 /* dpre may alias dpost. */
 cudaError_t vae_launch_activation_backward(int activation, const float *pre, const float *dpost, float *dpre,
                                            size_t count, cudaStream_t stream);
+
+/* ---- conv.cu (the unfolding's matrices: kernels/vae_conv_geometry.h) ---- */
+/* unfolded[rows, batch*positions] = im2col of the batch of larger images. */
+cudaError_t vae_launch_conv_unfold(vae_conv_unfolding unfolding, int batch, const float *image, float *unfolded,
+                                   cudaStream_t stream);
+/* image = col2im(unfolded) + bias[channel] (bias may be NULL): every pixel written. */
+cudaError_t vae_launch_conv_fold(vae_conv_unfolding unfolding, int batch, const float *unfolded, const float *bias,
+                                 float *image, cudaStream_t stream);
+/* staged[c, b*positions + p] = image[b, c, p] (the smaller images). */
+cudaError_t vae_launch_conv_stage(vae_conv_unfolding unfolding, int batch, const float *image, float *staged,
+                                  cudaStream_t stream);
+/* image[b, c, p] = staged[c, b*positions + p] + bias[c] (bias may be NULL). */
+cudaError_t vae_launch_conv_unstage(vae_conv_unfolding unfolding, int batch, const float *staged, const float *bias,
+                                    float *image, cudaStream_t stream);
+/* sums[c] = sum over b and p of values[b, c, p] (NCHW, plane = H*W), fixed order. */
+cudaError_t vae_launch_conv_channel_sums(const float *values, int batch, int channels, size_t plane, float *sums,
+                                         cudaStream_t stream);
 
 /* ---- gather.cu ---- */
 cudaError_t vae_launch_gather_batch(const void *dataset, const int32_t *permutation, int dim, int rows,

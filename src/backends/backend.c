@@ -148,8 +148,9 @@ static vae_status check_conv_geometry(vae_backend *backend, const char *operatio
     REQUIRE(g->kernel_size > 0 && g->stride > 0, operation, "kernel size and stride must be positive, got k%d s%d",
             g->kernel_size, g->stride);
     REQUIRE(g->padding >= 0, operation, "padding must not be negative, got %d", g->padding);
-    /* Far below INT_MAX, so that the formulas below cannot overflow. */
-    const int size_limit = 1 << 20;
+    /* Far below INT_MAX, so that the output-size formulas ((in - 1) * s
+     * + k at most 2^30 + 2^15) cannot overflow an int. */
+    const int size_limit = 1 << 15;
     REQUIRE(g->in_height <= size_limit && g->in_width <= size_limit && g->out_height <= size_limit &&
                 g->out_width <= size_limit && g->kernel_size <= size_limit && g->stride <= size_limit &&
                 g->padding <= size_limit,
@@ -171,15 +172,21 @@ static vae_status check_conv_geometry(vae_backend *backend, const char *operatio
             "output %dx%d does not fit a %dx%d input with k%d s%d p%d: %s gives %dx%d", g->out_height, g->out_width,
             g->in_height, g->in_width, g->kernel_size, g->stride, g->padding,
             transposed ? "(in - 1) s - 2p + k" : "(in + 2p - k) / s + 1", expected_height, expected_width);
-    /* The GEMMs' dimensions are ints: the unfolded matrix's rows and columns,
-     * and the weight's size. */
+    /* The GEMMs' dimensions are ints: the unfolded matrix's rows (channels x
+     * k x k) and columns (batch x positions), and the weight's size. Checked
+     * by division, so that no product overflows on the way. */
     const vae_conv_unfolding unfolding =
         transposed ? vae_conv_transpose2d_unfolding(g) : vae_conv2d_unfolding(g);
-    const int64_t rows = vae_conv_unfolded_rows(&unfolding);
-    const int64_t columns = (int64_t)batch * vae_conv_positions(&unfolding);
-    REQUIRE(rows <= INT32_MAX && columns <= INT32_MAX && rows * unfolding.staged_channels <= INT32_MAX, operation,
-            "too large for one GEMM: %lld unfolded rows (channels x k x k), %lld columns (batch x positions)",
-            (long long)rows, (long long)columns);
+    const int64_t kernel_area = (int64_t)g->kernel_size * g->kernel_size;
+    const int64_t positions = (int64_t)unfolding.positions_height * unfolding.positions_width;
+    REQUIRE(kernel_area <= INT32_MAX && unfolding.channels <= INT32_MAX / kernel_area && positions <= INT32_MAX &&
+                batch <= INT32_MAX / positions &&
+                unfolding.staged_channels <= INT32_MAX / (unfolding.channels * kernel_area),
+            operation,
+            "too large for int GEMM sizes: %d channels x k%d x k%d unfolded rows, batch %d x %lld positions, "
+            "weight %d x %d x %d x %d",
+            unfolding.channels, g->kernel_size, g->kernel_size, batch, (long long)positions, g->out_channels,
+            g->in_channels, g->kernel_size, g->kernel_size);
     return VAE_OK;
 }
 

@@ -186,6 +186,107 @@ static vae_status cuda_linear_backward(vae_backend *backend, const float *x, con
     return VAE_OK;
 }
 
+/* ------------------------------------------------------------------ convolutions
+ *
+ * The CPU backend's steps (src/backends/cpu_conv.c), with the unfold, fold
+ * and staging kernels of kernels/conv.cu and one cuBLAS GEMM over the whole
+ * batch (the batch lies in the GEMM's column dimension, so no batched GEMM
+ * is needed). row_major_gemm takes the CPU's cblas arguments unchanged. */
+
+/* C[m, n] = op(A) op(B), row-major, beta 0. The same memory read
+ * column-major is C^T = op(B)^T op(A)^T: cuBLAS gets the operands swapped,
+ * each with its own transpose flag, and m, n swapped (as the linear layer's
+ * GEMMs above). */
+static vae_status row_major_gemm(cuda_backend *cuda, int transpose_a, int transpose_b, int m, int n, int k,
+                                 const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_CHECK(cublasSgemm(cuda->cublas, transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                             transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &one, b, ldb, a, lda, &zero, c, ldc));
+    return VAE_OK;
+}
+
+static float *conv_staged_part(const vae_conv_unfolding *u, int batch, float *workspace) {
+    return workspace + (size_t)vae_conv_unfolded_rows(u) * (size_t)batch * (size_t)vae_conv_positions(u);
+}
+
+static vae_status cuda_conv2d_forward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                      const float *x, const float *weight, const float *bias, float *y,
+                                      float *workspace) {
+    cuda_backend *cuda = as_cuda(backend);
+    const vae_conv_unfolding u = vae_conv2d_unfolding(geometry);
+    const int rows = (int)vae_conv_unfolded_rows(&u), columns = batch * (int)vae_conv_positions(&u);
+    float *unfolded = workspace, *staged = conv_staged_part(&u, batch, workspace);
+    CUDA_CHECK(vae_launch_conv_unfold(u, batch, x, unfolded, cuda->stream));
+    VAE_TRY(row_major_gemm(cuda, 0, 0, u.staged_channels, columns, rows, weight, rows, unfolded, columns, staged,
+                           columns));
+    CUDA_CHECK(vae_launch_conv_unstage(u, batch, staged, bias, y, cuda->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_conv2d_backward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                       const float *x, const float *weight, const float *dy, float *dx,
+                                       float *dweight, float *dbias, float *workspace) {
+    cuda_backend *cuda = as_cuda(backend);
+    const vae_conv_unfolding u = vae_conv2d_unfolding(geometry);
+    const int rows = (int)vae_conv_unfolded_rows(&u), columns = batch * (int)vae_conv_positions(&u);
+    float *unfolded = workspace, *staged = conv_staged_part(&u, batch, workspace);
+    if (dbias)
+        CUDA_CHECK(vae_launch_conv_channel_sums(dy, batch, u.staged_channels, (size_t)vae_conv_positions(&u), dbias,
+                                                cuda->stream));
+    if (!dweight && !dx) return VAE_OK;
+    CUDA_CHECK(vae_launch_conv_stage(u, batch, dy, staged, cuda->stream));
+    if (dweight) {
+        CUDA_CHECK(vae_launch_conv_unfold(u, batch, x, unfolded, cuda->stream));
+        VAE_TRY(row_major_gemm(cuda, 0, 1, u.staged_channels, rows, columns, staged, columns, unfolded, columns,
+                               dweight, rows));
+    }
+    if (dx) {
+        VAE_TRY(row_major_gemm(cuda, 1, 0, rows, columns, u.staged_channels, weight, rows, staged, columns, unfolded,
+                               columns));
+        CUDA_CHECK(vae_launch_conv_fold(u, batch, unfolded, NULL, dx, cuda->stream));
+    }
+    return VAE_OK;
+}
+
+static vae_status cuda_conv_transpose2d_forward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                                const float *x, const float *weight, const float *bias, float *y,
+                                                float *workspace) {
+    cuda_backend *cuda = as_cuda(backend);
+    const vae_conv_unfolding u = vae_conv_transpose2d_unfolding(geometry);
+    const int rows = (int)vae_conv_unfolded_rows(&u), columns = batch * (int)vae_conv_positions(&u);
+    float *unfolded = workspace, *staged = conv_staged_part(&u, batch, workspace);
+    CUDA_CHECK(vae_launch_conv_stage(u, batch, x, staged, cuda->stream));
+    VAE_TRY(row_major_gemm(cuda, 1, 0, rows, columns, u.staged_channels, weight, rows, staged, columns, unfolded,
+                           columns));
+    CUDA_CHECK(vae_launch_conv_fold(u, batch, unfolded, bias, y, cuda->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_conv_transpose2d_backward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
+                                                 const float *x, const float *weight, const float *dy, float *dx,
+                                                 float *dweight, float *dbias, float *workspace) {
+    cuda_backend *cuda = as_cuda(backend);
+    const vae_conv_unfolding u = vae_conv_transpose2d_unfolding(geometry);
+    const int rows = (int)vae_conv_unfolded_rows(&u), columns = batch * (int)vae_conv_positions(&u);
+    float *unfolded = workspace, *staged = conv_staged_part(&u, batch, workspace);
+    if (dbias)
+        CUDA_CHECK(vae_launch_conv_channel_sums(dy, batch, u.channels, (size_t)u.height * (size_t)u.width, dbias,
+                                                cuda->stream));
+    if (!dweight && !dx) return VAE_OK;
+    CUDA_CHECK(vae_launch_conv_unfold(u, batch, dy, unfolded, cuda->stream));
+    if (dweight) {
+        CUDA_CHECK(vae_launch_conv_stage(u, batch, x, staged, cuda->stream));
+        VAE_TRY(row_major_gemm(cuda, 0, 1, u.staged_channels, rows, columns, staged, columns, unfolded, columns,
+                               dweight, rows));
+    }
+    if (dx) {
+        VAE_TRY(row_major_gemm(cuda, 0, 0, u.staged_channels, columns, rows, weight, rows, unfolded, columns, staged,
+                               columns));
+        CUDA_CHECK(vae_launch_conv_unstage(u, batch, staged, NULL, dx, cuda->stream));
+    }
+    return VAE_OK;
+}
+
 static vae_status cuda_activation_forward(vae_backend *backend, int activation, const float *pre, float *post,
                                           size_t count) {
     CUDA_CHECK(vae_launch_activation_forward(activation, pre, post, count, as_cuda(backend)->stream));
@@ -305,6 +406,10 @@ static const vae_backend_ops cuda_ops = {
     .synchronize = cuda_synchronize,
     .linear_forward = cuda_linear_forward,
     .linear_backward = cuda_linear_backward,
+    .conv2d_forward = cuda_conv2d_forward,
+    .conv2d_backward = cuda_conv2d_backward,
+    .conv_transpose2d_forward = cuda_conv_transpose2d_forward,
+    .conv_transpose2d_backward = cuda_conv_transpose2d_backward,
     .activation_forward = cuda_activation_forward,
     .activation_backward = cuda_activation_backward,
     .gather_batch = cuda_gather_batch,
