@@ -49,6 +49,7 @@ vae_status load_images(const std::string &path, vae_dataset *out) {
 void expect_u8_images(const vae_dataset &dataset, uint32_t count, uint32_t rows, uint32_t cols) {
     ASSERT_EQ(dataset.count, (long)count);
     ASSERT_EQ(dataset.dim, (int)(rows * cols));
+    EXPECT_EQ(dataset.channels, 1) << "IDX and NPY (N, H, W) images are grey: 1 x rows x cols";
     EXPECT_EQ(dataset.rows, (int)rows);
     EXPECT_EQ(dataset.cols, (int)cols);
     EXPECT_EQ(dataset.dtype, VAE_DTYPE_U8);
@@ -253,12 +254,17 @@ TEST(DatasetNpy, Float32RoundTripAndSquareShape) {
     std::vector<float> values = float_values(3 * 16);
     struct shape_case {
         std::string shape;
-        int rows, cols, dim;
+        int channels, rows, cols, dim;
     };
-    for (const shape_case &item : std::vector<shape_case>{{"(3, 16)", 4, 4, 16},
-                                                          {"(3,16)", 4, 4, 16},
-                                                          {"(3, 2, 8)", 2, 8, 16},
-                                                          {"(6, 8)", 0, 0, 8}}) {
+    // (N, D) has no image shape (channels 0; a square D still gives rows and
+    // cols for pictures); (N, H, W) is grey; (N, C, H, W) is NCHW.
+    for (const shape_case &item : std::vector<shape_case>{{"(3, 16)", 0, 4, 4, 16},
+                                                          {"(3,16)", 0, 4, 4, 16},
+                                                          {"(3, 2, 8)", 1, 2, 8, 16},
+                                                          {"(6, 8)", 0, 0, 0, 8},
+                                                          {"(3, 1, 4, 4)", 1, 4, 4, 16},
+                                                          {"(2, 3, 2, 4)", 3, 2, 4, 24},
+                                                          {"(1, 3, 4, 4,)", 3, 4, 4, 48}}) {
         SCOPED_TRACE(item.shape);
         std::string path = folder + "/data.npy";
         vae_test::write_file(path, npy_file(npy_dict("<f4", item.shape), raw_bytes(values)));
@@ -266,6 +272,7 @@ TEST(DatasetNpy, Float32RoundTripAndSquareShape) {
         ASSERT_EQ(load_npy(path, &loaded.dataset), VAE_OK) << vae_last_error();
         EXPECT_EQ(loaded.dataset.count, 3 * 16 / item.dim);
         EXPECT_EQ(loaded.dataset.dim, item.dim);
+        EXPECT_EQ(loaded.dataset.channels, item.channels);
         EXPECT_EQ(loaded.dataset.rows, item.rows);
         EXPECT_EQ(loaded.dataset.cols, item.cols);
         EXPECT_EQ(loaded.dataset.dtype, VAE_DTYPE_F32);
@@ -280,6 +287,66 @@ TEST(DatasetNpy, Float32RoundTripAndSquareShape) {
     ASSERT_EQ(load_npy(path, &loaded.dataset), VAE_OK) << vae_last_error();
     EXPECT_EQ(loaded.dataset.count, 2);
     EXPECT_EQ(loaded.dataset.dim, 24);
+}
+
+// (N, C, H, W) uint8: C x H x W images whose values are the file's bytes in
+// NCHW order (channel planes one after another), every shard alike.
+TEST(DatasetNpy, FourDimensionalUint8IsChannelsRowsCols) {
+    std::string folder = vae_test::temporary_folder("dataset_npy_nchw_u8");
+    const int count = 4, channels = 3, rows = 5, cols = 2;  // rows != cols: a swapped axis shows
+    std::string payload;
+    for (int i = 0; i < count; ++i)
+        for (int c = 0; c < channels; ++c)
+            for (int y = 0; y < rows; ++y)
+                for (int x = 0; x < cols; ++x) payload += (char)(uint8_t)(i * 60 + c * 20 + y * 3 + x);
+    std::string path = folder + "/images.npy";
+    vae_test::write_file(path, npy_file(npy_dict("|u1", "(4, 3, 5, 2)"), payload));
+    scoped_dataset loaded;
+    ASSERT_EQ(load_npy(path, &loaded.dataset), VAE_OK) << vae_last_error();
+    const vae_dataset &d = loaded.dataset;
+    EXPECT_EQ(d.count, count);
+    EXPECT_EQ(d.channels, channels);
+    EXPECT_EQ(d.rows, rows);
+    EXPECT_EQ(d.cols, cols);
+    EXPECT_EQ(d.dim, channels * rows * cols);
+    EXPECT_EQ(d.dtype, VAE_DTYPE_U8);
+    EXPECT_FLOAT_EQ(d.scale, 1.0f / 255.0f);
+    // Example 2, channel 1, row 4, col 1 at (c*rows + y)*cols + x.
+    const uint8_t *example = (const uint8_t *)vae_dataset_example(&d, 2);
+    ASSERT_NE(example, nullptr);
+    EXPECT_EQ(example[(1 * rows + 4) * cols + 1], 2 * 60 + 1 * 20 + 4 * 3 + 1);
+    EXPECT_EQ(std::memcmp(d.values, payload.data(), payload.size()), 0);
+    std::vector<float> scaled(d.dim);
+    vae_dataset_example_scaled(&d, 3, scaled.data());
+    EXPECT_FLOAT_EQ(scaled[(2 * rows + 0) * cols + 1], (float)(3 * 60 + 2 * 20 + 1) / 255.0f);
+}
+
+TEST(DatasetNpy, FourDimensionalFloat32IsChannelsRowsCols) {
+    std::string folder = vae_test::temporary_folder("dataset_npy_nchw_f32");
+    std::vector<float> values = float_values(2 * 3 * 3 * 5);
+    std::string path = folder + "/images.npy";
+    vae_test::write_file(path, npy_file(npy_dict("<f4", "(2, 3, 3, 5)"), raw_bytes(values), 2));
+    scoped_dataset loaded;
+    ASSERT_EQ(load_npy(path, &loaded.dataset), VAE_OK) << vae_last_error();
+    const vae_dataset &d = loaded.dataset;
+    EXPECT_EQ(d.count, 2);
+    EXPECT_EQ(d.channels, 3);
+    EXPECT_EQ(d.rows, 3);
+    EXPECT_EQ(d.cols, 5);
+    EXPECT_EQ(d.dim, 45);
+    EXPECT_EQ(d.dtype, VAE_DTYPE_F32);
+    EXPECT_EQ(d.scale, 1.0f);
+    const float *second = (const float *)vae_dataset_example(&d, 1);
+    ASSERT_NE(second, nullptr);
+    EXPECT_EQ(std::memcmp(second, values.data() + 45, 45 * sizeof(float)), 0);
+    // Values are checked as for any float data: one outside [0,1] is named.
+    std::vector<float> bad = values;
+    bad[45 + 17] = 2.0f;
+    std::string bad_path = folder + "/bad.npy";
+    vae_test::write_file(bad_path, npy_file(npy_dict("<f4", "(2, 3, 3, 5)"), raw_bytes(bad)));
+    scoped_dataset refused;
+    expect_failure(load_npy(bad_path, &refused.dataset), VAE_ERROR_BAD_INPUT, bad_path,
+                   {"example 1", "position 17", "outside [0,1]"});
 }
 
 TEST(DatasetNpy, LabelsAllDtypes) {
@@ -375,7 +442,8 @@ TEST(DatasetNpy, MalformedFilesNameFileAndField) {
         {"shape_not_tuple", npy_file(npy_dict("|u1", "[2, 4]"), payload), {"shape"}},
         {"shape_unclosed", npy_file("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 4", payload), {"shape"}},
         {"shape_rank1", npy_file(npy_dict("|u1", "(8,)"), payload), {"shape", "1 dimensions"}},
-        {"shape_rank4", npy_file(npy_dict("|u1", "(1, 2, 2, 2)"), payload), {"shape", "4 dimensions"}},
+        {"shape_rank5", npy_file(npy_dict("|u1", "(1, 2, 2, 2, 1)"), payload),
+         {"shape", "(n, 2, 2, 2, 1)", "5 dimensions", "(n, channels, rows, cols)"}},
         {"shape_negative", npy_file(npy_dict("|u1", "(-2, 4)"), payload), {"negative"}},
         {"shape_zero", npy_file(npy_dict("|u1", "(0, 4)"), ""), {"zero"}},
         {"shape_overflow", npy_file(npy_dict("|u1", "(99999999999999999999999, 4)"), payload), {"shape"}},

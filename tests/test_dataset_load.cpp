@@ -65,6 +65,8 @@ TEST(DatasetLoad, NpyFolderWithSplits) {
     EXPECT_EQ(s.validation.dim, 4);
     EXPECT_EQ(s.train.rows, 2);  // 4 is a perfect square
     EXPECT_EQ(s.test.rows, 2);
+    EXPECT_EQ(s.train.channels, 0) << "(N, D) has no image shape";
+    EXPECT_EQ(s.validation.channels, 0);
     EXPECT_EQ(s.validation.dtype, VAE_DTYPE_F32);
     // Validation holds the last 5 training examples, in order, with their labels.
     EXPECT_EQ(std::memcmp(s.train.values, train_values.data(), 15 * 4 * sizeof(float)), 0);
@@ -161,6 +163,9 @@ TEST(DatasetLoad, IdxFolderPlainAndGzip) {
         EXPECT_EQ(s.test.count, 2);
         EXPECT_EQ(s.train.rows, 3);
         EXPECT_EQ(s.train.cols, 3);
+        for (const vae_dataset *split : {&s.train, &s.validation, &s.test})
+            EXPECT_EQ(split->channels, 1) << "IDX images are 1 x rows x cols, kept by every split";
+        EXPECT_EQ(s.validation.rows, 3);
         EXPECT_EQ(s.train.dtype, VAE_DTYPE_U8);
         std::string all = image_payload(9, 3, 3);
         EXPECT_EQ(std::memcmp(s.validation.values, all.data() + 6 * 9, 3 * 9), 0);
@@ -239,7 +244,9 @@ TEST(DatasetSlice, CopiesRangeAndChecksBounds) {
     scoped_dataset slice;
     ASSERT_EQ(vae_dataset_slice(&source.dataset, 2, 3, &slice.dataset), VAE_OK) << vae_last_error();
     EXPECT_EQ(slice.dataset.count, 3);
+    EXPECT_EQ(slice.dataset.channels, 1);
     EXPECT_EQ(slice.dataset.rows, 2);
+    EXPECT_EQ(slice.dataset.cols, 2);
     EXPECT_NE(slice.dataset.values, source.dataset.values);
     EXPECT_EQ(std::memcmp(slice.dataset.values, (const char *)source.dataset.values + 8, 12), 0);
     EXPECT_EQ(std::vector<int32_t>(slice.dataset.labels, slice.dataset.labels + 3), (std::vector<int32_t>{3, 2, 1}));
@@ -338,8 +345,10 @@ TEST(DatasetFashionMnist, LoadsTheDebianPackage) {
     EXPECT_EQ(s.test.count, 10000);
     EXPECT_EQ(s.validation.count, 0);
     EXPECT_EQ(s.train.dim, 784);
+    EXPECT_EQ(s.train.channels, 1);
     EXPECT_EQ(s.train.rows, 28);
     EXPECT_EQ(s.train.cols, 28);
+    EXPECT_EQ(s.test.channels, 1);
     EXPECT_EQ(s.train.dtype, VAE_DTYPE_U8);
     ASSERT_NE(s.train.labels, nullptr);
     ASSERT_NE(s.test.labels, nullptr);

@@ -162,6 +162,71 @@ TEST(DatasetShards, MismatchedShardsAreNamed) {
     }
 }
 
+// (N, C, H, W) shards: one C x H x W data set; the validation split and the
+// limits keep the shape; a shard or a split of another shape is named.
+std::string nchw_npy(int64_t first, int64_t count, const std::string &example_shape, int dim) {
+    return npy_file(npy_dict("|u1", "(" + std::to_string(count) + ", " + example_shape + ")"), u8_rows(first, count, dim));
+}
+
+TEST(DatasetShards, FourDimensionalShardsKeepChannelsRowsCols) {
+    std::string folder = vae_test::temporary_folder("shards_nchw");
+    const int dim = 2 * 3 * 4;
+    vae_test::write_file(folder + "/" + shard_name("train", 0), nchw_npy(0, 3, "2, 3, 4", dim));
+    vae_test::write_file(folder + "/" + shard_name("train", 1), nchw_npy(3, 4, "2, 3, 4", dim));
+    vae_test::write_file(folder + "/test.npy", nchw_npy(0, 2, "2, 3, 4", dim));
+    vae_config config = data_config(folder);
+    config.validation_size = 2;
+    scoped_splits loaded;
+    ASSERT_EQ(vae_data_load(&config, &loaded.splits), VAE_OK) << vae_last_error();
+    const vae_data_splits &s = loaded.splits;
+    for (const vae_dataset *split : {&s.train, &s.validation, &s.test}) {
+        EXPECT_EQ(split->channels, 2);
+        EXPECT_EQ(split->rows, 3);
+        EXPECT_EQ(split->cols, 4);
+        EXPECT_EQ(split->dim, dim);
+    }
+    expect_examples(s.train, 0, 5);
+    expect_examples(s.validation, 5, 2);
+    expect_examples(s.test, 0, 2);
+
+    // Shards that disagree on C, H or W (or on the rank) are named with both shapes.
+    struct bad_case {
+        const char *name;
+        std::string shard1;
+        std::vector<std::string> words;
+    };
+    std::vector<bad_case> cases = {
+        {"channels", nchw_npy(3, 4, "3, 2, 4", dim), {"train-00001.npy", "shard 1", "(N, 3, 2, 4)", "(N, 2, 3, 4)"}},
+        {"rows_cols", nchw_npy(3, 4, "2, 4, 3", dim), {"train-00001.npy", "(N, 2, 4, 3)", "(N, 2, 3, 4)"}},
+        {"rank", nchw_npy(3, 4, "6, 4", dim), {"train-00001.npy", "(N, 6, 4)", "(N, 2, 3, 4)"}},
+        {"rank5", nchw_npy(3, 1, "2, 3, 4, 1", dim), {"train-00001.npy", "5 dimensions", "(N, 2, 3, 4, 1)"}},
+    };
+    for (const bad_case &item : cases) {
+        SCOPED_TRACE(item.name);
+        std::string bad = vae_test::temporary_folder(std::string("shards_nchw_") + item.name);
+        vae_test::write_file(bad + "/" + shard_name("train", 0), nchw_npy(0, 3, "2, 3, 4", dim));
+        vae_test::write_file(bad + "/" + shard_name("train", 1), item.shard1);
+        vae_test::write_file(bad + "/test.npy", nchw_npy(0, 2, "2, 3, 4", dim));
+        std::string message = load_error(bad);
+        for (const std::string &word : item.words) EXPECT_NE(message.find(word), std::string::npos) << message;
+    }
+
+    // Train and test of the same size but another image shape are refused;
+    // a test split without a shape (N, D) only has to agree on D.
+    std::string other = vae_test::temporary_folder("shards_nchw_test_shape");
+    vae_test::write_file(other + "/train.npy", nchw_npy(0, 3, "2, 3, 4", dim));
+    vae_test::write_file(other + "/test.npy", nchw_npy(0, 2, "2, 4, 3", dim));
+    std::string message = load_error(other);
+    for (const char *word : {"train.npy", "test.npy", "2 x 3 x 4", "2 x 4 x 3"})
+        EXPECT_NE(message.find(word), std::string::npos) << message;
+    vae_test::write_file(other + "/test.npy", u8_npy(0, 2, dim));
+    vae_config flat_test = data_config(other);
+    scoped_splits mixed;
+    ASSERT_EQ(vae_data_load(&flat_test, &mixed.splits), VAE_OK) << vae_last_error();
+    EXPECT_EQ(mixed.splits.train.channels, 2);
+    EXPECT_EQ(mixed.splits.test.channels, 0);
+}
+
 TEST(DatasetShards, BadFloatValueIsNamedByShardExampleAndPosition) {
     std::string folder = vae_test::temporary_folder("shards_bad_value");
     std::vector<float> good = dataset_test::float_values(3 * 4), bad = dataset_test::float_values(2 * 4);

@@ -101,6 +101,7 @@ vae_status vae_dataset_slice(const vae_dataset *source, long first, long count, 
         free(labels);
         return status;
     }
+    slice.channels = source->channels;
     slice.rows = source->rows;
     slice.cols = source->cols;
     slice.scale = source->scale;
@@ -366,6 +367,16 @@ static vae_status make_splits(const vae_config *config, vae_data_splits *splits,
     if (splits->train.dim != splits->test.dim)
         return vae_error(VAE_ERROR_BAD_INPUT, "data.path '%s': %s has %d values per example but %s has %d", folder,
                          train_name, splits->train.dim, test_name, splits->test.dim);
+    /* One image shape for all splits, so that one model serves them (a
+     * split without a shape, (N, D), only has to agree on D). */
+    const vae_dataset *train = &splits->train, *test = &splits->test;
+    if (train->channels > 0 && test->channels > 0 &&
+        (train->channels != test->channels || train->rows != test->rows || train->cols != test->cols))
+        return vae_error(VAE_ERROR_BAD_INPUT,
+                         "data.path '%s': %s holds images of %d x %d x %d (channels x rows x cols) but %s holds %d x "
+                         "%d x %d; use one shape",
+                         folder, train_name, train->channels, train->rows, train->cols, test_name, test->channels,
+                         test->rows, test->cols);
     /* One value type for all splits, so that one gather setting serves them. */
     if (splits->train.dtype != splits->test.dtype)
         return vae_error(VAE_ERROR_BAD_INPUT, "data.path '%s': %s holds %s values but %s holds %s; use one type", folder,

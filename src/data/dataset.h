@@ -25,7 +25,10 @@ typedef struct vae_dataset_storage {
 typedef struct vae_dataset {
     long count;        /* examples */
     int dim;           /* values per example (D) */
-    int rows, cols;    /* image shape when known (rows*cols == dim), else 0 */
+    int channels;      /* image shape channels x rows x cols, NCHW (channels*rows*cols == dim) when the
+                          file gives it (IDX: 1; NPY (N, H, W): 1; (N, C, H, W): C), else 0 */
+    int rows, cols;    /* image rows and cols when known; for channels 0, NPY (N, D) with a square D
+                          gives rows = cols = sqrt(D) (for pictures only), else 0 */
     int dtype;         /* VAE_DTYPE_U8 or VAE_DTYPE_F32 (src/backends/backend.h) */
     float scale;       /* raw * scale lands in [0,1]: 1/255 for uint8, 1 for float32 */
     const void *values; /* all count*dim values when they lie in one segment, else NULL */
@@ -46,8 +49,8 @@ vae_status vae_dataset_load_idx_images(const char *path, vae_dataset *out);
 /* IDX label file (magic 0x00000801, ubyte) into out->labels; count must
  * match out->count. */
 vae_status vae_dataset_load_idx_labels(const char *path, vae_dataset *dataset);
-/* NPY file, version 1.0/2.0/3.0, C order, dtype |u1 or <f4, shape (N, D) or
- * (N, rows, cols). The values are memory-mapped read-only, not copied (a
+/* NPY file, version 1.0/2.0/3.0, C order, dtype |u1 or <f4, shape (N, D),
+ * (N, rows, cols) or (N, channels, rows, cols). The values are memory-mapped read-only, not copied (a
  * big-endian host, or a file system that cannot map, gets a copy); float32
  * values are checked once (finite, in [0,1]) and the first bad one is named
  * by file, example and position. */
@@ -57,8 +60,8 @@ vae_status vae_dataset_load_npy_labels(const char *path, vae_dataset *dataset);
 
 /* Shards: path_prefix-00000.npy, path_prefix-00001.npy, ... (count files,
  * numbered without gaps) read as one data set in order; every shard must
- * agree on dtype and example shape (the error names the shard that does
- * not). */
+ * agree on dtype and example shape (C, H, W; the error names the shard that
+ * does not). */
 vae_status vae_dataset_load_npy_shards(const char *const *paths, int count, vae_dataset *out);
 /* Labels for a data set from NPY files concatenated in order: one file
  * holding a label for every example, or one file per data shard (count ==

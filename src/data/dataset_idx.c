@@ -195,6 +195,7 @@ static vae_status load_images(gzFile file, const char *path, vae_dataset *out) {
         free(values);
         return status;
     }
+    out->channels = 1; /* IDX images are grey: 1 x rows x cols */
     out->rows = (int)dims[1];
     out->cols = (int)dims[2];
     out->scale = 1.0f / 255.0f;

@@ -433,12 +433,12 @@ static const char *element_name(int element) {
     }
 }
 
-/* The example shape of a data file as text, "(N, 28, 28)" without N. */
+/* The shape of a data file as text, "(N, 28, 28)" (N written as N). */
 static void shape_text(const npy_header *header, char *out, size_t size) {
-    size_t used = (size_t)snprintf(out, size, "(N");
+    size_t used = (size_t)snprintf(out, size, "(%s", header->rank > 0 ? "N" : "");
     for (int i = 1; i < header->rank && used < size; ++i)
         used += (size_t)snprintf(out + used, size - used, ", %llu", (unsigned long long)header->shape[i]);
-    if (used < size) snprintf(out + used, size - used, ")");
+    if (used < size) snprintf(out + used, size - used, header->rank == 1 ? ",)" : ")");
 }
 
 /* Checks that a data file's header fits the engine. */
@@ -447,10 +447,14 @@ static vae_status check_data_header(const npy_file *file) {
     if (header->element != NPY_ELEMENT_U8 && header->element != NPY_ELEMENT_F32)
         return vae_error(VAE_ERROR_BAD_INPUT,
                          "%s: NPY 'descr' must be '|u1' or '<f4' for data (int types are for labels)", file->path);
-    if (header->rank != 2 && header->rank != 3)
+    if (header->rank < 2 || header->rank > 4) {
+        char shape[200];
+        shape_text(header, shape, sizeof shape);
         return vae_error(VAE_ERROR_BAD_INPUT,
-                         "%s: NPY 'shape' has %d dimensions: expected (N, D) or (N, rows, cols)", file->path,
-                         header->rank);
+                         "%s: NPY 'shape' is %s, %d dimensions: expected (N, D), (N, rows, cols) or (N, channels, "
+                         "rows, cols)",
+                         file->path, shape, header->rank);
+    }
     uint64_t dim = header->values / header->shape[0];
     if (dim > NPY_MAX_EXAMPLE_VALUES || header->shape[1] > NPY_MAX_EXAMPLE_VALUES)
         return vae_error(VAE_ERROR_BAD_INPUT, "%s: examples of %llu values: at most %llu values per example", file->path,
@@ -526,10 +530,15 @@ vae_status vae_dataset_load_npy_shards(const char *const *paths, int count, vae_
     }
     uint64_t dim = first_header.values / first_header.shape[0];
     out->dim = (int)dim;
-    if (first_header.rank == 3) {
+    if (first_header.rank == 4) { /* (N, C, H, W): NCHW images */
+        out->channels = (int)first_header.shape[1];
+        out->rows = (int)first_header.shape[2];
+        out->cols = (int)first_header.shape[3];
+    } else if (first_header.rank == 3) { /* (N, H, W): grey images */
+        out->channels = 1;
         out->rows = (int)first_header.shape[1];
         out->cols = (int)first_header.shape[2];
-    } else {
+    } else { /* (N, D): no image shape; a square D still gives pictures */
         int side = integer_square_root(out->dim);
         out->rows = out->cols = side * side == out->dim ? side : 0;
     }
