@@ -39,7 +39,10 @@ for target in "${targets[@]}"; do
   cp "$seeds"/* "$work/corpus/"
   echo "fuzz: $target for ${FUZZ_SECONDS}s (corpus $work/corpus, log $work/fuzz.log)"
   status=0
-  "$FUZZ_BUILD/fuzz/$target" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=10 \
+  # A target's dictionary (tests/fuzz/NAME.dict), when it has one: the format's words.
+  dictionary=()
+  [ -f "$VAE_ROOT/tests/fuzz/${target#fuzz_}.dict" ] && dictionary=(-dict="$VAE_ROOT/tests/fuzz/${target#fuzz_}.dict")
+  "$FUZZ_BUILD/fuzz/$target" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=10 "${dictionary[@]}" \
     -artifact_prefix="$work/artifacts/" -print_final_stats=1 "$work/corpus" >"$work/fuzz.log" 2>&1 || status=$?
   grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)" "$work/fuzz.log" | sed 's/^/  /' || true
   reproducers=$(find "$work/artifacts" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' \

@@ -2,6 +2,7 @@
 // class with its file:line:key message, --set overrides, and random input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -47,6 +48,12 @@ void expect_same_config(const vae_config &a, const vae_config &b) {
     for (int i = 0; i < a.hidden_count; ++i) EXPECT_EQ(a.hidden[i], b.hidden[i]) << "hidden " << i;
     ASSERT_EQ(a.decoder_hidden_count, b.decoder_hidden_count);
     for (int i = 0; i < a.decoder_hidden_count; ++i) EXPECT_EQ(a.decoder_hidden[i], b.decoder_hidden[i]) << i;
+    ASSERT_EQ(a.encoder_layer_count, b.encoder_layer_count);
+    for (int i = 0; i < a.encoder_layer_count; ++i)
+        EXPECT_EQ(std::memcmp(&a.encoder_layers[i], &b.encoder_layers[i], sizeof a.encoder_layers[i]), 0) << "encoder " << i;
+    ASSERT_EQ(a.decoder_layer_count, b.decoder_layer_count);
+    for (int i = 0; i < a.decoder_layer_count; ++i)
+        EXPECT_EQ(std::memcmp(&a.decoder_layers[i], &b.decoder_layers[i], sizeof a.decoder_layers[i]), 0) << "decoder " << i;
     EXPECT_EQ(a.activation, b.activation);
     EXPECT_EQ(a.likelihood, b.likelihood);
     EXPECT_EQ(a.gaussian_fixed_logvar, b.gaussian_fixed_logvar);
@@ -527,7 +534,10 @@ TEST(Config, RandomBytesAndTruncationsNeverCrash) {
     // Mostly INI-ish fragments and the schema's own words, some raw bytes.
     const std::vector<std::string> words = {"[", "]", "=", ":", ";", "#", "\n", "\r\n", " ", "\t", ",", "-",
                                             "[model]", "[train]", "[data]", "latent_dim", "hidden", "lr", "seed",
-                                            "path", "1", "0", "512", "1e-3", "nan", "relu", "cosine", "\xEF\xBB\xBF"};
+                                            "path", "1", "0", "512", "1e-3", "nan", "relu", "cosine", "\xEF\xBB\xBF",
+                                            "encoder", "decoder", "decoder_hidden", "conv", "convt", "dense", "out",
+                                            "k4", "s2", "p1", "k3", "64x7x7", "x", "\nencoder = conv 8 k3 s2 p1, dense 16",
+                                            "\ndecoder = dense 8x2x2, convt out k4 s2 p1"};
     for (int trial = 0; trial < 3000; ++trial) {
         std::string text;
         int pieces = (int)(generator() % 40);
@@ -543,4 +553,412 @@ TEST(Config, RandomBytesAndTruncationsNeverCrash) {
     load_without_crashing(std::string(5000, 'x'));
     load_without_crashing("[model]\nhidden = " + std::string(4000, '1') + "\n");
     load_without_crashing(std::string(1000, '\n') + "[train]\nlr=2\n");
+}
+
+// ------------------------------------------------------------ layer lists
+
+namespace {
+
+vae_layer_spec conv(int outputs, int kernel, int stride, int padding, vae_layer_kind kind = VAE_LAYER_CONV) {
+    vae_layer_spec layer{};
+    layer.kind = kind;
+    layer.outputs = outputs;
+    layer.kernel_size = kernel;
+    layer.stride = stride;
+    layer.padding = padding;
+    return layer;
+}
+
+vae_layer_spec dense(int width) {
+    vae_layer_spec layer{};
+    layer.kind = VAE_LAYER_DENSE;
+    layer.outputs = width;
+    return layer;
+}
+
+vae_layer_spec dense_shaped(int channels, int height, int width) {
+    vae_layer_spec layer = dense(channels * height * width);
+    layer.unflatten_channels = channels;
+    layer.unflatten_height = height;
+    layer.unflatten_width = width;
+    return layer;
+}
+
+void expect_layer(const vae_layer_spec &got, const vae_layer_spec &expected, const std::string &what) {
+    EXPECT_EQ(got.kind, expected.kind) << what;
+    EXPECT_EQ(got.outputs, expected.outputs) << what;
+    EXPECT_EQ(got.kernel_size, expected.kernel_size) << what;
+    EXPECT_EQ(got.stride, expected.stride) << what;
+    EXPECT_EQ(got.padding, expected.padding) << what;
+    EXPECT_EQ(got.unflatten_channels, expected.unflatten_channels) << what;
+    EXPECT_EQ(got.unflatten_height, expected.unflatten_height) << what;
+    EXPECT_EQ(got.unflatten_width, expected.unflatten_width) << what;
+}
+
+const char *const documented_encoder = "conv 32 k4 s2 p1, conv 64 k4 s2 p1, dense 256";
+const char *const documented_decoder = "dense 256, dense 64x7x7, convt 32 k4 s2 p1, convt out k4 s2 p1";
+
+std::string model_text(const std::string &encoder, const std::string &decoder) {
+    return "[model]\nlatent_dim = 16\nencoder = " + encoder + "\ndecoder = " + decoder + "\n";
+}
+
+void expect_documented_lists(const vae_config &config) {
+    ASSERT_EQ(config.encoder_layer_count, 3);
+    expect_layer(config.encoder_layers[0], conv(32, 4, 2, 1), "encoder 1");
+    expect_layer(config.encoder_layers[1], conv(64, 4, 2, 1), "encoder 2");
+    expect_layer(config.encoder_layers[2], dense(256), "encoder 3");
+    ASSERT_EQ(config.decoder_layer_count, 4);
+    expect_layer(config.decoder_layers[0], dense(256), "decoder 1");
+    expect_layer(config.decoder_layers[1], dense_shaped(64, 7, 7), "decoder 2");
+    expect_layer(config.decoder_layers[2], conv(32, 4, 2, 1, VAE_LAYER_CONV_TRANSPOSE), "decoder 3");
+    expect_layer(config.decoder_layers[3], conv(0, 4, 2, 1, VAE_LAYER_CONV_TRANSPOSE), "decoder 4 (out)");
+    // The lists replace the widths of their side.
+    EXPECT_EQ(config.hidden_count, 0);
+    EXPECT_EQ(config.decoder_hidden_count, 0);
+}
+
+// The [model] lines of a written config, in order.
+std::vector<std::string> model_lines(const vae_config &config) {
+    char *text = nullptr;
+    EXPECT_EQ(vae_config_to_string(&config, &text), VAE_OK) << vae_last_error();
+    std::vector<std::string> lines;
+    if (!text) return lines;
+    std::string all(text);
+    std::free(text);
+    size_t start = all.find("[model]\n");
+    size_t end = all.find("\n[", start + 1);
+    if (start == std::string::npos) return lines;
+    std::string model = all.substr(start + 8, end - start - 8);
+    for (size_t at = 0; at < model.size();) {
+        size_t newline = model.find('\n', at);
+        if (newline == std::string::npos) newline = model.size();
+        if (newline > at) lines.push_back(model.substr(at, newline - at));
+        at = newline + 1;
+    }
+    return lines;
+}
+
+}  // namespace
+
+TEST(ConfigLayers, ParsesTheDocumentedSyntax) {
+    vae_config config = defaults();
+    ASSERT_EQ(vae_config_load_string(&config, model_text(documented_encoder, documented_decoder).c_str(), "doc"), VAE_OK)
+        << vae_last_error();
+    expect_documented_lists(config);
+    EXPECT_EQ(vae_config_validate(&config), VAE_OK) << vae_last_error();
+
+    // Words in any case, blanks anywhere, s and p optional (1 and 0), any order of k, s, p.
+    config = defaults();
+    ASSERT_EQ(vae_config_load_string(&config,
+                                     "[model]\nencoder =  CONV 3 K5,Conv 8 p2 k5 S3 ,\tdense 10\n"
+                                     "decoder = Dense 2X3X4, ConvT OUT k3\n",
+                                     "spelling"),
+              VAE_OK)
+        << vae_last_error();
+    ASSERT_EQ(config.encoder_layer_count, 3);
+    expect_layer(config.encoder_layers[0], conv(3, 5, 1, 0), "defaults");
+    expect_layer(config.encoder_layers[1], conv(8, 5, 3, 2), "options in any order");
+    expect_layer(config.encoder_layers[2], dense(10), "dense");
+    ASSERT_EQ(config.decoder_layer_count, 2);
+    expect_layer(config.decoder_layers[0], dense_shaped(2, 3, 4), "shaped dense");
+    expect_layer(config.decoder_layers[1], conv(0, 3, 1, 0, VAE_LAYER_CONV_TRANSPOSE), "out");
+    EXPECT_EQ(vae_config_validate(&config), VAE_OK) << vae_last_error();
+    // Written back in the canonical spelling (s1 and p0 left out).
+    std::vector<std::string> lines = model_lines(config);
+    EXPECT_NE(std::find(lines.begin(), lines.end(), "encoder = conv 3 k5, conv 8 k5 s3 p2, dense 10"), lines.end());
+    EXPECT_NE(std::find(lines.begin(), lines.end(), "decoder = dense 2x3x4, convt out k3"), lines.end());
+
+    // A dense-only decoder list ends with dense N: the output layer follows, as for widths.
+    config = defaults();
+    ASSERT_EQ(vae_config_load_string(&config, "[model]\nencoder = conv 4 k3, dense 32\ndecoder = dense 32, dense 64\n",
+                                     "dense decoder"),
+              VAE_OK)
+        << vae_last_error();
+    EXPECT_EQ(config.decoder_layer_count, 2);
+    EXPECT_EQ(vae_config_validate(&config), VAE_OK) << vae_last_error();
+}
+
+TEST(ConfigLayers, ListsRoundTripThroughFileStringAndCheckpointText) {
+    vae_config config = everything_changed();
+    set(&config, std::string("model.encoder=") + documented_encoder);
+    set(&config, std::string("model.decoder=") + documented_decoder);
+    expect_documented_lists(config);
+    ASSERT_EQ(vae_config_validate(&config), VAE_OK) << vae_last_error();
+
+    std::string path = vae_test::temporary_folder("config_layers_round_trip") + "/config.ini";
+    ASSERT_EQ(vae_config_write_file(&config, path.c_str()), VAE_OK) << vae_last_error();
+    std::string written = vae_test::read_file(path);
+    expect_contains(written, {std::string("\nencoder = ") + documented_encoder + "\n",
+                              std::string("\ndecoder = ") + documented_decoder + "\n", "\nhidden =\n",
+                              "\ndecoder_hidden =\n"});
+    vae_config reloaded = defaults();
+    ASSERT_EQ(vae_config_load_file(&reloaded, path.c_str()), VAE_OK) << vae_last_error();
+    expect_same_config(config, reloaded);
+
+    char *text = nullptr;
+    ASSERT_EQ(vae_config_to_string(&config, &text), VAE_OK) << vae_last_error();
+    EXPECT_EQ(std::string(text), written);
+    vae_config from_string = defaults();
+    ASSERT_EQ(vae_config_load_string(&from_string, text, "checkpoint config"), VAE_OK) << vae_last_error();
+    std::free(text);
+    expect_same_config(config, from_string);
+
+    // Every kind and option at its range's ends survives the round trip.
+    vae_config extremes = defaults();
+    set(&extremes, "model.encoder=conv 65536 k32 s32 p31, convt 1 k1, dense 65536");
+    set(&extremes, "model.decoder=dense 1x1x1, conv 7 k2 s1 p1, dense 1x256x256, convt out k32 s32 p31");
+    ASSERT_EQ(vae_config_to_string(&extremes, &text), VAE_OK) << vae_last_error();
+    vae_config extremes_reloaded = defaults();
+    ASSERT_EQ(vae_config_load_string(&extremes_reloaded, text, "extremes"), VAE_OK) << vae_last_error() << text;
+    std::free(text);
+    expect_same_config(extremes, extremes_reloaded);
+}
+
+TEST(ConfigLayers, DenseConfigsWriteWhatTheyWroteBefore) {
+    // No list: no encoder or decoder line, the [model] lines exactly as before lists existed.
+    vae_config config = defaults();
+    const std::vector<std::string> expected = {
+        "latent_dim = 20",  "hidden = 400", "decoder_hidden = 400", "activation = relu",
+        "likelihood = bernoulli", "gaussian_fixed_logvar = 0", "samples = 1", "beta = 1",
+        "kl_warmup_steps = 0", "init_scale = 0"};
+    EXPECT_EQ(model_lines(config), expected);
+    EXPECT_EQ(config.encoder_layer_count, 0);
+    EXPECT_EQ(config.decoder_layer_count, 0);
+    for (const auto &path : shipped_configs()) {
+        SCOPED_TRACE(path);
+        vae_config shipped = defaults();
+        ASSERT_EQ(vae_config_load_file(&shipped, path.c_str()), VAE_OK) << vae_last_error();
+        if (shipped.encoder_layer_count || shipped.decoder_layer_count) continue;  // a conv config
+        for (const std::string &line : model_lines(shipped)) {
+            EXPECT_NE(line.rfind("encoder", 0), 0u) << line;
+            EXPECT_NE(line.rfind("decoder =", 0), 0u) << line;
+        }
+    }
+    // An emptied list is no list.
+    set(&config, "model.encoder=");
+    EXPECT_EQ(config.encoder_layer_count, 0);
+    ASSERT_EQ(config.hidden_count, 1) << "an empty list leaves the widths";
+    EXPECT_EQ(model_lines(config), expected);
+}
+
+TEST(ConfigLayers, SetReplacesTheWidthsOfItsSideAndBack) {
+    vae_config config = defaults();
+    set(&config, "model.hidden=300,200");
+    set(&config, std::string("  model.encoder = ") + documented_encoder);
+    EXPECT_EQ(config.hidden_count, 0) << "the later source wins: the list replaces the widths";
+    EXPECT_EQ(config.encoder_layer_count, 3);
+    ASSERT_EQ(config.decoder_hidden_count, 2) << "the decoder is untouched by an encoder list";
+    EXPECT_EQ(vae_config_validate(&config), VAE_ERROR_INVALID_ARGUMENT) << "a conv encoder needs a decoder list";
+    expect_contains(vae_last_error(), {"[model] decoder", "conv"});
+    set(&config, std::string("model.decoder=") + documented_decoder);
+    EXPECT_EQ(config.decoder_hidden_count, 0);
+    EXPECT_EQ(vae_config_validate(&config), VAE_OK) << vae_last_error();
+    expect_documented_lists(config);
+
+    // Widths set later replace the list; the decoder's list stays (a dense
+    // encoder may feed a conv decoder) and is not overwritten by the mirror rule.
+    set(&config, "model.hidden=128");
+    EXPECT_EQ(config.encoder_layer_count, 0);
+    ASSERT_EQ(config.hidden_count, 1);
+    EXPECT_EQ(config.decoder_layer_count, 4);
+    EXPECT_EQ(config.decoder_hidden_count, 0);
+    EXPECT_EQ(vae_config_validate(&config), VAE_OK) << vae_last_error();
+    set(&config, "model.decoder_hidden=64");
+    EXPECT_EQ(config.decoder_layer_count, 0);
+
+    // In one file a list beside an empty widths key is fine (that is how the
+    // resolved config writes it); with widths it is refused, naming both lines.
+    config = defaults();
+    ASSERT_EQ(vae_config_load_string(&config, "[model]\nhidden =\nencoder = dense 64\n", "empty widths"), VAE_OK)
+        << vae_last_error();
+    EXPECT_EQ(config.encoder_layer_count, 1);
+    LoadResult both = load_text_as_file("[model]\nhidden = 512\nlatent_dim = 4\nencoder = dense 512\n");
+    EXPECT_EQ(both.status, VAE_ERROR_INVALID_ARGUMENT);
+    expect_contains(both.message, {":4:", "[model] encoder", "hidden", "line 2", "not both"});
+    both = load_text_as_file("[model]\ndecoder = dense 64\ndecoder_hidden = 64\n");
+    EXPECT_EQ(both.status, VAE_ERROR_INVALID_ARGUMENT);
+    expect_contains(both.message, {":2:", "[model] decoder", "decoder_hidden", "line 3"});
+
+    // --set errors name the override, the key and the layer.
+    vae_config before = config;
+    EXPECT_EQ(vae_config_set(&config, "model.encoder=conv 8 k3, conv x k3"), VAE_ERROR_INVALID_ARGUMENT);
+    expect_contains(vae_last_error(), {"--set model.encoder=conv 8 k3, conv x k3", "[model] encoder", "layer 2",
+                                       "'conv x k3'", "channel count", "got 'x'"});
+    EXPECT_EQ(std::memcmp(&config, &before, sizeof config), 0) << "a refused list changes nothing";
+}
+
+TEST(ConfigLayers, EachMalformedSpecNamesFileLineKeyAndLayer) {
+    struct Case {
+        const char *what;
+        std::string key, value;
+        std::vector<std::string> parts;  // besides the file, ":3:" and "[model] KEY"
+    };
+    std::string seventeen = "dense 8";
+    for (int i = 1; i < 17; ++i) seventeen += ", dense 8";
+    std::string long_list = "conv 64 k3 s2 p1";
+    for (int i = 1; i < 11; ++i) long_list += ",conv 64 k3 s2 p1";  // fits the line only without blanks
+    const std::vector<Case> cases = {
+        {"unknown kind", "encoder", "conv 8 k3, pool 2", {"layer 2", "'pool 2'", "conv, convt or dense", "got 'pool'"}},
+        {"unknown option", "encoder", "conv 8 k3 d2", {"layer 1", "'conv 8 k3 d2'", "kK", "got 'd2'"}},
+        {"missing kernel", "encoder", "conv 32 s2 p1", {"layer 1", "'conv 32 s2 p1'", "kernel size"}},
+        {"kernel twice", "encoder", "dense 5, conv 8 k4 k3", {"layer 2", "'conv 8 k4 k3'", "twice", "got 'k3'"}},
+        {"stride twice", "encoder", "conv 8 k4 s2 s2", {"layer 1", "one stride"}},
+        {"padding twice", "decoder", "dense 1x2x2, convt out k4 p1 p0", {"layer 2", "one padding"}},
+        {"missing channels", "encoder", "conv", {"layer 1", "channel count"}},
+        {"channels not a number", "encoder", "conv k4", {"layer 1", "channel count", "got 'k4'"}},
+        {"zero channels", "encoder", "conv 0 k3", {"layer 1", "got '0'"}},
+        {"negative channels", "encoder", "conv -8 k3", {"layer 1", "got '-8'"}},
+        {"too many channels", "encoder", "conv 65537 k3", {"layer 1", "1..65536"}},
+        {"huge number", "encoder", "conv 99999999999999999999 k3", {"layer 1", "1..65536"}},
+        {"zero kernel", "encoder", "conv 8 k0", {"layer 1", "kernel size", "1..32"}},
+        {"kernel too large", "encoder", "conv 8 k33", {"layer 1", "1..32"}},
+        {"empty kernel", "encoder", "conv 8 k", {"layer 1", "got 'k'"}},
+        {"zero stride", "encoder", "conv 8 k3 s0", {"layer 1", "stride", "1..32"}},
+        {"padding as large as the kernel", "encoder", "conv 8 k3 p3",
+         {"layer 1", "'conv 8 k3 p3'", "padding", "0..2"}},
+        {"words after the options", "encoder", "conv 8 k3 s1 p0 relu", {"layer 1", "at most", "got 'relu'"}},
+        {"zero width", "encoder", "dense 0", {"layer 1", "width in 1..65536"}},
+        {"width too large", "encoder", "dense 65537", {"layer 1", "1..65536"}},
+        {"dense without width", "encoder", "dense", {"layer 1", "width"}},
+        {"dense with options", "encoder", "dense 8 k3", {"layer 1", "nothing after", "got 'k3'"}},
+        {"bad shape", "decoder", "dense 4x4, convt out k3", {"layer 1", "CxHxW", "got '4x4'"}},
+        {"zero in shape", "decoder", "dense 4x0x4, convt out k3", {"layer 1", "positive"}},
+        {"shape too large", "decoder", "dense 64x64x64, convt out k3", {"layer 1", "65536"}},
+        {"dense out", "decoder", "dense out", {"layer 1", "'out'", "last conv"}},
+        {"out in the encoder", "encoder", "conv out k3", {"layer 1", "'out' is only for the decoder's last layer"}},
+        {"out before the last layer", "decoder", "dense 8x2x2, convt out k3, convt out k3",
+         {"layer 2", "'convt out k3'", "only for the decoder's last layer"}},
+        {"last conv without out", "decoder", "dense 8x2x2, convt 3 k3", {"layer 2", "'out' as the channel count"}},
+        {"decoder starts with conv", "decoder", "convt 8 k3, convt out k3", {"layer 1", "latent vector"}},
+        {"conv after plain dense", "encoder", "dense 64, conv 8 k3", {"layer 2", "dense CxHxW"}},
+        {"shaped dense last", "encoder", "conv 8 k3, dense 8x2x2", {"layer 2", "conv or convt layer after"}},
+        {"shaped dense before dense", "decoder", "dense 8x2x2, dense 4", {"layer 1", "conv or convt layer after"}},
+        {"empty layer", "encoder", "conv 8 k3,, dense 4", {"layer 2", "two commas"}},
+        {"trailing comma", "encoder", "conv 8 k3, dense 4,", {"layer 3", "comma at the end"}},
+        {"leading comma", "encoder", ", dense 4", {"layer 1", "empty layer"}},
+        {"seventeen layers", "encoder", seventeen, {"layer 17", "at most 16 layers"}},
+        {"longer than the line when written", "encoder", long_list, {"at most 189 characters", "INI line"}},
+    };
+    for (const auto &c : cases) {
+        SCOPED_TRACE(c.what);
+        std::string path;
+        LoadResult result = load_text_as_file("[model]\nlatent_dim = 4\n" + c.key + " = " + c.value + "\n", &path);
+        EXPECT_EQ(result.status, VAE_ERROR_INVALID_ARGUMENT) << result.message;
+        expect_contains(result.message, c.parts);
+        expect_contains(result.message, {path + ":3:", "[model] " + c.key + ": "});
+        // The same through --set, with the override named.
+        vae_config config = defaults();
+        vae_config before = config;
+        std::string assignment = "model." + c.key + "=" + c.value;
+        EXPECT_EQ(vae_config_set(&config, assignment.c_str()), VAE_ERROR_INVALID_ARGUMENT);
+        expect_contains(vae_last_error(), c.parts);
+        expect_contains(vae_last_error(), {"--set model." + c.key});
+        EXPECT_EQ(std::memcmp(&config, &before, sizeof config), 0);
+    }
+}
+
+TEST(ConfigLayers, SixteenLayersAndTheLongestLineLoad) {
+    std::string sixteen = "conv 1 k3";
+    for (int i = 1; i < 15; ++i) sixteen += ", conv 1 k3";
+    sixteen += ", dense 9";
+    vae_config config = defaults();
+    set(&config, "model.encoder=" + sixteen);
+    set(&config, "model.decoder=dense 1x2x2, convt out k2");
+    EXPECT_EQ(config.encoder_layer_count, VAE_MAX_LAYER_SPECS);
+    EXPECT_EQ(vae_config_validate(&config), VAE_OK) << vae_last_error();
+
+    // A list whose written line "encoder = ..." is exactly 199 characters (inih's
+    // limit) loads from a file and reads back; one character more is refused.
+    auto list_with = [](const std::string &third_channels) {
+        std::string list = "conv 65536 k30 s30 p29, conv 65536 k30 s30 p29, conv " + third_channels + " k30 s30 p29";
+        for (int i = 3; i < 9; ++i) list += ", conv 1 k30 s30 p29";
+        return list;
+    };
+    std::string longest = list_with("1000");
+    ASSERT_EQ(("encoder = " + longest).size(), 199u);
+    std::string path;
+    LoadResult loaded = load_text_as_file("[model]\nencoder = " + longest + "\ndecoder = dense 1x2x2, convt out k2\n",
+                                          &path);
+    ASSERT_EQ(loaded.status, VAE_OK) << loaded.message;
+    config = defaults();
+    ASSERT_EQ(vae_config_load_file(&config, path.c_str()), VAE_OK) << vae_last_error();
+    EXPECT_EQ(config.encoder_layer_count, 9);
+    std::vector<std::string> lines = model_lines(config);
+    EXPECT_NE(std::find(lines.begin(), lines.end(), "encoder = " + longest), lines.end());
+    EXPECT_EQ(vae_config_set(&config, ("model.encoder=" + list_with("10000")).c_str()), VAE_ERROR_INVALID_ARGUMENT);
+    expect_contains(vae_last_error(), {"[model] encoder", "at most 189 characters"});
+}
+
+TEST(ConfigLayers, ValidateAndWriteCheckFieldsSetInCode) {
+    struct Case {
+        const char *what;
+        void (*change)(vae_config *);
+        std::vector<std::string> parts;
+    };
+    const std::vector<Case> cases = {
+        {"list and widths", [](vae_config *c) { c->encoder_layers[0] = dense(8); c->encoder_layer_count = 1; },
+         {"[model] encoder", "hidden", "not both"}},
+        {"decoder list and widths",
+         [](vae_config *c) { c->decoder_layers[0] = dense(8); c->decoder_layer_count = 1; },
+         {"[model] decoder", "decoder_hidden", "not both"}},
+        {"too many layers", [](vae_config *c) { c->hidden_count = 0; c->encoder_layer_count = 17; },
+         {"[model] encoder", "at most 16 layers"}},
+        {"negative count", [](vae_config *c) { c->decoder_hidden_count = 0; c->decoder_layer_count = -1; },
+         {"[model] decoder", "at most 16"}},
+        {"kind out of the enum",
+         [](vae_config *c) {
+             c->hidden_count = 0;
+             c->encoder_layers[0] = dense(8);
+             c->encoder_layers[0].kind = (vae_layer_kind)7;
+             c->encoder_layer_count = 1;
+         },
+         {"[model] encoder", "layer 1", "conv, convt or dense"}},
+        {"padding too large",
+         [](vae_config *c) {
+             c->hidden_count = 0;
+             c->encoder_layers[0] = conv(8, 3, 1, 5);
+             c->encoder_layer_count = 1;
+         },
+         {"[model] encoder", "layer 1", "'conv 8 k3 p5'", "0..2"}},
+        {"dense with a kernel",
+         [](vae_config *c) {
+             c->hidden_count = 0;
+             c->encoder_layers[0] = dense(8);
+             c->encoder_layers[0].kernel_size = 3;
+             c->encoder_layer_count = 1;
+         },
+         {"layer 1", "without kernel size"}},
+        {"shape and width disagree",
+         [](vae_config *c) {
+             c->decoder_hidden_count = 0;
+             c->decoder_layers[0] = dense_shaped(2, 2, 2);
+             c->decoder_layers[0].outputs = 9;
+             c->decoder_layers[1] = conv(0, 2, 1, 0, VAE_LAYER_CONV_TRANSPOSE);
+             c->decoder_layer_count = 2;
+         },
+         {"[model] decoder", "layer 1", "C*H*W"}},
+        {"conv encoder without decoder",
+         [](vae_config *c) {
+             c->hidden_count = 0;
+             c->encoder_layers[0] = conv(8, 3, 1, 0);
+             c->encoder_layer_count = 1;
+         },
+         {"[model] decoder", "expected a layer list", "conv"}},
+    };
+    for (const auto &c : cases) {
+        SCOPED_TRACE(c.what);
+        vae_config config = defaults();
+        c.change(&config);
+        EXPECT_EQ(vae_config_validate(&config), VAE_ERROR_INVALID_ARGUMENT);
+        expect_contains(vae_last_error(), c.parts);
+    }
+    // A list that breaks a rule of its own is not written (it would not load back).
+    vae_config config = defaults();
+    config.hidden_count = 0;
+    config.encoder_layers[0] = conv(0, 3, 1, 0);  // 'out' in the encoder
+    config.encoder_layer_count = 1;
+    char *text = reinterpret_cast<char *>(1);
+    EXPECT_EQ(vae_config_to_string(&config, &text), VAE_ERROR_INVALID_ARGUMENT);
+    EXPECT_EQ(text, nullptr);
+    expect_contains(vae_last_error(), {"[model] encoder", "layer 1", "'conv out k3'"});
 }

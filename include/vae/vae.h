@@ -40,6 +40,7 @@ const char *vae_status_name(vae_status status);
 /* ------------------------------------------------------------------ config */
 
 #define VAE_MAX_HIDDEN_LAYERS 16
+#define VAE_MAX_LAYER_SPECS 16
 #define VAE_PATH_MAX 1024
 
 /* The choices a config makes. The values are stable: checkpoints store the
@@ -68,6 +69,21 @@ typedef enum vae_precision { VAE_PRECISION_FP32 = 0, VAE_PRECISION_TF32 = 1 } va
 typedef enum vae_data_placement { VAE_DATA_AUTO = 0, VAE_DATA_HOST = 1 } vae_data_placement;
 typedef enum vae_nonfinite_policy { VAE_NONFINITE_STOP = 0, VAE_NONFINITE_SKIP = 1 } vae_nonfinite_policy;
 
+/* One layer of a [model] encoder or decoder list (configs/README.md):
+ * "conv C kK [sS] [pP]", "convt C kK [sS] [pP]", "dense N", "dense CxHxW". */
+typedef enum vae_layer_kind {
+    VAE_LAYER_DENSE = 0,
+    VAE_LAYER_CONV = 1,          /* nn.Conv2d */
+    VAE_LAYER_CONV_TRANSPOSE = 2 /* nn.ConvTranspose2d (output_padding 0, dilation 1) */
+} vae_layer_kind;
+typedef struct vae_layer_spec {
+    vae_layer_kind kind;
+    int outputs;      /* dense: width (C*H*W for CxHxW); conv, convt: output channels, 0 for "out"
+                         (the image's channels, x2 for likelihood gaussian; only a decoder's last layer) */
+    int kernel_size, stride, padding;                          /* conv, convt (square); 0 for dense */
+    int unflatten_channels, unflatten_height, unflatten_width; /* dense CxHxW; 0 otherwise */
+} vae_layer_spec;
+
 /* Every key of the INI schema (configs/README.md) has a field here. */
 typedef struct vae_config {
     /* [data] */
@@ -84,6 +100,14 @@ typedef struct vae_config {
     int hidden_count;
     int decoder_hidden[VAE_MAX_HIDDEN_LAYERS]; /* decoder widths, latent side first */
     int decoder_hidden_count;                  /* default: encoder's reversed */
+    /* Layer lists (model.encoder, model.decoder), exclusive with hidden and
+     * decoder_hidden: a count of 0 means the widths above are used. The
+     * encoder's list is followed by the dense head (2 x latent_dim); the
+     * decoder's by a dense output layer unless it ends with a conv/convt "out". */
+    vae_layer_spec encoder_layers[VAE_MAX_LAYER_SPECS];
+    int encoder_layer_count;
+    vae_layer_spec decoder_layers[VAE_MAX_LAYER_SPECS];
+    int decoder_layer_count;
     vae_activation activation;       /* hidden layers */
     vae_likelihood likelihood;
     float gaussian_fixed_logvar;     /* for likelihood gaussian_fixed */

@@ -122,6 +122,7 @@ static vae_status apply_value(const config_key *key, const char *value, vae_conf
         if (!parse_widths(value, (int *)field, (int *)((char *)config + key->count_offset)))
             return config_value_error(location, key, expected, value);
         break;
+    case KEY_LAYERS: return config_parse_layers(key, value, config, location);
     }
     return VAE_OK;
 }
@@ -177,6 +178,52 @@ static vae_status apply_setting(parse_session *session, const char *section, con
     return VAE_OK;
 }
 
+/* A layer list and the widths it replaces, as set by one source. */
+typedef struct list_pair {
+    int list_key, widths_key;
+    vae_layer_spec *layers;
+    int *layer_count;
+    int *widths, *width_count;
+} list_pair;
+
+static list_pair encoder_pair(vae_config *config) {
+    return (list_pair){config_find_key("model", "encoder"), config_find_key("model", "hidden"), config->encoder_layers,
+                       &config->encoder_layer_count, config->hidden, &config->hidden_count};
+}
+
+static list_pair decoder_pair(vae_config *config) {
+    return (list_pair){config_find_key("model", "decoder"), config_find_key("model", "decoder_hidden"),
+                       config->decoder_layers, &config->decoder_layer_count, config->decoder_hidden,
+                       &config->decoder_hidden_count};
+}
+
+/* One source may not set both a list and its widths (each non-empty). */
+static vae_status check_exclusive(const parse_session *session, list_pair pair) {
+    int list_line = session->set_line[pair.list_key], widths_line = session->set_line[pair.widths_key];
+    if (!list_line || !widths_line || *pair.layer_count == 0 || *pair.width_count == 0) return VAE_OK;
+    const config_key *list = &config_keys[pair.list_key], *widths = &config_keys[pair.widths_key];
+    char location[VAE_PATH_MAX + 32];
+    snprintf(location, sizeof location, "%s:%d", session->name, list_line);
+    return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                     "%s: [model] %s: expected either %s (a layer list) or %s (widths), not both (%s is set on line "
+                     "%d); a dense-only list is written 'dense 512, dense 256'",
+                     location, list->name, list->name, widths->name, widths->name, widths_line);
+}
+
+/* The later source wins between a list and its widths: a source that sets
+ * one (non-empty for a list) and not the other clears the other. */
+static void clear_replaced(const parse_session *session, list_pair pair) {
+    int list_set = session->set_line[pair.list_key] != 0, widths_set = session->set_line[pair.widths_key] != 0;
+    if (list_set && !widths_set && *pair.layer_count > 0) {
+        memset(pair.widths, 0, VAE_MAX_HIDDEN_LAYERS * sizeof *pair.widths);
+        *pair.width_count = 0;
+    }
+    if (widths_set && !list_set) {
+        memset(pair.layers, 0, VAE_MAX_LAYER_SPECS * sizeof *pair.layers);
+        *pair.layer_count = 0;
+    }
+}
+
 static int decoder_mirrors_encoder(const vae_config *config) {
     if (config->decoder_hidden_count != config->hidden_count) return 0;
     for (int i = 0; i < config->hidden_count && i < VAE_MAX_HIDDEN_LAYERS; ++i)
@@ -185,12 +232,17 @@ static int decoder_mirrors_encoder(const vae_config *config) {
 }
 
 /* The decoder follows the encoder: when this source set [model] hidden but
- * not decoder_hidden, and the decoder was the encoder's mirror image, it
- * becomes the mirror of the new encoder. Then the result is committed. */
+ * not decoder_hidden (nor a decoder list), and the decoder was the encoder's
+ * mirror image, it becomes the mirror of the new encoder. A list replaces
+ * the widths of its side (clear_replaced). Then the result is committed. */
 static void finish_session(parse_session *session, vae_config *config) {
-    int hidden = config_find_key("model", "hidden"), decoder = config_find_key("model", "decoder_hidden");
+    int hidden = config_find_key("model", "hidden"), decoder_hidden = config_find_key("model", "decoder_hidden");
+    int decoder = config_find_key("model", "decoder");
     vae_config *work = &session->work;
-    if (session->set_line[hidden] && !session->set_line[decoder] && decoder_mirrors_encoder(session->before)) {
+    clear_replaced(session, encoder_pair(work));
+    clear_replaced(session, decoder_pair(work));
+    if (session->set_line[hidden] && !session->set_line[decoder_hidden] && !session->set_line[decoder] &&
+        work->decoder_layer_count == 0 && decoder_mirrors_encoder(session->before)) {
         memset(work->decoder_hidden, 0, sizeof work->decoder_hidden);
         for (int i = 0; i < work->hidden_count; ++i) work->decoder_hidden[i] = work->hidden[work->hidden_count - 1 - i];
         work->decoder_hidden_count = work->hidden_count;
@@ -294,6 +346,8 @@ vae_status vae_config_load_string(vae_config *config, const char *text, const ch
     if (session.settings == 0)
         return vae_error(VAE_ERROR_BAD_INPUT, "%s: expected 'key = value' lines, got none (an empty or truncated config?)",
                          name);
+    VAE_TRY(check_exclusive(&session, encoder_pair(&session.work)));
+    VAE_TRY(check_exclusive(&session, decoder_pair(&session.work)));
     finish_session(&session, config);
     return VAE_OK;
 }

@@ -50,6 +50,7 @@ static const char *const placement_names[] = {"auto", "host", NULL};
 #define FLOAT_KEY(s, n, f, lo, hi, open_lo, open_hi) {s, n, KEY_FLOAT, FIELD(f), 0, lo, hi, open_lo, open_hi, NULL}
 #define CHOICE_KEY(s, n, f, names) {s, n, KEY_CHOICE, FIELD(f), 0, 0, 0, 0, 0, names}
 #define WIDTHS_KEY(s, n, f, count) {s, n, KEY_WIDTHS, FIELD(f), FIELD(count), 1, MAX_LAYER_WIDTH, 0, 0, NULL}
+#define LAYERS_KEY(s, n, f, count) {s, n, KEY_LAYERS, FIELD(f), FIELD(count), 0, 0, 0, 0, NULL}
 
 /* Sections appear in this order in written files. */
 const config_key config_keys[] = {
@@ -63,6 +64,8 @@ const config_key config_keys[] = {
     INT_KEY("model", "latent_dim", latent_dim, 1, 65536),
     WIDTHS_KEY("model", "hidden", hidden, hidden_count),
     WIDTHS_KEY("model", "decoder_hidden", decoder_hidden, decoder_hidden_count),
+    LAYERS_KEY("model", "encoder", encoder_layers, encoder_layer_count),
+    LAYERS_KEY("model", "decoder", decoder_layers, decoder_layer_count),
     CHOICE_KEY("model", "activation", activation, activation_names),
     CHOICE_KEY("model", "likelihood", likelihood, likelihood_names),
     FLOAT_KEY("model", "gaussian_fixed_logvar", gaussian_fixed_logvar, -30, 30, 0, 0),
@@ -200,6 +203,12 @@ void config_describe_expected(const config_key *key, char *buffer, size_t size) 
         snprintf(buffer, size, "at most %d comma-separated widths in 1..%d (empty: none)", VAE_MAX_HIDDEN_LAYERS,
                  MAX_LAYER_WIDTH);
         break;
+    case KEY_LAYERS:
+        snprintf(buffer, size,
+                 "at most %d comma-separated layers: conv C kK [sS] [pP], convt C kK [sS] [pP], dense N or dense "
+                 "CxHxW (empty: none)",
+                 VAE_MAX_LAYER_SPECS);
+        break;
     }
 }
 
@@ -245,6 +254,10 @@ static void format_value(const config_key *key, const vae_config *config, char *
             used += (size_t)snprintf(buffer + used, size - used, "%s%d", i ? ", " : "", widths[i]);
         break;
     }
+    case KEY_LAYERS:
+        config_format_layers((const vae_layer_spec *)field, *(const int *)((const char *)config + key->count_offset),
+                             buffer, size);
+        break;
     }
 }
 
@@ -287,6 +300,7 @@ static vae_status check_fields(const vae_config *config) {
                 ok = ((const int *)field)[w] >= 1 && ((const int *)field)[w] <= MAX_LAYER_WIDTH;
             break;
         }
+        case KEY_LAYERS: VAE_TRY(config_check_layers(key, config)); break;
         }
         if (!ok) {
             char value[VAE_PATH_MAX + 16];
@@ -297,9 +311,32 @@ static vae_status check_fields(const vae_config *config) {
     return VAE_OK;
 }
 
+/* The layer lists against the widths they replace, and a conv encoder's
+ * decoder (a conv encoder has no mirror image to default to). */
+static vae_status check_layer_lists(const vae_config *config) {
+    if (config->encoder_layer_count > 0 && config->hidden_count > 0)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "config: [model] encoder: expected either encoder (a layer list) or hidden (widths), not both "
+                         "(hidden has %d widths; set hidden = to use the list)",
+                         config->hidden_count);
+    if (config->decoder_layer_count > 0 && config->decoder_hidden_count > 0)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "config: [model] decoder: expected either decoder (a layer list) or decoder_hidden (widths), "
+                         "not both (decoder_hidden has %d widths; set decoder_hidden = to use the list)",
+                         config->decoder_hidden_count);
+    if (config_layers_use_convolution(config->encoder_layers, config->encoder_layer_count) &&
+        config->decoder_layer_count == 0)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "config: [model] decoder: expected a layer list, since the encoder has conv layers (a conv "
+                         "encoder has no mirror image to default to; e.g. decoder = dense 64x7x7, convt 32 k4 s2 p1, "
+                         "convt out k4 s2 p1)");
+    return VAE_OK;
+}
+
 vae_status vae_config_validate(const vae_config *config) {
     if (!config) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_config_validate: config is NULL");
     VAE_TRY(check_fields(config));
+    VAE_TRY(check_layer_lists(config));
     if (config->lr_min > config->lr) {
         char lr[32], lr_min[32];
         format_float(config->lr, lr, sizeof lr);
@@ -358,6 +395,11 @@ vae_status vae_config_to_string(const vae_config *config, char **out_text) {
         append(text, capacity, &used, "\n[%s]\n", section_names[s]);
         for (size_t i = 0; i < KEY_COUNT; ++i) {
             if (strcmp(config_keys[i].section, section_names[s]) != 0) continue;
+            /* An unused layer list is left out: a config without lists writes
+             * the same text as before the lists existed. */
+            if (config_keys[i].type == KEY_LAYERS &&
+                *(const int *)((const char *)config + config_keys[i].count_offset) == 0)
+                continue;
             char value[VAE_PATH_MAX + 16];
             format_value(&config_keys[i], config, value, sizeof value);
             append(text, capacity, &used, "%s =%s%s\n", config_keys[i].name, value[0] ? " " : "", value);

@@ -30,6 +30,14 @@ static vae_status add_layer(vae_model *model, int index, const char *part, int p
 
 vae_status vae_model_build(const vae_config *config, int input_dim, vae_model *model) {
     memset(model, 0, sizeof *model);
+    /* Layer lists (model.encoder, model.decoder) are read by the config but
+     * not built here yet (issue 9's model work replaces this): refuse them
+     * rather than train a model without their layers. */
+    if (config->encoder_layer_count > 0 || config->decoder_layer_count > 0)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "model: [model] %s: layer lists are not built by this version yet; use hidden and "
+                         "decoder_hidden (widths)",
+                         config->encoder_layer_count > 0 ? "encoder" : "decoder");
     if (input_dim <= 0) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "model: input dimension must be positive");
     model->input_dim = input_dim;
     model->latent_dim = config->latent_dim;

@@ -87,6 +87,10 @@ def make_npy():
     write("npy", "f32_4x6.npy", npy_bytes(floats))
     write("npy", "u8_3x10.npy", npy_bytes(bytes_2d))
     write("npy", "u8_2x4x4.npy", npy_bytes(bytes_3d))
+    # (N, C, H, W) images, and a rank the data reader refuses.
+    write("npy", "u8_2x3x4x4.npy", npy_bytes((np.arange(2 * 3 * 4 * 4) * 7 % 256).astype(np.uint8).reshape(2, 3, 4, 4)))
+    write("npy", "f32_1x2x3x3.npy", npy_bytes((np.arange(18, dtype=np.float32) / 17.0).reshape(1, 2, 3, 3)))
+    write("npy", "u8_rank5.npy", npy_bytes(np.zeros((1, 2, 2, 2, 1), dtype=np.uint8)))
     write("npy", "u8_3x10_v2.npy", npy_bytes(bytes_2d, version=(2, 0)))
     write("npy", "u8_3x10_v3.npy", npy_bytes(bytes_2d, version=(3, 0)))
     write("npy", "labels_u1.npy", npy_bytes(np.array([0, 1, 2, 9, 3], dtype=np.uint8)))
@@ -210,6 +214,18 @@ grad_clip = 1.0
     write("config", "out_of_range.ini", b"[model]\nlatent_dim = -3\nbeta = nan\n[train]\nbatch_size = 99999999999\n")
     write("config", "no_section.ini", b"latent_dim = 4\n")
     write("config", "comments_crlf.ini", b"; comment\r\n[model] # trailing\r\nlatent_dim = 4 ; inline\r\n")
+    # Layer lists (model.encoder, model.decoder): valid, and a few mistakes away.
+    write("config", "conv_layers.ini", b"""[model]
+latent_dim = 16
+hidden =
+decoder_hidden =
+encoder = conv 32 k4 s2 p1, conv 64 k4 s2 p1, dense 256
+decoder = dense 256, dense 64x7x7, convt 32 k4 s2 p1, convt out k4 s2 p1
+""")
+    write("config", "conv_layers_spelling.ini", b"[model]\nencoder = CONV 3 K5,Conv 8 p2 k5 S3 ,\tdense 10\n"
+                                                b"decoder = Dense 2X3X4, ConvT OUT k3\n")
+    write("config", "conv_layers_mistakes.ini", b"[model]\nhidden = 64\nencoder = conv 8 k3 k3, dense 4x2x2, conv out,\n"
+                                                b"decoder = convt 3 k40 p50\n")
 
 
 def main():
