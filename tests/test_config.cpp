@@ -772,6 +772,8 @@ TEST(ConfigLayers, SetReplacesTheWidthsOfItsSideAndBack) {
     ASSERT_EQ(vae_config_load_string(&config, "[model]\nhidden =\nencoder = dense 64\n", "empty widths"), VAE_OK)
         << vae_last_error();
     EXPECT_EQ(config.encoder_layer_count, 1);
+    ASSERT_EQ(config.decoder_hidden_count, 1) << "an empty hidden beside a list is not mirrored into the decoder";
+    EXPECT_EQ(config.decoder_hidden[0], 400);
     LoadResult both = load_text_as_file("[model]\nhidden = 512\nlatent_dim = 4\nencoder = dense 512\n");
     EXPECT_EQ(both.status, VAE_ERROR_INVALID_ARGUMENT);
     expect_contains(both.message, {":4:", "[model] encoder", "hidden", "line 2", "not both"});

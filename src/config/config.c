@@ -232,8 +232,8 @@ static int decoder_mirrors_encoder(const vae_config *config) {
 }
 
 /* The decoder follows the encoder: when this source set [model] hidden but
- * not decoder_hidden (nor a decoder list), and the decoder was the encoder's
- * mirror image, it becomes the mirror of the new encoder. A list replaces
+ * not decoder_hidden (nor a decoder list), no list is in use, and the decoder
+ * was the encoder's mirror image, it becomes the mirror of the new encoder. A list replaces
  * the widths of its side (clear_replaced). Then the result is committed. */
 static void finish_session(parse_session *session, vae_config *config) {
     int hidden = config_find_key("model", "hidden"), decoder_hidden = config_find_key("model", "decoder_hidden");
@@ -242,7 +242,8 @@ static void finish_session(parse_session *session, vae_config *config) {
     clear_replaced(session, encoder_pair(work));
     clear_replaced(session, decoder_pair(work));
     if (session->set_line[hidden] && !session->set_line[decoder_hidden] && !session->set_line[decoder] &&
-        work->decoder_layer_count == 0 && decoder_mirrors_encoder(session->before)) {
+        work->encoder_layer_count == 0 && work->decoder_layer_count == 0 &&
+        decoder_mirrors_encoder(session->before)) {
         memset(work->decoder_hidden, 0, sizeof work->decoder_hidden);
         for (int i = 0; i < work->hidden_count; ++i) work->decoder_hidden[i] = work->hidden[work->hidden_count - 1 - i];
         work->decoder_hidden_count = work->hidden_count;
