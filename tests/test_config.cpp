@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -826,6 +827,9 @@ TEST(ConfigLayers, EachMalformedSpecNamesFileLineKeyAndLayer) {
         {"bad shape", "decoder", "dense 4x4, convt out k3", {"layer 1", "CxHxW", "got '4x4'"}},
         {"zero in shape", "decoder", "dense 4x0x4, convt out k3", {"layer 1", "positive"}},
         {"shape too large", "decoder", "dense 64x64x64, convt out k3", {"layer 1", "65536"}},
+        // Found by fuzzing: sizes whose product overflows 64 bits.
+        {"shape overflowing", "decoder", "dense 252222222x22222222x2222222223, convt out k3", {"layer 1", "65536"}},
+        {"shape overflowing 2", "encoder", "dense 2544444444464x7x7444444444444, conv 3 k3", {"layer 1", "65536"}},
         {"dense out", "decoder", "dense out", {"layer 1", "'out'", "last conv"}},
         {"out in the encoder", "encoder", "conv out k3", {"layer 1", "'out' is only for the decoder's last layer"}},
         {"out before the last layer", "decoder", "dense 8x2x2, convt out k3, convt out k3",
@@ -911,7 +915,7 @@ TEST(ConfigLayers, ValidateAndWriteCheckFieldsSetInCode) {
          [](vae_config *c) {
              c->hidden_count = 0;
              c->encoder_layers[0] = dense(8);
-             c->encoder_layers[0].kind = (vae_layer_kind)7;
+             c->encoder_layers[0].kind = (vae_layer_kind)3;  // within the enum's value range in C++
              c->encoder_layer_count = 1;
          },
          {"[model] encoder", "layer 1", "conv, convt or dense"}},
@@ -939,6 +943,17 @@ TEST(ConfigLayers, ValidateAndWriteCheckFieldsSetInCode) {
              c->decoder_layer_count = 2;
          },
          {"[model] decoder", "layer 1", "C*H*W"}},
+        {"shape of huge sizes",
+         [](vae_config *c) {
+             c->decoder_hidden_count = 0;
+             c->decoder_layers[0] = dense(8);
+             c->decoder_layers[0].unflatten_channels = INT_MAX;
+             c->decoder_layers[0].unflatten_height = INT_MAX;
+             c->decoder_layers[0].unflatten_width = INT_MAX;
+             c->decoder_layers[1] = conv(0, 2, 1, 0, VAE_LAYER_CONV_TRANSPOSE);
+             c->decoder_layer_count = 2;
+         },
+         {"[model] decoder", "layer 1", "at most 65536 values"}},
         {"conv encoder without decoder",
          [](vae_config *c) {
              c->hidden_count = 0;

@@ -114,7 +114,10 @@ static int parse_layer(const char *text, size_t length, vae_layer_spec *spec, la
             spec->unflatten_channels = sizes[0];
             spec->unflatten_height = sizes[1];
             spec->unflatten_width = sizes[2];
-            long long product = (long long)sizes[0] * sizes[1] * sizes[2];
+            /* Sizes beyond the limit would overflow the product; the range
+             * check refuses them (the product is then only a placeholder). */
+            int fits = sizes[0] <= MAX_LAYER_WIDTH && sizes[1] <= MAX_LAYER_WIDTH && sizes[2] <= MAX_LAYER_WIDTH;
+            long long product = fits ? (long long)sizes[0] * sizes[1] * sizes[2] : INT_MAX; /* < 2^49 */
             spec->outputs = product > INT_MAX ? INT_MAX : (int)product;
             return 1;
         }
@@ -173,7 +176,8 @@ static int check_layer(const vae_layer_spec *layer, layer_problem *problem) {
         }
         if (layer->unflatten_channels < 1 || layer->unflatten_height < 1 || layer->unflatten_width < 1)
             return fail(problem, "a shape CxHxW of positive sizes");
-        long long product = (long long)layer->unflatten_channels * layer->unflatten_height * layer->unflatten_width;
+        long long product = (long long)layer->unflatten_channels * layer->unflatten_height; /* < 2^62 */
+        if (product <= MAX_LAYER_WIDTH) product *= layer->unflatten_width; /* each factor below 2^31: no overflow */
         if (product > MAX_LAYER_WIDTH) {
             snprintf(problem->expected, sizeof problem->expected, "a shape CxHxW of at most %d values (C*H*W)",
                      MAX_LAYER_WIDTH);
