@@ -5,10 +5,12 @@
  * PyTorch's F.conv2d / F.conv_transpose2d (bench/conv_torch.py) on the same
  * core.
  *
- *   bench_conv_ops [seconds per measurement, default 1]
+ *   bench_conv_ops [seconds per measurement, default 1] [layer index, default all]
  *
  * Each figure is the median of 5 rounds; a round repeats the call for about
- * a fifth of the time given. Prints one line per layer. */
+ * a fifth of the time given. Times are the calling thread's CPU time (run it
+ * at 1 thread: OMP_NUM_THREADS=1), so that other processes on a shared
+ * machine do not inflate them. Prints one line per layer. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,9 +26,11 @@ typedef struct layer {
     vae_conv_geometry geometry;
 } layer;
 
+/* This thread's CPU time, not the wall clock: on a shared machine the time
+ * the thread waits for a core does not count (run at 1 thread). */
 static double seconds_now(void) {
     struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
     return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
 }
 
@@ -97,10 +101,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_conv_ops: %s\n", vae_last_error());
         return 1;
     }
-    printf("# engine %s, batch %d, ms per call (median of 5 rounds)\n", backend->device_name, batch);
+    printf("# engine %s, batch %d, ms of thread CPU time per call (median of 5 rounds)\n", backend->device_name, batch);
     printf("%-40s %10s %14s\n", "layer", "forward", "forward+back");
     unsigned int seed = 12345;
+    const int only = argc > 2 ? atoi(argv[2]) : -1;
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; ++i) {
+        if (only >= 0 && (size_t)only != i) continue;
         const vae_conv_geometry *g = &layers[i].geometry;
         const size_t x_count = (size_t)batch * g->in_channels * g->in_height * g->in_width;
         const size_t y_count = (size_t)batch * g->out_channels * g->out_height * g->out_width;

@@ -2,7 +2,9 @@
 """PyTorch's peer of bench_conv_ops (bench/conv_ops.c): F.conv2d and
 F.conv_transpose2d on the same layers and batch, forward alone (no_grad) and
 forward + backward (autograd for x, weight and bias, with a fixed dy), in
-milliseconds per call, median of 5 rounds. Threads: --threads (default 1).
+milliseconds of this thread's CPU time per call (time.thread_time: time spent
+waiting for a core on a shared machine does not count; meaningful at 1
+thread), median of 5 rounds. Threads: --threads (default 1).
 
     /usr/bin/python3 bench/conv_torch.py [--seconds 1] [--threads 1]
 """
@@ -25,11 +27,11 @@ def measure(function, seconds):
     function()  # warm-up
     rounds = []
     for _ in range(5):
-        calls, start = 0, time.perf_counter()
-        while calls < 2 or time.perf_counter() - start < seconds / 5:
+        calls, start = 0, time.thread_time()
+        while calls < 2 or time.thread_time() - start < seconds / 5:
             function()
             calls += 1
-        rounds.append((time.perf_counter() - start) / calls * 1e3)
+        rounds.append((time.thread_time() - start) / calls * 1e3)
     return statistics.median(rounds)
 
 
@@ -42,7 +44,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"# pytorch {torch.__version__}, mkldnn {torch.backends.mkldnn.is_available()}, "
-          f"{torch.get_num_threads()} threads, batch {args.batch}, ms per call (median of 5 rounds)")
+          f"{torch.get_num_threads()} threads, batch {args.batch}, ms of thread CPU time per call (median of 5 rounds)")
     print(f"{'layer':<40} {'forward':>10} {'forward+back':>14}")
     for name, transposed, in_channels, size, out_channels in LAYERS:
         x = torch.rand(args.batch, in_channels, size, size, requires_grad=True)
