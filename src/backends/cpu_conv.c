@@ -1,10 +1,11 @@
 /* The CPU backend's convolutions: im2col ("unfold"), one OpenBLAS GEMM over
  * the whole batch, col2im ("fold"), as kernels/vae_conv_geometry.h describes
- * them; the CUDA backend runs the same steps (kernels/conv.cu). The pixel
- * mapping comes from that header (vae_conv_pixel), so both backends unfold
- * and fold the same way. Loops run with OpenMP over independent rows or
- * image planes; every sum runs in a fixed order, so results do not depend on
- * the thread count. Arguments were checked by the vae_backend_* wrappers
+ * them; the CUDA backend runs the same steps (kernels/conv.cu) over the
+ * whole batch at once, the CPU a chunk of images at a time. The pixel mapping
+ * comes from that header (vae_conv_pixel), so both backends unfold and fold
+ * the same way. Loops run with OpenMP over independent image planes or
+ * channels; every sum runs in a fixed order, so results do not depend on the
+ * thread count. Arguments were checked by the vae_backend_* wrappers
  * (backend.c). */
 #include "backends/cpu_conv.h"
 
