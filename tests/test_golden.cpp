@@ -31,6 +31,7 @@ struct GoldenTensor {
 struct GoldenCase {
     std::string name, config;
     int input_dim = 0, rows = 0, samples = 0, latent_dim = 0;
+    vae_image_shape image{0, 0, 0};     // convolutional cases: the images' [C, H, W]
     std::vector<GoldenTensor> tensors;  // engine order, packed one after another
     std::vector<float> x, eps, parameters;
     double loss = 0.0;
@@ -87,6 +88,11 @@ std::vector<GoldenCase> load_golden_cases() {
             golden.rows = (int)number_field(entry, "rows", named);
             golden.samples = (int)number_field(entry, "samples", named);
             golden.latent_dim = (int)number_field(entry, "latent_dim", named);
+            if (cJSON_GetObjectItemCaseSensitive(entry, "image")) {
+                std::vector<float> image = float_array_field(entry, "image", named);
+                if (image.size() != 3) throw std::runtime_error(named + ": field \"image\" is not [C, H, W]");
+                golden.image = {(int)image[0], (int)image[1], (int)image[2]};
+            }
             golden.loss = number_field(entry, "loss", named);
             golden.x = float_array_field(entry, "x", named);
             golden.eps = float_array_field(entry, "eps", named);
@@ -124,8 +130,8 @@ std::vector<EngineTensor> engine_tensors(const vae_model &model) {
     const int layer_count = model.encoder_layer_count + model.decoder_layer_count;
     for (int i = 0; i < layer_count; ++i) {
         const vae_layer &layer = model.layers[i];
-        tensors.push_back({layer.weight_name, layer.weight_offset, (size_t)layer.out * (size_t)layer.in});
-        tensors.push_back({layer.bias_name, layer.bias_offset, (size_t)layer.out});
+        tensors.push_back({layer.weight_name, layer.weight_offset, layer.weight_count});
+        tensors.push_back({layer.bias_name, layer.bias_offset, layer.bias_count});
     }
     return tensors;
 }
@@ -146,7 +152,8 @@ void run_engine(const GoldenCase &golden, EngineResult *result) {
     vae_config_defaults(&config);
     ASSERT_EQ(vae_config_load_string(&config, golden.config.c_str(), golden.name.c_str()), VAE_OK)
         << vae_last_error();
-    ASSERT_EQ(vae_model_build(&config, golden.input_dim, &result->model), VAE_OK) << vae_last_error();
+    const vae_image_shape *image = golden.image.channels ? &golden.image : nullptr;
+    ASSERT_EQ(vae_model_build(&config, golden.input_dim, image, &result->model), VAE_OK) << vae_last_error();
     result->tensors = engine_tensors(result->model);
     ASSERT_EQ(result->tensors.size(), golden.tensors.size()) << "layer table differs from the golden tensor list";
 
@@ -171,7 +178,7 @@ void run_engine(const GoldenCase &golden, EngineResult *result) {
 
     // NaN marks every float the engine should overwrite.
     result->gradients.assign(result->model.parameter_count, NAN);
-    ASSERT_EQ(vae_reference_loss_and_gradients(&config, golden.input_dim, parameters.data(), golden.x.data(),
+    ASSERT_EQ(vae_reference_loss_and_gradients(&config, golden.input_dim, image, parameters.data(), golden.x.data(),
                                                golden.rows, golden.eps.data(), &result->loss,
                                                result->gradients.data()),
               VAE_OK)

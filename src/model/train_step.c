@@ -18,6 +18,7 @@ struct vae_step {
     float *pre[VAE_MAX_LAYERS], *post[VAE_MAX_LAYERS];
     float *scratch[2];        /* ping-pong buffers for activation gradients */
     float *dz, *dmu_logvar;
+    float *conv_workspace;    /* conv layers: the largest workspace any of them needs, or NULL */
     int with_optimizer;
     void *allocations[4 * VAE_MAX_LAYERS + 32];
     int allocation_count;
@@ -79,6 +80,14 @@ vae_status vae_step_create(vae_step **out, vae_backend *backend, const vae_model
         STEP_ALLOC(floats, &step->post[index]);
         scratch_floats = max_size(scratch_floats, floats);
     }
+    size_t workspace_floats = 0;
+    for (int i = 0; i < m->encoder_layer_count + m->decoder_layer_count; ++i) {
+        const vae_layer *layer = &m->layers[i];
+        if (layer->kind == VAE_LAYER_DENSE) continue;
+        int batch = i < m->encoder_layer_count ? rows : (int)decoder_rows;
+        workspace_floats = max_size(workspace_floats, vae_conv_workspace_floats(&layer->geometry, batch));
+    }
+    if (workspace_floats > 0) STEP_ALLOC(workspace_floats, &step->conv_workspace);
     if (with_optimizer) {
         STEP_ALLOC(m->parameter_count, &step->buffers.gradients);
         STEP_ALLOC(m->parameter_count, &step->buffers.adam_m);
@@ -111,17 +120,51 @@ void vae_step_destroy(vae_step *step) {
 const vae_step_buffers *vae_step_get_buffers(const vae_step *step) { return &step->buffers; }
 int vae_step_rows(const vae_step *step) { return step->rows; }
 
+/* One layer's output (before its activation) by its kind. */
+static vae_status layer_forward(vae_step *step, const vae_layer *layer, const float *input, int rows, float *output) {
+    const float *weight = step->buffers.parameters + layer->weight_offset;
+    const float *bias = step->buffers.parameters + layer->bias_offset;
+    switch (layer->kind) {
+    case VAE_LAYER_CONV:
+        return vae_backend_conv2d_forward(step->backend, &layer->geometry, rows, input, weight, bias, output,
+                                          step->conv_workspace);
+    case VAE_LAYER_CONV_TRANSPOSE:
+        return vae_backend_conv_transpose2d_forward(step->backend, &layer->geometry, rows, input, weight, bias, output,
+                                                    step->conv_workspace);
+    default:
+        return vae_backend_linear_forward(step->backend, input, weight, bias, output, rows, layer->in, layer->out);
+    }
+}
+
+/* Overwrites the layer's weight and bias gradients and, when dx is not NULL,
+ * d loss / d input, from dy = d loss / d output. */
+static vae_status layer_backward(vae_step *step, const vae_layer *layer, const float *input, int rows, const float *dy,
+                                 float *dx) {
+    const float *weight = step->buffers.parameters + layer->weight_offset;
+    float *dweight = step->buffers.gradients + layer->weight_offset;
+    float *dbias = step->buffers.gradients + layer->bias_offset;
+    switch (layer->kind) {
+    case VAE_LAYER_CONV:
+        return vae_backend_conv2d_backward(step->backend, &layer->geometry, rows, input, weight, dy, dx, dweight, dbias,
+                                           step->conv_workspace);
+    case VAE_LAYER_CONV_TRANSPOSE:
+        return vae_backend_conv_transpose2d_backward(step->backend, &layer->geometry, rows, input, weight, dy, dx,
+                                                     dweight, dbias, step->conv_workspace);
+    default:
+        return vae_backend_linear_backward(step->backend, input, weight, dy, dx, dweight, dbias, rows, layer->in,
+                                           layer->out);
+    }
+}
+
 /* Runs the layers [first, first+count) of the table on input (in_rows rows),
  * the last one writing final_output. */
 static vae_status forward_layers(vae_step *step, int first, int count, const float *input, int in_rows,
                                  float *final_output) {
-    const float *parameters = step->buffers.parameters;
     for (int i = first; i < first + count; ++i) {
         const vae_layer *layer = &step->model.layers[i];
         int last = i == first + count - 1;
         float *output = last ? final_output : step->pre[i];
-        VAE_TRY(vae_backend_linear_forward(step->backend, input, parameters + layer->weight_offset,
-                                    parameters + layer->bias_offset, output, in_rows, layer->in, layer->out));
+        VAE_TRY(layer_forward(step, layer, input, in_rows, output));
         if (!last) {
             VAE_TRY(vae_backend_activation_forward(step->backend, layer->activation, step->pre[i], step->post[i],
                                             (size_t)in_rows * layer->out));
@@ -136,16 +179,12 @@ static vae_status forward_layers(vae_step *step, int first, int count, const flo
  * NULL, d loss / d input. */
 static vae_status backward_layers(vae_step *step, int first, int count, const float *input, int in_rows,
                                   float *dy, float *input_gradient) {
-    const float *parameters = step->buffers.parameters;
-    float *gradients = step->buffers.gradients;
     int next_scratch = 0;
     for (int i = first + count - 1; i >= first; --i) {
         const vae_layer *layer = &step->model.layers[i];
         const float *layer_input = i == first ? input : step->post[i - 1];
         float *dx = i == first ? input_gradient : step->scratch[next_scratch];
-        VAE_TRY(vae_backend_linear_backward(step->backend, layer_input, parameters + layer->weight_offset, dy, dx,
-                                     gradients + layer->weight_offset, gradients + layer->bias_offset, in_rows,
-                                     layer->in, layer->out));
+        VAE_TRY(layer_backward(step, layer, layer_input, in_rows, dy, dx));
         if (i > first) {
             const vae_layer *previous = &step->model.layers[i - 1];
             VAE_TRY(vae_backend_activation_backward(step->backend, previous->activation, step->pre[i - 1], dx, dx,
@@ -215,11 +254,11 @@ vae_status vae_step_optimizer(vae_step *step, const vae_adam_settings *settings,
                                 step->model.parameter_count, settings, b->grad_norm_squared, counter);
 }
 
-vae_status vae_reference_loss_and_gradients(const vae_config *config, int input_dim, const float *parameters,
-                                            const float *x, int rows, const float *eps, double *loss,
-                                            float *gradients) {
+vae_status vae_reference_loss_and_gradients(const vae_config *config, int input_dim, const vae_image_shape *image,
+                                            const float *parameters, const float *x, int rows, const float *eps,
+                                            double *loss, float *gradients) {
     vae_model model;
-    VAE_TRY(vae_model_build(config, input_dim, &model));
+    VAE_TRY(vae_model_build(config, input_dim, image, &model));
     vae_backend *backend = NULL;
     VAE_TRY(vae_backend_create_cpu(&backend));
     vae_config reference_config = *config;

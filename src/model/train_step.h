@@ -57,11 +57,12 @@ vae_status vae_step_optimizer(vae_step *step, const vae_adam_settings *settings,
 
 /* CPU reference of the whole objective for tests (golden values, finite
  * differences): parameters, x [rows, D] and eps [samples*rows, Z] are host
- * arrays; the config's model section gives the architecture. Writes the mean
+ * arrays; the config's model section gives the architecture (image: the
+ * input's shape, NULL when unknown). Writes the mean
  * loss (as defined above, beta without warm-up) and gradients
  * [parameter_count] (host; may be NULL). */
-vae_status vae_reference_loss_and_gradients(const vae_config *config, int input_dim, const float *parameters,
-                                            const float *x, int rows, const float *eps, double *loss,
-                                            float *gradients);
+vae_status vae_reference_loss_and_gradients(const vae_config *config, int input_dim, const vae_image_shape *image,
+                                            const float *parameters, const float *x, int rows, const float *eps,
+                                            double *loss, float *gradients);
 
 #endif

@@ -13,6 +13,11 @@
 
 /* Decoder rows one evaluation batch may hold (rows * samples). */
 #define EVAL_DECODER_ROW_BUDGET 65536
+/* Convolutional decoders keep images per row: their batches are also held to
+ * this many floats of decoder activations (1 GiB). Widths models keep the
+ * row budget alone, so their batches (and the noise each row sees) are as
+ * before. */
+#define EVAL_CONV_DECODER_FLOAT_BUDGET (256L * 1024 * 1024)
 
 typedef struct eval_state {
     vae_trainer *trainer;
@@ -167,7 +172,12 @@ vae_status vae_trainer_evaluate(vae_trainer *trainer, const char *split, int iwa
     int samples = iwae_k > 0 ? iwae_k : 1;
     long rows = trainer->config.eval_batch_size;
     if (rows > data->count) rows = data->count;
-    long budget_rows = EVAL_DECODER_ROW_BUDGET / samples;
+    long decoder_row_budget = EVAL_DECODER_ROW_BUDGET;
+    if (trainer->model.convolutional) {
+        long by_memory = EVAL_CONV_DECODER_FLOAT_BUDGET / (long)vae_model_decoder_floats_per_row(&trainer->model);
+        if (by_memory < decoder_row_budget) decoder_row_budget = by_memory;
+    }
+    long budget_rows = decoder_row_budget / samples;
     if (budget_rows < 1) budget_rows = 1;
     if (rows > budget_rows) rows = budget_rows;
     double start = seconds_now();

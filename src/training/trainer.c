@@ -41,7 +41,7 @@ static vae_status backend_alloc(vae_trainer *trainer, size_t bytes, void **out) 
 }
 
 vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config, vae_device_kind device, int input_dim,
-                                    int image_rows, int image_cols) {
+                                    int image_channels, int image_rows, int image_cols) {
     *out = NULL;
     VAE_TRY(vae_config_validate(config));
     vae_trainer *trainer = calloc(1, sizeof *trainer);
@@ -49,10 +49,12 @@ vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config,
     trainer->config = *config;
     trainer->device = device;
     trainer->input_dim = input_dim;
+    trainer->image_channels = image_channels;
     trainer->image_rows = image_rows;
     trainer->image_cols = image_cols;
     trainer->permutation_epoch = UINT64_MAX;
-    vae_status status = vae_model_build(config, input_dim, &trainer->model);
+    vae_image_shape image = {image_channels, image_rows, image_cols};
+    vae_status status = vae_model_build(config, input_dim, &image, &trainer->model);
     if (status == VAE_OK) status = vae_backend_create(&trainer->backend, device, config->precision);
     if (status == VAE_OK)
         status = backend_alloc(trainer, sizeof(float) * trainer->model.parameter_count, (void **)&trainer->parameters);
@@ -94,6 +96,12 @@ vae_status vae_trainer_ensure_data(vae_trainer *trainer) {
     if (trainer->data.train.dim != trainer->input_dim)
         return vae_error(VAE_ERROR_BAD_INPUT, "%s: examples have %d values, the model expects %d",
                          trainer->config.data_path, trainer->data.train.dim, trainer->input_dim);
+    const vae_dataset *train = &trainer->data.train;
+    if (trainer->model.convolutional && (train->channels != trainer->image_channels ||
+                                         train->rows != trainer->image_rows || train->cols != trainer->image_cols))
+        return vae_error(VAE_ERROR_BAD_INPUT, "%s: images are %dx%dx%d, the model's conv layers expect %dx%dx%d",
+                         trainer->config.data_path, train->channels, train->rows, train->cols,
+                         trainer->image_channels, trainer->image_rows, trainer->image_cols);
     return VAE_OK;
 }
 
@@ -104,8 +112,8 @@ vae_status vae_trainer_create(vae_trainer **out, const vae_config *config, vae_d
     memset(&data, 0, sizeof data);
     VAE_TRY(vae_data_load(config, &data));
     vae_trainer *trainer = NULL;
-    vae_status status = vae_trainer_create_empty(&trainer, config, device, data.train.dim, data.train.rows,
-                                                 data.train.cols);
+    vae_status status = vae_trainer_create_empty(&trainer, config, device, data.train.dim, data.train.channels,
+                                                 data.train.rows, data.train.cols);
     if (status != VAE_OK) {
         vae_data_splits_free(&data);
         return status;
@@ -543,6 +551,8 @@ void vae_trainer_image_shape(const vae_trainer *trainer, int *rows, int *cols) {
     *rows = trainer->image_rows;
     *cols = trainer->image_cols;
 }
+
+int vae_trainer_image_channels(const vae_trainer *trainer) { return trainer->image_channels; }
 
 const char *vae_trainer_device_name(const vae_trainer *trainer) { return trainer->backend->device_name; }
 

@@ -21,13 +21,12 @@ static int describe_tensors(const vae_model *model, const char *prefix, const fl
         const vae_layer *layer = &model->layers[i];
         vae_checkpoint_tensor *w = &tensors[n++], *b = &tensors[n++];
         snprintf(w->name, sizeof w->name, "%s%s", prefix, layer->weight_name);
-        w->rank = 2;
-        w->shape[0] = layer->out;
-        w->shape[1] = layer->in;
+        w->rank = layer->weight_rank;
+        for (int d = 0; d < layer->weight_rank; ++d) w->shape[d] = layer->weight_shape[d];
         w->data = host + layer->weight_offset;
         snprintf(b->name, sizeof b->name, "%s%s", prefix, layer->bias_name);
         b->rank = 1;
-        b->shape[0] = layer->out;
+        b->shape[0] = (int64_t)layer->bias_count;
         b->data = host + layer->bias_offset;
     }
     return n;
@@ -60,7 +59,8 @@ vae_status vae_trainer_save(vae_trainer *trainer, const char *path) {
             n += describe_tensors(&trainer->model, OPTIMIZER_FIRST_MOMENT, host + count, tensors + n);
             n += describe_tensors(&trainer->model, OPTIMIZER_SECOND_MOMENT, host + 2 * count, tensors + n);
         }
-        char step[32], epoch[32], seed[32], skipped[32], nonfinite[32], input_dim[32], rows[32], cols[32];
+        char step[32], epoch[32], seed[32], skipped[32], nonfinite[32], input_dim[32], channels[32], rows[32],
+            cols[32];
         uint64_t steps_per_epoch = trainer->steps_per_epoch > 0 ? (uint64_t)trainer->steps_per_epoch : 0;
         snprintf(step, sizeof step, "%" PRIu64, counter.step);
         snprintf(epoch, sizeof epoch, "%" PRIu64, steps_per_epoch ? counter.step / steps_per_epoch : 0);
@@ -68,12 +68,13 @@ vae_status vae_trainer_save(vae_trainer *trainer, const char *path) {
         snprintf(skipped, sizeof skipped, "%" PRIu64, counter.skipped_steps);
         snprintf(nonfinite, sizeof nonfinite, "%" PRIu64, counter.nonfinite_seen);
         snprintf(input_dim, sizeof input_dim, "%d", trainer->input_dim);
+        snprintf(channels, sizeof channels, "%d", trainer->image_channels);
         snprintf(rows, sizeof rows, "%d", trainer->image_rows);
         snprintf(cols, sizeof cols, "%d", trainer->image_cols);
         const char *keys[] = {"engine", "config", "step", "epoch", "seed", "skipped_steps", "nonfinite_seen",
-                              "input_dim", "image_rows", "image_cols"};
+                              "input_dim", "image_channels", "image_rows", "image_cols"};
         const char *values[] = {"vae-engine " VAE_VERSION_STRING, config_text, step, epoch, seed, skipped, nonfinite,
-                                input_dim, rows, cols};
+                                input_dim, channels, rows, cols};
         status = vae_checkpoint_write(path, tensors, n, keys, values, (int)(sizeof keys / sizeof keys[0]));
     }
     free(config_text);
@@ -96,12 +97,21 @@ static vae_status metadata_integer(const vae_checkpoint *checkpoint, const char 
     return VAE_OK;
 }
 
+static void shape_text(int rank, const int64_t *shape, char *text, size_t size) {
+    size_t used = (size_t)snprintf(text, size, "[");
+    for (int d = 0; d < rank && used < size; ++d)
+        used += (size_t)snprintf(text + used, size - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (used < size) snprintf(text + used, size - used, "]");
+}
+
 /* Copies one set of tensors (parameters or a moment) into host after
- * checking each shape against the model. missing_ok: report absence via
- * *found instead of failing. */
+ * checking each shape against the model. found not NULL: a set wholly
+ * absent is reported via *found instead of failing. A set partly absent (a
+ * file for another architecture) fails naming the first missing tensor. */
 static vae_status load_tensor_set(const vae_checkpoint *checkpoint, const char *path, const vae_model *model,
                                   const char *prefix, float *host, int *found) {
     int present = 0, total = 0;
+    char first_missing[160] = "";
     for (int i = 0; i < layer_total(model); ++i) {
         const vae_layer *layer = &model->layers[i];
         for (int part = 0; part < 2; ++part) {
@@ -109,25 +119,36 @@ static vae_status load_tensor_set(const vae_checkpoint *checkpoint, const char *
             snprintf(name, sizeof name, "%s%s", prefix, part == 0 ? layer->weight_name : layer->bias_name);
             const vae_checkpoint_tensor *t = vae_checkpoint_find(checkpoint, name);
             total += 1;
-            if (!t) continue;
+            if (!t) {
+                if (!first_missing[0]) snprintf(first_missing, sizeof first_missing, "%s", name);
+                continue;
+            }
             present += 1;
-            int expected_rank = part == 0 ? 2 : 1;
-            int64_t expected0 = layer->out, expected1 = layer->in;
-            if (t->rank != expected_rank || t->shape[0] != expected0 || (part == 0 && t->shape[1] != expected1))
+            int64_t expected[VAE_CHECKPOINT_MAX_RANK] = {0};
+            int expected_rank = part == 0 ? layer->weight_rank : 1;
+            if (part == 0)
+                for (int d = 0; d < layer->weight_rank; ++d) expected[d] = layer->weight_shape[d];
+            else expected[0] = (int64_t)layer->bias_count;
+            int same = t->rank == expected_rank;
+            for (int d = 0; same && d < expected_rank; ++d) same = t->shape[d] == expected[d];
+            if (!same) {
+                char have[96], need[96];
+                shape_text(t->rank, t->shape, have, sizeof have);
+                shape_text(expected_rank, expected, need, sizeof need);
                 return vae_error(VAE_ERROR_BAD_INPUT,
-                                 "%s: tensor %s has shape [%lld%s%lld], the stored config's model needs [%lld%s%lld]",
-                                 path, name, (long long)t->shape[0], t->rank > 1 ? ", " : "",
-                                 t->rank > 1 ? (long long)t->shape[1] : 0LL, (long long)expected0,
-                                 part == 0 ? ", " : "", part == 0 ? (long long)expected1 : 0LL);
+                                 "%s: tensor %s has shape %s, the stored config's model needs %s (wrong architecture?)",
+                                 path, name, have, need);
+            }
             size_t offset = part == 0 ? layer->weight_offset : layer->bias_offset;
-            size_t floats = part == 0 ? (size_t)layer->in * layer->out : (size_t)layer->out;
+            size_t floats = part == 0 ? layer->weight_count : layer->bias_count;
             memcpy(host + offset, t->data, sizeof(float) * floats);
         }
     }
     if (present != total) {
         if (found && present == 0) { *found = 0; return VAE_OK; }
-        return vae_error(VAE_ERROR_BAD_INPUT, "%s: %d of the model's %d %stensors are missing (wrong architecture?)",
-                         path, total - present, total, prefix);
+        return vae_error(VAE_ERROR_BAD_INPUT,
+                         "%s: %d of the model's %d %stensors are missing, first %s (wrong architecture?)", path,
+                         total - present, total, prefix, first_missing);
     }
     if (found) *found = 1;
     return VAE_OK;
@@ -144,7 +165,7 @@ vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind
     const char *config_text = vae_checkpoint_metadata(&checkpoint, "config");
     vae_config config;
     vae_config_defaults(&config);
-    uint64_t step = 0, skipped = 0, nonfinite = 0, input_dim = 0, rows = 0, cols = 0;
+    uint64_t step = 0, skipped = 0, nonfinite = 0, input_dim = 0, channels = 0, rows = 0, cols = 0;
     if (!config_text) status = vae_error(VAE_ERROR_BAD_INPUT, "%s: metadata has no 'config'", path);
     if (status == VAE_OK) {
         char name[VAE_PATH_MAX + 32];
@@ -157,9 +178,20 @@ vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind
     if (status == VAE_OK) status = metadata_integer(&checkpoint, path, "input_dim", 1 << 26, &input_dim);
     if (status == VAE_OK) status = metadata_integer(&checkpoint, path, "image_rows", 1 << 16, &rows);
     if (status == VAE_OK) status = metadata_integer(&checkpoint, path, "image_cols", 1 << 16, &cols);
+    /* Checkpoints written before conv layers have no image_channels: their
+     * images, if any, were grey. */
+    if (status == VAE_OK && vae_checkpoint_metadata(&checkpoint, "image_channels"))
+        status = metadata_integer(&checkpoint, path, "image_channels", 1 << 16, &channels);
+    else if (status == VAE_OK) channels = rows > 0 && cols > 0 ? 1 : 0;
     if (status == VAE_OK && input_dim == 0) status = vae_error(VAE_ERROR_BAD_INPUT, "%s: input_dim is 0", path);
-    if (status == VAE_OK)
-        status = vae_trainer_create_empty(&trainer, &config, device, (int)input_dim, (int)rows, (int)cols);
+    if (status == VAE_OK && channels > 0 && channels * rows * cols != input_dim)
+        status = vae_error(VAE_ERROR_BAD_INPUT, "%s: image shape %" PRIu64 "x%" PRIu64 "x%" PRIu64
+                           " does not hold input_dim %" PRIu64 " values", path, channels, rows, cols, input_dim);
+    if (status == VAE_OK) {
+        status = vae_trainer_create_empty(&trainer, &config, device, (int)input_dim, (int)channels, (int)rows,
+                                          (int)cols);
+        if (status != VAE_OK) status = vae_error_context(status, "%s: the stored config", path);
+    }
     size_t count = trainer ? trainer->model.parameter_count : 0;
     if (status == VAE_OK) {
         host = malloc(sizeof(float) * count);

@@ -15,7 +15,7 @@ struct vae_trainer {
     vae_device_kind device;
     vae_model model;
     vae_backend *backend;
-    int input_dim, image_rows, image_cols;
+    int input_dim, image_channels, image_rows, image_cols;
 
     vae_data_splits data;
     int data_loaded;
@@ -42,9 +42,11 @@ struct vae_trainer {
     double *kl_per_dimension;       /* [latent_dim], the last evaluation's */
 };
 
-/* Builds everything but the data (model, backend, parameters). */
+/* Builds everything but the data (model, backend, parameters); the image
+ * shape (channels, rows, cols; 0s when the data are not images) shapes the
+ * conv layers. */
 vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config, vae_device_kind device, int input_dim,
-                                    int image_rows, int image_cols);
+                                    int image_channels, int image_rows, int image_cols);
 vae_status vae_trainer_ensure_data(vae_trainer *trainer);
 vae_status vae_trainer_ensure_train_step(vae_trainer *trainer);
 const vae_dataset *vae_trainer_split(vae_trainer *trainer, const char *split);
