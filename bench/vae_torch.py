@@ -14,6 +14,15 @@ engine's definitions (src/model/model.h, kernels/vae_math.h), not from its code:
 The ModuleList attributes are named encoder and decoder, so the state_dict keys
 (encoder.0.weight, ..., decoder.{M}.bias) are exactly the engine's tensor names
 and an engine checkpoint loads unchanged (load_engine_checkpoint).
+
+Convolutional models (model.encoder / model.decoder layer lists with conv or
+convt layers, or a `dense CxHxW`) are one nn.Sequential per side mapping flat
+rows to flat rows, built as src/model/model.h describes: an nn.Unflatten to the
+image before a first conv layer, nn.Flatten between conv and dense layers,
+nn.Unflatten after `dense CxHxW`, an activation module after every layer but
+the heads, nn.Flatten after a decoder's last conv/convt layer. The module
+indices are the engine's tensor names (encoder.1.weight is the first Conv2d),
+so load_state_dict(strict=True) takes an engine checkpoint as it is.
 """
 
 import configparser
@@ -44,9 +53,98 @@ def apply_activation(name, pre):
     raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
 
 
+ACTIVATION_MODULES = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "gelu": nn.GELU}
+
+
+def parse_layer(text):
+    """One layer of a model.encoder / model.decoder list -> dict(kind, outputs, kernel, stride,
+    padding, image). outputs 0 means `out` (the image's channels)."""
+    words = text.strip().lower().split()
+    if len(words) < 2 or words[0] not in ("dense", "conv", "convt"):
+        raise ValueError(f"layer {text!r}: expected 'dense N', 'dense CxHxW', 'conv C kK [sS] [pP]' or 'convt ...'")
+    layer = {"kind": words[0], "outputs": 0, "kernel": 0, "stride": 1, "padding": 0, "image": None}
+    if words[0] == "dense":
+        if len(words) != 2:
+            raise ValueError(f"layer {text!r}: a dense layer has one size")
+        if "x" in words[1]:
+            image = tuple(int(v) for v in words[1].split("x"))
+            if len(image) != 3:
+                raise ValueError(f"layer {text!r}: expected CxHxW")
+            layer["image"] = image
+            layer["outputs"] = image[0] * image[1] * image[2]
+        else:
+            layer["outputs"] = int(words[1])
+        return layer
+    layer["outputs"] = 0 if words[1] == "out" else int(words[1])
+    for word in words[2:]:
+        key = {"k": "kernel", "s": "stride", "p": "padding"}.get(word[0])
+        if key is None:
+            raise ValueError(f"layer {text!r}: unknown part {word!r}")
+        layer[key] = int(word[1:])
+    if layer["kernel"] <= 0:
+        raise ValueError(f"layer {text!r}: needs a kernel size kK")
+    return layer
+
+
+def parse_layer_list(text):
+    return [parse_layer(item) for item in text.split(",") if item.strip()]
+
+
+def is_convolutional(layers):
+    return any(layer["kind"] != "dense" or layer["image"] is not None for layer in layers or [])
+
+
+def build_sequential(layers, input_width, image_shape, activation, head_width, decoder, output_channels):
+    """One side as an nn.Sequential over flat rows (src/model/model.h): the listed layers,
+    then the encoder's head / the decoder's implicit output layer of head_width values
+    unless a decoder list ends with a conv/convt layer."""
+    modules = []
+    shape = None  # (C, H, W) while the flow is an image
+    width = input_width
+    for index, layer in enumerate(layers):
+        last = index == len(layers) - 1
+        if layer["kind"] == "dense":
+            if shape is not None:
+                modules.append(nn.Flatten())
+                shape = None
+            modules.append(nn.Linear(width, layer["outputs"]))
+            modules.append(ACTIVATION_MODULES[activation]())
+            width = layer["outputs"]
+            if layer["image"] is not None:
+                modules.append(nn.Unflatten(1, layer["image"]))
+                shape = layer["image"]
+            continue
+        if shape is None:
+            if decoder or index != 0 or image_shape is None:
+                raise ValueError(f"layer {index + 1} ({layer['kind']}) needs an image input")
+            modules.append(nn.Unflatten(1, tuple(image_shape)))
+            shape = tuple(image_shape)
+        channels = layer["outputs"] or output_channels
+        k, s, p = layer["kernel"], layer["stride"], layer["padding"]
+        if layer["kind"] == "conv":
+            modules.append(nn.Conv2d(shape[0], channels, k, stride=s, padding=p))
+            size = lambda n: (n + 2 * p - k) // s + 1  # noqa: E731
+        else:
+            modules.append(nn.ConvTranspose2d(shape[0], channels, k, stride=s, padding=p))
+            size = lambda n: (n - 1) * s - 2 * p + k  # noqa: E731
+        shape = (channels, size(shape[1]), size(shape[2]))
+        width = shape[0] * shape[1] * shape[2]
+        if decoder and last:
+            modules.append(nn.Flatten())
+            return nn.Sequential(*modules)
+        modules.append(ACTIVATION_MODULES[activation]())
+    if shape is not None:
+        modules.append(nn.Flatten())
+    modules.append(nn.Linear(width, head_width))
+    return nn.Sequential(*modules)
+
+
 class TorchVAE(nn.Module):
     def __init__(self, input_dim, hidden, latent_dim, decoder_hidden=None, activation="relu",
-                 likelihood="bernoulli", gaussian_fixed_logvar=0.0, samples=1, beta=1.0):
+                 likelihood="bernoulli", gaussian_fixed_logvar=0.0, samples=1, beta=1.0,
+                 encoder_layers=None, decoder_layers=None, image_shape=None):
+        """encoder_layers / decoder_layers: lists of parse_layer dicts (or strings) that
+        replace hidden / decoder_hidden; image_shape (C, H, W) of the input when known."""
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r}: expected one of {ACTIVATIONS}")
@@ -65,6 +163,25 @@ class TorchVAE(nn.Module):
         self.decoder_hidden = decoder_hidden
         self.output_width = 2 * self.input_dim if likelihood == "gaussian" else self.input_dim
 
+        def as_layers(items):
+            return None if items is None else [parse_layer(i) if isinstance(i, str) else i for i in items]
+        encoder_layers, decoder_layers = as_layers(encoder_layers), as_layers(decoder_layers)
+        if encoder_layers is None:
+            encoder_layers = [dict(kind="dense", outputs=w, image=None) for w in hidden]
+        if decoder_layers is None:
+            decoder_layers = [dict(kind="dense", outputs=w, image=None) for w in decoder_hidden]
+        self.image_shape = tuple(image_shape) if image_shape else None
+        self.convolutional = is_convolutional(encoder_layers) or is_convolutional(decoder_layers)
+        if self.convolutional:
+            channels = self.image_shape[0] if self.image_shape else 0
+            output_channels = 2 * channels if likelihood == "gaussian" else channels
+            self.encoder = build_sequential(encoder_layers, self.input_dim, self.image_shape, activation,
+                                            2 * self.latent_dim, False, output_channels)
+            self.decoder = build_sequential(decoder_layers, self.latent_dim, None, activation,
+                                            self.output_width, True, output_channels)
+            return
+        hidden = [layer["outputs"] for layer in encoder_layers]
+        decoder_hidden = [layer["outputs"] for layer in decoder_layers]
         encoder_widths = [self.input_dim] + hidden + [2 * self.latent_dim]
         decoder_widths = [self.latent_dim] + decoder_hidden + [self.output_width]
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(encoder_widths[:-1], encoder_widths[1:]))
@@ -81,11 +198,13 @@ class TorchVAE(nn.Module):
 
     def encode(self, x):
         """[B, D] -> (mu [B, Z], logvar [B, Z])."""
-        head = self._mlp(self.encoder, self.activation, x)
+        head = self.encoder(x) if self.convolutional else self._mlp(self.encoder, self.activation, x)
         return head[:, :self.latent_dim], head[:, self.latent_dim:]
 
     def decode(self, z):
         """[N, Z] -> decoder output [N, W] (logits, means, or means|logvars)."""
+        if self.convolutional:
+            return self.decoder(z)
         return self._mlp(self.decoder, self.activation, z)
 
     def log_likelihood(self, x_repeated, output):
@@ -139,6 +258,8 @@ class TorchVAE(nn.Module):
         names = []
         for prefix, layers in (("encoder", self.encoder), ("decoder", self.decoder)):
             for i, layer in enumerate(layers):
+                if not hasattr(layer, "weight"):
+                    continue  # activation, Flatten, Unflatten
                 names.append((f"{prefix}.{i}.weight", layer.weight))
                 names.append((f"{prefix}.{i}.bias", layer.bias))
         return names
@@ -175,6 +296,13 @@ def model_settings_from_config(parser):
     }
     settings["decoder_hidden"] = (parse_width_list(model["decoder_hidden"]) if "decoder_hidden" in model
                                   else None)
+    # Layer lists (model.encoder / model.decoder) replace the widths lists.
+    if model.get("encoder", "").strip():
+        settings["encoder_layers"] = parse_layer_list(model["encoder"])
+        if not model.get("decoder", "").strip() and not is_convolutional(settings["encoder_layers"]):
+            settings["decoder_hidden"] = [layer["outputs"] for layer in reversed(settings["encoder_layers"])]
+    if model.get("decoder", "").strip():
+        settings["decoder_layers"] = parse_layer_list(model["decoder"])
     return settings
 
 
@@ -228,9 +356,17 @@ def load_engine_checkpoint(path):
     if "config" not in metadata:
         raise ValueError(f"{path}: __metadata__ has no 'config' entry (keys: {sorted(metadata)})")
     settings = model_settings_from_config(read_config_text(metadata["config"]))
-    if "encoder.0.weight" not in tensors:
-        raise ValueError(f"{path}: no tensor encoder.0.weight")
-    input_dim = tensors["encoder.0.weight"].shape[1]
+    if "input_dim" in metadata:
+        input_dim = int(metadata["input_dim"])
+    elif "encoder.0.weight" in tensors:
+        input_dim = tensors["encoder.0.weight"].shape[1]
+    else:
+        raise ValueError(f"{path}: no input_dim metadata and no tensor encoder.0.weight")
+    channels = int(metadata.get("image_channels", "0"))
+    if channels == 0 and int(metadata.get("image_rows", "0")) > 0:
+        channels = 1  # written before conv layers: grey images
+    if channels > 0:
+        settings["image_shape"] = (channels, int(metadata["image_rows"]), int(metadata["image_cols"]))
     model = TorchVAE(input_dim, **settings)
     state = model.state_dict()
     missing = [name for name in state if name not in tensors]

@@ -17,7 +17,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "bench"))
-from vae_torch import TorchVAE, apply_activation  # noqa: E402
+from vae_torch import TorchVAE, apply_activation, parse_layer_list  # noqa: E402
 
 WEIGHT_SCALE = 0.3
 # ReLU is not differentiable at 0: a pre-activation this close to 0 could flip
@@ -43,6 +43,21 @@ CASES = [
     ("gaussian_relu_L4_mixed_x", 12, 2,
      dict(hidden=[7, 3], decoder_hidden=[5], latent_dim=2, activation="relu", likelihood="gaussian",
           samples=4, beta=0.25), False, 707),
+    # Convolutional models (F.conv2d, F.conv_transpose2d through nn.Sequential): odd sizes,
+    # stride 1 and 2, padding 0 and 1, 3 and 5 channels, flatten/unflatten on both sides.
+    ("conv_bernoulli_tanh_1x8x8_L2", 64, 3,
+     dict(hidden=[], encoder_layers="conv 3 k3 s2 p1, conv 5 k3 s1 p0, dense 6",
+          decoder_layers="dense 6, dense 3x2x2, convt 3 k3 s2 p0, convt out k2 s2 p1", image_shape=(1, 8, 8),
+          latent_dim=3, activation="tanh", likelihood="bernoulli", samples=2, beta=1.0), True, 808),
+    ("conv_gaussian_gelu_3x7x9", 189, 2,
+     dict(hidden=[], encoder_layers="conv 3 k3 s2 p1, dense 5", decoder_layers="dense 3x4x5, convt out k3 s2 p1",
+          image_shape=(3, 7, 9), latent_dim=2, activation="gelu", likelihood="gaussian", samples=1, beta=1.0),
+     False, 909),
+    ("conv_softplus_gaussian_fixed_convt_encoder_1x5x6", 30, 3,
+     dict(hidden=[], encoder_layers="convt 2 k2 s1 p0, conv 3 k3 s2 p1",
+          decoder_layers="dense 3x3x3, conv 2 k2 s1 p1, dense 4", image_shape=(1, 5, 6), latent_dim=2,
+          activation="softplus", likelihood="gaussian_fixed", gaussian_fixed_logvar=-0.3, samples=2, beta=0.5),
+     False, 1010),
 ]
 
 
@@ -50,8 +65,11 @@ def config_text(settings):
     """INI text with the engine's key names for vae_config_load_string."""
     def widths(values):
         return ",".join(str(v) for v in values)
-    lines = ["[model]",
-             f"hidden = {widths(settings['hidden'])}"]
+    lines = ["[model]"]
+    if "encoder_layers" in settings:
+        lines += [f"encoder = {settings['encoder_layers']}", f"decoder = {settings['decoder_layers']}"]
+    else:
+        lines.append(f"hidden = {widths(settings['hidden'])}")
     if "decoder_hidden" in settings:
         lines.append(f"decoder_hidden = {widths(settings['decoder_hidden'])}")
     lines += [f"latent_dim = {settings['latent_dim']}",
@@ -89,10 +107,18 @@ def smallest_relu_pre_activation(model, x, eps):
     return smallest
 
 
+def model_arguments(settings):
+    arguments = dict(settings)
+    for key in ("encoder_layers", "decoder_layers"):
+        if key in arguments:
+            arguments[key] = parse_layer_list(arguments[key])
+    return arguments
+
+
 def draw_case(name, input_dim, rows, settings, binary_x, seed):
     for attempt in range(100):
         generator = np.random.RandomState(seed + 1000 * attempt)
-        model = TorchVAE(input_dim, **settings).double()
+        model = TorchVAE(input_dim, **model_arguments(settings)).double()
         with torch.no_grad():
             for _, tensor in model.parameters_in_engine_order():
                 values = as_float32_values(generator.normal(0.0, WEIGHT_SCALE, size=tensor.shape))
@@ -126,6 +152,7 @@ def make_case(name, input_dim, rows, settings, binary_x, seed):
         "rows": rows,
         "samples": settings["samples"],
         "latent_dim": settings["latent_dim"],
+        **({"image": list(settings["image_shape"])} if "image_shape" in settings else {}),
         "tensors": [{"name": n, "shape": list(t.shape)} for n, t in named],
         "x": flat([x]),
         "eps": flat([eps]),
