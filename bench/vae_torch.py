@@ -355,6 +355,23 @@ def load_engine_checkpoint(path):
     tensors, metadata = read_safetensors(path)
     if "config" not in metadata:
         raise ValueError(f"{path}: __metadata__ has no 'config' entry (keys: {sorted(metadata)})")
+    model = model_for_checkpoint(path, tensors, metadata)
+    state = model.state_dict()
+    missing = [name for name in state if name not in tensors]
+    if missing:
+        raise ValueError(f"{path}: missing tensors {missing}")
+    for name, value in state.items():
+        if tuple(tensors[name].shape) != tuple(value.shape):
+            raise ValueError(f"{path}: tensor {name} has shape {tensors[name].shape}; expected {tuple(value.shape)}")
+    model.load_state_dict({name: torch.from_numpy(tensors[name]) for name in state})
+    return model, metadata
+
+
+def model_for_checkpoint(path, tensors, metadata):
+    """An untrained TorchVAE of the checkpoint's architecture: the stored config's
+    model section, input_dim and the image shape from the metadata."""
+    if "config" not in metadata:
+        raise ValueError(f"{path}: __metadata__ has no 'config' entry (keys: {sorted(metadata)})")
     settings = model_settings_from_config(read_config_text(metadata["config"]))
     if "input_dim" in metadata:
         input_dim = int(metadata["input_dim"])
@@ -367,13 +384,17 @@ def load_engine_checkpoint(path):
         channels = 1  # written before conv layers: grey images
     if channels > 0:
         settings["image_shape"] = (channels, int(metadata["image_rows"]), int(metadata["image_cols"]))
-    model = TorchVAE(input_dim, **settings)
-    state = model.state_dict()
-    missing = [name for name in state if name not in tensors]
-    if missing:
-        raise ValueError(f"{path}: missing tensors {missing}")
-    for name, value in state.items():
-        if tuple(tensors[name].shape) != tuple(value.shape):
-            raise ValueError(f"{path}: tensor {name} has shape {tensors[name].shape}; expected {tuple(value.shape)}")
-    model.load_state_dict({name: torch.from_numpy(tensors[name]) for name in state})
-    return model, metadata
+    return TorchVAE(input_dim, **settings)
+
+
+def decoder_floats_per_row(model):
+    """vae_model_decoder_floats_per_row: z, the output, and every decoder layer's
+    pre- and post-activation values (src/training/evaluate.c sizes conv batches by it)."""
+    floats = model.latent_dim + model.output_width
+    with torch.no_grad():
+        h = torch.zeros(1, model.latent_dim, dtype=next(model.parameters()).dtype)
+        for module in model.decoder:
+            h = module(h)
+            if hasattr(module, "weight"):
+                floats += 2 * h[0].numel()
+    return floats

@@ -15,8 +15,9 @@ numpy uint32/uint64 arithmetic:
       counter = [column/4 lo, column/4 hi, subsequence lo, subsequence hi],
       key = [seed lo, seed hi])
   subsequence(step, purpose, row) = step << 35 | purpose << 32 | row
-  evaluation batch t (eval_batch_size rows, fewer when 65536/K is smaller,
-  the last batch holding the remainder):
+  evaluation batch t (eval_batch_size rows, fewer when 65536/K is smaller
+  or, for a convolutional model, when 2^28 floats of decoder activations
+  hold fewer than K*rows decoder rows; the last batch holds the remainder):
     binarisation: purpose 3, step t, row r (0-based within the batch),
                   x = uniform < x for the 4 columns of each block
     noise:        purpose 2, step t, row l*rows + r for sample l of row r,
@@ -62,6 +63,7 @@ MASK32 = np.uint64(0xFFFFFFFF)
 PURPOSE_EVAL_EPS = 2
 PURPOSE_EVAL_BINARIZE = 3
 EVAL_DECODER_ROW_BUDGET = 65536  # src/training/evaluate.c: rows * samples per evaluation batch
+EVAL_CONV_DECODER_FLOAT_BUDGET = 256 * 1024 * 1024  # and, for conv models, floats of decoder activations
 
 # Random123's known-answer vectors for Philox4x32-10: (counter, key, output).
 PHILOX_KNOWN_ANSWERS = [
@@ -312,17 +314,16 @@ def limited_checkpoint(path, metadata_config, split, count, validation_size, tem
 def load_model(checkpoint_path):
     """TorchVAE with the checkpoint's weights, loaded with strict=True."""
     import torch
-    from vae_torch import TorchVAE, model_settings_from_config, read_config_text, read_safetensors
+    from vae_torch import model_for_checkpoint, read_config_text, read_safetensors
 
     tensors, metadata = read_safetensors(checkpoint_path)
     if "config" not in metadata:
         raise CheckError(f"{checkpoint_path}: __metadata__ has no 'config'")
     config = read_config_text(metadata["config"])
-    settings = model_settings_from_config(config)
-    if "encoder.0.weight" not in tensors:
-        raise CheckError(f"{checkpoint_path}: no tensor encoder.0.weight")
-    input_dim = int(tensors["encoder.0.weight"].shape[1])
-    model = TorchVAE(input_dim, **settings)
+    try:
+        model = model_for_checkpoint(checkpoint_path, tensors, metadata)
+    except ValueError as error:
+        raise CheckError(str(error)) from None
     weights = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in tensors.items()
                if not name.startswith("optimizer.")}
     try:
@@ -348,7 +349,11 @@ def torch_evaluate(model, config, values, iwae_k):
     threshold = np.float32(float(data.get("binarize_threshold", "0.5")))
     samples = iwae_k if iwae_k > 0 else 1
     count = values.shape[0]
-    rows = min(eval_batch_size, count, max(1, EVAL_DECODER_ROW_BUDGET // samples))
+    decoder_row_budget = EVAL_DECODER_ROW_BUDGET
+    if model.convolutional:
+        from vae_torch import decoder_floats_per_row
+        decoder_row_budget = min(decoder_row_budget, EVAL_CONV_DECODER_FLOAT_BUDGET // decoder_floats_per_row(model))
+    rows = min(eval_batch_size, count, max(1, decoder_row_budget // samples))
     latent = model.latent_dim
     reconstruction_sum = kl_sum = importance_sum = 0.0
     first_eps = None

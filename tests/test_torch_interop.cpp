@@ -77,12 +77,18 @@ std::vector<std::string> string_array(const cJSON *object, const char *key) {
 // Trains 784-64-6 for one epoch on 2000 examples and returns the checkpoint.
 // latent 6 is not a multiple of 4 (partial Philox blocks), and evaluation
 // batches of 64 over 200 test points leave a remainder batch of 8.
-std::string train_tiny_model(const std::string &folder) {
+const char *const kDenseModel = "[model]\nlatent_dim = 6\nhidden = 64\n";
+// Strided convs down to 8x7x7, transposed convs back up; channels and the
+// latent size are not powers of two.
+const char *const kConvModel =
+    "[model]\nlatent_dim = 6\nencoder = conv 6 k4 s2 p1, conv 10 k3 s2 p1, dense 24\n"
+    "decoder = dense 10x7x7, convt 6 k4 s2 p1, convt out k4 s2 p1\nactivation = tanh\n";
+
+std::string train_tiny_model(const std::string &folder, const char *model_section = kDenseModel) {
     vae_config config;
     vae_config_defaults(&config);
     std::string ini = "[data]\npath = " + vae_test::fashion_mnist_folder() +
-                      "\nbinarize = dynamic\ntrain_limit = 2000\ntest_limit = 200\n"
-                      "[model]\nlatent_dim = 6\nhidden = 64\n"
+                      "\nbinarize = dynamic\ntrain_limit = 2000\ntest_limit = 200\n" + model_section +
                       "[train]\nepochs = 1\nbatch_size = 100\nseed = 11\neval_batch_size = 64\n"
                       "log_every_steps = 10\n";
     EXPECT_EQ(vae_config_load_string(&config, ini.c_str(), "test_torch_interop config"), VAE_OK) << vae_last_error();
@@ -194,6 +200,37 @@ TEST_F(TorchInterop, EngineEvaluationMatchesPyTorch) {
     // The comparison has teeth: a tolerance below the float32 rounding the
     // engine must show (it cannot agree with float64 to 1e-15) fails.
     CommandResult strict = vae_test::run_command(common + " --count 200 --tolerance 1e-15", false);
+    EXPECT_EQ(strict.exit_code, 1) << strict.output << strict.errors;
+}
+
+// A convolutional model: its checkpoint loads strictly into the nn.Sequential
+// pair bench/vae_torch.py builds from the stored config and image shape, and
+// F.conv2d / F.conv_transpose2d in float64 reproduce the engine's ELBO and
+// IWAE estimate.
+TEST_F(TorchInterop, ConvolutionalEngineEvaluationMatchesPyTorch) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "Fashion-MNIST is not installed";
+    std::string vae = std::string(VAE_BINARY_DIR) + "/vae";
+    ASSERT_TRUE(std::filesystem::exists(vae)) << vae << " is not built";
+    std::string folder = vae_test::temporary_folder("torch_interop_conv");
+    std::string checkpoint = train_tiny_model(folder, kConvModel);
+    ASSERT_TRUE(std::filesystem::exists(checkpoint));
+    std::string common = script() + " --checkpoint " + checkpoint + " --vae " + vae + " --device cpu";
+    CommandResult run = vae_test::run_command(common + " --count 130 --iwae-k 7", false);
+    EXPECT_EQ(run.exit_code, 0) << run.output << run.errors;
+    cJSON *json = last_json_line(run.output);
+    ASSERT_NE(json, nullptr) << run.output << run.errors;
+    std::printf("conv, 130 points, K=7: engine ELBO %.9g, torch %.12g (%.3e); log p(x) %.9g, torch %.12g (%.3e)\n",
+                number(json, "engine_elbo"), number(json, "torch_elbo"), number(json, "relative_difference"),
+                number(json, "engine_log_likelihood"), number(json, "torch_log_likelihood"),
+                number(json, "log_likelihood_relative_difference"));
+    EXPECT_EQ(number(json, "points"), 130.0);
+    EXPECT_TRUE(std::isfinite(number(json, "engine_elbo")) && number(json, "engine_elbo") < 0.0);
+    EXPECT_LT(number(json, "relative_difference"), 1e-5);
+    EXPECT_LT(number(json, "log_likelihood_relative_difference"), 1e-5);
+    EXPECT_TRUE(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "state_dict_strict")));
+    EXPECT_EQ(number(json, "tensors"), 14.0);  // 3 encoder layers and the head, 3 decoder layers; weight and bias
+    cJSON_Delete(json);
+    CommandResult strict = vae_test::run_command(common + " --count 130 --tolerance 1e-15", false);
     EXPECT_EQ(strict.exit_code, 1) << strict.output << strict.errors;
 }
 
