@@ -157,6 +157,37 @@ TEST(ImagePng, RgbRoundTrip) {
     EXPECT_EQ(folder_entries(folder), std::vector<std::string>{"colour.png"});
 }
 
+// Channel planes (NCHW, as the model's rows) become interleaved RGB pixels.
+TEST(ImagePng, ThreeChannelGridIsRgbFromChannelPlanes) {
+    std::string folder = vae_test::temporary_folder("png_rgb_grid");
+    std::string path = folder + "/grid.png";
+    const int count = 3, channels = 3, rows = 2, cols = 3, columns = 2, margin = 1;
+    std::vector<float> images((size_t)count * channels * rows * cols);
+    for (size_t i = 0; i < images.size(); ++i) images[i] = (float)((i * 7919) % 256) / 255.0f;
+    ASSERT_EQ(vae_png_write_image_grid(path.c_str(), images.data(), count, channels, rows, cols, columns, margin), VAE_OK)
+        << vae_last_error();
+    Picture picture;
+    png_uint_32 format = 0;
+    ASSERT_TRUE(read_png(path, PNG_FORMAT_RGB, &picture, &format));
+    EXPECT_EQ(format, (png_uint_32)PNG_FORMAT_RGB);
+    ASSERT_EQ(picture.width, margin + columns * (cols + margin));
+    ASSERT_EQ(picture.height, margin + 2 * (rows + margin));
+    for (int image = 0; image < count; ++image)
+        for (int r = 0; r < rows; ++r)
+            for (int c = 0; c < cols; ++c)
+                for (int k = 0; k < channels; ++k) {
+                    int y = margin + (image / columns) * (rows + margin) + r;
+                    int x = margin + (image % columns) * (cols + margin) + c;
+                    float value = images[(((size_t)image * channels + k) * rows + r) * cols + c];
+                    EXPECT_EQ(picture.pixels[((size_t)y * picture.width + x) * 3 + k], expected_grey(value))
+                        << "image " << image << " pixel " << r << "," << c << " channel " << k;
+                }
+    EXPECT_EQ(picture.pixels[0], kMarginGrey);
+    // Two channels have no picture format: refused, naming the file.
+    EXPECT_EQ(vae_png_write_image_grid(path.c_str(), images.data(), 1, 2, rows, cols, 1, 0), VAE_ERROR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(vae_last_error()).find("2 channels"), std::string::npos) << vae_last_error();
+}
+
 TEST(ImagePng, BadPathIsAnIoError) {
     std::string folder = vae_test::temporary_folder("png_bad_path");
     std::string path = folder + "/missing/folder/grid.png";

@@ -25,6 +25,10 @@ extern "C" {
  * between images (margin colour: a light grey, as the PyTorch example). */
 vae_status vae_png_write_grid(const char *path, const float *images, int count, int rows, int cols,
                               int grid_columns, int margin);
+/* The same for images of `channels` planes each (channels-first, as the
+ * model's rows): 1 writes grey, 3 writes RGB; other counts are refused. */
+vae_status vae_png_write_image_grid(const char *path, const float *images, int count, int channels, int rows,
+                                    int cols, int grid_columns, int margin);
 /* Writes an RGB image (height*width*3 bytes, row by row). */
 vae_status vae_png_write_rgb(const char *path, const unsigned char *pixels, int width, int height);
 /* Writes inputs and reconstructions ([count, rows*cols] each, in [0,1]) as
@@ -33,6 +37,9 @@ vae_status vae_png_write_rgb(const char *path, const unsigned char *pixels, int 
  * block is padded with empty cells. */
 vae_status vae_write_comparison_grid(const char *path, const float *inputs, const float *reconstructions, int count,
                                      int rows, int cols, int columns);
+/* The same for images of 1 (grey) or 3 (RGB) channel planes. */
+vae_status vae_write_image_comparison_grid(const char *path, const float *inputs, const float *reconstructions,
+                                           int count, int channels, int rows, int cols, int columns);
 
 /* NumPy .npy files (format version 1.0, little-endian, C order) that
  * numpy.load reads: float32 '<f4' of shape (rows, cols) ... */

@@ -160,18 +160,19 @@ static int command_sample(int argc, char **argv) {
     if (status != VAE_OK) return cli_fail(status);
     int rows, cols;
     vae_trainer_image_shape(trainer, &rows, &cols);
+    int channels = vae_trainer_image_channels(trainer);
     float *images = NULL;
-    if (rows <= 0 || cols <= 0) {
+    if (rows <= 0 || cols <= 0 || channels <= 0) {
         fprintf(stderr, "vae: error: %s: the model's data are not images (no image shape)\n", o.checkpoint_path);
         vae_trainer_destroy(trainer);
         return 2;
     }
-    images = malloc(sizeof(float) * (size_t)o.count * rows * cols);
+    images = malloc(sizeof(float) * (size_t)o.count * channels * rows * cols);
     status = images ? vae_trainer_sample(trainer, o.count, o.seed, images) : cli_error(VAE_ERROR_OUT_OF_MEMORY, "sample: out of memory");
     if (status == VAE_OK) {
         int columns = 1;
         while (columns * columns < o.count) ++columns;
-        status = vae_png_write_grid(o.out, images, o.count, rows, cols, columns, 2);
+        status = vae_png_write_image_grid(o.out, images, o.count, channels, rows, cols, columns, 2);
     }
     if (status == VAE_OK && !o.quiet) fprintf(stderr, "vae: wrote %d samples to %s\n", o.count, o.out);
     free(images);

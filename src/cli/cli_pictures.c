@@ -73,9 +73,10 @@ static int open_checkpoint(int argc, char **argv, const char *usage, const char 
 }
 
 /* The image shape, or 2 after a message when the data are not images. */
-static int image_shape(vae_trainer *trainer, const cli_options *o, int *rows, int *cols) {
+static int image_shape(vae_trainer *trainer, const cli_options *o, int *channels, int *rows, int *cols) {
     vae_trainer_image_shape(trainer, rows, cols);
-    if (*rows > 0 && *cols > 0) return 0;
+    *channels = vae_trainer_image_channels(trainer);
+    if (*rows > 0 && *cols > 0 && *channels > 0) return 0;
     fprintf(stderr, "vae: error: %s: the model's data are not images (no image shape)\n", o->checkpoint_path);
     return 2;
 }
@@ -103,16 +104,16 @@ int cli_command_reconstruct(int argc, char **argv) {
     vae_trainer *trainer = NULL;
     int code = open_checkpoint(argc, argv, reconstruct_usage, "reconstruct", &o, &trainer);
     if (code >= 0) return code;
-    int rows, cols;
-    if (image_shape(trainer, &o, &rows, &cols)) { vae_trainer_destroy(trainer); return 2; }
+    int channels, rows, cols;
+    if (image_shape(trainer, &o, &channels, &rows, &cols)) { vae_trainer_destroy(trainer); return 2; }
     vae_status status;
     long count = examples_available(trainer, &o, o.count_given ? o.count : DEFAULT_RECONSTRUCT_COUNT, &status);
-    size_t values = (size_t)count * (size_t)rows * (size_t)cols;
+    size_t values = (size_t)count * (size_t)channels * (size_t)rows * (size_t)cols;
     float *inputs = malloc(sizeof(float) * values), *reconstructions = malloc(sizeof(float) * values);
     if (status == VAE_OK && (!inputs || !reconstructions)) status = out_of_memory("reconstruct");
     if (status == VAE_OK) status = vae_trainer_reconstruct(trainer, o.split, 0, (int)count, inputs, reconstructions);
     if (status == VAE_OK)
-        status = vae_write_comparison_grid(o.out, inputs, reconstructions, (int)count, rows, cols,
+        status = vae_write_image_comparison_grid(o.out, inputs, reconstructions, (int)count, channels, rows, cols,
                                            VAE_COMPARISON_COLUMNS);
     free(inputs);
     free(reconstructions);
@@ -126,20 +127,20 @@ int cli_command_interpolate(int argc, char **argv) {
     vae_trainer *trainer = NULL;
     int code = open_checkpoint(argc, argv, interpolate_usage, "interpolate", &o, &trainer);
     if (code >= 0) return code;
-    int rows, cols;
-    if (image_shape(trainer, &o, &rows, &cols)) { vae_trainer_destroy(trainer); return 2; }
+    int channels, rows, cols;
+    if (image_shape(trainer, &o, &channels, &rows, &cols)) { vae_trainer_destroy(trainer); return 2; }
     int steps = o.steps_given ? o.steps : DEFAULT_INTERPOLATE_STEPS;
     if (steps < 2 || steps > MAX_INTERPOLATE_STEPS) {
         vae_trainer_destroy(trainer);
         return cli_usage_error(interpolate_usage, "--steps counts both endpoints: it must be in 2..1000", NULL);
     }
     int cells = steps + 2;
-    size_t values = (size_t)o.pairs * (size_t)cells * (size_t)rows * (size_t)cols;
+    size_t values = (size_t)o.pairs * (size_t)cells * (size_t)channels * (size_t)rows * (size_t)cols;
     float *images = malloc(sizeof(float) * values);
     vae_status status = images ? VAE_OK : out_of_memory("interpolate");
     if (status == VAE_OK) status = vae_trainer_interpolate(trainer, o.split, 0, o.pairs, steps, images);
     if (status == VAE_OK)
-        status = vae_png_write_grid(o.out, images, o.pairs * cells, rows, cols, cells, VAE_GRID_MARGIN);
+        status = vae_png_write_image_grid(o.out, images, o.pairs * cells, channels, rows, cols, cells, VAE_GRID_MARGIN);
     free(images);
     char what[64];
     snprintf(what, sizeof what, "%d interpolations of %d steps", o.pairs, steps);
@@ -151,8 +152,8 @@ int cli_command_manifold(int argc, char **argv) {
     vae_trainer *trainer = NULL;
     int code = open_checkpoint(argc, argv, manifold_usage, "manifold", &o, &trainer);
     if (code >= 0) return code;
-    int rows, cols;
-    if (image_shape(trainer, &o, &rows, &cols)) { vae_trainer_destroy(trainer); return 2; }
+    int channels, rows, cols;
+    if (image_shape(trainer, &o, &channels, &rows, &cols)) { vae_trainer_destroy(trainer); return 2; }
     int latent = vae_trainer_config(trainer)->latent_dim;
     if (latent != 2) {
         fprintf(stderr, "vae: error: %s: manifold draws the latent plane of a model with model.latent_dim = 2; this "
@@ -166,11 +167,11 @@ int cli_command_manifold(int argc, char **argv) {
         vae_trainer_destroy(trainer);
         return cli_usage_error(manifold_usage, "--n for manifold is the grid side: at most 1000", NULL);
     }
-    float *images = malloc(sizeof(float) * (size_t)side * (size_t)side * (size_t)rows * (size_t)cols);
+    float *images = malloc(sizeof(float) * (size_t)side * (size_t)side * (size_t)channels * (size_t)rows * (size_t)cols);
     vae_status status = images ? VAE_OK : out_of_memory("manifold");
     if (status == VAE_OK) status = vae_trainer_manifold(trainer, side, images);
     /* No margin: the grid reads as one continuous picture of the plane. */
-    if (status == VAE_OK) status = vae_png_write_grid(o.out, images, side * side, rows, cols, side, 0);
+    if (status == VAE_OK) status = vae_png_write_image_grid(o.out, images, side * side, channels, rows, cols, side, 0);
     free(images);
     char what[64];
     snprintf(what, sizeof what, "a %dx%d latent manifold", side, side);

@@ -103,13 +103,17 @@ static unsigned char grey_level(float value) {
     return (unsigned char)lroundf(value * 255.0f);
 }
 
-vae_status vae_png_write_grid(const char *path, const float *images, int count, int rows, int cols,
-                              int grid_columns, int margin) {
+vae_status vae_png_write_image_grid(const char *path, const float *images, int count, int channels, int rows,
+                                    int cols, int grid_columns, int margin) {
     if (!path || !path[0]) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "PNG grid: empty path");
     if (!images || count < 1 || rows < 1 || cols < 1 || grid_columns < 1 || margin < 0)
         return vae_error(VAE_ERROR_INVALID_ARGUMENT,
                          "%s: bad grid (count %d, image %dx%d, %d columns, margin %d): expected positive sizes",
                          path, count, rows, cols, grid_columns, margin);
+    if (channels != 1 && channels != 3)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "%s: images of %d channels cannot be drawn (a PNG grid takes 1 channel, grey, or 3, RGB)",
+                         path, channels);
     /* As torchvision's make_grid: no empty columns when there are few images. */
     int columns = grid_columns < count ? grid_columns : count;
     int grid_rows = (count + columns - 1) / columns;
@@ -118,20 +122,31 @@ vae_status vae_png_write_grid(const char *path, const float *images, int count, 
     if (width > PNG_MAX_SIDE || height > PNG_MAX_SIDE)
         return vae_error(VAE_ERROR_INVALID_ARGUMENT, "%s: grid of %lldx%lld pixels, larger than %d per side", path,
                          (long long)width, (long long)height, PNG_MAX_SIDE);
-    unsigned char *pixels = malloc((size_t)width * (size_t)height);
+    size_t stride = (size_t)width * (size_t)channels;
+    unsigned char *pixels = malloc(stride * (size_t)height);
     if (!pixels) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: out of memory for the picture", path);
-    memset(pixels, PNG_GRID_MARGIN_GREY, (size_t)width * (size_t)height);
+    memset(pixels, PNG_GRID_MARGIN_GREY, stride * (size_t)height);
+    size_t plane = (size_t)rows * (size_t)cols;
     for (int image = 0; image < count; ++image) {
         size_t top = (size_t)margin + (size_t)(image / columns) * (size_t)(rows + margin);
         size_t left = (size_t)margin + (size_t)(image % columns) * (size_t)(cols + margin);
-        const float *values = images + (size_t)image * (size_t)rows * (size_t)cols;
+        const float *values = images + (size_t)image * (size_t)channels * plane;
+        /* channel planes (NCHW) to interleaved pixels */
         for (int r = 0; r < rows; ++r)
             for (int c = 0; c < cols; ++c)
-                pixels[(top + (size_t)r) * (size_t)width + left + (size_t)c] = grey_level(values[(size_t)r * cols + c]);
+                for (int k = 0; k < channels; ++k)
+                    pixels[(top + (size_t)r) * stride + (left + (size_t)c) * (size_t)channels + (size_t)k] =
+                        grey_level(values[(size_t)k * plane + (size_t)r * cols + c]);
     }
-    vae_status status = write_png_file(path, pixels, (int)width, (int)height, PNG_COLOR_TYPE_GRAY, 1);
+    vae_status status = write_png_file(path, pixels, (int)width, (int)height,
+                                       channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, channels);
     free(pixels);
     return status;
+}
+
+vae_status vae_png_write_grid(const char *path, const float *images, int count, int rows, int cols,
+                              int grid_columns, int margin) {
+    return vae_png_write_image_grid(path, images, count, 1, rows, cols, grid_columns, margin);
 }
 
 vae_status vae_png_write_rgb(const char *path, const unsigned char *pixels, int width, int height) {

@@ -245,8 +245,9 @@ vae_status vae_trainer_manifold(vae_trainer *trainer, int n, float *images) {
 
 vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch) {
     int rows = trainer->image_rows, cols = trainer->image_cols;
-    /* Data without an image shape cannot be drawn; training goes on. */
-    if (rows <= 0 || cols <= 0) return VAE_OK;
+    /* Data without an image shape (or of channels a PNG cannot hold) cannot
+     * be drawn; training goes on. */
+    if (rows <= 0 || cols <= 0 || (trainer->image_channels != 1 && trainer->image_channels != 3)) return VAE_OK;
     if (!out_dir) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "epoch images: no output folder");
     const char *split = NULL;
     long count = 0;
@@ -270,15 +271,15 @@ vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_
     if (status == VAE_OK) status = vae_trainer_sample(trainer, EPOCH_SAMPLE_COUNT, trainer->config.seed, samples);
     if (status == VAE_OK) {
         snprintf(path, path_size, "%s/samples_epoch_%03ld.png", out_dir, epoch);
-        status = vae_png_write_grid(path, samples, EPOCH_SAMPLE_COUNT, rows, cols, EPOCH_SAMPLE_COLUMNS,
-                                    VAE_GRID_MARGIN);
+        status = vae_png_write_image_grid(path, samples, EPOCH_SAMPLE_COUNT, trainer->image_channels, rows, cols,
+                                          EPOCH_SAMPLE_COLUMNS, VAE_GRID_MARGIN);
     }
     if (status == VAE_OK && count > 0) {
         status = vae_trainer_reconstruct(trainer, split, 0, (int)count, inputs, reconstructions);
         snprintf(path, path_size, "%s/reconstructions_epoch_%03ld.png", out_dir, epoch);
         if (status == VAE_OK)
-            status = vae_write_comparison_grid(path, inputs, reconstructions, (int)count, rows, cols,
-                                               VAE_COMPARISON_COLUMNS);
+            status = vae_write_image_comparison_grid(path, inputs, reconstructions, (int)count,
+                                                     trainer->image_channels, rows, cols, VAE_COMPARISON_COLUMNS);
     }
     free(path);
     free(samples);

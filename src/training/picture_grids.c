@@ -12,12 +12,17 @@
 
 vae_status vae_write_comparison_grid(const char *path, const float *inputs, const float *reconstructions, int count,
                                      int rows, int cols, int columns) {
-    if (!inputs || !reconstructions || count < 1 || rows < 1 || cols < 1 || columns < 1)
+    return vae_write_image_comparison_grid(path, inputs, reconstructions, count, 1, rows, cols, columns);
+}
+
+vae_status vae_write_image_comparison_grid(const char *path, const float *inputs, const float *reconstructions,
+                                           int count, int channels, int rows, int cols, int columns) {
+    if (!inputs || !reconstructions || count < 1 || channels < 1 || rows < 1 || cols < 1 || columns < 1)
         return vae_error(VAE_ERROR_INVALID_ARGUMENT,
-                         "%s: bad comparison grid (%d pictures of %dx%d, %d columns): expected positive sizes",
-                         path ? path : "", count, rows, cols, columns);
+                         "%s: bad comparison grid (%d pictures of %dx%dx%d, %d columns): expected positive sizes",
+                         path ? path : "", count, channels, rows, cols, columns);
     if (columns > count) columns = count;
-    size_t dim = (size_t)rows * (size_t)cols;
+    size_t dim = (size_t)channels * (size_t)rows * (size_t)cols;
     int blocks = (count + columns - 1) / columns;
     size_t cells = (size_t)blocks * 2 * (size_t)columns;
     float *grid = malloc(sizeof(float) * cells * dim);
@@ -30,7 +35,7 @@ vae_status vae_write_comparison_grid(const char *path, const float *inputs, cons
         memcpy(grid + input_cell * dim, inputs + (size_t)i * dim, sizeof(float) * dim);
         memcpy(grid + reconstruction_cell * dim, reconstructions + (size_t)i * dim, sizeof(float) * dim);
     }
-    vae_status status = vae_png_write_grid(path, grid, (int)cells, rows, cols, columns, VAE_GRID_MARGIN);
+    vae_status status = vae_png_write_image_grid(path, grid, (int)cells, channels, rows, cols, columns, VAE_GRID_MARGIN);
     free(grid);
     return status;
 }
