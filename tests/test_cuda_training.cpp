@@ -42,6 +42,23 @@ vae_config small_config(const char *activation = "relu") {
     return config;
 }
 
+// A small convolutional VAE (strided convs down to 16x7x7, transposed convs
+// back up) on the same data: the conv operations and their workspace on both
+// backends.
+vae_config conv_config() {
+    vae_config config;
+    vae_config_defaults(&config);
+    std::snprintf(config.data_path, sizeof config.data_path, "%s", vae_test::fashion_mnist_folder().c_str());
+    const char *settings[] = {"data.train_limit=6400", "data.test_limit=500", "data.binarize=dynamic",
+                              "model.encoder=conv 8 k4 s2 p1, conv 16 k4 s2 p1, dense 64",
+                              "model.decoder=dense 16x7x7, convt 8 k4 s2 p1, convt out k4 s2 p1",
+                              "model.latent_dim=13", "model.samples=2", "model.activation=tanh",
+                              "train.batch_size=64", "train.epochs=2", "train.eval_every_epochs=0",
+                              "train.log_every_steps=10", "train.precision=fp32"};
+    for (const char *setting : settings) EXPECT_EQ(vae_config_set(&config, setting), VAE_OK) << vae_last_error();
+    return config;
+}
+
 // ---------------------------------------------------------------- one-ulp perturbation of the CPU backend
 // The CPU backend's table with linear_forward, linear_backward and
 // reparam_kl_forward wrapped: after the real operation every output value
@@ -201,6 +218,21 @@ TEST_F(CudaTraining, TwoHundredSmoothStepsStayWithTheCpuReference) {
     // inside this tolerance with a smooth activation.
     EXPECT_LT(error, kSmoothParameterTolerance);
     EXPECT_GT(travelled, 100 * kSmoothParameterTolerance);
+}
+
+TEST_F(CudaTraining, ConvolutionalModelStaysWithTheCpuReference) {
+    vae_config config = conv_config();
+    TrainingRun cpu = train(config, VAE_DEVICE_CPU, 100, "cuda_vs_cpu_conv_cpu");
+    TrainingRun gpu = train(config, VAE_DEVICE_CUDA, 100, "cuda_vs_cpu_conv_gpu");
+    TrainingRun initial = train(config, VAE_DEVICE_CPU, 1, "cuda_vs_cpu_conv_start");
+    ASSERT_EQ(cpu.parameters.size(), gpu.parameters.size());
+    double error = vae_test::relative_error(gpu.parameters, cpu.parameters);
+    double travelled = vae_test::relative_error(initial.parameters, cpu.parameters);
+    std::printf("fp32 tanh conv: GPU vs CPU parameters after 100 steps %.3g (distance travelled %.3g)\n", error,
+                travelled);
+    EXPECT_LT(error, kSmoothParameterTolerance);
+    EXPECT_GT(travelled, 100 * kSmoothParameterTolerance);
+    EXPECT_LT(loss_curve_difference(gpu.losses, cpu.losses), 1e-3);
 }
 
 TEST_F(CudaTraining, TwoHundredReluStepsFollowTheCpuLossCurve) {
