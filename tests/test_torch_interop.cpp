@@ -230,8 +230,6 @@ TEST_F(TorchInterop, ConvolutionalEngineEvaluationMatchesPyTorch) {
     EXPECT_TRUE(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "state_dict_strict")));
     EXPECT_EQ(number(json, "tensors"), 14.0);  // 3 encoder layers and the head, 3 decoder layers; weight and bias
     cJSON_Delete(json);
-    CommandResult strict = vae_test::run_command(common + " --count 130 --tolerance 1e-15", false);
-    EXPECT_EQ(strict.exit_code, 1) << strict.output << strict.errors;
 }
 
 TEST_F(TorchInterop, StrictStateDictLoadRejectsAForeignTensor) {
