@@ -379,9 +379,7 @@ def model_for_checkpoint(path, tensors, metadata):
         input_dim = tensors["encoder.0.weight"].shape[1]
     else:
         raise ValueError(f"{path}: no input_dim metadata and no tensor encoder.0.weight")
-    channels = int(metadata.get("image_channels", "0"))
-    if channels == 0 and int(metadata.get("image_rows", "0")) > 0:
-        channels = 1  # written before conv layers: grey images
+    channels = int(metadata.get("image_channels", "0"))  # 0: not images (or a checkpoint of a dense model)
     if channels > 0:
         settings["image_shape"] = (channels, int(metadata["image_rows"]), int(metadata["image_cols"]))
     return TorchVAE(input_dim, **settings)

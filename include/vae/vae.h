@@ -213,7 +213,8 @@ uint64_t vae_trainer_step(const vae_trainer *trainer);
 const vae_config *vae_trainer_config(const vae_trainer *trainer);
 /* Image shape of the data (rows, cols) for pictures; 0 if not images. */
 void vae_trainer_image_shape(const vae_trainer *trainer, int *rows, int *cols);
-/* The images' channels (1 for grey, 3 for RGB); 0 if not images. */
+/* The pictures' channels (1 grey, 3 RGB, as the data's image shape; 1 for
+ * data with rows and cols but no channels); 0 if not images. */
 int vae_trainer_image_channels(const vae_trainer *trainer);
 const char *vae_trainer_device_name(const vae_trainer *trainer);
 /* 1 when the training set lives in page-locked host memory read over the bus

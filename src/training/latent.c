@@ -247,7 +247,8 @@ vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_
     int rows = trainer->image_rows, cols = trainer->image_cols;
     /* Data without an image shape (or of channels a PNG cannot hold) cannot
      * be drawn; training goes on. */
-    if (rows <= 0 || cols <= 0 || (trainer->image_channels != 1 && trainer->image_channels != 3)) return VAE_OK;
+    int channels = vae_trainer_image_channels(trainer);
+    if (rows <= 0 || cols <= 0 || (channels != 1 && channels != 3)) return VAE_OK;
     if (!out_dir) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "epoch images: no output folder");
     const char *split = NULL;
     long count = 0;
@@ -271,7 +272,7 @@ vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_
     if (status == VAE_OK) status = vae_trainer_sample(trainer, EPOCH_SAMPLE_COUNT, trainer->config.seed, samples);
     if (status == VAE_OK) {
         snprintf(path, path_size, "%s/samples_epoch_%03ld.png", out_dir, epoch);
-        status = vae_png_write_image_grid(path, samples, EPOCH_SAMPLE_COUNT, trainer->image_channels, rows, cols,
+        status = vae_png_write_image_grid(path, samples, EPOCH_SAMPLE_COUNT, channels, rows, cols,
                                           EPOCH_SAMPLE_COLUMNS, VAE_GRID_MARGIN);
     }
     if (status == VAE_OK && count > 0) {
@@ -279,7 +280,7 @@ vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_
         snprintf(path, path_size, "%s/reconstructions_epoch_%03ld.png", out_dir, epoch);
         if (status == VAE_OK)
             status = vae_write_image_comparison_grid(path, inputs, reconstructions, (int)count,
-                                                     trainer->image_channels, rows, cols, VAE_COMPARISON_COLUMNS);
+                                                     channels, rows, cols, VAE_COMPARISON_COLUMNS);
     }
     free(path);
     free(samples);

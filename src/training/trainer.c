@@ -97,11 +97,10 @@ vae_status vae_trainer_ensure_data(vae_trainer *trainer) {
         return vae_error(VAE_ERROR_BAD_INPUT, "%s: examples have %d values, the model expects %d",
                          trainer->config.data_path, trainer->data.train.dim, trainer->input_dim);
     const vae_dataset *train = &trainer->data.train;
-    int channels = train->channels == 0 && train->rows > 0 ? 1 : train->channels;
-    if (trainer->model.convolutional && (channels != trainer->image_channels ||
+    if (trainer->model.convolutional && (train->channels != trainer->image_channels ||
                                          train->rows != trainer->image_rows || train->cols != trainer->image_cols))
         return vae_error(VAE_ERROR_BAD_INPUT, "%s: images are %dx%dx%d, the model's conv layers expect %dx%dx%d",
-                         trainer->config.data_path, channels, train->rows, train->cols,
+                         trainer->config.data_path, train->channels, train->rows, train->cols,
                          trainer->image_channels, trainer->image_rows, trainer->image_cols);
     return VAE_OK;
 }
@@ -113,10 +112,7 @@ vae_status vae_trainer_create(vae_trainer **out, const vae_config *config, vae_d
     memset(&data, 0, sizeof data);
     VAE_TRY(vae_data_load(config, &data));
     vae_trainer *trainer = NULL;
-    /* A reader that knows rows and cols but not channels gives grey images. */
-    int channels = data.train.channels;
-    if (channels == 0 && data.train.rows > 0 && data.train.rows * data.train.cols == data.train.dim) channels = 1;
-    vae_status status = vae_trainer_create_empty(&trainer, config, device, data.train.dim, channels,
+    vae_status status = vae_trainer_create_empty(&trainer, config, device, data.train.dim, data.train.channels,
                                                  data.train.rows, data.train.cols);
     if (status != VAE_OK) {
         vae_data_splits_free(&data);
@@ -556,7 +552,12 @@ void vae_trainer_image_shape(const vae_trainer *trainer, int *rows, int *cols) {
     *cols = trainer->image_cols;
 }
 
-int vae_trainer_image_channels(const vae_trainer *trainer) { return trainer->image_channels; }
+/* Data of rows and cols without channels (NPY (N, D) with a square D) are
+ * drawn as grey pictures, though conv layers cannot use them. */
+int vae_trainer_image_channels(const vae_trainer *trainer) {
+    if (trainer->image_channels > 0) return trainer->image_channels;
+    return trainer->image_rows > 0 && trainer->image_cols > 0 ? 1 : 0;
+}
 
 const char *vae_trainer_device_name(const vae_trainer *trainer) { return trainer->backend->device_name; }
 

@@ -178,11 +178,10 @@ vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind
     if (status == VAE_OK) status = metadata_integer(&checkpoint, path, "input_dim", 1 << 26, &input_dim);
     if (status == VAE_OK) status = metadata_integer(&checkpoint, path, "image_rows", 1 << 16, &rows);
     if (status == VAE_OK) status = metadata_integer(&checkpoint, path, "image_cols", 1 << 16, &cols);
-    /* Checkpoints written before conv layers have no image_channels: their
-     * images, if any, were grey. */
+    /* Checkpoints written before conv layers have no image_channels (their
+     * models are dense; pictures take rows and cols as grey). */
     if (status == VAE_OK && vae_checkpoint_metadata(&checkpoint, "image_channels"))
         status = metadata_integer(&checkpoint, path, "image_channels", 1 << 16, &channels);
-    else if (status == VAE_OK) channels = rows > 0 && cols > 0 ? 1 : 0;
     if (status == VAE_OK && input_dim == 0) status = vae_error(VAE_ERROR_BAD_INPUT, "%s: input_dim is 0", path);
     if (status == VAE_OK && channels > 0 && channels * rows * cols != input_dim)
         status = vae_error(VAE_ERROR_BAD_INPUT, "%s: image shape %" PRIu64 "x%" PRIu64 "x%" PRIu64
