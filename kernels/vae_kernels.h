@@ -83,6 +83,18 @@ cudaError_t vae_launch_importance_log_mean(const float *logp, const float *mu_lo
                                            float *result, int rows, int latent, int samples, float logvar_clamp,
                                            cudaStream_t stream);
 
+/* ---- iwae.cu ---- */
+/* out may be NULL (no gradient to rescale). */
+cudaError_t vae_launch_iwae_objective(const float *logp, const float *mu_logvar, const float *z, const float *kl,
+                                      float *out, float *weight, float *row_loss, int rows, int latent, int samples,
+                                      int width, float beta, uint64_t kl_warmup_steps,
+                                      const vae_step_counter *counter, float logvar_clamp, double *accumulator,
+                                      cudaStream_t stream);
+cudaError_t vae_launch_iwae_latent_backward(const float *mu_logvar, const float *z, const float *dz,
+                                            const float *weight, float *dmu_logvar, int rows, int latent, int samples,
+                                            float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                            float logvar_clamp, cudaStream_t stream);
+
 /* ---- adam.cu ---- */
 cudaError_t vae_launch_adam_step(float *params, const float *grads, float *m, float *v, size_t count,
                                  vae_adam_settings settings, const float *grad_norm_squared,

@@ -83,4 +83,73 @@ VAE_HD float vae_iwae_finish(double max_weight, double shifted_sum, int samples)
     return (float)(max_weight + log(shifted_sum) - log((double)samples));
 }
 
+/* ---- the importance-weighted training objective (model.objective = iwae) ----
+ *
+ * Burda et al. (2015). Per data row, over its K = samples draws
+ * z_k = mu + exp(logvar/2) eps_k (eps fixed for the step):
+ *
+ *   a_k  = log p(x|z_k) + beta_t * [log p(z_k) - log q(z_k|x)]   the log weights
+ *   loss = -(log sum_k exp(a_k) - log K)                        the row's loss
+ *   w_k  = exp(a_k) / sum_k' exp(a_k')                          d loss / d a_k = -w_k
+ *
+ * and the step minimises the mean over rows. beta_t (model.beta with its
+ * warm-up, vae_schedule_beta) scales log p(z) - log q(z|x): the usual
+ * annealed bound; with beta_t = 1 it is the IWAE bound, and at K = 1 it is
+ * the ELBO with the sampled KL (-log q + log p at z_1) in place of the
+ * closed form. Stable as the evaluation's: a_k - max_k a_k, sums in double.
+ *
+ * The gradient, with prior_scale = beta_t / rows (the mean over rows):
+ *   - the decoder's outputs of draw k get w_k d(-log p(x|z_k))/d output / rows:
+ *     the ELBO's 1/K replaced by w_k. The likelihood op writes the ELBO's
+ *     gradient (scale 1/(rows K)); it is multiplied by K w_k;
+ *   - z_kj, besides the decoder's path, through log p(z) = -z^2/2 + c:
+ *     -w_k beta_t (-z_kj) / rows = prior_scale w_k z_kj;
+ *   - mu and logvar through z (the reparameterisation, as the ELBO's), and
+ *     through log q's direct term: with eps fixed,
+ *     log q(z_k|x) = -sum_j (logvar_j + eps_kj^2 + log 2 pi) / 2, so
+ *     d loss / d logvar_j gets -sum_k w_k beta_t (1/2) / rows = -prior_scale / 2
+ *     (the weights sum to 1); mu has no direct term.
+ * A non-finite maximum log weight (NaN, or every weight -inf, or one +inf)
+ * gives a non-finite loss and NaN weights: the gradient is then not finite
+ * and train.nonfinite decides (skip or stop), as for the ELBO. */
+
+/* sum over the latent dimensions of log p(z_j) - log q(z_j|x) for one draw
+ * (z: that draw's row; mu, logvar: its data row's), in double. */
+VAE_HD double vae_log_prior_minus_log_posterior_sum(const float *z, const float *mu, const float *logvar, int latent,
+                                                    float logvar_clamp) {
+    double sum = 0.0;
+    for (int j = 0; j < latent; ++j)
+        sum += (double)vae_log_prior_minus_log_posterior(z[j], mu[j], vae_clamp_logvar(logvar[j], logvar_clamp));
+    return sum;
+}
+
+/* a_k from log p(x|z_k) and sum_j [log p(z_kj) - log q(z_kj|x)]. */
+VAE_HD double vae_iwae_log_weight(double log_likelihood, double log_prior_minus_posterior, double beta_now) {
+    return log_likelihood + beta_now * log_prior_minus_posterior;
+}
+
+/* The row's loss from the maximum log weight (folded with vae_nan_max) and
+ * sum_k exp(a_k - max). */
+VAE_HD double vae_iwae_row_loss(double max_weight, double shifted_sum, int samples) {
+    if (vae_iwae_max_decides(max_weight)) return -max_weight;
+    return -(max_weight + log(shifted_sum) - log((double)samples));
+}
+
+/* w_k, the normalised weight of log weight a_k (NaN when the maximum is not
+ * finite, see above). */
+VAE_HD float vae_iwae_normalized_weight(double log_weight, double max_weight, double shifted_sum) {
+    if (vae_iwae_max_decides(max_weight)) return (float)NAN;
+    return (float)(exp(log_weight - max_weight) / shifted_sum);
+}
+
+/* The factor on the likelihood op's gradient of draw k (written with the
+ * ELBO's 1/(rows K)): K w_k. Exactly 1 at K = 1. */
+VAE_HD float vae_iwae_output_gradient_scale(float weight, int samples) { return (float)samples * weight; }
+
+/* d loss / d z_kj through log p(z_k), added to the decoder's. */
+VAE_HD float vae_iwae_prior_gradient_z(float weight, float z, float prior_scale) { return prior_scale * weight * z; }
+
+/* d loss / d logvar_j through log q's direct term (summed over the draws). */
+VAE_HD float vae_iwae_posterior_gradient_logvar(float prior_scale) { return -0.5f * prior_scale; }
+
 #endif

@@ -68,6 +68,10 @@ typedef enum vae_precision { VAE_PRECISION_FP32 = 0, VAE_PRECISION_TF32 = 1 } va
  * reads over the bus (host). */
 typedef enum vae_data_placement { VAE_DATA_AUTO = 0, VAE_DATA_HOST = 1 } vae_data_placement;
 typedef enum vae_nonfinite_policy { VAE_NONFINITE_STOP = 0, VAE_NONFINITE_SKIP = 1 } vae_nonfinite_policy;
+/* What training minimises (docs/ARCHITECTURE.md, "The model"): the ELBO with
+ * the closed-form KL, or the importance-weighted bound of Burda et al. (2015)
+ * over the model.samples draws of each point. */
+typedef enum vae_objective { VAE_OBJECTIVE_ELBO = 0, VAE_OBJECTIVE_IWAE = 1 } vae_objective;
 
 /* One layer of a [model] encoder or decoder list (configs/README.md):
  * "conv C kK [sS] [pP]", "convt C kK [sS] [pP]", "dense N", "dense CxHxW". */
@@ -115,6 +119,7 @@ typedef struct vae_config {
     float beta;                      /* KL weight */
     int kl_warmup_steps;             /* linear warm-up of beta; 0 = none */
     float init_scale;                /* 0: PyTorch's nn.Linear default init */
+    vae_objective objective;         /* elbo (default) or iwae */
     /* [train] */
     int epochs;
     int batch_size;

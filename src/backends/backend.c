@@ -2,6 +2,7 @@
  * arguments of every backend operation are checked: each vae_backend_*
  * function below validates, then dispatches through the backend's table. The
  * implementations (backend_cpu.c, backend_cuda.c) assume valid arguments. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -341,6 +342,36 @@ vae_status vae_backend_importance_log_mean(vae_backend *backend, const float *lo
             "NULL pointer (logp, mu_logvar, z or result)");
     return backend->ops->importance_log_mean(backend, logp, mu_logvar, z, result, rows, latent, samples,
                                              logvar_clamp);
+}
+
+vae_status vae_backend_iwae_objective(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
+                                      const float *kl, float *out, float *weight, float *row_loss, int rows,
+                                      int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
+                                      const vae_step_counter *counter, float logvar_clamp, double *accumulator) {
+    REQUIRE_BACKEND("iwae_objective");
+    REQUIRE(rows > 0 && latent > 0 && samples > 0 && width > 0, "iwae_objective",
+            "sizes must be positive (rows %d, latent %d, samples %d, width %d)", rows, latent, samples, width);
+    REQUIRE(logp != NULL && mu_logvar != NULL && z != NULL && kl != NULL && weight != NULL && row_loss != NULL &&
+                counter != NULL && accumulator != NULL,
+            "iwae_objective", "NULL pointer (logp, mu_logvar, z, kl, weight, row_loss, counter or accumulator)");
+    REQUIRE(isfinite(beta) && beta >= 0.0f, "iwae_objective", "beta must be finite and >= 0, got %g", (double)beta);
+    return backend->ops->iwae_objective(backend, logp, mu_logvar, z, kl, out, weight, row_loss, rows, latent, samples,
+                                        width, beta, kl_warmup_steps, counter, logvar_clamp, accumulator);
+}
+
+vae_status vae_backend_iwae_latent_backward(vae_backend *backend, const float *mu_logvar, const float *z,
+                                            const float *dz, const float *weight, float *dmu_logvar, int rows,
+                                            int latent, int samples, float beta, uint64_t kl_warmup_steps,
+                                            const vae_step_counter *counter, float logvar_clamp) {
+    REQUIRE_BACKEND("iwae_latent_backward");
+    REQUIRE(rows > 0 && latent > 0 && samples > 0, "iwae_latent_backward",
+            "sizes must be positive (rows %d, latent %d, samples %d)", rows, latent, samples);
+    REQUIRE(mu_logvar != NULL && z != NULL && dz != NULL && weight != NULL && dmu_logvar != NULL && counter != NULL,
+            "iwae_latent_backward", "NULL pointer (mu_logvar, z, dz, weight, dmu_logvar or counter)");
+    REQUIRE(isfinite(beta) && beta >= 0.0f, "iwae_latent_backward", "beta must be finite and >= 0, got %g",
+            (double)beta);
+    return backend->ops->iwae_latent_backward(backend, mu_logvar, z, dz, weight, dmu_logvar, rows, latent, samples,
+                                              beta, kl_warmup_steps, counter, logvar_clamp);
 }
 
 vae_status vae_backend_sum_of_squares(vae_backend *backend, const float *values, size_t count, float *result) {

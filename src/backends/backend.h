@@ -139,6 +139,29 @@ typedef struct vae_backend_ops {
                                       const float *z, float *result, int rows, int latent, int samples,
                                       float logvar_clamp);
 
+    /* The importance-weighted training objective (model.objective = iwae;
+     * formulas in kernels/vae_step_math.h), after likelihood with
+     * write_gradient left in out[samples*rows, width] the ELBO's gradient
+     * (scale 1/(rows*samples)). Per data row b: the log weights
+     * a_k = logp + beta_t (log p(z) - log q(z|x)) of its samples, the
+     * normalised weights weight[k*rows+b] = softmax_k a, row_loss[b] =
+     * -(logsumexp_k a_k - log samples); out's rows multiplied by
+     * samples * weight (out may be NULL: no gradient); and accumulator +=
+     * the batch's sums: VAE_LOSS_SUM_LOSS the row losses, reconstruction, KL
+     * and count as accumulate_loss adds them. kl[rows] from reparam_kl_forward. */
+    vae_status (*iwae_objective)(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
+                                 const float *kl, float *out, float *weight, float *row_loss, int rows, int latent,
+                                 int samples, int width, float beta, uint64_t kl_warmup_steps,
+                                 const vae_step_counter *counter, float logvar_clamp, double *accumulator);
+    /* dmu_logvar[rows, 2*latent] of the IWAE objective: dz[samples*rows,
+     * latent] (the decoder's d loss/dz) plus the prior's term, both through
+     * the reparameterisation, plus log q's direct logvar term; weight from
+     * iwae_objective (vae_step_math.h). */
+    vae_status (*iwae_latent_backward)(vae_backend *backend, const float *mu_logvar, const float *z, const float *dz,
+                                       const float *weight, float *dmu_logvar, int rows, int latent, int samples,
+                                       float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                       float logvar_clamp);
+
     /* sum of squares of grads[count] into *result (backend memory, one float),
      * deterministic. */
     vae_status (*sum_of_squares)(vae_backend *backend, const float *values, size_t count, float *result);
@@ -247,6 +270,15 @@ vae_status vae_backend_accumulate_loss(vae_backend *backend, const float *logp, 
 vae_status vae_backend_importance_log_mean(vae_backend *backend, const float *logp, const float *mu_logvar,
                                            const float *z, float *result, int rows, int latent, int samples,
                                            float logvar_clamp);
+/* out may be NULL (no gradient to rescale). */
+vae_status vae_backend_iwae_objective(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
+                                      const float *kl, float *out, float *weight, float *row_loss, int rows,
+                                      int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
+                                      const vae_step_counter *counter, float logvar_clamp, double *accumulator);
+vae_status vae_backend_iwae_latent_backward(vae_backend *backend, const float *mu_logvar, const float *z,
+                                            const float *dz, const float *weight, float *dmu_logvar, int rows,
+                                            int latent, int samples, float beta, uint64_t kl_warmup_steps,
+                                            const vae_step_counter *counter, float logvar_clamp);
 vae_status vae_backend_sum_of_squares(vae_backend *backend, const float *values, size_t count, float *result);
 vae_status vae_backend_adam_step(vae_backend *backend, float *params, const float *grads, float *m, float *v,
                                  size_t count, const vae_adam_settings *settings, const float *grad_norm_squared,

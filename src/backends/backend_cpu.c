@@ -385,6 +385,89 @@ static vae_status cpu_importance_log_mean(vae_backend *backend, const float *log
     return VAE_OK;
 }
 
+/* a_k of draw l of data row b (vae_step_math.h). */
+static double iwae_log_weight(const float *logp, const float *mu_logvar, const float *z, int rows, int latent, int b,
+                              int l, double beta_now, float logvar_clamp) {
+    const float *mu = mu_logvar + (size_t)b * 2 * latent;
+    size_t z_row = (size_t)l * rows + (size_t)b;
+    return vae_iwae_log_weight(logp[z_row],
+                               vae_log_prior_minus_log_posterior_sum(z + z_row * latent, mu, mu + latent, latent,
+                                                                     logvar_clamp),
+                               beta_now);
+}
+
+CPU_VECTOR_KERNEL
+static void scale_range(float *restrict values, float scale, int count) {
+    for (int i = 0; i < count; ++i) values[i] *= scale;
+}
+
+static vae_status cpu_iwae_objective(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
+                                     const float *kl, float *out, float *weight, float *row_loss, int rows,
+                                     int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
+                                     const vae_step_counter *counter, float logvar_clamp, double *accumulator) {
+    const double beta_now = vae_schedule_beta(counter->step, beta, kl_warmup_steps);
+#pragma omp parallel for schedule(static) if ((size_t)rows * samples * (width + latent) > CPU_PARALLEL_MIN)
+    for (int b = 0; b < rows; ++b) {
+        /* The log weights are recomputed in each pass rather than stored:
+         * a few multiply-adds per latent dimension, any number of samples. */
+        double max_weight = -INFINITY, sum = 0.0;
+        for (int l = 0; l < samples; ++l)
+            max_weight = vae_nan_max(max_weight,
+                                     iwae_log_weight(logp, mu_logvar, z, rows, latent, b, l, beta_now, logvar_clamp));
+        if (!vae_iwae_max_decides(max_weight))
+            for (int l = 0; l < samples; ++l)
+                sum += exp(iwae_log_weight(logp, mu_logvar, z, rows, latent, b, l, beta_now, logvar_clamp) -
+                           max_weight);
+        row_loss[b] = (float)vae_iwae_row_loss(max_weight, sum, samples);
+        for (int l = 0; l < samples; ++l) {
+            size_t z_row = (size_t)l * rows + (size_t)b;
+            weight[z_row] = vae_iwae_normalized_weight(
+                iwae_log_weight(logp, mu_logvar, z, rows, latent, b, l, beta_now, logvar_clamp), max_weight, sum);
+            if (out) scale_range(out + z_row * width, vae_iwae_output_gradient_scale(weight[z_row], samples), width);
+        }
+    }
+    /* The sums in row order (deterministic), as the CUDA kernel adds them. */
+    double loss = 0.0, reconstruction = 0.0, kl_total = 0.0;
+    for (int b = 0; b < rows; ++b) {
+        loss += row_loss[b];
+        reconstruction += vae_row_reconstruction(logp, rows, samples, b);
+        kl_total += kl[b];
+    }
+    accumulator[VAE_LOSS_SUM_LOSS] += loss;
+    accumulator[VAE_LOSS_SUM_RECONSTRUCTION] += reconstruction;
+    accumulator[VAE_LOSS_SUM_KL] += kl_total;
+    accumulator[VAE_LOSS_COUNT] += rows;
+    return VAE_OK;
+}
+
+static vae_status cpu_iwae_latent_backward(vae_backend *backend, const float *mu_logvar, const float *z,
+                                           const float *dz, const float *weight, float *dmu_logvar, int rows,
+                                           int latent, int samples, float beta, uint64_t kl_warmup_steps,
+                                           const vae_step_counter *counter, float logvar_clamp) {
+    const float prior_scale = vae_schedule_beta(counter->step, beta, kl_warmup_steps) / (float)rows;
+#pragma omp parallel for schedule(static) if ((size_t)rows * latent * samples > 16384)
+    for (int b = 0; b < rows; ++b) {
+        const float *mu = mu_logvar + (size_t)b * 2 * latent;
+        const float *logvar = mu + latent;
+        float *dmu = dmu_logvar + (size_t)b * 2 * latent;
+        float *dlogvar = dmu + latent;
+        for (int j = 0; j < latent; ++j) {
+            float grad_mu = 0.0f, grad_logvar = vae_iwae_posterior_gradient_logvar(prior_scale);
+            for (int l = 0; l < samples; ++l) {
+                size_t z_row = (size_t)l * rows + (size_t)b, index = z_row * latent + (size_t)j;
+                float upstream = dz[index] + vae_iwae_prior_gradient_z(weight[z_row], z[index], prior_scale);
+                grad_mu += upstream;
+                grad_logvar += vae_reparam_grad_logvar(upstream, z[index], mu[j]);
+            }
+            /* A clamped logvar does not move the loss. */
+            if (vae_logvar_is_clamped(logvar[j], logvar_clamp)) grad_logvar = 0.0f;
+            dmu[j] = grad_mu;
+            dlogvar[j] = grad_logvar;
+        }
+    }
+    return VAE_OK;
+}
+
 /* One chunk's sum of squares in double lanes, added in lane order. */
 CPU_VECTOR_KERNEL
 static double chunk_sum_of_squares(const float *values, size_t count) {
@@ -484,6 +567,8 @@ static const vae_backend_ops cpu_ops = {
     .likelihood = cpu_likelihood,
     .accumulate_loss = cpu_accumulate_loss,
     .importance_log_mean = cpu_importance_log_mean,
+    .iwae_objective = cpu_iwae_objective,
+    .iwae_latent_backward = cpu_iwae_latent_backward,
     .sum_of_squares = cpu_sum_of_squares,
     .adam_step = cpu_adam_step,
 };

@@ -358,6 +358,25 @@ static vae_status cuda_importance_log_mean(vae_backend *backend, const float *lo
     return VAE_OK;
 }
 
+static vae_status cuda_iwae_objective(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
+                                      const float *kl, float *out, float *weight, float *row_loss, int rows,
+                                      int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
+                                      const vae_step_counter *counter, float logvar_clamp, double *accumulator) {
+    CUDA_CHECK(vae_launch_iwae_objective(logp, mu_logvar, z, kl, out, weight, row_loss, rows, latent, samples, width,
+                                         beta, kl_warmup_steps, counter, logvar_clamp, accumulator,
+                                         as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_iwae_latent_backward(vae_backend *backend, const float *mu_logvar, const float *z,
+                                            const float *dz, const float *weight, float *dmu_logvar, int rows,
+                                            int latent, int samples, float beta, uint64_t kl_warmup_steps,
+                                            const vae_step_counter *counter, float logvar_clamp) {
+    CUDA_CHECK(vae_launch_iwae_latent_backward(mu_logvar, z, dz, weight, dmu_logvar, rows, latent, samples, beta,
+                                               kl_warmup_steps, counter, logvar_clamp, as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
 static vae_status cuda_sum_of_squares(vae_backend *backend, const float *values, size_t count, float *result) {
     cuda_backend *cuda = as_cuda(backend);
     CUDA_CHECK(vae_launch_sum_of_squares(values, count, result, cuda->reduction_scratch, cuda->stream));
@@ -418,6 +437,8 @@ static const vae_backend_ops cuda_ops = {
     .likelihood = cuda_likelihood,
     .accumulate_loss = cuda_accumulate_loss,
     .importance_log_mean = cuda_importance_log_mean,
+    .iwae_objective = cuda_iwae_objective,
+    .iwae_latent_backward = cuda_iwae_latent_backward,
     .sum_of_squares = cuda_sum_of_squares,
     .adam_step = cuda_adam_step,
     .graph_capture_begin = vae_cuda_graph_capture_begin,

@@ -28,13 +28,14 @@
 _Static_assert(VAE_DATA_HOST == 1, "enum order");
 _Static_assert(VAE_BINARIZE_DYNAMIC == 2 && VAE_PRECISION_TF32 == 1 && VAE_NONFINITE_SKIP == 1, "enum order");
 _Static_assert(VAE_ACTIVATION_GELU == 3 && VAE_LIKELIHOOD_GAUSSIAN_FIXED == 2 && VAE_LR_COSINE == 1, "enum order");
-_Static_assert(VAE_OPTIMIZER_ADAMW == 1, "enum order");
+_Static_assert(VAE_OPTIMIZER_ADAMW == 1 && VAE_OBJECTIVE_IWAE == 1, "enum order");
 /* A choice is stored through an int lvalue (config.c): every enum field of
  * vae_config has the size of an int. */
 _Static_assert(sizeof(vae_binarize) == sizeof(int) && sizeof(vae_activation) == sizeof(int) &&
                    sizeof(vae_likelihood) == sizeof(int) && sizeof(vae_lr_schedule) == sizeof(int) &&
                    sizeof(vae_optimizer) == sizeof(int) && sizeof(vae_precision) == sizeof(int) &&
-                   sizeof(vae_nonfinite_policy) == sizeof(int) && sizeof(vae_data_placement) == sizeof(int),
+                   sizeof(vae_nonfinite_policy) == sizeof(int) && sizeof(vae_data_placement) == sizeof(int) &&
+                   sizeof(vae_objective) == sizeof(int),
                "config enums are stored as int");
 static const char *const binarize_names[] = {"none", "static", "dynamic", NULL};
 static const char *const activation_names[] = {"relu", "tanh", "softplus", "gelu", NULL};
@@ -44,6 +45,7 @@ static const char *const optimizer_names[] = {"adam", "adamw", NULL};
 static const char *const precision_names[] = {"fp32", "tf32", NULL};
 static const char *const nonfinite_names[] = {"stop", "skip", NULL};
 static const char *const placement_names[] = {"auto", "host", NULL};
+static const char *const objective_names[] = {"elbo", "iwae", NULL};
 
 #define FIELD(f) offsetof(vae_config, f)
 #define INT_KEY(s, n, f, lo, hi) {s, n, KEY_INT, FIELD(f), 0, lo, hi, 0, 0, NULL}
@@ -73,6 +75,7 @@ const config_key config_keys[] = {
     FLOAT_KEY("model", "beta", beta, 0, FLT_MAX, 0, 0),
     INT_KEY("model", "kl_warmup_steps", kl_warmup_steps, 0, INT_MAX),
     FLOAT_KEY("model", "init_scale", init_scale, 0, FLT_MAX, 0, 0),
+    CHOICE_KEY("model", "objective", objective, objective_names),
     INT_KEY("train", "epochs", epochs, 1, 1000000),
     INT_KEY("train", "batch_size", batch_size, 1, 1 << 20),
     {"train", "seed", KEY_UINT64, FIELD(seed), 0, 0, 0, 0, 0, NULL},
@@ -131,6 +134,7 @@ void vae_config_defaults(vae_config *config) {
     config->eval_batch_size = 1000;
     config->precision = VAE_PRECISION_FP32;
     config->nonfinite_policy = VAE_NONFINITE_STOP;
+    config->objective = VAE_OBJECTIVE_ELBO;
 }
 
 /* ------------------------------------------------------------ helpers */

@@ -11,6 +11,7 @@ struct vae_step {
     vae_model model;
     int rows, samples;
     int likelihood;
+    int objective; /* vae_objective: what vae_step_forward_backward differentiates */
     float fixed_logvar, beta, logvar_clamp;
     uint64_t kl_warmup_steps;
     vae_step_buffers buffers;
@@ -19,6 +20,7 @@ struct vae_step {
     float *scratch[2];        /* ping-pong buffers for activation gradients */
     float *dz, *dmu_logvar;
     float *conv_workspace;    /* conv layers: the largest workspace any of them needs, or NULL */
+    float *iwae_weight, *iwae_row_loss; /* objective iwae: [samples*rows] normalised weights, [rows] losses */
     int with_optimizer;
     void *allocations[4 * VAE_MAX_LAYERS + 32];
     int allocation_count;
@@ -47,6 +49,7 @@ vae_status vae_step_create(vae_step **out, vae_backend *backend, const vae_model
     step->rows = rows;
     step->samples = samples;
     step->likelihood = config->likelihood;
+    step->objective = config->objective;
     step->fixed_logvar = config->gaussian_fixed_logvar;
     step->beta = config->beta;
     step->logvar_clamp = config->logvar_clamp;
@@ -97,6 +100,10 @@ vae_status vae_step_create(vae_step **out, vae_backend *backend, const vae_model
         STEP_ALLOC(scratch_floats, &step->scratch[1]);
         STEP_ALLOC(z_floats, &step->dz);
         STEP_ALLOC((size_t)rows * 2 * m->latent_dim, &step->dmu_logvar);
+        if (step->objective == VAE_OBJECTIVE_IWAE) {
+            STEP_ALLOC(decoder_rows, &step->iwae_weight);
+            STEP_ALLOC((size_t)rows, &step->iwae_row_loss);
+        }
         if ((status = vae_backend_fill(backend, step->buffers.gradients, 0.0f, m->parameter_count))) goto fail;
         if ((status = vae_backend_fill(backend, step->buffers.adam_m, 0.0f, m->parameter_count))) goto fail;
         if ((status = vae_backend_fill(backend, step->buffers.adam_v, 0.0f, m->parameter_count))) goto fail;
@@ -217,6 +224,24 @@ vae_status vae_step_forward(vae_step *step, const vae_noise_settings *noise, con
                                       step->samples, 1.0f, 0, counter, step->buffers.loss_accumulator);
 }
 
+/* The importance-weighted objective after run_forward (kernels/vae_step_math.h):
+ * the weights rescale the likelihood's gradient in place, then the decoder's
+ * backward pass, then the latent pass with the prior's and log q's terms. */
+static vae_status iwae_backward(vae_step *step, const vae_step_counter *counter) {
+    const vae_model *m = &step->model;
+    vae_step_buffers *b = &step->buffers;
+    VAE_TRY(vae_backend_iwae_objective(step->backend, b->logp, b->mu_logvar, b->z, b->kl, b->decoder_output,
+                                       step->iwae_weight, step->iwae_row_loss, step->rows, m->latent_dim,
+                                       step->samples, m->output_width, step->beta, step->kl_warmup_steps, counter,
+                                       step->logvar_clamp, b->loss_accumulator));
+    VAE_TRY(backward_layers(step, m->encoder_layer_count, m->decoder_layer_count, b->z, step->rows * step->samples,
+                            b->decoder_output, step->dz));
+    VAE_TRY(vae_backend_iwae_latent_backward(step->backend, b->mu_logvar, b->z, step->dz, step->iwae_weight,
+                                             step->dmu_logvar, step->rows, m->latent_dim, step->samples, step->beta,
+                                             step->kl_warmup_steps, counter, step->logvar_clamp));
+    return backward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, step->dmu_logvar, NULL);
+}
+
 vae_status vae_step_forward_backward(vae_step *step, const vae_noise_settings *noise, vae_step_counter *counter,
                                      const float *eps_override) {
     if (!step->with_optimizer) return vae_error(VAE_ERROR_INTERNAL, "train step: created without gradients");
@@ -224,6 +249,7 @@ vae_status vae_step_forward_backward(vae_step *step, const vae_noise_settings *n
     vae_step_buffers *b = &step->buffers;
     int decoder_rows = step->rows * step->samples;
     VAE_TRY(run_forward(step, noise, counter, eps_override, 1));
+    if (step->objective == VAE_OBJECTIVE_IWAE) return iwae_backward(step, counter);
     VAE_TRY(vae_backend_accumulate_loss(step->backend, b->logp, b->kl, step->rows, step->samples, step->beta,
                                  step->kl_warmup_steps, counter, b->loss_accumulator));
     VAE_TRY(backward_layers(step, m->encoder_layer_count, m->decoder_layer_count, b->z, decoder_rows,

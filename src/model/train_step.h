@@ -36,10 +36,14 @@ int vae_step_rows(const vae_step *step);
  * likelihood: fills mu_logvar, z, kl, logp. With gradients (a step created
  * with an optimizer), decoder_output is overwritten by d loss/d output and
  * the backward pass fills buffers.gradients with d loss / d parameters for
- *   loss = mean over rows of [ -(1/L) sum_l log p(x|z_l) + beta_t KL ].
- * The batch's sums are added to buffers.loss_accumulator: with beta_t of
- * the schedule when training, with beta = 1 (the true ELBO) in
- * vae_step_forward.
+ *   loss = mean over rows of [ -(1/L) sum_l log p(x|z_l) + beta_t KL ]
+ * (model.objective = elbo), or with model.objective = iwae
+ *   loss = mean over rows of -(log sum_l exp(a_l) - log L),
+ *   a_l = log p(x|z_l) + beta_t [log p(z_l) - log q(z_l|x)]
+ * (kernels/vae_step_math.h). The batch's sums are added to
+ * buffers.loss_accumulator: the loss slot with beta_t of the schedule when
+ * training; vae_step_forward (evaluation) adds the true ELBO (beta = 1)
+ * whatever the objective.
  * counter (backend memory) addresses the noise and the beta schedule.
  * eps_override (backend memory, [samples*rows, Z]) replaces Philox noise
  * when not NULL (tests). */
