@@ -768,6 +768,151 @@ OpCase importance_log_mean_case(int rows, int latent, int samples, float clamp, 
     return c;
 }
 
+// The IWAE objective's forward part (vae_step_math.h): log weights, normalised
+// weights, row losses, the rescaled likelihood gradient and the sums.
+// nonfinite: some log p are NaN, +inf or -inf (the loss follows the
+// evaluation's rule, the weights are NaN). with_gradient: out is rescaled
+// (else NULL).
+// tolerance: the log weights add one float term per latent dimension, so a
+// weight's relative error grows with latent (300: about 1e-6).
+OpCase iwae_objective_case(int rows, int latent, int samples, int width, float clamp, bool nonfinite,
+                           bool with_gradient = true, double tolerance = 1e-6) {
+    auto mu_logvar = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 141));
+    auto logp = std::make_shared<std::vector<float>>(normal((size_t)samples * rows, 142, 3.0f));
+    auto z = std::make_shared<std::vector<float>>(normal((size_t)samples * rows * latent, 143));
+    auto kl = std::make_shared<std::vector<float>>(uniform(rows, 144, 0.0f, 30.0f));
+    auto outputs = std::make_shared<std::vector<float>>(normal((size_t)samples * rows * width, 145));
+    if (nonfinite) {
+        const float specials[] = {NAN, INFINITY, -INFINITY};
+        for (int b = 0; b < rows; b += 2) (*logp)[(size_t)(b % samples) * rows + b] = specials[(b / 2) % 3];
+        for (int l = 0; l < samples; ++l) (*logp)[(size_t)l * rows + 1] = -INFINITY;  // row 1: every weight -inf
+    }
+    const std::vector<double> start = {1.5, -2.0, 3.25, 10.0};
+    const uint64_t step = 3, warmup = 10;
+    const float beta = 0.8f;
+    const size_t draws = (size_t)samples * rows, out_count = draws * width;
+    OpCase c{shape(std::string(nonfinite ? "iwae_objective_nonfinite" : "iwae_objective") +
+                       (with_gradient ? "" : "_nogradient"),
+                   {{"rows", rows}, {"latent", latent}, {"samples", samples}, {"width", width},
+                    {"clamp", (long)(clamp * 10)}}),
+             normalized(tolerance), normalized(1e-5), 1, nullptr, nullptr};
+    c.prepare = [=](Arena &arena) {
+        const float *lp = arena.upload(*logp), *ml = arena.upload(*mu_logvar), *zs = arena.upload(*z);
+        const float *k = arena.upload(*kl);
+        float *out = with_gradient ? arena.upload(*outputs) : nullptr;
+        float *weight = arena.floats(draws), *row_loss = arena.floats(rows);
+        const vae_step_counter *counter = arena.counter(step);
+        double *accumulator = arena.upload(start);
+        return Prepared{[=, &arena] {
+                            check(vae_backend_iwae_objective(arena.backend(), lp, ml, zs, k, out, weight, row_loss, rows,
+                                                             latent, samples, width, beta, warmup, counter, clamp,
+                                                             accumulator),
+                                  "iwae_objective");
+                        },
+                        [=, &arena] {
+                            Outputs outputs_read{{"weight", arena.download(weight, draws)},
+                                                 {"row_loss", arena.download(row_loss, rows)},
+                                                 {"accumulator", arena.download(accumulator, VAE_LOSS_SLOTS)}};
+                            if (with_gradient) outputs_read.push_back({"out", arena.download(out, out_count)});
+                            return outputs_read;
+                        }};
+    };
+    c.reference = [=] {
+        Values weight(draws), row_loss(rows), sums = start, out = to_values(*outputs);
+        const double beta_now = beta_at(step, beta, warmup);
+        for (int b = 0; b < rows; ++b) {
+            const float *mu = mu_logvar->data() + (size_t)b * 2 * latent, *logvar = mu + latent;
+            Values a(samples);
+            bool any_nan = false;
+            for (int l = 0; l < samples; ++l) {
+                size_t z_row = (size_t)l * rows + b;
+                double prior_minus_posterior = 0;
+                for (int j = 0; j < latent; ++j) {
+                    double zj = (*z)[z_row * latent + j], lv = clamp_logvar(logvar[j], clamp), diff = zj - mu[j];
+                    // log N(z; 0, 1) - log N(z; mu, e^lv)
+                    prior_minus_posterior += -0.5 * zj * zj + 0.5 * (lv + diff * diff * std::exp(-lv));
+                }
+                a[l] = (*logp)[z_row] + beta_now * prior_minus_posterior;
+                any_nan |= std::isnan(a[l]);
+            }
+            double largest = any_nan ? NAN : *std::max_element(a.begin(), a.end());
+            double sum = 0;
+            if (std::isfinite(largest))
+                for (double value : a) sum += std::exp(value - largest);
+            row_loss[b] = std::isfinite(largest) ? -(largest + std::log(sum / samples)) : -largest;
+            double reconstruction = 0;
+            for (int l = 0; l < samples; ++l) {
+                size_t z_row = (size_t)l * rows + b;
+                weight[z_row] = std::isfinite(largest) ? std::exp(a[l] - largest) / sum : NAN;
+                for (int j = 0; j < width; ++j) out[z_row * width + j] *= samples * weight[z_row];
+                reconstruction += (*logp)[z_row];
+            }
+            sums[VAE_LOSS_SUM_LOSS] += row_loss[b];
+            sums[VAE_LOSS_SUM_RECONSTRUCTION] += reconstruction / samples;
+            sums[VAE_LOSS_SUM_KL] += (*kl)[b];
+            sums[VAE_LOSS_COUNT] += 1;
+        }
+        Outputs expected{{"weight", weight}, {"row_loss", row_loss}, {"accumulator", sums}};
+        if (with_gradient) expected.push_back({"out", out});
+        return expected;
+    };
+    return c;
+}
+
+// The IWAE objective's latent backward pass: dz plus the prior's term through
+// the reparameterisation, plus log q's direct logvar term.
+OpCase iwae_latent_backward_case(int rows, int latent, int samples, float clamp) {
+    auto mu_logvar = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 151));
+    auto z = std::make_shared<std::vector<float>>(normal((size_t)samples * rows * latent, 152));
+    auto dz = std::make_shared<std::vector<float>>(normal((size_t)samples * rows * latent, 153, 0.1f));
+    auto weight = std::make_shared<std::vector<float>>(uniform((size_t)samples * rows, 154, 0.05f, 1.0f));
+    for (int b = 0; b < rows; ++b) {  // normalised per row, as iwae_objective writes them
+        double total = 0;
+        for (int l = 0; l < samples; ++l) total += (*weight)[(size_t)l * rows + b];
+        for (int l = 0; l < samples; ++l) (*weight)[(size_t)l * rows + b] = (float)((*weight)[(size_t)l * rows + b] / total);
+    }
+    const uint64_t step = 3, warmup = 10;
+    const float beta = 0.7f;
+    OpCase c{shape("iwae_latent_backward",
+                   {{"rows", rows}, {"latent", latent}, {"samples", samples}, {"clamp", (long)(clamp * 10)}}),
+             normalized(1e-6), normalized(1e-5), 1, nullptr, nullptr};
+    c.prepare = [=](Arena &arena) {
+        const float *ml = arena.upload(*mu_logvar), *zs = arena.upload(*z), *g = arena.upload(*dz);
+        const float *w = arena.upload(*weight);
+        const vae_step_counter *counter = arena.counter(step);
+        float *gradient = arena.floats((size_t)rows * 2 * latent);
+        return Prepared{[=, &arena] {
+                            check(vae_backend_iwae_latent_backward(arena.backend(), ml, zs, g, w, gradient, rows, latent,
+                                                                   samples, beta, warmup, counter, clamp),
+                                  "iwae_latent_backward");
+                        },
+                        [=, &arena] { return Outputs{{"dmu_logvar", arena.download(gradient, (size_t)rows * 2 * latent)}}; }};
+    };
+    c.reference = [=] {
+        Values gradient((size_t)rows * 2 * latent);
+        const double prior_scale = beta_at(step, beta, warmup) / rows;
+        for (int b = 0; b < rows; ++b) {
+            const float *mu = mu_logvar->data() + (size_t)b * 2 * latent, *logvar = mu + latent;
+            for (int j = 0; j < latent; ++j) {
+                // d/dlogvar of -sum_k w_k beta (-log q) with eps fixed: -beta/2 per row (weights sum to 1).
+                double dmu = 0, dlv = -0.5 * prior_scale;
+                for (int l = 0; l < samples; ++l) {
+                    size_t i = ((size_t)l * rows + b) * latent + j;
+                    double zi = (*z)[i];
+                    double upstream = (*dz)[i] + prior_scale * (*weight)[(size_t)l * rows + b] * zi;  // log p(z) = -z^2/2
+                    dmu += upstream;
+                    dlv += upstream * 0.5 * (zi - mu[j]);
+                }
+                if (clamp > 0 && std::fabs(logvar[j]) > clamp) dlv = 0;
+                gradient[(size_t)b * 2 * latent + j] = dmu;
+                gradient[(size_t)b * 2 * latent + latent + j] = dlv;
+            }
+        }
+        return Outputs{{"dmu_logvar", gradient}};
+    };
+    return c;
+}
+
 OpCase sum_of_squares_case(size_t count) {
     auto values = std::make_shared<std::vector<float>>(normal(count, 121));
     OpCase c{shape("sum_of_squares", {{"n", (long)count}}), normalized(1e-6), normalized(1e-6), 1, nullptr, nullptr};
@@ -934,6 +1079,19 @@ const std::vector<OpCase> &cases() {
         t.push_back(importance_log_mean_case(37, 13, 300, 0.5f, false));  // more samples than threads in a block
         t.push_back(importance_log_mean_case(37, 13, 5, 0.0f, true));
         t.push_back(importance_log_mean_case(300, 300, 16, 0.0f, false));
+        t.push_back(iwae_objective_case(37, 13, 3, 101, 0.0f, false));
+        t.push_back(iwae_objective_case(37, 13, 3, 101, 2.5f, false));
+        t.push_back(iwae_objective_case(37, 13, 3, 101, 0.0f, false, false));
+        t.push_back(iwae_objective_case(37, 13, 1, 101, 0.0f, false));
+        t.push_back(iwae_objective_case(37, 13, 300, 7, 0.5f, false));  // more samples than threads in a block
+        t.push_back(iwae_objective_case(37, 13, 5, 101, 0.0f, true));
+        t.push_back(iwae_objective_case(128, 32, 5, 784, 0.0f, false));  // the default config's sizes, K = 5
+        t.push_back(iwae_objective_case(300, 300, 16, 1000, 0.0f, false, true, 1e-5));
+        t.push_back(iwae_latent_backward_case(37, 13, 3, 0.0f));
+        t.push_back(iwae_latent_backward_case(37, 13, 3, 2.5f));
+        t.push_back(iwae_latent_backward_case(37, 13, 1, 0.0f));
+        t.push_back(iwae_latent_backward_case(128, 32, 5, 0.0f));
+        t.push_back(iwae_latent_backward_case(300, 300, 16, 0.0f));
         t.push_back(sum_of_squares_case(0));
         t.push_back(sum_of_squares_case(5));
         t.push_back(sum_of_squares_case(1200007));
@@ -1065,7 +1223,8 @@ TEST(BackendOpsTable, NamesAreUniqueAndEveryOperationIsCovered) {
                                   "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
                                   "activation_forward",
                                   "activation_backward", "gather", "reparam_kl_forward", "reparam_kl_backward",
-                                  "likelihood", "accumulate_loss", "importance_log_mean", "sum_of_squares", "adam"}) {
+                                  "likelihood", "accumulate_loss", "importance_log_mean", "iwae_objective",
+                                  "iwae_latent_backward", "sum_of_squares", "adam"}) {
         bool found = false;
         for (const std::string &name : names) found |= name.rfind(operation, 0) == 0;
         EXPECT_TRUE(found) << "no case for " << operation;
