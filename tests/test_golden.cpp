@@ -1,6 +1,8 @@
 // Whole-model loss and gradients of the engine's CPU reference against golden
 // values from an independent autodiff framework (PyTorch, float64), written by
-// tests/golden/make_golden.py into tests/golden/golden_cases.json.
+// tests/golden/make_golden.py into tests/golden/golden_cases.json (the ELBO)
+// and by tests/golden/make_golden_iwae.py into golden_iwae_cases.json (the
+// importance-weighted objective, model.objective = iwae).
 #include <gtest/gtest.h>
 
 #include <cjson/cJSON.h>
@@ -69,8 +71,8 @@ std::vector<float> float_array_field(const cJSON *object, const char *key, const
     return values;
 }
 
-std::vector<GoldenCase> load_golden_cases() {
-    const std::string path = std::string(VAE_SOURCE_DIR) + "/tests/golden/golden_cases.json";
+std::vector<GoldenCase> load_golden_cases(const std::string &file) {
+    const std::string path = std::string(VAE_SOURCE_DIR) + "/tests/golden/" + file;
     const std::string text = vae_test::read_file(path);
     cJSON *document = cJSON_Parse(text.c_str());
     if (document == nullptr) throw std::runtime_error(path + ": not valid JSON");
@@ -216,20 +218,35 @@ Comparison compare(const GoldenCase &golden, const EngineResult &result, double 
     return comparison;
 }
 
-class GoldenTest : public ::testing::Test {
+// One golden file: golden_cases.json (ELBO) or golden_iwae_cases.json.
+struct GoldenFile {
+    const char *file;
+    vae_objective objective;  // every case's config must select it
+};
+
+void PrintTo(const GoldenFile &file, std::ostream *os) { *os << file.file; }
+
+class GoldenTest : public ::testing::TestWithParam<GoldenFile> {
   protected:
     void SetUp() override {
         try {
-            cases_ = load_golden_cases();
+            cases_ = load_golden_cases(GetParam().file);
         } catch (const std::exception &error) {
             FAIL() << error.what();
         }
-        ASSERT_GE(cases_.size(), 6u) << "golden_cases.json should hold the cases make_golden.py writes";
+        ASSERT_GE(cases_.size(), 6u) << GetParam().file << " should hold the cases its generator writes";
+        for (const GoldenCase &golden : cases_) {
+            vae_config config;
+            vae_config_defaults(&config);
+            ASSERT_EQ(vae_config_load_string(&config, golden.config.c_str(), golden.name.c_str()), VAE_OK)
+                << vae_last_error();
+            ASSERT_EQ(config.objective, GetParam().objective) << golden.name << ": the config selects another objective";
+        }
     }
     std::vector<GoldenCase> cases_;
 };
 
-TEST_F(GoldenTest, LossAndGradientsMatchPyTorch) {
+TEST_P(GoldenTest, LossAndGradientsMatchPyTorch) {
     for (const GoldenCase &golden : cases_) {
         SCOPED_TRACE("golden case " + golden.name);
         EngineResult result;
@@ -243,7 +260,7 @@ TEST_F(GoldenTest, LossAndGradientsMatchPyTorch) {
 // The tolerance must catch a gradient off by 1e-3 in one value: perturb the
 // largest-magnitude entry of each tensor in turn and expect the comparison to
 // fail, naming that tensor. Likewise for the loss.
-TEST_F(GoldenTest, ComparisonDetectsAPerturbationOfOnePartInAThousand) {
+TEST_P(GoldenTest, ComparisonDetectsAPerturbationOfOnePartInAThousand) {
     for (const GoldenCase &golden : cases_) {
         SCOPED_TRACE("golden case " + golden.name);
         EngineResult result;
@@ -269,5 +286,13 @@ TEST_F(GoldenTest, ComparisonDetectsAPerturbationOfOnePartInAThousand) {
         EXPECT_FALSE(loss_comparison.passed) << "perturbing the loss went unnoticed";
     }
 }
+
+INSTANTIATE_TEST_SUITE_P(Objectives, GoldenTest,
+                         ::testing::Values(GoldenFile{"golden_cases.json", VAE_OBJECTIVE_ELBO},
+                                           GoldenFile{"golden_iwae_cases.json", VAE_OBJECTIVE_IWAE}),
+                         [](const ::testing::TestParamInfo<GoldenFile> &info) {
+                             return info.param.objective == VAE_OBJECTIVE_IWAE ? std::string("iwae")
+                                                                                : std::string("elbo");
+                         });
 
 }  // namespace
