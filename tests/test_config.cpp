@@ -100,6 +100,7 @@ vae_config everything_changed() {
         "model.latent_dim=7", "model.hidden=300, 200,100", "model.decoder_hidden=50,60",
         "model.activation=gelu", "model.likelihood=gaussian_fixed", "model.gaussian_fixed_logvar=-2.302585",
         "model.samples=3", "model.beta=0.333333343", "model.kl_warmup_steps=17", "model.init_scale=0.01",
+        "model.objective=iwae",
         "train.epochs=3", "train.batch_size=64", "train.seed=18446744073709551615", "train.lr=0.1",
         "train.lr_min=1e-7", "train.lr_schedule=cosine", "train.warmup_steps=5", "train.optimizer=adamw",
         "train.adam_beta1=0.8", "train.adam_beta2=0.95", "train.adam_epsilon=1.5e-7", "train.weight_decay=0.01",
@@ -167,6 +168,7 @@ TEST(Config, DefaultsAreTheDocumentedOnesAndValid) {
     EXPECT_EQ(config.precision, VAE_PRECISION_FP32);
     EXPECT_EQ(config.nonfinite_policy, VAE_NONFINITE_STOP);
     EXPECT_EQ(config.init_scale, 0.0f);
+    EXPECT_EQ(config.objective, VAE_OBJECTIVE_ELBO);
 }
 
 TEST(Config, EveryShippedConfigLoadsValidatesAndRoundTrips) {
@@ -353,6 +355,10 @@ TEST(Config, EachErrorNamesFileLineAndKey) {
         {"bad enum", "[model]\nactivation = ReLU\n", VAE_ERROR_INVALID_ARGUMENT,
          {":2:", "activation", "relu|tanh|softplus|gelu", "got 'ReLU'"}},
         {"bad enum 2", "[train]\noptimizer = sgd\n", VAE_ERROR_INVALID_ARGUMENT, {":2:", "optimizer", "adam|adamw"}},
+        {"unknown objective", "[model]\nsamples = 5\nobjective = iwea\n", VAE_ERROR_INVALID_ARGUMENT,
+         {":3:", "[model] objective", "expected one of elbo|iwae", "got 'iwea'"}},
+        {"objective in the wrong section", "[train]\nobjective = iwae\n", VAE_ERROR_INVALID_ARGUMENT,
+         {":2:", "objective", "unknown key"}},
         {"too many hidden layers", "[model]\nhidden = " + seventeen + "\n", VAE_ERROR_INVALID_ARGUMENT,
          {":2:", "hidden", "at most 16"}},
         {"empty width", "[model]\nhidden = 512,,256\n", VAE_ERROR_INVALID_ARGUMENT, {":2:", "hidden"}},
@@ -419,6 +425,8 @@ TEST(Config, SetAppliesOverridesAndReportsThem) {
     EXPECT_STREQ(config.data_path, "/data/a=b.c");
     set(&config, "train.optimizer=adamw");
     EXPECT_EQ(config.optimizer, VAE_OPTIMIZER_ADAMW);
+    set(&config, "model.objective=iwae");
+    EXPECT_EQ(config.objective, VAE_OBJECTIVE_IWAE);
 
     struct Case {
         const char *assignment;
@@ -431,6 +439,7 @@ TEST(Config, SetAppliesOverridesAndReportsThem) {
         {"model.no_such_key=1", {"no_such_key", "unknown key", "latent_dim"}},
         {"nowhere.latent_dim=1", {"nowhere", "unknown section"}},
         {"train.precision=fp16", {"precision", "fp32|tf32", "fp16"}},
+        {"model.objective=IWAE", {"--set model.objective=IWAE", "[model] objective", "elbo|iwae", "got 'IWAE'"}},
         {"data.path=", {"path", "non-empty"}},
         {"data.path=/a ;b", {"path", "comment"}},
         {"data.path=;b", {"path", "comment"}},  // found by fuzzing: written as "path = ;b"

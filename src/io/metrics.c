@@ -40,6 +40,7 @@ static int append_number(char *buffer, size_t size, size_t used, const char *key
 void vae_metrics_format(const vae_metrics_record *r, char *buffer, size_t size) {
     int used = snprintf(buffer, size, "{\"kind\":\"%s\"", r->kind);
     if (r->split) used += snprintf(buffer + used, size - (size_t)used, ",\"split\":\"%s\"", r->split);
+    if (r->objective) used += snprintf(buffer + used, size - (size_t)used, ",\"objective\":\"%s\"", r->objective);
     used += snprintf(buffer + used, size - (size_t)used, ",\"epoch\":%ld,\"step\":%ld", r->epoch, r->step);
     used = append_number(buffer, size, (size_t)used, "loss", r->loss);
     used = append_number(buffer, size, (size_t)used, "elbo", r->elbo);

@@ -10,6 +10,7 @@ typedef struct vae_metrics vae_metrics;
 typedef struct vae_metrics_record {
     const char *kind;          /* "train" or "eval" */
     const char *split;         /* eval: the split; NULL for train */
+    const char *objective;     /* train: "iwae" when loss is the IWAE loss (model.objective); NULL: left out (elbo) */
     long epoch, step;
     double loss, elbo, reconstruction, kl, beta, lr, samples_per_second, seconds;
     long skipped_steps;        /* < 0: left out */

@@ -324,8 +324,12 @@ static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const
     float beta = vae_schedule_beta(counter.step - 1, trainer->config.beta, (uint64_t)trainer->config.kl_warmup_steps);
     float lr = vae_schedule_lr(counter.step - 1, trainer->adam.lr_schedule, trainer->adam.lr, trainer->adam.lr_min,
                                trainer->adam.warmup_steps, trainer->adam.total_steps);
+    /* With model.objective = iwae the loss is the IWAE-K loss (annealed by
+     * beta_t); elbo, reconstruction and kl stay the ELBO's terms. */
+    const int iwae = trainer->config.objective == VAE_OBJECTIVE_IWAE;
     vae_metrics_record record = {
-        .kind = "train", .split = NULL, .epoch = (long)epoch + 1, .step = (long)counter.step,
+        .kind = "train", .split = NULL, .objective = iwae ? "iwae" : NULL, .epoch = (long)epoch + 1,
+        .step = (long)counter.step,
         .loss = sums[VAE_LOSS_SUM_LOSS] / count, .elbo = (sums[VAE_LOSS_SUM_RECONSTRUCTION] - sums[VAE_LOSS_SUM_KL]) / count,
         .reconstruction = sums[VAE_LOSS_SUM_RECONSTRUCTION] / count, .kl = sums[VAE_LOSS_SUM_KL] / count,
         .beta = beta, .lr = lr, .samples_per_second = samples_per_second, .seconds = elapsed,
@@ -334,9 +338,9 @@ static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const
     if (!options->quiet && vae_distributed_rank() == 0) {
         char eta_text[32];
         format_duration(eta, eta_text, sizeof eta_text);
-        fprintf(stderr, "epoch %llu/%d  step %llu/%llu  loss %.3f  recon %.3f  kl %.3f  %.0f samples/s  eta %s\n",
+        fprintf(stderr, "epoch %llu/%d  step %llu/%llu  %sloss %.3f  recon %.3f  kl %.3f  %.0f samples/s  eta %s\n",
                 (unsigned long long)epoch + 1, trainer->config.epochs, (unsigned long long)counter.step,
-                (unsigned long long)total_steps, record.loss, record.reconstruction, record.kl, samples_per_second,
+                (unsigned long long)total_steps, iwae ? "iwae " : "", record.loss, record.reconstruction, record.kl, samples_per_second,
                 eta_text);
     }
     *window_start = now;
