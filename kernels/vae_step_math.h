@@ -1,7 +1,8 @@
 /* The per-step rules that the CPU backend and the CUDA kernels both apply,
  * written once: the binarisation draw of a gathered value, the per-row loss,
- * the skip of a step whose gradient is not finite, and how the importance
- * weighted log mean treats NaN and infinite log weights. Element-wise
+ * the skip of a step whose gradient is not finite, how the importance
+ * weighted log mean treats NaN and infinite log weights, and the importance
+ * weighted training objective (model.objective = iwae) with its gradient. Element-wise
  * formulas are in vae_math.h; the data these read in vae_step_data.h. */
 #ifndef VAE_STEP_MATH_H
 #define VAE_STEP_MATH_H
