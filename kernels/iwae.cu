@@ -64,15 +64,7 @@ __global__ void iwae_accumulate_kernel(const float *logp, const float *kl, const
         reconstruction += vae_row_reconstruction(logp, rows, samples, row);
         divergence += (double)kl[row];
     }
-    const double loss_total = vae_block_sum<double, VAE_BLOCK>(loss, shared);
-    const double reconstruction_total = vae_block_sum<double, VAE_BLOCK>(reconstruction, shared);
-    const double divergence_total = vae_block_sum<double, VAE_BLOCK>(divergence, shared);
-    if (threadIdx.x == 0) {
-        accumulator[VAE_LOSS_SUM_LOSS] += loss_total;
-        accumulator[VAE_LOSS_SUM_RECONSTRUCTION] += reconstruction_total;
-        accumulator[VAE_LOSS_SUM_KL] += divergence_total;
-        accumulator[VAE_LOSS_COUNT] += (double)rows;
-    }
+    vae_block_add_loss_sums<VAE_BLOCK>(loss, reconstruction, divergence, rows, shared, accumulator);
 }
 
 /* One thread per (data row b, latent column j): the draws in order

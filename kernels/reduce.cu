@@ -45,15 +45,7 @@ __global__ void accumulate_loss_kernel(const float *logp, const float *kl, int r
         divergence += row_kl;
         loss += vae_row_loss(log_likelihood, row_kl, beta_t);
     }
-    const double loss_total = vae_block_sum<double, VAE_BLOCK>(loss, shared);
-    const double reconstruction_total = vae_block_sum<double, VAE_BLOCK>(reconstruction, shared);
-    const double divergence_total = vae_block_sum<double, VAE_BLOCK>(divergence, shared);
-    if (threadIdx.x == 0) {
-        accumulator[VAE_LOSS_SUM_LOSS] += loss_total;
-        accumulator[VAE_LOSS_SUM_RECONSTRUCTION] += reconstruction_total;
-        accumulator[VAE_LOSS_SUM_KL] += divergence_total;
-        accumulator[VAE_LOSS_COUNT] += (double)rows;
-    }
+    vae_block_add_loss_sums<VAE_BLOCK>(loss, reconstruction, divergence, rows, shared, accumulator);
 }
 
 /* log p(x|z_l) + sum_j [log p(z_lj) - log q(z_lj|x)] for sample l of row b. */

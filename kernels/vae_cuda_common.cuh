@@ -39,6 +39,23 @@ __device__ __forceinline__ T vae_block_sum(T value, T *shared) {
     return result;
 }
 
+/* The end of every loss-accumulating kernel (one block): the block's sums of
+ * the per-thread partial loss, reconstruction and KL go into the double
+ * accumulator (enum vae_loss_slot) with the batch's row count. */
+template <int BLOCK>
+__device__ __forceinline__ void vae_block_add_loss_sums(double loss, double reconstruction, double divergence,
+                                                        int rows, double *shared, double *accumulator) {
+    const double loss_total = vae_block_sum<double, BLOCK>(loss, shared);
+    const double reconstruction_total = vae_block_sum<double, BLOCK>(reconstruction, shared);
+    const double divergence_total = vae_block_sum<double, BLOCK>(divergence, shared);
+    if (threadIdx.x == 0) {
+        accumulator[VAE_LOSS_SUM_LOSS] += loss_total;
+        accumulator[VAE_LOSS_SUM_RECONSTRUCTION] += reconstruction_total;
+        accumulator[VAE_LOSS_SUM_KL] += divergence_total;
+        accumulator[VAE_LOSS_COUNT] += (double)rows;
+    }
+}
+
 /* Maximum over the block, same tree, with vae_nan_max (vae_step_math.h):
  * NaN anywhere gives NaN, so a NaN log weight is not silently dropped. */
 template <typename T, int BLOCK>
