@@ -4,6 +4,7 @@
 // before training with a message naming the layer and the shapes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -123,6 +124,29 @@ TEST(ModelLayers, DenseOnlyListsAreTheWidthsModel) {
     vae_model_init_parameters(&a, 7, 0.0f, pa.data());
     vae_model_init_parameters(&b, 7, 0.0f, pb.data());
     EXPECT_EQ(pa, pb);
+}
+
+// The evaluation sizes its batches by this count: a conv decoder's workspace
+// (an unfolded matrix per image, larger than the activations here) must be in
+// it, or an IWAE batch under the activation budget overruns it several times.
+TEST(ModelLayers, DecoderRowFloatsCountActivationsAndTheLargestConvWorkspace) {
+    vae_config config = layer_config(kEncoder, kDecoder);
+    vae_model model;
+    ASSERT_EQ(vae_model_build(&config, 784, &kMnist, &model), VAE_OK) << vae_last_error();
+    // latent 32 + output 784 + twice each decoder layer's output (256, 64x7x7, 32x14x14, 784)
+    const size_t activations = 32 + 784 + 2 * (256 + 3136 + 6272 + 784);
+    const size_t first_up = vae_conv_workspace_floats(&model.layers[6].geometry, 1);
+    const size_t last_up = vae_conv_workspace_floats(&model.layers[7].geometry, 1);
+    ASSERT_GT(first_up, 0u);
+    ASSERT_NE(first_up, last_up);
+    EXPECT_EQ(vae_model_decoder_floats_per_row(&model), activations + std::max(first_up, last_up));
+    // The budget divides by a per-row count: the workspace is linear in the batch.
+    EXPECT_EQ(vae_conv_workspace_floats(&model.layers[6].geometry, 1000), 1000 * first_up);
+    // A widths model has no workspace.
+    vae_config widths = layer_config({dense(300)}, {dense(200)}, 20);
+    vae_model dense_model;
+    ASSERT_EQ(vae_model_build(&widths, 784, nullptr, &dense_model), VAE_OK) << vae_last_error();
+    EXPECT_EQ(vae_model_decoder_floats_per_row(&dense_model), (size_t)(20 + 784 + 2 * (200 + 784)));
 }
 
 // PyTorch's default bound 1/sqrt(fan_in) for weight and bias: every value

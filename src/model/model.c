@@ -293,9 +293,18 @@ vae_status vae_model_build(const vae_config *config, int input_dim, const vae_im
 }
 
 size_t vae_model_decoder_floats_per_row(const vae_model *model) {
-    size_t floats = (size_t)model->latent_dim + (size_t)model->output_width;
-    for (int i = 0; i < model->decoder_layer_count; ++i) floats += 2 * (size_t)vae_model_decoder_layer(model, i)->out;
-    return floats;
+    size_t floats = (size_t)model->latent_dim + (size_t)model->output_width, workspace = 0;
+    for (int i = 0; i < model->decoder_layer_count; ++i) {
+        const vae_layer *layer = vae_model_decoder_layer(model, i);
+        floats += 2 * (size_t)layer->out;
+        /* A step holds one conv workspace, the largest its layers need; it
+         * grows with the batch in proportion, like the activations. */
+        if (layer->kind != VAE_LAYER_DENSE) {
+            size_t needed = vae_conv_workspace_floats(&layer->geometry, 1);
+            if (needed > workspace) workspace = needed;
+        }
+    }
+    return floats + workspace;
 }
 
 /* Initialisation draws from Philox under its own purpose so it never shares

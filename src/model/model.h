@@ -86,7 +86,8 @@ static inline const vae_layer *vae_model_encoder_layer(const vae_model *m, int i
 static inline const vae_layer *vae_model_decoder_layer(const vae_model *m, int i) {
     return &m->layers[m->encoder_layer_count + i];
 }
-/* Floats of activations one decoder row needs (for sizing evaluation batches). */
+/* Floats of activations and conv workspace one decoder row needs (for sizing
+ * evaluation batches). */
 size_t vae_model_decoder_floats_per_row(const vae_model *model);
 /* PyTorch's default initialisation of nn.Linear, nn.Conv2d and
  * nn.ConvTranspose2d (uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight

@@ -14,9 +14,9 @@
 /* Decoder rows one evaluation batch may hold (rows * samples). */
 #define EVAL_DECODER_ROW_BUDGET 65536
 /* Convolutional decoders keep images per row: their batches are also held to
- * this many floats of decoder activations (1 GiB). Widths models keep the
- * row budget alone, so their batches (and the noise each row sees) are as
- * before. */
+ * this many floats of decoder activations and conv workspace (1 GiB). Widths
+ * models keep the row budget alone, so their batches (and the noise each row
+ * sees) are as before. */
 #define EVAL_CONV_DECODER_FLOAT_BUDGET (256L * 1024 * 1024)
 
 typedef struct eval_state {
