@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "test_support.h"
@@ -35,6 +36,41 @@ TEST(Cli, UsageErrorsExitWithTwo) {
         Result help = run(std::string(command) + " --help");
         EXPECT_EQ(help.exit_code, 0) << command;
         EXPECT_NE(help.output.find("usage: vae " + std::string(command)), std::string::npos) << command;
+    }
+}
+
+// One parser reads every command's options: one a command does not take is
+// refused by name before anything runs, not read and silently ignored (eval
+// reads the checkpoint's own config, so --set there would change nothing).
+TEST(Cli, OptionsACommandDoesNotTakeAreRefused) {
+    const std::vector<std::pair<std::string, std::string>> refused = {
+        {"eval --checkpoint c.safetensors --set data.test_limit=10", "--set"},
+        {"eval --checkpoint c.safetensors --resume", "--resume"},
+        {"sample --checkpoint c.safetensors --out s.png --iwae-k 5", "--iwae-k"},
+        {"bench --config x.ini --checkpoint c.safetensors", "--checkpoint"},
+        {"train --config x.ini --pairs 3", "--pairs"},
+        {"encode --checkpoint c.safetensors --out z.npy --n 5", "--n"},
+        {"manifold --checkpoint c.safetensors --out m.png --split test", "--split"},
+    };
+    for (const auto &[arguments, option] : refused) {
+        Result result = run(arguments);
+        EXPECT_EQ(result.exit_code, 2) << arguments << "\n" << result.output;
+        const std::string command = arguments.substr(0, arguments.find(' '));
+        EXPECT_NE(result.output.find("vae: " + command + " does not take " + option), std::string::npos)
+            << arguments << "\n" << result.output;
+        EXPECT_NE(result.output.find("usage: vae " + command), std::string::npos) << result.output;
+    }
+    // Options a usage names are still taken (the error is then the missing file).
+    for (const std::string arguments :
+         {"eval --checkpoint /nonexistent/c.safetensors --split test --iwae-k 5 --device cpu",
+          "sample --checkpoint /nonexistent/c.safetensors --out s.png --n 4 --seed 3 --quiet",
+          "interpolate --checkpoint /nonexistent/c.safetensors --out i.png --pairs 2 --steps 5 --quiet",
+          "scatter --checkpoint /nonexistent/c.safetensors --out p.png --dims 0,1 --n 10",
+          "encode --checkpoint /nonexistent/c.safetensors --out z.npy --logvar l.npy --labels y.npy --quiet"}) {
+        Result result = run(arguments);
+        EXPECT_EQ(result.output.find("does not take"), std::string::npos) << arguments << "\n" << result.output;
+        EXPECT_NE(result.output.find("/nonexistent/c.safetensors"), std::string::npos) << arguments << "\n"
+                                                                                       << result.output;
     }
 }
 

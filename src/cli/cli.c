@@ -47,6 +47,7 @@ static const char *eval_usage =
     "--iwae-k, the importance-weighted log-likelihood estimate with K samples.\n";
 static const char *sample_usage =
     "usage: vae sample --checkpoint FILE --out FILE.png [--n 64] [--seed S] [--device cpu|cuda|auto]\n"
+    "                  [--quiet]\n"
     "Decodes N draws from the prior N(0, I) and writes them as a PNG grid.\n";
 static const char *bench_usage =
     "usage: vae bench --config FILE [--set section.key=value ...] [--device cpu|cuda|auto]\n"

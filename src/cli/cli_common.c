@@ -64,8 +64,21 @@ static int parse_dims(const char *text, int dims[2]) {
     return 1;
 }
 
+/* Whether a command's usage text names OPTION as a whole word (so that
+ * "--n" is not found inside "--no-such"). */
+static int usage_names_option(const char *usage, const char *option) {
+    size_t length = strlen(option);
+    for (const char *at = strstr(usage, option); at; at = strstr(at + 1, option)) {
+        char before = at == usage ? ' ' : at[-1], after = at[length];
+        if (strchr(" [|", before) && strchr(" ]|\n", after)) return 1;
+    }
+    return 0;
+}
+
 /* Parses options shared by all commands; returns -1 for --help, 0 on
- * success, 2 on a usage error (already printed). */
+ * success, 2 on a usage error (already printed). One parser serves every
+ * command, so an option the command's usage does not name is refused: it
+ * would otherwise be read and then ignored (eval --set data.test_limit=...). */
 int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) {
     memset(o, 0, sizeof *o);
     o->device = VAE_DEVICE_AUTO;
@@ -82,6 +95,11 @@ int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) 
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         int takes_value = 1;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { fputs(usage, stdout); return -1; }
+        if (strncmp(a, "--", 2) == 0 && !usage_names_option(usage, a)) {
+            const char *command = argc > 1 ? argv[1] : "this command";
+            fprintf(stderr, "vae: %s does not take %s (its options are below)\n\n%s", command, a, usage);
+            return 2;
+        }
         else if (strcmp(a, "--resume") == 0) { o->resume = 1; takes_value = 0; }
         else if (strcmp(a, "--force") == 0) { o->force = 1; takes_value = 0; }
         else if (strcmp(a, "--quiet") == 0) { o->quiet = 1; takes_value = 0; }

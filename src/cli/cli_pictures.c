@@ -31,28 +31,28 @@ static const unsigned char scatter_palette[10][3] = {
 
 static const char *reconstruct_usage =
     "usage: vae reconstruct --checkpoint FILE --out FILE.png [--split train|validation|test] [--n 32]\n"
-    "                       [--device cpu|cuda|auto]\n"
+    "                       [--device cpu|cuda|auto] [--quiet]\n"
     "Writes the first N examples of the split (rows of 8) with, below each row, their\n"
     "reconstructions (the decoded latent means).\n";
 static const char *interpolate_usage =
     "usage: vae interpolate --checkpoint FILE --out FILE.png [--split train|validation|test] [--pairs 8]\n"
-    "                       [--steps 10] [--device cpu|cuda|auto]\n"
+    "                       [--steps 10] [--device cpu|cuda|auto] [--quiet]\n"
     "For consecutive pairs of examples (0 and 1, 2 and 3, ...), one row per pair: the first input,\n"
     "STEPS pictures decoded along the straight line between the two latent means (endpoints\n"
     "included), and the second input.\n";
 static const char *manifold_usage =
-    "usage: vae manifold --checkpoint FILE --out FILE.png [--n 20] [--device cpu|cuda|auto]\n"
+    "usage: vae manifold --checkpoint FILE --out FILE.png [--n 20] [--device cpu|cuda|auto] [--quiet]\n"
     "For a model with latent_dim = 2: decodes an N x N grid over the latent plane at the normal\n"
     "quantiles of probabilities evenly spaced from 0.05 to 0.95 (the first latent dimension grows\n"
     "to the right, the second upwards).\n";
 static const char *scatter_usage =
     "usage: vae scatter --checkpoint FILE --out FILE.png [--split train|validation|test] [--n 5000]\n"
-    "                   [--dims i,j] [--device cpu|cuda|auto]\n"
+    "                   [--dims i,j] [--device cpu|cuda|auto] [--quiet]\n"
     "Plots the latent means of the first N examples of a labelled split, latent dimensions i and j\n"
     "(default 0,1), as dots coloured by label (800x800 PNG).\n";
 static const char *encode_usage =
     "usage: vae encode --checkpoint FILE --out FILE.npy [--split train|validation|test]\n"
-    "                  [--logvar FILE.npy] [--labels FILE.npy] [--device cpu|cuda|auto]\n"
+    "                  [--logvar FILE.npy] [--labels FILE.npy] [--device cpu|cuda|auto] [--quiet]\n"
     "Writes the latent means of every example of the split as a float32 [N, latent_dim] .npy file,\n"
     "and with --logvar their log-variances, with --labels the int32 labels [N].\n";
 
