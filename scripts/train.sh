@@ -5,7 +5,8 @@
 # checkpoint.safetensors, metrics.jsonl, config.ini and samples.png.
 # Running it again trains afresh (--force: the earlier model in
 # runs/fashion_mnist/ is replaced); `scripts/train.sh --resume` instead
-# continues the run in that folder (an interrupted one, or more epochs).
+# continues an interrupted run in that folder, with the config stored in its
+# checkpoint (--set options do not change a resumed run).
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 vae_install_packages
