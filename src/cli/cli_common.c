@@ -95,12 +95,10 @@ int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) 
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         int takes_value = 1;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { fputs(usage, stdout); return -1; }
-        if (strncmp(a, "--", 2) == 0 && !usage_names_option(usage, a)) {
-            const char *command = argc > 1 ? argv[1] : "this command";
-            fprintf(stderr, "vae: %s does not take %s (its options are below)\n\n%s", command, a, usage);
+        else if (strncmp(a, "--", 2) == 0 && !usage_names_option(usage, a)) {
+            fprintf(stderr, "vae: %s does not take %s (its options are below)\n\n%s", argv[1], a, usage);
             return 2;
-        }
-        else if (strcmp(a, "--resume") == 0) { o->resume = 1; takes_value = 0; }
+        } else if (strcmp(a, "--resume") == 0) { o->resume = 1; takes_value = 0; }
         else if (strcmp(a, "--force") == 0) { o->force = 1; takes_value = 0; }
         else if (strcmp(a, "--quiet") == 0) { o->quiet = 1; takes_value = 0; }
         else if (!value) return cli_usage_error(usage, "missing value after", a);
