@@ -340,6 +340,15 @@ static vae_status cpu_likelihood(vae_backend *backend, int likelihood, const flo
     return VAE_OK;
 }
 
+/* A batch's sums into the step's loss accumulator (the slots of
+ * VAE_LOSS_SUM_*), as the CUDA kernels' vae_block_add_loss_sums. */
+static void add_loss_sums(double *accumulator, double loss, double reconstruction, double kl, int rows) {
+    accumulator[VAE_LOSS_SUM_LOSS] += loss;
+    accumulator[VAE_LOSS_SUM_RECONSTRUCTION] += reconstruction;
+    accumulator[VAE_LOSS_SUM_KL] += kl;
+    accumulator[VAE_LOSS_COUNT] += rows;
+}
+
 static vae_status cpu_accumulate_loss(vae_backend *backend, const float *logp, const float *kl, int rows, int samples,
                                       float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
                                       double *accumulator) {
@@ -351,10 +360,7 @@ static vae_status cpu_accumulate_loss(vae_backend *backend, const float *logp, c
         kl_total += kl[b];
         loss += vae_row_loss(row_reconstruction, kl[b], beta_now);
     }
-    accumulator[VAE_LOSS_SUM_LOSS] += loss;
-    accumulator[VAE_LOSS_SUM_RECONSTRUCTION] += reconstruction;
-    accumulator[VAE_LOSS_SUM_KL] += kl_total;
-    accumulator[VAE_LOSS_COUNT] += rows;
+    add_loss_sums(accumulator, loss, reconstruction, kl_total, rows);
     return VAE_OK;
 }
 
@@ -433,10 +439,7 @@ static vae_status cpu_iwae_objective(vae_backend *backend, const float *logp, co
         reconstruction += vae_row_reconstruction(logp, rows, samples, b);
         kl_total += kl[b];
     }
-    accumulator[VAE_LOSS_SUM_LOSS] += loss;
-    accumulator[VAE_LOSS_SUM_RECONSTRUCTION] += reconstruction;
-    accumulator[VAE_LOSS_SUM_KL] += kl_total;
-    accumulator[VAE_LOSS_COUNT] += rows;
+    add_loss_sums(accumulator, loss, reconstruction, kl_total, rows);
     return VAE_OK;
 }
 

@@ -9,14 +9,16 @@ Inputs (x, weight, bias, dy) are drawn from fixed seeds and rounded to float32
 first, so the engine (which holds float32) sees exactly the values used here.
 """
 
-import json
 import os
+import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from make_golden import write_cases  # noqa: E402
 
 # name, transposed, batch, in_channels, height, width, out_channels, kernel, stride, padding, bias, seed
 CASES = [
@@ -80,20 +82,10 @@ def make_case(name, transposed, batch, in_channels, height, width, out_channels,
 def main():
     torch.set_default_dtype(torch.float64)
     cases = [make_case(*case) for case in CASES]
-    path = os.path.join(HERE, "conv_golden.json")
-    generator = "tests/golden/make_conv_golden.py (PyTorch %s, float64 autograd)" % torch.__version__
-    with open(path, "w") as f:
-        # One case field per line, number lists on one line: small, and diffs stay readable.
-        f.write("{\n")
-        f.write(' "generator": %s,\n "cases": [\n' % json.dumps(generator))
-        for index, case in enumerate(cases):
-            fields = [f'  {json.dumps(key)}: {json.dumps(value)}' for key, value in case.items()]
-            f.write("  {\n" + ",\n".join(fields) + "\n  }" + ("," if index + 1 < len(cases) else "") + "\n")
-        f.write(" ]\n}\n")
     for case in cases:
         print(f"{case['name']}: y {case['out_height']}x{case['out_width']}, {len(case['y'])} outputs")
-    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
-    json.load(open(path))  # the file must parse back
+    write_cases(os.path.join(HERE, "conv_golden.json"),
+                "tests/golden/make_conv_golden.py (PyTorch %s, float64 autograd)" % torch.__version__, cases)
 
 
 if __name__ == "__main__":

@@ -139,15 +139,15 @@ def draw_case(name, input_dim, rows, settings, binary_x, seed):
     raise RuntimeError(f"{name}: no draw kept every ReLU pre-activation away from 0")
 
 
-def make_case(name, input_dim, rows, settings, binary_x, seed):
-    model, x, eps = draw_case(name, input_dim, rows, settings, binary_x, seed)
-    loss, reconstruction, kl = model.loss_terms(x, eps)
+def case_record(name, config, input_dim, rows, settings, model, x, eps, loss, reconstruction, kl=None):
+    """One golden case as the C++ tests read it: the inputs, the parameters in
+    the engine's order, the loss terms and d loss / d parameters (autograd)."""
     named = model.parameters_in_engine_order()
     gradients = torch.autograd.grad(loss, [tensor for _, tensor in named])
     flat = lambda tensors: [float(v) for t in tensors for v in t.detach().reshape(-1).tolist()]  # noqa: E731
     return {
         "name": name,
-        "config": config_text(settings),
+        "config": config,
         "input_dim": input_dim,
         "rows": rows,
         "samples": settings["samples"],
@@ -159,32 +159,38 @@ def make_case(name, input_dim, rows, settings, binary_x, seed):
         "parameters": flat([t for _, t in named]),
         "loss": float(loss),
         "reconstruction": float(reconstruction),
-        "kl": float(kl),
+        **({"kl": float(kl)} if kl is not None else {}),
         "gradients": flat(gradients),
     }
+
+
+def write_cases(path, generator, cases):
+    """The golden file: one case field per line, number lists on one line
+    (small, and diffs stay readable); it must parse back."""
+    with open(path, "w") as f:
+        f.write("{\n")
+        f.write(' "generator": %s,\n "cases": [\n' % json.dumps(generator))
+        for index, case in enumerate(cases):
+            fields = [f'  {json.dumps(key)}: {json.dumps(value)}' for key, value in case.items()]
+            f.write("  {\n" + ",\n".join(fields) + "\n  }" + ("," if index + 1 < len(cases) else "") + "\n")
+        f.write(" ]\n}\n")
+    json.load(open(path))
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+
+
+def make_case(name, input_dim, rows, settings, binary_x, seed):
+    model, x, eps = draw_case(name, input_dim, rows, settings, binary_x, seed)
+    loss, reconstruction, kl = model.loss_terms(x, eps)
+    return case_record(name, config_text(settings), input_dim, rows, settings, model, x, eps, loss, reconstruction, kl)
 
 
 def main():
     torch.set_default_dtype(torch.float64)
     cases = [make_case(*case) for case in CASES]
-    document = {
-        "generator": "tests/golden/make_golden.py (PyTorch %s, float64 autograd)" % torch.__version__,
-        "cases": cases,
-    }
-    path = os.path.join(HERE, "golden_cases.json")
-    with open(path, "w") as f:
-        # One case field per line, number lists on one line: small, and diffs stay readable.
-        f.write("{\n")
-        f.write(' "generator": %s,\n "cases": [\n' % json.dumps(document["generator"]))
-        for index, case in enumerate(cases):
-            fields = [f'  {json.dumps(key)}: {json.dumps(value)}' for key, value in case.items()]
-            f.write("  {\n" + ",\n".join(fields) + "\n  }" + ("," if index + 1 < len(cases) else "") + "\n")
-        f.write(" ]\n}\n")
-    size = os.path.getsize(path)
     for case in cases:
         print(f"{case['name']}: loss {case['loss']:.10g}, {len(case['parameters'])} parameters")
-    print(f"wrote {path} ({size} bytes)")
-    json.load(open(path))  # the file must parse back
+    write_cases(os.path.join(HERE, "golden_cases.json"),
+                "tests/golden/make_golden.py (PyTorch %s, float64 autograd)" % torch.__version__, cases)
 
 
 if __name__ == "__main__":

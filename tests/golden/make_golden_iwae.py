@@ -19,7 +19,6 @@ The draws (parameters, x, eps; float32-representable) come from
 make_golden.py's draw_case with this file's seeds.
 """
 
-import json
 import math
 import os
 import sys
@@ -29,7 +28,7 @@ from torch.distributions import Normal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from make_golden import config_text, draw_case  # noqa: E402
+from make_golden import case_record, config_text, draw_case, write_cases  # noqa: E402
 
 # name, input_dim, rows, model settings, binary_x, seed
 CASES = [
@@ -69,43 +68,17 @@ def iwae_loss(model, x, eps, beta):
 def make_case(name, input_dim, rows, settings, binary_x, seed):
     model, x, eps = draw_case(name, input_dim, rows, settings, binary_x, seed)
     loss, reconstruction = iwae_loss(model, x, eps, settings["beta"])
-    named = model.parameters_in_engine_order()
-    gradients = torch.autograd.grad(loss, [tensor for _, tensor in named])
-    flat = lambda tensors: [float(v) for t in tensors for v in t.detach().reshape(-1).tolist()]  # noqa: E731
-    return {
-        "name": name,
-        "config": config_text(settings) + "objective = iwae\n",
-        "input_dim": input_dim,
-        "rows": rows,
-        "samples": settings["samples"],
-        "latent_dim": settings["latent_dim"],
-        "tensors": [{"name": n, "shape": list(t.shape)} for n, t in named],
-        "x": flat([x]),
-        "eps": flat([eps]),
-        "parameters": flat([t for _, t in named]),
-        "loss": float(loss),
-        "reconstruction": float(reconstruction),
-        "gradients": flat(gradients),
-    }
+    return case_record(name, config_text(settings) + "objective = iwae\n", input_dim, rows, settings, model, x, eps,
+                       loss, reconstruction)
 
 
 def main():
     torch.set_default_dtype(torch.float64)
     cases = [make_case(*case) for case in CASES]
-    generator = "tests/golden/make_golden_iwae.py (PyTorch %s, float64 autograd)" % torch.__version__
-    path = os.path.join(HERE, "golden_iwae_cases.json")
-    with open(path, "w") as f:
-        # One case field per line, number lists on one line, as golden_cases.json.
-        f.write("{\n")
-        f.write(' "generator": %s,\n "cases": [\n' % json.dumps(generator))
-        for index, case in enumerate(cases):
-            fields = [f'  {json.dumps(key)}: {json.dumps(value)}' for key, value in case.items()]
-            f.write("  {\n" + ",\n".join(fields) + "\n  }" + ("," if index + 1 < len(cases) else "") + "\n")
-        f.write(" ]\n}\n")
     for case in cases:
         print(f"{case['name']}: loss {case['loss']:.10g}, {len(case['parameters'])} parameters")
-    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
-    json.load(open(path))  # the file must parse back
+    write_cases(os.path.join(HERE, "golden_iwae_cases.json"),
+                "tests/golden/make_golden_iwae.py (PyTorch %s, float64 autograd)" % torch.__version__, cases)
 
 
 if __name__ == "__main__":
