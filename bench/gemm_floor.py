@@ -15,7 +15,10 @@ batch for the decoder):
 Each is run by PyTorch's matmul (cuBLAS) into a preallocated output on random
 data; on CUDA, REPS of one product are captured in a CUDA graph and replayed,
 timed with CUDA events, so launch overhead is not counted. --precision tf32
-allows TF32 tensor cores as the engine's train.precision = tf32.
+allows TF32 tensor cores as the engine's train.precision = tf32; --precision
+bf16 multiplies bfloat16 operands (into a bfloat16 product: PyTorch's matmul
+has no float32 output for them), the GEMMs of train.precision = bf16 without
+the engine's operand conversion.
 
   python3 bench/gemm_floor.py --config configs/large.ini --device cuda --precision tf32
 """
@@ -54,14 +57,17 @@ def step_gemms(model, batch_size):
     return gemms
 
 
-def operands(rows, fan_in, fan_out, kind, device):
+def operands(rows, fan_in, fan_out, kind, device, dtype):
     def random(*shape):
-        return torch.randn(*shape, device=device, dtype=torch.float32)
+        return torch.randn(*shape, device=device, dtype=dtype)
+
+    def empty(*shape):
+        return torch.empty(*shape, device=device, dtype=dtype)
     if kind == "forward":
-        return random(rows, fan_in), random(fan_out, fan_in).t(), torch.empty(rows, fan_out, device=device)
+        return random(rows, fan_in), random(fan_out, fan_in).t(), empty(rows, fan_out)
     if kind == "dweight":
-        return random(rows, fan_out).t(), random(rows, fan_in), torch.empty(fan_out, fan_in, device=device)
-    return random(rows, fan_out), random(fan_out, fan_in), torch.empty(rows, fan_in, device=device)
+        return random(rows, fan_out).t(), random(rows, fan_in), empty(fan_out, fan_in)
+    return random(rows, fan_out), random(fan_out, fan_in), empty(rows, fan_in)
 
 
 def time_one(a, b, out, device, reps):
@@ -99,7 +105,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="engine INI config ([model] and [train] batch_size)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
-    parser.add_argument("--precision", choices=("fp32", "tf32"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32")
     parser.add_argument("--batch-size", type=int, help="overrides [train] batch_size")
     parser.add_argument("--reps", type=int, default=50, help="products per timing (CUDA: per captured graph)")
     arguments = parser.parse_args()
@@ -119,7 +125,8 @@ def main():
     total = 0.0
     flops = 0.0
     for name, rows, fan_in, fan_out, kind in step_gemms(model, batch_size):
-        a, b, out = operands(rows, fan_in, fan_out, kind, device)
+        dtype = torch.bfloat16 if arguments.precision == "bf16" else torch.float32
+        a, b, out = operands(rows, fan_in, fan_out, kind, device, dtype)
         seconds = time_one(a, b, out, device, arguments.reps)
         total += seconds
         flops += 2.0 * rows * fan_in * fan_out

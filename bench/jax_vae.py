@@ -36,8 +36,9 @@ def parse_arguments():
     parser.add_argument("--config", help="engine INI config ([model] and [train] keys are read)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                         help="cpu: XLA's CPU backend only; auto: JAX's default device")
-    parser.add_argument("--precision", choices=("fp32", "tf32"), default="fp32",
-                        help="fp32: full float32 matrix products; tf32: TF32 where the device has it")
+    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
+                        help="fp32: full float32 matrix products; tf32: TF32 where the device has it; "
+                             "bf16: products of bfloat16 operands with float32 results, as train.precision = bf16")
     parser.add_argument("--threads", type=int, default=0,
                         help="1: XLA's single-threaded CPU code; 0 or more: XLA's default pool "
                              "(as many threads as the CPUs the process may run on; use taskset)")
@@ -108,7 +109,8 @@ def main():
     except ImportError as error:
         sys.exit(f"jax_vae.py: {error}; run bench/compare_cpu.sh, which makes bench/.venv with jax")
 
-    jax.config.update("jax_default_matmul_precision", "highest" if arguments.precision == "fp32" else "tensorfloat32")
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if arguments.precision == "tf32" else "highest")
+    bf16 = arguments.precision == "bf16"
     s = read_settings(arguments.config)
     if arguments.hidden is not None:
         s["hidden"] = parse_width_list(arguments.hidden)
@@ -146,7 +148,11 @@ def main():
     def mlp(layer_params, h):
         count = len(layer_params) // 2
         for i in range(count):
-            h = h @ layer_params[2 * i].T + layer_params[2 * i + 1]
+            if bf16:  # bfloat16 operands, float32 accumulation and result; the parameters stay float32
+                h = jnp.dot(h.astype(jnp.bfloat16), layer_params[2 * i].T.astype(jnp.bfloat16),
+                            preferred_element_type=jnp.float32) + layer_params[2 * i + 1]
+            else:
+                h = h @ layer_params[2 * i].T + layer_params[2 * i + 1]
             if i + 1 < count:
                 h = activation(h)
         return h

@@ -10,7 +10,9 @@ gathers its rows through a random permutation, scales them to [0, 1], draws
 eps, runs forward and backward and an Adam update. Only steps after the
 warm-up are timed (with torch.cuda.synchronize on CUDA). --precision tf32
 lets float32 matrix products use TF32 tensor cores, as the engine's
-train.precision = tf32 does.
+train.precision = tf32 does; --precision bf16 runs the forward pass under
+torch.autocast with bfloat16 (PyTorch's mixed precision: float32 parameters,
+bfloat16 matrix products), the peer of train.precision = bf16.
 
   /usr/bin/python3 bench/pytorch_vae.py --config configs/pytorch_example.ini --device cpu
   /usr/bin/python3 bench/pytorch_vae.py --hidden 400 --latent 20 --batch-size 128 --device cuda
@@ -47,8 +49,8 @@ def parse_arguments():
     parser.add_argument("--batch-size", type=int, help="overrides [train] batch_size")
     parser.add_argument("--lr", type=float, help="overrides [train] lr")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", choices=("fp32", "tf32"), default="fp32",
-                        help="tf32: float32 matrix products on TF32 tensor cores")
+    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
+                        help="tf32: float32 matrix products on TF32 tensor cores; bf16: autocast to bfloat16")
     parser.add_argument("--compile", metavar="MODE", default="none",
                         choices=("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
                         help="torch.compile the whole step with this mode (none: eager)")
@@ -94,6 +96,7 @@ def main():
     tf32 = arguments.precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+    bf16 = arguments.precision == "bf16"
 
     model_settings, batch_size, lr = resolve_settings(arguments)
     model = TorchVAE(INPUT_DIM, **model_settings).to(device)
@@ -110,7 +113,8 @@ def main():
     def step_on_rows(rows):
         x = data.index_select(0, rows).to(torch.float32) * (1.0 / 255.0)
         optimizer.zero_grad(set_to_none=True)
-        loss = model(x)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(x)
         loss.backward()
         optimizer.step()
         return loss.detach()

@@ -37,6 +37,13 @@ cudaError_t vae_launch_activation_forward(int activation, const float *pre, floa
 cudaError_t vae_launch_activation_backward(int activation, const float *pre, const float *dpost, float *dpre,
                                            size_t count, cudaStream_t stream);
 
+/* ---- bfloat16.cu ---- */
+/* destination[lines * line_length] (packed) = the bfloat16 bits
+ * (vae_bfloat16_bits) of source's lines, line l at source + l * stride: a
+ * column-major matrix's columns, for the bf16 GEMMs. */
+cudaError_t vae_launch_round_to_bfloat16(const float *source, size_t lines, size_t line_length, size_t stride,
+                                         uint16_t *destination, cudaStream_t stream);
+
 /* ---- conv.cu (the unfolding's matrices: kernels/vae_conv_geometry.h) ---- */
 /* unfolded[rows, batch*positions] = im2col of the batch of larger images. */
 cudaError_t vae_launch_conv_unfold(vae_conv_unfolding unfolding, int batch, const float *image, float *unfolded,

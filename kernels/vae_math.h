@@ -90,6 +90,29 @@ VAE_HD float vae_sigmoid(float x) {
 #endif
 }
 
+/* ---- bfloat16: the GEMM operands of train.precision = bf16 ----
+ * float's sign, exponent and upper 7 mantissa bits, rounded to nearest, ties
+ * to even (as __float2bfloat16_rn and PyTorch's .bfloat16()); a NaN stays a
+ * quiet NaN, values past bfloat16's largest round to infinity. The CUDA
+ * backend stores these bits for cuBLAS; the CPU backend multiplies the same
+ * values held in floats (a bfloat16 product is exact in float), so both
+ * compute the same GEMM up to the order of the float sums. */
+VAE_HD uint16_t vae_bfloat16_bits(float x) {
+    union { float value; uint32_t bits; } pun;
+    pun.value = x;
+    if ((pun.bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((pun.bits >> 16) | 0x0040u);
+    uint32_t rounding = 0x7fffu + ((pun.bits >> 16) & 1u);
+    return (uint16_t)((pun.bits + rounding) >> 16);
+}
+
+VAE_HD float vae_bfloat16_to_float(uint16_t bits) {
+    union { uint32_t bits; float value; } pun;
+    pun.bits = (uint32_t)bits << 16;
+    return pun.value;
+}
+
+VAE_HD float vae_round_to_bfloat16(float x) { return vae_bfloat16_to_float(vae_bfloat16_bits(x)); }
+
 /* ---- activations: forward from the pre-activation, backward from it too ---- */
 VAE_HD float vae_activation_forward(int activation, float pre) {
     switch (activation) {

@@ -7,8 +7,8 @@
 #             CurandHost*) fails the stage; compute-sanitizer memcheck, racecheck,
 #             initcheck and synccheck over a short training run, beside it
 #   train     configs/fashion_mnist.ini on the GPU: its metrics and time
-#   bench     alone on the GPU, three models (784-400-20 batch 128 fp32;
-#             784-2048-2048-256 batch 1024 fp32 and tf32): the engine,
+#   bench     alone on the GPU, four benchmarks (784-400-20 batch 128 fp32;
+#             784-2048-2048-256 batch 1024 fp32, tf32 and bf16): the engine,
 #             PyTorch eager, torch.compile of the whole step, JAX jit, and the
 #             step's GEMMs timed alone (the floor); IWAE-5000 over the 10,000
 #             test images with the checkpoint of `train`
@@ -254,11 +254,12 @@ stage_bench() {
                          --set model.kl_warmup_steps=0
                          --set data.binarize=none)
   local model config precision steps overrides
-  for model in small_fp32 large_fp32 large_tf32; do
+  for model in small_fp32 large_fp32 large_tf32 large_bf16; do
     case $model in
       small_fp32) config=configs/pytorch_example.ini; precision=fp32; steps=1000; overrides=() ;;
       large_fp32) config=configs/large.ini; precision=fp32; steps=200; overrides=("${large_overrides[@]}") ;;
       large_tf32) config=configs/large.ini; precision=tf32; steps=300; overrides=("${large_overrides[@]}") ;;
+      large_bf16) config=configs/large.ini; precision=bf16; steps=300; overrides=("${large_overrides[@]}") ;;
     esac
     log "benchmarking $model ($config, $precision)"
     bench_one "${model}_vae_engine" 20 "$BUILD/vae" bench --config "$config" --device cuda "${DATA_OVERRIDES[@]}" \
@@ -271,11 +272,12 @@ stage_bench() {
       --precision "$precision" || failed=1
   done
   # torch.compile last: its compilations take the longest.
-  for model in small_fp32 large_fp32 large_tf32; do
+  for model in small_fp32 large_fp32 large_tf32 large_bf16; do
     case $model in
       small_fp32) config=configs/pytorch_example.ini; precision=fp32; steps=1000 ;;
       large_fp32) config=configs/large.ini; precision=fp32; steps=200 ;;
       large_tf32) config=configs/large.ini; precision=tf32; steps=300 ;;
+      large_bf16) config=configs/large.ini; precision=bf16; steps=300 ;;
     esac
     bench_one "${model}_torch_compile" 90 "$PYTHON" bench/pytorch_vae.py --config "$config" --device cuda \
       --precision "$precision" --compile "$COMPILE_MODE" --warmup-steps 30 --steps "$steps" || failed=1

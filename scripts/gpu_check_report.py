@@ -17,6 +17,8 @@ MODELS = {
     "small_fp32": "784-400-20 relu, batch 128, fp32 (configs/pytorch_example.ini)",
     "large_fp32": "784-2048-2048-256 gelu, batch 1024, fp32 (configs/large.ini, Adam, no clipping)",
     "large_tf32": "784-2048-2048-256 gelu, batch 1024, tf32 (configs/large.ini, Adam, no clipping)",
+    "large_bf16": "784-2048-2048-256 gelu, batch 1024, bf16 GEMM operands (configs/large.ini, Adam, no clipping; "
+                  "peers: PyTorch autocast bf16, JAX bf16 dots with float32 results)",
 }
 FRAMEWORKS = ("vae_engine", "pytorch", "torch_compile", "jax")
 # The targets (benchmark figures, not timed tests).
@@ -92,7 +94,7 @@ def main():
             model: (ratios[model]["gemm_floor_over_vae_engine"] is not None and
                     ratios[model]["gemm_floor_over_vae_engine"] >= 1 / LARGE_FLOOR_TARGET)
             if ratios[model]["gemm_floor_over_vae_engine"] is not None else None
-            for model in ("large_fp32", "large_tf32")},
+            for model in ("large_fp32", "large_tf32", "large_bf16")},
         "iwae_5000_under_2_s": (iwae_seconds < IWAE_TARGET_SECONDS) if iwae_seconds is not None else None,
     }
     skipped_names = []

@@ -347,4 +347,57 @@ TEST(BackendChoice, AutoFallsBackToTheCpuAndSaysWhy) {
     EXPECT_STREQ(vae_last_error(), "") << "the fallback is not an error";
 }
 
+// train.precision = bf16 on the CPU: every GEMM of a linear layer is the
+// fp32 GEMM of the operands rounded to bfloat16 (bit for bit: the same
+// sgemm on the same values), the bias and its gradient stay fp32, and the
+// result is not the fp32 one (the rounding happened).
+TEST(CpuBackendBfloat16, LinearGemmsAreFp32GemmsOfRoundedOperands) {
+    vae_backend *bf16 = nullptr, *fp32 = nullptr;
+    ASSERT_EQ(vae_backend_create_cpu_precision(&bf16, VAE_PRECISION_BF16), VAE_OK) << vae_last_error();
+    ASSERT_EQ(vae_backend_create_cpu(&fp32), VAE_OK) << vae_last_error();
+    EXPECT_NE(std::string(bf16->device_name).find("bf16"), std::string::npos) << bf16->device_name;
+    const int rows = 37, in = 301, out = 67;
+    std::vector<float> x = vae_test::random_normal((size_t)rows * in, 11),
+                       weight = vae_test::random_normal((size_t)out * in, 12, 0.1f);
+    std::vector<float> bias = vae_test::random_normal(out, 13), dy = vae_test::random_normal((size_t)rows * out, 14);
+    auto rounded = [](std::vector<float> values) {
+        for (float &value : values) value = vae_round_to_bfloat16(value);
+        return values;
+    };
+    std::vector<float> x16 = rounded(x), weight16 = rounded(weight), dy16 = rounded(dy);
+    std::vector<float> y(rows * out), y_reference(rows * out), y_fp32(rows * out);
+    ASSERT_EQ(vae_backend_linear_forward(bf16, x.data(), weight.data(), bias.data(), y.data(), rows, in, out), VAE_OK);
+    ASSERT_EQ(
+        vae_backend_linear_forward(fp32, x16.data(), weight16.data(), bias.data(), y_reference.data(), rows, in, out),
+        VAE_OK);
+    ASSERT_EQ(vae_backend_linear_forward(fp32, x.data(), weight.data(), bias.data(), y_fp32.data(), rows, in, out),
+              VAE_OK);
+    EXPECT_EQ(std::memcmp(y.data(), y_reference.data(), y.size() * sizeof(float)), 0);
+    EXPECT_GT(vae_test::relative_error(y, y_fp32), 1e-4) << "bf16 rounding left no trace";
+    EXPECT_LT(vae_test::relative_error(y, y_fp32), 2e-2);
+
+    std::vector<float> dx(rows * in), dweight(out * in), dbias(out), dx_reference(rows * in),
+        dweight_reference(out * in);
+    std::vector<float> dbias_fp32(out), dbias_unused(out), dx_fp32(rows * in), dweight_fp32(out * in);
+    ASSERT_EQ(vae_backend_linear_backward(bf16, x.data(), weight.data(), dy.data(), dx.data(), dweight.data(),
+                                          dbias.data(), rows, in, out),
+              VAE_OK);
+    ASSERT_EQ(vae_backend_linear_backward(fp32, x16.data(), weight16.data(), dy16.data(), dx_reference.data(),
+                                          dweight_reference.data(), dbias_unused.data(), rows, in, out),
+              VAE_OK);
+    ASSERT_EQ(vae_backend_linear_backward(fp32, x.data(), weight.data(), dy.data(), dx_fp32.data(), dweight_fp32.data(),
+                                          dbias_fp32.data(), rows, in, out),
+              VAE_OK);
+    EXPECT_EQ(std::memcmp(dx.data(), dx_reference.data(), dx.size() * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(dweight.data(), dweight_reference.data(), dweight.size() * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(dbias.data(), dbias_fp32.data(), dbias.size() * sizeof(float)), 0)
+        << "the bias gradient is not a GEMM: fp32";
+    EXPECT_GT(vae_test::relative_error(dweight, dweight_fp32), 1e-4);
+    EXPECT_GT(vae_test::relative_error(dx, dx_fp32), 1e-4);
+    vae_backend_destroy(bf16);
+    vae_backend_destroy(fp32);
+    vae_backend *unknown = nullptr;
+    EXPECT_EQ(vae_backend_create_cpu_precision(&unknown, (vae_precision)7), VAE_ERROR_INVALID_ARGUMENT);
+}
+
 }  // namespace

@@ -438,7 +438,7 @@ TEST(Config, SetAppliesOverridesAndReportsThem) {
         {"latent_dim=3", {"--set latent_dim=3", "section.key=value"}},
         {"model.no_such_key=1", {"no_such_key", "unknown key", "latent_dim"}},
         {"nowhere.latent_dim=1", {"nowhere", "unknown section"}},
-        {"train.precision=fp16", {"precision", "fp32|tf32", "fp16"}},
+        {"train.precision=fp16", {"precision", "fp32|tf32|bf16", "fp16"}},
         {"model.objective=IWAE", {"--set model.objective=IWAE", "[model] objective", "elbo|iwae", "got 'IWAE'"}},
         {"data.path=", {"path", "non-empty"}},
         {"data.path=/a ;b", {"path", "comment"}},

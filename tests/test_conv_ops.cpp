@@ -7,11 +7,14 @@
 //   - finite differences of every gradient of both operations on the CPU
 //     backend: loss = sum(dy * y) in double, central differences;
 //   - argument errors refused by the vae_backend_conv* wrappers with a
-//     message naming the operation and what is wrong.
+//     message naming the operation and what is wrong;
+//   - train.precision = bf16 on the CPU: each convolution is, bit for bit,
+//     the fp32 one of bfloat16-rounded operands.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -413,6 +416,73 @@ TEST_F(ConvOps, BadArgumentsAreRefusedWithClearMessages) {
         EXPECT_NE(std::string(vae_last_error()).find(call.expected), std::string::npos)
             << "message: " << vae_last_error() << "\nexpected to contain: " << call.expected;
     }
+}
+
+// bf16 on the CPU: the convolutions' GEMMs take bfloat16-rounded operands
+// (src/backends/cpu_gemm.h). The unfold, stage and fold steps only move
+// values, so each result equals, bit for bit, the fp32 backend's on rounded
+// x, weight and dy; the bias gradient (a sum, not a GEMM) stays fp32. The
+// layers include a batch of 100 28x28 images, whose unfolding spans two
+// chunks (the weight gradient adds chunk products).
+TEST(ConvBfloat16, CpuConvolutionsAreFp32OnesOfRoundedOperands) {
+    vae_backend *bf16 = nullptr, *fp32 = nullptr;
+    ASSERT_EQ(vae_backend_create_cpu_precision(&bf16, VAE_PRECISION_BF16), VAE_OK) << vae_last_error();
+    ASSERT_EQ(vae_backend_create_cpu(&fp32), VAE_OK) << vae_last_error();
+    std::vector<Layer> layers = gradient_layers();
+    layers.push_back({false, 100, {1, 28, 28, 8, 14, 14, 4, 2, 1}});
+    layers.push_back({true, 100, {8, 14, 14, 1, 28, 28, 4, 2, 1}});
+    auto rounded = [](std::vector<float> values) {
+        for (float &value : values) value = vae_round_to_bfloat16(value);
+        return values;
+    };
+    auto same_bits = [](const std::vector<float> &a, const std::vector<float> &b) {
+        return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+    };
+    for (const Layer &layer : layers) {
+        const vae_conv_geometry &g = layer.geometry;
+        SCOPED_TRACE(std::string(layer.transposed ? "conv_transpose2d" : "conv2d") + " batch " +
+                     std::to_string(layer.batch) + " in " + std::to_string(g.in_channels) + "x" +
+                     std::to_string(g.in_height) + "x" + std::to_string(g.in_width));
+        const std::vector<float> x = vae_test::random_normal(layer.x_count(), 301);
+        const std::vector<float> weight = vae_test::random_normal(layer.weight_count(), 302, 0.5f);
+        const std::vector<float> bias = vae_test::random_normal(g.out_channels, 303);
+        const std::vector<float> dy = vae_test::random_normal(layer.y_count(), 304);
+        std::vector<float> workspace(vae_conv_workspace_floats(&g, layer.batch));
+        std::vector<float> y(layer.y_count()), y_rounded(layer.y_count()), y_fp32(layer.y_count());
+        ASSERT_EQ(run_forward(bf16, layer, x, weight, bias, y, workspace), VAE_OK) << vae_last_error();
+        ASSERT_EQ(run_forward(fp32, layer, rounded(x), rounded(weight), bias, y_rounded, workspace), VAE_OK);
+        ASSERT_EQ(run_forward(fp32, layer, x, weight, bias, y_fp32, workspace), VAE_OK);
+        EXPECT_TRUE(same_bits(y, y_rounded)) << "forward";
+        EXPECT_GT(vae_test::relative_error(y, y_fp32), 1e-4) << "bf16 rounding left no trace";
+
+        struct Gradients {
+            std::vector<float> dx, dweight, dbias;
+        };
+        auto backward = [&](vae_backend *backend, const std::vector<float> &xs, const std::vector<float> &ws,
+                            const std::vector<float> &dys) {
+            Gradients out{std::vector<float>(layer.x_count(), NAN), std::vector<float>(layer.weight_count(), NAN),
+                          std::vector<float>(g.out_channels, NAN)};
+            const vae_status status =
+                layer.transposed
+                    ? vae_backend_conv_transpose2d_backward(backend, &g, layer.batch, xs.data(), ws.data(), dys.data(),
+                                                            out.dx.data(), out.dweight.data(), out.dbias.data(),
+                                                            workspace.data())
+                    : vae_backend_conv2d_backward(backend, &g, layer.batch, xs.data(), ws.data(), dys.data(),
+                                                  out.dx.data(), out.dweight.data(), out.dbias.data(),
+                                                  workspace.data());
+            EXPECT_EQ(status, VAE_OK) << vae_last_error();
+            return out;
+        };
+        const Gradients emulated = backward(bf16, x, weight, dy);
+        const Gradients on_rounded = backward(fp32, rounded(x), rounded(weight), rounded(dy));
+        const Gradients plain = backward(fp32, x, weight, dy);
+        EXPECT_TRUE(same_bits(emulated.dx, on_rounded.dx)) << "dx";
+        EXPECT_TRUE(same_bits(emulated.dweight, on_rounded.dweight)) << "dweight";
+        EXPECT_TRUE(same_bits(emulated.dbias, plain.dbias)) << "dbias is fp32";
+        EXPECT_GT(vae_test::relative_error(emulated.dweight, plain.dweight), 1e-4);
+    }
+    vae_backend_destroy(bf16);
+    vae_backend_destroy(fp32);
 }
 
 }  // namespace

@@ -136,6 +136,79 @@ TEST_F(CudaBackendTest, RejectsBadArguments) {
     EXPECT_EQ(vae_cuda_graph_capture_begin(backend(0)), VAE_ERROR_INVALID_ARGUMENT) << "the CPU backend has no graphs";
 }
 
+// train.precision = bf16: the GPU's linear layer (its bfloat16 conversion
+// kernel, then cublasGemmEx with float accumulation) against the CPU's
+// emulation, at a real model's size (784 -> 512, 300 rows, so the conversion
+// runs on many blocks). Each output may differ by float summation order only:
+// 1e-5 of the sum of |products| it adds. fp32 GEMMs differ from the emulation
+// by far more, which the test checks too, so a GPU that skipped the rounding
+// (or rounded otherwise) fails.
+TEST(CudaBackendBfloat16, LinearLayerMatchesTheCpuEmulation) {
+    if (!vae_backend_cuda_available()) GTEST_SKIP() << "no CUDA GPU (vae_backend_cuda_available() is 0)";
+    const int rows = 300, in = 784, out = 512;
+    const uint64_t seed = choose_seed();
+    std::vector<float> x = vae_test::random_normal((size_t)rows * in, seed + 1);
+    std::vector<float> weight = vae_test::random_normal((size_t)out * in, seed + 2, 0.05f);
+    std::vector<float> bias = vae_test::random_normal(out, seed + 3), dy = vae_test::random_normal((size_t)rows * out, seed + 4);
+    vae_backend *sides[3] = {nullptr, nullptr, nullptr}; // CPU bf16, GPU bf16, CPU fp32
+    ASSERT_EQ(vae_backend_create_cpu_precision(&sides[0], VAE_PRECISION_BF16), VAE_OK) << vae_last_error();
+    ASSERT_EQ(vae_backend_create_cuda(&sides[1], VAE_PRECISION_BF16), VAE_OK) << vae_last_error();
+    ASSERT_EQ(vae_backend_create_cpu(&sides[2]), VAE_OK) << vae_last_error();
+    std::vector<float> results[3][3]; // y, dx, dweight per side
+    for (int s = 0; s < 3; ++s) {
+        vae_backend *backend = sides[s];
+        auto upload = [&](const std::vector<float> &host) {
+            void *device = nullptr;
+            EXPECT_EQ(vae_backend_alloc(backend, host.size() * sizeof(float), &device), VAE_OK) << vae_last_error();
+            EXPECT_EQ(vae_backend_copy_to_device(backend, device, host.data(), host.size() * sizeof(float)), VAE_OK);
+            return static_cast<float *>(device);
+        };
+        float *x_d = upload(x), *weight_d = upload(weight), *bias_d = upload(bias), *dy_d = upload(dy);
+        float *y_d = upload(std::vector<float>((size_t)rows * out, NAN)), *dx_d = upload(std::vector<float>((size_t)rows * in, NAN));
+        float *dweight_d = upload(std::vector<float>((size_t)out * in, NAN)), *dbias_d = upload(std::vector<float>(out, NAN));
+        ASSERT_EQ(vae_backend_linear_forward(backend, x_d, weight_d, bias_d, y_d, rows, in, out), VAE_OK) << vae_last_error();
+        ASSERT_EQ(vae_backend_linear_backward(backend, x_d, weight_d, dy_d, dx_d, dweight_d, dbias_d, rows, in, out), VAE_OK)
+            << vae_last_error();
+        const float *outputs[3] = {y_d, dx_d, dweight_d};
+        const size_t counts[3] = {(size_t)rows * out, (size_t)rows * in, (size_t)out * in};
+        for (int o = 0; o < 3; ++o) {
+            results[s][o].resize(counts[o]);
+            ASSERT_EQ(vae_backend_copy_to_host(backend, results[s][o].data(), outputs[o], counts[o] * sizeof(float)), VAE_OK);
+        }
+        for (float *pointer : {x_d, weight_d, bias_d, dy_d, y_d, dx_d, dweight_d, dbias_d}) vae_backend_free(backend, pointer);
+    }
+    // Sums of |products| per output, from the rounded operands, in double.
+    auto rounded = [](float value) { return std::fabs((double)vae_round_to_bfloat16(value)); };
+    std::vector<double> bounds[3] = {std::vector<double>((size_t)rows * out, 0.0), std::vector<double>((size_t)rows * in, 0.0),
+                                     std::vector<double>((size_t)out * in, 0.0)};
+    for (int r = 0; r < rows; ++r)
+        for (int o = 0; o < out; ++o)
+            for (int i = 0; i < in; ++i) {
+                const double xw = rounded(x[(size_t)r * in + i]) * rounded(weight[(size_t)o * in + i]);
+                const double dyw = rounded(dy[(size_t)r * out + o]) * rounded(weight[(size_t)o * in + i]);
+                const double dyx = rounded(dy[(size_t)r * out + o]) * rounded(x[(size_t)r * in + i]);
+                bounds[0][(size_t)r * out + o] += xw;
+                bounds[1][(size_t)r * in + i] += dyw;
+                bounds[2][(size_t)o * in + i] += dyx;
+            }
+    for (int r = 0; r < rows; ++r)
+        for (int o = 0; o < out; ++o) bounds[0][(size_t)r * out + o] += std::fabs((double)bias[o]);
+    const char *names[3] = {"y", "dx", "dweight"};
+    for (int o = 0; o < 3; ++o) {
+        double worst_gpu = 0, worst_fp32 = 0;
+        for (size_t i = 0; i < bounds[o].size(); ++i) {
+            const double bound = 1e-5 * bounds[o][i] + 1e-30;
+            worst_gpu = std::max(worst_gpu, std::fabs((double)results[1][o][i] - results[0][o][i]) / bound);
+            worst_fp32 = std::max(worst_fp32, std::fabs((double)results[2][o][i] - results[0][o][i]) / bound);
+        }
+        std::printf("bf16 %s: GPU vs CPU emulation %.3g of the bound, fp32 vs emulation %.3g\n", names[o], worst_gpu,
+                    worst_fp32);
+        EXPECT_LE(worst_gpu, 1.0) << names[o];
+        EXPECT_GT(worst_fp32, 10.0) << names[o] << ": the bound would not tell bf16 from fp32";
+    }
+    for (vae_backend *backend : sides) vae_backend_destroy(backend);
+}
+
 // Runs a chain of GPU operations and returns every output's bytes.
 std::vector<float> run_gpu_chain(vae_backend *gpu, const std::vector<float> &inputs, uint64_t seed) {
     std::vector<float> results;

@@ -3,7 +3,8 @@
 // 1e-4; with ReLU, whose units switching on and off amplify float rounding,
 // the loss curves agree instead. Two GPU runs are bitwise identical, and a
 // training set in page-locked host memory trains exactly like one in device
-// memory. Skipped, visibly, where there is no usable GPU.
+// memory. With train.precision = bf16 the GPU stays with the CPU's emulation
+// of its bfloat16 GEMMs. Skipped, visibly, where there is no usable GPU.
 //
 // The tolerances are set from the CPU alone (CpuRoundingSensitivity, which
 // runs everywhere): the CPU run against itself with every GEMM output and
@@ -195,6 +196,49 @@ TEST(CpuRoundingSensitivity, OneUlpEverywhereStaysInsideTheGpuTolerances) {
     EXPECT_LT(relu_loss_moved, kReluLossTolerance / 5);
 }
 
+// bf16 (train.precision = bf16): every GEMM operand rounded to bfloat16, on
+// the GPU by its conversion kernel and on the CPU by the same formula
+// (src/backends/cpu_gemm.h). The two then differ as fp32 runs do (summation
+// order, device libm), except that a value sitting on a bfloat16 rounding
+// boundary may round the other way, and over many steps that is amplified:
+// measured on the CPU (Bf16OneUlp... below), one ulp on every GEMM output
+// and z moves a bf16 run's parameters after 200 steps by 3.4e-3, a quarter of
+// bf16's own effect (1.6e-2 against fp32), too close to set a tolerance
+// between. After one step the two are far apart (7.5e-9 against 1.8e-3), so
+// the GPU's rounding is compared there, and its trajectory by the loss curve.
+// The operations themselves are compared tightly by CudaBackendBfloat16.
+constexpr double kBfloat16OneStepTolerance = 1e-5; // parameters after one step
+
+vae_config bfloat16_config() {
+    vae_config config = small_config("tanh");
+    EXPECT_EQ(vae_config_set(&config, "train.precision=bf16"), VAE_OK) << vae_last_error();
+    return config;
+}
+
+TEST(CpuRoundingSensitivity, Bf16OneUlpStaysInsideTheBf16TolerancesThatFp32Exceeds) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    vae_config config = bfloat16_config();
+    TrainingRun step = train(config, VAE_DEVICE_CPU, 1, "ulp_bf16_step");
+    TrainingRun step_nudged = train(config, VAE_DEVICE_CPU, 1, "ulp_bf16_step_nudged", perturb_every_gemm_output);
+    TrainingRun step_fp32 = train(small_config("tanh"), VAE_DEVICE_CPU, 1, "ulp_bf16_step_fp32");
+    ASSERT_EQ(step.parameters.size(), step_fp32.parameters.size());
+    double step_moved = vae_test::relative_error(step_nudged.parameters, step.parameters);
+    double step_from_fp32 = vae_test::relative_error(step_fp32.parameters, step.parameters);
+    TrainingRun run = train(config, VAE_DEVICE_CPU, 200, "ulp_bf16_run");
+    TrainingRun run_nudged = train(config, VAE_DEVICE_CPU, 200, "ulp_bf16_run_nudged", perturb_every_gemm_output);
+    double run_moved = vae_test::relative_error(run_nudged.parameters, run.parameters);
+    double curve_moved = loss_curve_difference(run_nudged.losses, run.losses);
+    std::printf("bf16 tanh, one ulp on every GEMM output and z: one step moved the parameters %.3g (bf16 against "
+                "fp32 %.3g); 200 steps moved them %.3g and the loss curve %.3g (loss %.4g -> %.4g)\n",
+                step_moved, step_from_fp32, run_moved, curve_moved, run.losses.front(), run.losses.back());
+    EXPECT_GT(step_moved, 0.0) << "the perturbation did not reach the parameters";
+    EXPECT_LT(step_moved, kBfloat16OneStepTolerance / 10);
+    EXPECT_GT(step_from_fp32, 10 * kBfloat16OneStepTolerance) << "the tolerance would not catch a GPU computing fp32";
+    ASSERT_EQ(run.losses.size(), 20u);
+    EXPECT_LT(curve_moved, kReluLossTolerance / 5);
+    EXPECT_LT(run.losses.back(), 0.8 * run.losses.front()) << "bf16 trains";
+}
+
 class CudaTraining : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -273,6 +317,30 @@ TEST_F(CudaTraining, IwaeObjectiveFollowsTheCpuLossCurveAndRepeats) {
     ASSERT_EQ(gpu.parameters.size(), again.parameters.size());
     ASSERT_FALSE(gpu.parameters.empty());
     EXPECT_EQ(std::memcmp(gpu.parameters.data(), again.parameters.data(), gpu.parameters.size() * sizeof(float)), 0);
+}
+
+// The GPU's bf16 GEMMs (bfloat16 operands from its own conversion kernel,
+// cublasGemmEx with float accumulation) against the CPU's emulation: one step
+// at the tolerance fp32 exceeds 180-fold, then 200 steps (the step captured
+// as a graph, with the operand scratch sized by the eager first step) along
+// the CPU's loss curve, and the loss fell.
+TEST_F(CudaTraining, Bf16StepsStayWithTheCpuEmulation) {
+    vae_config config = bfloat16_config();
+    TrainingRun cpu_step = train(config, VAE_DEVICE_CPU, 1, "cuda_bf16_cpu_step");
+    TrainingRun gpu_step = train(config, VAE_DEVICE_CUDA, 1, "cuda_bf16_gpu_step");
+    ASSERT_EQ(cpu_step.parameters.size(), gpu_step.parameters.size());
+    ASSERT_FALSE(cpu_step.parameters.empty());
+    double step_error = vae_test::relative_error(gpu_step.parameters, cpu_step.parameters);
+    TrainingRun cpu = train(config, VAE_DEVICE_CPU, 200, "cuda_bf16_cpu");
+    TrainingRun gpu = train(config, VAE_DEVICE_CUDA, 200, "cuda_bf16_gpu");
+    ASSERT_EQ(cpu.losses.size(), 20u);
+    double curve = loss_curve_difference(gpu.losses, cpu.losses);
+    std::printf("bf16 tanh: GPU vs CPU emulation, parameters after one step %.3g; loss curves over 200 steps %.3g "
+                "(parameters %.3g)\n",
+                step_error, curve, vae_test::relative_error(gpu.parameters, cpu.parameters));
+    EXPECT_LT(step_error, kBfloat16OneStepTolerance);
+    EXPECT_LT(curve, kReluLossTolerance);
+    EXPECT_LT(gpu.losses.back(), 0.8 * gpu.losses.front());
 }
 
 TEST_F(CudaTraining, TwoGpuRunsAreBitwiseIdentical) {

@@ -4,6 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
 #include <vector>
 
 extern "C" {
@@ -217,6 +221,62 @@ TEST(Math, Schedules) {
     EXPECT_FLOAT_EQ(vae_clip_scale(4.0f, 0.0f), 1.0f);
     EXPECT_NEAR(vae_clip_scale(4.0f, 1.0f), 0.5f, 1e-6);
     EXPECT_FLOAT_EQ(vae_clip_scale(0.25f, 1.0f), 1.0f);
+}
+
+// bfloat16 rounding (train.precision = bf16) against a float64 reference that
+// does not share the bit trick: of the two bfloat16 neighbours of x (its
+// truncation and the next one out), the nearer, the even one on a tie, with
+// the one past the largest bfloat16 standing for 2^128 as IEEE rounding has it.
+uint32_t float_bits(float x) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
+float float_from_bits(uint32_t bits) {
+    float x;
+    std::memcpy(&x, &bits, sizeof x);
+    return x;
+}
+double bfloat16_magnitude(uint32_t upper_bits) { // sign dropped; 0x7f80 stands for 2^128
+    upper_bits &= 0x7fffu;
+    return upper_bits == 0x7f80u ? std::ldexp(1.0, 128) : (double)float_from_bits(upper_bits << 16);
+}
+float bfloat16_reference(float x) {
+    const uint32_t bits = float_bits(x), sign = bits & 0x80000000u;
+    const uint32_t down = (bits & 0x7fffffffu) >> 16, up = down + 1;
+    const double magnitude = std::fabs((double)x);
+    const double below = magnitude - bfloat16_magnitude(down), above = bfloat16_magnitude(up) - magnitude;
+    const uint32_t chosen = below < above ? down : above < below ? up : ((down & 1u) ? up : down);
+    return float_from_bits(sign | (chosen << 16));
+}
+
+TEST(Math, Bfloat16RoundsToNearestEvenAndKeepsSpecials) {
+    const float one = 1.0f, ulp = std::ldexp(1.0f, -7);
+    EXPECT_EQ(vae_round_to_bfloat16(one), one);
+    EXPECT_EQ(vae_round_to_bfloat16(one + ulp / 2), one) << "tie to even (down)";
+    EXPECT_EQ(vae_round_to_bfloat16(one + 3 * ulp / 2), one + 2 * ulp) << "tie to even (up)";
+    EXPECT_EQ(vae_round_to_bfloat16(one + ulp / 2 + std::ldexp(1.0f, -20)), one + ulp) << "just past the tie";
+    EXPECT_EQ(vae_round_to_bfloat16(-(one + 3 * ulp / 2)), -(one + 2 * ulp));
+    EXPECT_EQ(vae_bfloat16_bits(1.0f), 0x3f80u);
+    const float largest = float_from_bits(0x7f7f0000u);
+    EXPECT_EQ(vae_round_to_bfloat16(largest), largest);
+    EXPECT_EQ(vae_round_to_bfloat16(std::numeric_limits<float>::max()), INFINITY) << "past the largest: infinity";
+    EXPECT_EQ(vae_round_to_bfloat16(-INFINITY), -INFINITY);
+    EXPECT_TRUE(std::isnan(vae_round_to_bfloat16(NAN)));
+    EXPECT_TRUE(std::isnan(vae_round_to_bfloat16(float_from_bits(0x7f800001u)))) << "a NaN must not become infinity";
+    EXPECT_TRUE(std::signbit(vae_round_to_bfloat16(-0.0f)));
+    EXPECT_EQ(float_bits(vae_round_to_bfloat16(float_from_bits(0x00008000u))), 0u) << "subnormal tie to even";
+    EXPECT_EQ(float_bits(vae_round_to_bfloat16(float_from_bits(0x00018000u))), 0x00020000u);
+
+    std::mt19937 generator(20261122);
+    for (int i = 0; i < 2000000; ++i) {
+        const float x = float_from_bits((uint32_t)generator());
+        if (std::isnan(x)) continue;
+        const float got = vae_round_to_bfloat16(x), expected = bfloat16_reference(x);
+        ASSERT_EQ(float_bits(got), float_bits(expected))
+            << "x = " << x << " (bits " << std::hex << float_bits(x) << ")";
+        ASSERT_EQ(float_bits(got) & 0xffffu, 0u);
+    }
 }
 
 }  // namespace

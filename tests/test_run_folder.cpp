@@ -183,7 +183,7 @@ TEST(RunFolderCli, SecondRunIsRefusedAndAKilledHolderFreesTheFolderAtOnce) {
 
     // Killed by SIGKILL: the folder is free at once and its checkpoint resumes.
     CommandResult resumed =
-        vae_test::run_vae("train --resume --device cpu --out " + folder + " --max-steps 25 --set train.log_every_steps=5");
+        vae_test::run_vae("train --resume --device cpu --out " + folder + " --max-steps 25 --set checkpoint.every_steps=5");
     EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
     EXPECT_NE(resumed.output.find("resuming from " + folder + "/checkpoint.safetensors"), std::string::npos)
         << resumed.output;
@@ -204,8 +204,21 @@ TEST(RunFolderCli, AFinishedModelIsNotReplacedWithoutForce) {
     EXPECT_EQ(vae_test::read_file(checkpoint), model) << "the finished model was touched";
     EXPECT_EQ(vae_test::run_vae(train + " --resume --force").exit_code, 2);
 
+    // A resumed run keeps its stored config: a --set or --config that would
+    // change it is refused (not silently ignored), naming the setting; one
+    // that agrees, or the same command again, resumes.
+    CommandResult changed = vae_test::run_vae("train --resume --device cpu --quiet --out " + folder +
+                                              " --set model.latent_dim=3 --max-steps 15");
+    EXPECT_EQ(changed.exit_code, 2) << changed.output;
+    for (const char *part : {"[model] latent_dim = 3 given, latent_dim = 8 stored", "--force"})
+        EXPECT_NE(changed.output.find(part), std::string::npos) << part << " in " << changed.output;
+    CommandResult other = vae_test::run_vae(train + " --set train.lr=0.5 --resume --max-steps 15");
+    EXPECT_EQ(other.exit_code, 2) << other.output;
+    EXPECT_NE(other.output.find("[train] lr = 0.5 given"), std::string::npos) << other.output;
+    EXPECT_EQ(vae_test::read_file(checkpoint), model) << "a refused resume touched the model";
+
     // --resume continues it: the step goes on from 10.
-    CommandResult resumed = vae_test::run_vae(train + " --resume --max-steps 15");
+    CommandResult resumed = vae_test::run_vae(train + " --resume --max-steps 15 --set train.lr=1e-3");
     EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
     std::string metrics = vae_test::read_file(folder + "/metrics.jsonl");
     EXPECT_NE(metrics.find("\"step\":10"), std::string::npos) << metrics;

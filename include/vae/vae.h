@@ -62,7 +62,12 @@ typedef enum vae_likelihood {
 typedef enum vae_lr_schedule { VAE_LR_CONSTANT = 0, VAE_LR_COSINE = 1 } vae_lr_schedule;
 typedef enum vae_optimizer { VAE_OPTIMIZER_ADAM = 0, VAE_OPTIMIZER_ADAMW = 1 } vae_optimizer;
 typedef enum vae_device_kind { VAE_DEVICE_CPU = 0, VAE_DEVICE_CUDA = 1, VAE_DEVICE_AUTO = 2 } vae_device_kind;
-typedef enum vae_precision { VAE_PRECISION_FP32 = 0, VAE_PRECISION_TF32 = 1 } vae_precision;
+/* GEMM precision. fp32: full float GEMMs. tf32 (CUDA only; the CPU computes
+ * fp32): tensor cores on operands cuBLAS rounds to TF32. bf16: mixed
+ * precision, every GEMM's operands rounded to bfloat16 (the fp32 parameters
+ * stay the master copy), float accumulation; the CPU backend emulates the same
+ * rounding, so it stays the GPU's reference. */
+typedef enum vae_precision { VAE_PRECISION_FP32 = 0, VAE_PRECISION_TF32 = 1, VAE_PRECISION_BF16 = 2 } vae_precision;
 /* Where the training set lives on the CUDA backend: in device memory when it
  * fits (auto), or always in page-locked host memory that the gather kernel
  * reads over the bus (host). */
@@ -134,7 +139,7 @@ typedef struct vae_config {
     int log_every_steps;
     int eval_every_epochs;           /* 0 = only at the end */
     int eval_batch_size;
-    vae_precision precision;         /* CUDA only */
+    vae_precision precision;         /* GEMMs; tf32 is CUDA only */
     vae_nonfinite_policy nonfinite_policy;
     float logvar_clamp;              /* 0 = off; else clamp encoder logvar to +-value */
     /* [checkpoint] */
@@ -159,6 +164,8 @@ vae_status vae_config_write_file(const vae_config *config, const char *path);
 vae_status vae_config_to_string(const vae_config *config, char **out_text);
 /* Parses INI text (name is used in error messages). */
 vae_status vae_config_load_string(vae_config *config, const char *text, const char *name);
+/* The config's name of a precision ("fp32", "tf32", "bf16"); "unknown" out of range. */
+const char *vae_precision_name(vae_precision precision);
 
 /* ----------------------------------------------------------------- trainer */
 

@@ -11,7 +11,7 @@
 #include "base/error.h"
 
 vae_status vae_backend_create(vae_backend **out, vae_device_kind device, vae_precision precision) {
-    if (device == VAE_DEVICE_CPU) return vae_backend_create_cpu(out);
+    if (device == VAE_DEVICE_CPU) return vae_backend_create_cpu_precision(out, precision);
     if (device == VAE_DEVICE_CUDA) return vae_backend_create_cuda(out, precision);
     /* auto: try CUDA; when it cannot be used, keep its reason (driver too
      * old, no device, out of memory, no CUDA in this build) for the user. */
@@ -20,7 +20,7 @@ vae_status vae_backend_create(vae_backend **out, vae_device_kind device, vae_pre
     char reason[512];
     snprintf(reason, sizeof reason, "%s", vae_last_error());
     vae_error_clear();
-    VAE_TRY(vae_backend_create_cpu(out));
+    VAE_TRY(vae_backend_create_cpu_precision(out, precision));
     size_t used = strlen((*out)->device_name);
     snprintf((*out)->device_name + used, sizeof (*out)->device_name - used, "; CUDA not used: %s", reason);
     return VAE_OK;

@@ -198,8 +198,11 @@ struct vae_backend {
     char device_name[768];
 };
 
-/* Backends that exist in this build. */
+/* Backends that exist in this build. The CPU backend computes fp32 GEMMs
+ * (for tf32 too) or, for bf16, emulates the GPU's bf16 GEMMs
+ * (src/backends/cpu_gemm.h); vae_backend_create_cpu is fp32. */
 vae_status vae_backend_create_cpu(vae_backend **out);
+vae_status vae_backend_create_cpu_precision(vae_backend **out, vae_precision precision);
 /* Fails with VAE_ERROR_DEVICE and a clear message when the build has no CUDA
  * or no usable GPU is present. */
 vae_status vae_backend_create_cuda(vae_backend **out, vae_precision precision);

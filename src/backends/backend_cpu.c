@@ -13,6 +13,7 @@
 #include "backends/backend.h"
 #include "backends/blas_select.h"
 #include "backends/cpu_conv.h"
+#include "backends/cpu_gemm.h"
 #include "base/error.h"
 #include "vae_philox.h"
 #include "vae_step_math.h"
@@ -35,10 +36,16 @@
 #define CPU_SUM_LANES 8
 
 typedef struct cpu_backend {
-    vae_backend base;
+    vae_backend base; /* first: a vae_backend* points here */
+    vae_cpu_gemm gemm;
 } cpu_backend;
 
-static void cpu_destroy(vae_backend *backend) { free(backend); }
+vae_cpu_gemm *vae_cpu_backend_gemm(vae_backend *backend) { return &((cpu_backend *)backend)->gemm; }
+
+static void cpu_destroy(vae_backend *backend) {
+    vae_cpu_gemm_release(vae_cpu_backend_gemm(backend));
+    free(backend);
+}
 
 static vae_status cpu_alloc(vae_backend *backend, size_t bytes, void **out) {
     size_t rounded = (bytes + 63) / 64 * 64;
@@ -69,14 +76,13 @@ static vae_status cpu_linear_forward(vae_backend *backend, const float *x, const
         if (bias) memcpy(y + (size_t)r * out, bias, sizeof(float) * (size_t)out);
         else memset(y + (size_t)r * out, 0, sizeof(float) * (size_t)out);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, weight, in, 1.0f, y, out);
-    return VAE_OK;
+    return vae_cpu_gemm_run(vae_cpu_backend_gemm(backend), 0, 1, rows, out, in, x, in, weight, in, 1.0f, y, out);
 }
 
 static vae_status cpu_linear_backward(vae_backend *backend, const float *x, const float *weight, const float *dy,
                                       float *dx, float *dweight, float *dbias, int rows, int in, int out) {
     /* dweight[out,in] = dy^T[out,rows] x[rows,in] */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, rows, 1.0f, dy, out, x, in, 0.0f, dweight, in);
+    VAE_TRY(vae_cpu_gemm_run(vae_cpu_backend_gemm(backend), 1, 0, out, in, rows, dy, out, x, in, 0.0f, dweight, in));
     /* dbias = column sums of dy, in row order */
     for (int o = 0; o < out; ++o) dbias[o] = 0.0f;
     for (int r = 0; r < rows; ++r) {
@@ -84,8 +90,8 @@ static vae_status cpu_linear_backward(vae_backend *backend, const float *x, cons
         for (int o = 0; o < out; ++o) dbias[o] += row[o];
     }
     /* dx[rows,in] = dy[rows,out] weight[out,in] */
-    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, out, 1.0f, dy, out, weight, in, 0.0f, dx, in);
-    return VAE_OK;
+    if (!dx) return VAE_OK;
+    return vae_cpu_gemm_run(vae_cpu_backend_gemm(backend), 0, 0, rows, in, out, dy, out, weight, in, 0.0f, dx, in);
 }
 
 CPU_VECTOR_KERNEL
@@ -577,12 +583,21 @@ static const vae_backend_ops cpu_ops = {
 };
 
 vae_status vae_backend_create_cpu(vae_backend **out) {
+    return vae_backend_create_cpu_precision(out, VAE_PRECISION_FP32);
+}
+
+vae_status vae_backend_create_cpu_precision(vae_backend **out, vae_precision precision) {
+    if (precision != VAE_PRECISION_FP32 && precision != VAE_PRECISION_TF32 && precision != VAE_PRECISION_BF16)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_backend_create_cpu_precision: unknown precision %d",
+                         (int)precision);
     cpu_backend *backend = calloc(1, sizeof *backend);
     if (!backend) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "cpu backend: out of memory");
     backend->base.ops = &cpu_ops;
+    backend->gemm.precision = precision;
     char blas[200];
     vae_blas_describe(blas, sizeof blas);
-    snprintf(backend->base.device_name, sizeof backend->base.device_name, "cpu (%s)", blas);
+    snprintf(backend->base.device_name, sizeof backend->base.device_name, "cpu (%s%s)", blas,
+             precision == VAE_PRECISION_BF16 ? ", bf16 GEMM operands emulated" : "");
     *out = &backend->base;
     return VAE_OK;
 }

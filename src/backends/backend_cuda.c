@@ -2,9 +2,10 @@
  * cuBLAS, everything else to the kernels in kernels/ through their C
  * launchers (kernels/vae_kernels.h). All work is enqueued on one stream, so
  * operations are ordered and asynchronous; copy_to_host, copy_to_device and
- * synchronize wait. No operation allocates: the reduction scratch and the
- * cuBLAS workspace are allocated at create time, which also makes a step
- * capturable as a CUDA graph (src/backends/backend_cuda.h). Arguments were
+ * synchronize wait. The reduction scratch and the cuBLAS workspace are
+ * allocated at create time; the one thing allocated later, bf16's operand
+ * scratch, grows only outside a capture. So a step is capturable as a CUDA
+ * graph (src/backends/backend_cuda.h). Arguments were
  * checked once, for every backend, by the vae_backend_* wrappers
  * (src/backends/backend.c). */
 #include "backends/backend_cuda.h"
@@ -40,6 +41,10 @@
  * never allocates inside a graph capture. */
 #define CUBLAS_WORKSPACE_BYTES ((size_t)32 << 20)
 
+/* The bf16 operand scratch at least doubles when it grows, so this many
+ * outgrown buffers cover any size memory can hold. */
+#define BFLOAT16_RETIRED_MAX 40
+
 typedef struct cuda_backend {
     vae_backend base; /* first: a vae_backend* points here */
     int device;
@@ -48,6 +53,11 @@ typedef struct cuda_backend {
     void *cublas_workspace;
     double *reduction_scratch; /* VAE_REDUCTION_BLOCKS doubles for sum_of_squares */
     int precision;
+    uint16_t *bfloat16_operands; /* bf16: one GEMM's two operands as bfloat16, grown outside captures */
+    size_t bfloat16_operand_elements;
+    /* Outgrown operand buffers, kept until destroy: a captured graph may still use one. */
+    void *retired_bfloat16_operands[BFLOAT16_RETIRED_MAX];
+    int retired_bfloat16_count;
 } cuda_backend;
 
 static cuda_backend *as_cuda(vae_backend *backend) { return (cuda_backend *)backend; }
@@ -163,12 +173,64 @@ static vae_status cuda_synchronize(vae_backend *backend) {
  *   A=W lda=in, B=dy ldb=out, C=dx ldc=in)
  */
 
+/* Room for a bf16 GEMM's operands. It grows only outside a graph capture
+ * (which cannot allocate): the trainer's first step runs eagerly and sizes
+ * it, so the captured step finds it large enough. An outgrown buffer is
+ * retired, not freed: a captured graph (or queued work) may still read it. */
+static vae_status reserve_bfloat16_operands(cuda_backend *cuda, size_t elements) {
+    if (elements <= cuda->bfloat16_operand_elements) return VAE_OK;
+    if (elements < 2 * cuda->bfloat16_operand_elements) elements = 2 * cuda->bfloat16_operand_elements;
+    enum cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    CUDA_CHECK(cudaStreamIsCapturing(cuda->stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone)
+        return vae_error(VAE_ERROR_DEVICE,
+                         "bf16 GEMM operands need %zu bytes of scratch (%zu held) inside a CUDA graph capture, which "
+                         "cannot allocate: run the captured work once eagerly first",
+                         elements * sizeof(uint16_t), cuda->bfloat16_operand_elements * sizeof(uint16_t));
+    if (cuda->retired_bfloat16_count == BFLOAT16_RETIRED_MAX)
+        return vae_error(VAE_ERROR_DEVICE, "bf16 GEMM operand scratch outgrown %d times", BFLOAT16_RETIRED_MAX);
+    void *grown = NULL;
+    VAE_TRY(cuda_alloc(&cuda->base, elements * sizeof(uint16_t), &grown));
+    if (cuda->bfloat16_operands != NULL)
+        cuda->retired_bfloat16_operands[cuda->retired_bfloat16_count++] = cuda->bfloat16_operands;
+    cuda->bfloat16_operands = grown;
+    cuda->bfloat16_operand_elements = elements;
+    return VAE_OK;
+}
+
+/* C[m, n] = op(A)[m, k] op(B)[k, n], column-major, beta 0, cuBLAS's
+ * arguments: every GEMM of the backend. fp32 and tf32 run cublasSgemm (the
+ * handle's math mode chooses TF32 tensor cores); bf16 rounds both operands to
+ * bfloat16 as the CPU backend does (src/backends/cpu_gemm.h) and multiplies
+ * them on tensor cores with float accumulation and float output. */
+static vae_status cuda_gemm(cuda_backend *cuda, cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k,
+                            const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
+    const float one = 1.0f, zero = 0.0f;
+    if (cuda->precision != VAE_PRECISION_BF16) {
+        CUBLAS_CHECK(cublasSgemm(cuda->cublas, op_a, op_b, m, n, k, &one, a, lda, b, ldb, &zero, c, ldc));
+        return VAE_OK;
+    }
+    /* The operands as stored (column-major): A is [m, k], or [k, m] under op T; B likewise. */
+    const int a_rows = op_a == CUBLAS_OP_N ? m : k, a_columns = op_a == CUBLAS_OP_N ? k : m;
+    const int b_rows = op_b == CUBLAS_OP_N ? k : n, b_columns = op_b == CUBLAS_OP_N ? n : k;
+    /* B starts 256-byte aligned, as cuBLAS's fastest kernels want their operands. */
+    const size_t a_elements = ((size_t)a_rows * (size_t)a_columns + 127) / 128 * 128;
+    const size_t b_elements = (size_t)b_rows * (size_t)b_columns;
+    VAE_TRY(reserve_bfloat16_operands(cuda, a_elements + b_elements));
+    uint16_t *a_bfloat16 = cuda->bfloat16_operands, *b_bfloat16 = cuda->bfloat16_operands + a_elements;
+    CUDA_CHECK(vae_launch_round_to_bfloat16(a, (size_t)a_columns, (size_t)a_rows, (size_t)lda, a_bfloat16,
+                                            cuda->stream));
+    CUDA_CHECK(vae_launch_round_to_bfloat16(b, (size_t)b_columns, (size_t)b_rows, (size_t)ldb, b_bfloat16,
+                                            cuda->stream));
+    CUBLAS_CHECK(cublasGemmEx(cuda->cublas, op_a, op_b, m, n, k, &one, a_bfloat16, CUDA_R_16BF, a_rows, b_bfloat16,
+                              CUDA_R_16BF, b_rows, &zero, c, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return VAE_OK;
+}
+
 static vae_status cuda_linear_forward(vae_backend *backend, const float *x, const float *weight, const float *bias,
                                       float *y, int rows, int in, int out) {
     cuda_backend *cuda = as_cuda(backend);
-    const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasSgemm(cuda->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, weight, in, x, in, &zero, y,
-                             out));
+    VAE_TRY(cuda_gemm(cuda, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, weight, in, x, in, y, out));
     if (bias != NULL) CUDA_CHECK(vae_launch_bias_add(y, bias, rows, out, cuda->stream));
     return VAE_OK;
 }
@@ -176,13 +238,9 @@ static vae_status cuda_linear_forward(vae_backend *backend, const float *x, cons
 static vae_status cuda_linear_backward(vae_backend *backend, const float *x, const float *weight, const float *dy,
                                        float *dx, float *dweight, float *dbias, int rows, int in, int out) {
     cuda_backend *cuda = as_cuda(backend);
-    const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasSgemm(cuda->cublas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, rows, &one, x, in, dy, out, &zero,
-                             dweight, in));
+    VAE_TRY(cuda_gemm(cuda, CUBLAS_OP_N, CUBLAS_OP_T, in, out, rows, x, in, dy, out, dweight, in));
     CUDA_CHECK(vae_launch_bias_gradient(dy, dbias, rows, out, cuda->stream));
-    if (dx != NULL)
-        CUBLAS_CHECK(cublasSgemm(cuda->cublas, CUBLAS_OP_N, CUBLAS_OP_N, in, rows, out, &one, weight, in, dy, out,
-                                 &zero, dx, in));
+    if (dx != NULL) VAE_TRY(cuda_gemm(cuda, CUBLAS_OP_N, CUBLAS_OP_N, in, rows, out, weight, in, dy, out, dx, in));
     return VAE_OK;
 }
 
@@ -199,10 +257,8 @@ static vae_status cuda_linear_backward(vae_backend *backend, const float *x, con
  * GEMMs above). */
 static vae_status row_major_gemm(cuda_backend *cuda, int transpose_a, int transpose_b, int m, int n, int k,
                                  const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
-    const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasSgemm(cuda->cublas, transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                             transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &one, b, ldb, a, lda, &zero, c, ldc));
-    return VAE_OK;
+    return cuda_gemm(cuda, transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N, transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, b,
+                     ldb, a, lda, c, ldc);
 }
 
 static float *conv_staged_part(const vae_conv_unfolding *u, int batch, float *workspace) {
@@ -401,6 +457,8 @@ static void cuda_destroy(vae_backend *backend) {
     if (cuda->cublas != NULL) (void)cublasDestroy(cuda->cublas);
     if (cuda->cublas_workspace != NULL) (void)cudaFree(cuda->cublas_workspace);
     if (cuda->reduction_scratch != NULL) (void)cudaFree(cuda->reduction_scratch);
+    if (cuda->bfloat16_operands != NULL) (void)cudaFree(cuda->bfloat16_operands);
+    for (int i = 0; i < cuda->retired_bfloat16_count; ++i) (void)cudaFree(cuda->retired_bfloat16_operands[i]);
     if (cuda->stream != NULL) (void)cudaStreamDestroy(cuda->stream);
     free(cuda);
 }
@@ -521,7 +579,8 @@ static vae_status cuda_setup(cuda_backend *cuda, int precision) {
     SETUP_CHECK(cudaMalloc(&cuda->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
     CUBLAS_CHECK(cublasSetWorkspace(cuda->cublas, cuda->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
     /* fp32: cuBLAS's default math, full FP32 GEMMs; tf32: tensor cores with
-     * inputs rounded to TF32 (faster, about 1e-3 relative error). */
+     * inputs rounded to TF32 (faster, about 1e-3 relative error); bf16:
+     * cublasGemmEx on bfloat16 operands (cuda_gemm), default math. */
     CUBLAS_CHECK(cublasSetMathMode(cuda->cublas, precision == VAE_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                                                  : CUBLAS_DEFAULT_MATH));
     SETUP_CHECK(cudaMalloc((void **)&cuda->reduction_scratch, VAE_REDUCTION_BLOCKS * sizeof(double)));
@@ -545,7 +604,7 @@ static vae_status cuda_setup(cuda_backend *cuda, int precision) {
 vae_status vae_backend_create_cuda(vae_backend **out, vae_precision precision) {
     if (out == NULL) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_backend_create_cuda: out is NULL");
     *out = NULL;
-    if (precision != VAE_PRECISION_FP32 && precision != VAE_PRECISION_TF32)
+    if (precision != VAE_PRECISION_FP32 && precision != VAE_PRECISION_TF32 && precision != VAE_PRECISION_BF16)
         return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_backend_create_cuda: unknown precision %d", precision);
     cuda_backend *cuda = calloc(1, sizeof *cuda);
     if (cuda == NULL) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "vae_backend_create_cuda: out of host memory");

@@ -8,8 +8,8 @@
  * thread count. Arguments were checked by the vae_backend_* wrappers
  * (backend.c). */
 #include "backends/cpu_conv.h"
+#include "backends/cpu_gemm.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,8 +135,7 @@ static vae_status unfold(const vae_conv_unfolding *u, int batch, const float *im
 
 /* The inverse, summed: each pixel (b, c, y, x) of the larger images becomes
  * bias[c] (or 0) plus every unfolded entry that maps to it. */
-static vae_status fold(const vae_conv_unfolding *u, int batch, const float *unfolded, const float *bias,
-                       float *image) {
+static vae_status fold(const vae_conv_unfolding *u, int batch, const float *unfolded, const float *bias, float *image) {
     return plane_loop(u, batch, CONV_FOLD, NULL, image, unfolded, NULL, bias);
 }
 
@@ -182,13 +181,6 @@ static void channel_sums(const float *values, int batch, int channels, size_t pl
     }
 }
 
-/* C[M, N] = op(A) op(B) + beta C, row-major. */
-static void gemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,
-                 int ldb, float beta, float *c, int ldc) {
-    cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans, m, n,
-                k, 1.0f, a, lda, b, ldb, beta, c, ldc);
-}
-
 /* The batch is unfolded a chunk of images at a time, so that a chunk's
  * unfolded matrix (about this many floats, 1 MiB) stays in cache between the
  * unfold that writes it and the GEMM that reads it (one unfold of the whole
@@ -212,7 +204,7 @@ static float *staged_part(const vae_conv_unfolding *u, int batch, float *workspa
 
 vae_status vae_cpu_conv2d_forward(vae_backend *backend, const vae_conv_geometry *geometry, int batch, const float *x,
                                   const float *weight, const float *bias, float *y, float *workspace) {
-    (void)backend;
+    vae_cpu_gemm *gemm = vae_cpu_backend_gemm(backend);
     const vae_conv_unfolding u = vae_conv2d_unfolding(geometry);
     const int rows = (int)vae_conv_unfolded_rows(&u), positions = (int)vae_conv_positions(&u);
     const int columns = batch * positions, chunk = images_per_chunk(&u, batch);
@@ -222,17 +214,17 @@ vae_status vae_cpu_conv2d_forward(vae_backend *backend, const vae_conv_geometry 
         const int images = batch - first < chunk ? batch - first : chunk, width = images * positions;
         VAE_TRY(unfold(&u, images, x + (size_t)first * x_image, unfolded));
         /* staged y [out_c, columns] = weight [out_c, rows] . unfolded [rows, chunk columns] */
-        gemm(0, 0, u.staged_channels, width, rows, weight, rows, unfolded, width, 0.0f,
-             staged + (size_t)first * (size_t)positions, columns);
+        VAE_TRY(vae_cpu_gemm_run(gemm, 0, 0, u.staged_channels, width, rows, weight, rows, unfolded, width, 0.0f,
+                                 staged + (size_t)first * (size_t)positions, columns));
     }
     unstage(&u, batch, staged, bias, y);
     return VAE_OK;
 }
 
-vae_status vae_cpu_conv2d_backward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
-                                   const float *x, const float *weight, const float *dy, float *dx, float *dweight,
-                                   float *dbias, float *workspace) {
-    (void)backend;
+vae_status vae_cpu_conv2d_backward(vae_backend *backend, const vae_conv_geometry *geometry, int batch, const float *x,
+                                   const float *weight, const float *dy, float *dx, float *dweight, float *dbias,
+                                   float *workspace) {
+    vae_cpu_gemm *gemm = vae_cpu_backend_gemm(backend);
     const vae_conv_unfolding u = vae_conv2d_unfolding(geometry);
     const int rows = (int)vae_conv_unfolded_rows(&u), positions = (int)vae_conv_positions(&u);
     const int columns = batch * positions, chunk = images_per_chunk(&u, batch);
@@ -247,12 +239,13 @@ vae_status vae_cpu_conv2d_backward(vae_backend *backend, const vae_conv_geometry
         if (dweight) {
             VAE_TRY(unfold(&u, images, x + (size_t)first * x_image, unfolded));
             /* dweight [out_c, rows] (+)= staged dy [out_c, chunk columns] . unfolded^T */
-            gemm(0, 1, u.staged_channels, rows, width, staged_chunk, columns, unfolded, width, first ? 1.0f : 0.0f,
-                 dweight, rows);
+            VAE_TRY(vae_cpu_gemm_run(gemm, 0, 1, u.staged_channels, rows, width, staged_chunk, columns, unfolded, width,
+                                     first ? 1.0f : 0.0f, dweight, rows));
         }
         if (dx) {
             /* unfolded gradient [rows, chunk columns] = weight^T [rows, out_c] . staged dy, then folded */
-            gemm(1, 0, rows, width, u.staged_channels, weight, rows, staged_chunk, columns, 0.0f, unfolded, width);
+            VAE_TRY(vae_cpu_gemm_run(gemm, 1, 0, rows, width, u.staged_channels, weight, rows, staged_chunk, columns,
+                                     0.0f, unfolded, width));
             VAE_TRY(fold(&u, images, unfolded, NULL, dx + (size_t)first * x_image));
         }
     }
@@ -262,7 +255,7 @@ vae_status vae_cpu_conv2d_backward(vae_backend *backend, const vae_conv_geometry
 vae_status vae_cpu_conv_transpose2d_forward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
                                             const float *x, const float *weight, const float *bias, float *y,
                                             float *workspace) {
-    (void)backend;
+    vae_cpu_gemm *gemm = vae_cpu_backend_gemm(backend);
     const vae_conv_unfolding u = vae_conv_transpose2d_unfolding(geometry);
     const int rows = (int)vae_conv_unfolded_rows(&u), positions = (int)vae_conv_positions(&u);
     const int columns = batch * positions, chunk = images_per_chunk(&u, batch);
@@ -272,8 +265,8 @@ vae_status vae_cpu_conv_transpose2d_forward(vae_backend *backend, const vae_conv
     for (int first = 0; first < batch; first += chunk) {
         const int images = batch - first < chunk ? batch - first : chunk, width = images * positions;
         /* unfolded y [rows, chunk columns] = weight^T [rows, in_c] . staged x [in_c, chunk columns], then folded */
-        gemm(1, 0, rows, width, u.staged_channels, weight, rows, staged + (size_t)first * (size_t)positions, columns,
-             0.0f, unfolded, width);
+        VAE_TRY(vae_cpu_gemm_run(gemm, 1, 0, rows, width, u.staged_channels, weight, rows,
+                                 staged + (size_t)first * (size_t)positions, columns, 0.0f, unfolded, width));
         VAE_TRY(fold(&u, images, unfolded, bias, y + (size_t)first * y_image));
     }
     return VAE_OK;
@@ -282,7 +275,7 @@ vae_status vae_cpu_conv_transpose2d_forward(vae_backend *backend, const vae_conv
 vae_status vae_cpu_conv_transpose2d_backward(vae_backend *backend, const vae_conv_geometry *geometry, int batch,
                                              const float *x, const float *weight, const float *dy, float *dx,
                                              float *dweight, float *dbias, float *workspace) {
-    (void)backend;
+    vae_cpu_gemm *gemm = vae_cpu_backend_gemm(backend);
     const vae_conv_unfolding u = vae_conv_transpose2d_unfolding(geometry);
     const int rows = (int)vae_conv_unfolded_rows(&u), positions = (int)vae_conv_positions(&u);
     const int columns = batch * positions, chunk = images_per_chunk(&u, batch);
@@ -297,11 +290,12 @@ vae_status vae_cpu_conv_transpose2d_backward(vae_backend *backend, const vae_con
         VAE_TRY(unfold(&u, images, dy + (size_t)first * y_image, unfolded));
         /* dweight [in_c, rows] (+)= staged x [in_c, chunk columns] . unfolded dy^T (reads this chunk's x ...) */
         if (dweight)
-            gemm(0, 1, u.staged_channels, rows, width, staged_chunk, columns, unfolded, width, first ? 1.0f : 0.0f,
-                 dweight, rows);
+            VAE_TRY(vae_cpu_gemm_run(gemm, 0, 1, u.staged_channels, rows, width, staged_chunk, columns, unfolded, width,
+                                     first ? 1.0f : 0.0f, dweight, rows));
         /* ... before staged dx [in_c, chunk columns] = weight [in_c, rows] . unfolded dy overwrites it */
         if (dx)
-            gemm(0, 0, u.staged_channels, width, rows, weight, rows, unfolded, width, 0.0f, staged_chunk, columns);
+            VAE_TRY(vae_cpu_gemm_run(gemm, 0, 0, u.staged_channels, width, rows, weight, rows, unfolded, width, 0.0f,
+                                     staged_chunk, columns));
     }
     if (dx) unstage(&u, batch, staged, NULL, dx);
     return VAE_OK;

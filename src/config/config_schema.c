@@ -26,7 +26,8 @@
 
 /* Choice names are indexed by the enum values of vae.h. */
 _Static_assert(VAE_DATA_HOST == 1, "enum order");
-_Static_assert(VAE_BINARIZE_DYNAMIC == 2 && VAE_PRECISION_TF32 == 1 && VAE_NONFINITE_SKIP == 1, "enum order");
+_Static_assert(VAE_BINARIZE_DYNAMIC == 2 && VAE_NONFINITE_SKIP == 1, "enum order");
+_Static_assert(VAE_PRECISION_TF32 == 1 && VAE_PRECISION_BF16 == 2, "enum order");
 _Static_assert(VAE_ACTIVATION_GELU == 3 && VAE_LIKELIHOOD_GAUSSIAN_FIXED == 2 && VAE_LR_COSINE == 1, "enum order");
 _Static_assert(VAE_OPTIMIZER_ADAMW == 1 && VAE_OBJECTIVE_IWAE == 1, "enum order");
 /* A choice is stored through an int lvalue (config.c): every enum field of
@@ -42,7 +43,11 @@ static const char *const activation_names[] = {"relu", "tanh", "softplus", "gelu
 static const char *const likelihood_names[] = {"bernoulli", "gaussian", "gaussian_fixed", NULL};
 static const char *const schedule_names[] = {"constant", "cosine", NULL};
 static const char *const optimizer_names[] = {"adam", "adamw", NULL};
-static const char *const precision_names[] = {"fp32", "tf32", NULL};
+static const char *const precision_names[] = {"fp32", "tf32", "bf16", NULL};
+
+const char *vae_precision_name(vae_precision precision) {
+    return precision >= VAE_PRECISION_FP32 && precision <= VAE_PRECISION_BF16 ? precision_names[precision] : "unknown";
+}
 static const char *const nonfinite_names[] = {"stop", "skip", NULL};
 static const char *const placement_names[] = {"auto", "host", NULL};
 static const char *const objective_names[] = {"elbo", "iwae", NULL};
