@@ -29,17 +29,8 @@ struct TensorSpec {
     std::vector<float> values;
 };
 
-uint32_t float_bits(float value) {
-    uint32_t bits;
-    std::memcpy(&bits, &value, sizeof bits);
-    return bits;
-}
-
-float bits_float(uint32_t bits) {
-    float value;
-    std::memcpy(&value, &bits, sizeof value);
-    return value;
-}
+using vae_test::float_bits;
+using vae_test::float_from_bits;
 
 vae_status write_checkpoint(const std::string &path, const std::vector<TensorSpec> &specs,
                             const std::vector<std::pair<std::string, std::string>> &metadata = {}) {
@@ -67,8 +58,8 @@ std::vector<TensorSpec> sample_tensors() {
     specs.push_back({"encoder.0.weight", {2, 3}, {1.5f, -0.0f, 0.0f, 3.25f, -7.0f, 1e-3f}});
     specs.push_back({"special", {6},
                      {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
-                      std::numeric_limits<float>::denorm_min(), -bits_float(0x007fffffu),
-                      std::numeric_limits<float>::max(), bits_float(0x7fc00001u) /* a NaN payload */}});
+                      std::numeric_limits<float>::denorm_min(), -float_from_bits(0x007fffffu),
+                      std::numeric_limits<float>::max(), float_from_bits(0x7fc00001u) /* a NaN payload */}});
     specs.push_back({"scalar", {}, {42.0f}});
     specs.push_back({"empty", {0, 5}, {}});
     specs.push_back({"four", {1, 2, 1, 2}, {0.1f, 0.2f, 0.3f, 0.4f}});

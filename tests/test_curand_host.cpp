@@ -25,6 +25,8 @@
 #include <cstring>
 #include <random>
 
+#include "test_support.h"
+
 #if defined(VAE_HAVE_CURAND_HEADERS) && defined(__GNUC__) && !defined(__clang__) && \
     (defined(__x86_64__) || defined(__aarch64__))
 #define VAE_CURAND_HOST_TEST 1
@@ -93,11 +95,7 @@ bool cpu_has_fma() {
 #endif
 }
 
-uint32_t float_bits(float value) {
-    uint32_t bits;
-    std::memcpy(&bits, &value, sizeof bits);
-    return bits;
-}
+using vae_test::float_bits;
 
 struct Tally {
     long blocks = 0;

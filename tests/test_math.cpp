@@ -5,10 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
+
+#include "test_support.h"
 
 extern "C" {
 #include "vae_math.h"
@@ -227,16 +228,9 @@ TEST(Math, Schedules) {
 // does not share the bit trick: of the two bfloat16 neighbours of x (its
 // truncation and the next one out), the nearer, the even one on a tie, with
 // the one past the largest bfloat16 standing for 2^128 as IEEE rounding has it.
-uint32_t float_bits(float x) {
-    uint32_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    return bits;
-}
-float float_from_bits(uint32_t bits) {
-    float x;
-    std::memcpy(&x, &bits, sizeof x);
-    return x;
-}
+using vae_test::float_bits;
+using vae_test::float_from_bits;
+
 double bfloat16_magnitude(uint32_t upper_bits) { // sign dropped; 0x7f80 stands for 2^128
     upper_bits &= 0x7fffu;
     return upper_bits == 0x7f80u ? std::ldexp(1.0, 128) : (double)float_from_bits(upper_bits << 16);

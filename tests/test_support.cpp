@@ -103,6 +103,18 @@ double relative_error(const std::vector<float> &a, const std::vector<float> &b) 
     return relative_error(a.data(), b.data(), a.size());
 }
 
+uint32_t float_bits(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    return bits;
+}
+
+float float_from_bits(uint32_t bits) {
+    float value;
+    std::memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
 std::vector<float> random_normal(size_t count, uint64_t seed, float scale) {
     std::mt19937_64 generator(seed);
     std::normal_distribution<float> normal(0.0f, scale);

@@ -19,6 +19,9 @@ std::string read_file_or_empty(const std::string &path);
 // ||a - b|| / max(||b||, tiny): the normalised error used by all comparisons.
 double relative_error(const float *a, const float *b, size_t count);
 double relative_error(const std::vector<float> &a, const std::vector<float> &b);
+// A float's bits and back (for bitwise comparisons and crafted values).
+uint32_t float_bits(float value);
+float float_from_bits(uint32_t bits);
 // Fresh random values from a seeded generator (tests print the seed they use).
 std::vector<float> random_normal(size_t count, uint64_t seed, float scale = 1.0f);
 std::vector<float> random_uniform(size_t count, uint64_t seed, float low, float high);

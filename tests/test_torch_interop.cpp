@@ -57,10 +57,8 @@ double number(const cJSON *object, const char *key) {
 }
 
 std::string hex_bits(float value) {
-    uint32_t bits;
-    std::memcpy(&bits, &value, sizeof bits);
     char text[16];
-    std::snprintf(text, sizeof text, "%08x", bits);
+    std::snprintf(text, sizeof text, "%08x", vae_test::float_bits(value));
     return text;
 }
 
