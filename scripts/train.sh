@@ -6,7 +6,9 @@
 # Running it again trains afresh (--force: the earlier model in
 # runs/fashion_mnist/ is replaced); `scripts/train.sh --resume` instead
 # continues an interrupted run in that folder, with the config stored in its
-# checkpoint (--set options do not change a resumed run).
+# checkpoint (a --set may change only how long it goes on and how it is
+# watched: `scripts/train.sh --resume --set train.epochs=60` trains a
+# finished run on; other settings that differ are refused).
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 vae_install_packages

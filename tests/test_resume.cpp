@@ -188,6 +188,31 @@ TEST(Resume, PeriodicCheckpointsKeepTheConfiguredNumber) {
                          vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors"));
 }
 
+// More epochs continue a finished run: `--resume --set train.epochs=5` on a
+// run that finished 3 epochs ends bitwise where a run planned for 5 from the
+// start ends (the learning rate is constant, so the schedule does not depend
+// on the length; the permutation and the noise are functions of seed and
+// step), and the folder's config.ini says 5.
+TEST(Resume, MoreEpochsContinueAFinishedRunAsIfPlannedFromTheStart) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    auto arguments = [](const std::string &folder, int epochs, bool resume) {
+        std::vector<std::string> a = train_arguments(folder, resume);
+        a.insert(a.end(), {"--set", "train.epochs=" + std::to_string(epochs)});
+        return a;
+    };
+    std::string planned = vae_test::temporary_folder("resume_planned_five");
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(arguments(planned, 5, false))), 0);
+    Snapshot expected = vae_test::read_checkpoint_tensors(planned + "/checkpoint.safetensors");
+    ASSERT_EQ(expected.step, "100");
+
+    std::string extended = vae_test::temporary_folder("resume_three_then_five");
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(arguments(extended, 3, false))), 0);
+    ASSERT_EQ(vae_test::read_checkpoint_tensors(extended + "/checkpoint.safetensors").step, "60");
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(arguments(extended, 5, true))), 0);
+    expect_bitwise_equal(vae_test::read_checkpoint_tensors(extended + "/checkpoint.safetensors"), expected);
+    EXPECT_NE(vae_test::read_file(extended + "/config.ini").find("\nepochs = 5\n"), std::string::npos);
+}
+
 TEST(Numerics, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
     if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
     std::string folder = vae_test::temporary_folder("nonfinite_stop");

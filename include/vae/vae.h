@@ -164,6 +164,12 @@ vae_status vae_config_write_file(const vae_config *config, const char *path);
 vae_status vae_config_to_string(const vae_config *config, char **out_text);
 /* Parses INI text (name is used in error messages). */
 vae_status vae_config_load_string(vae_config *config, const char *text, const char *name);
+/* The first key, in the order a config is written, whose written value
+ * differs between a and b: returns 1 with "section.key" in key and the two
+ * values in a_value and b_value (each truncated to its size); 0 when every
+ * key writes alike. */
+int vae_config_first_difference(const vae_config *a, const vae_config *b, char *key, size_t key_size, char *a_value,
+                                char *b_value, size_t value_size);
 /* The config's name of a precision ("fp32", "tf32", "bf16"); "unknown" out of range. */
 const char *vae_precision_name(vae_precision precision);
 
@@ -212,6 +218,15 @@ vae_status vae_trainer_save(vae_trainer *trainer, const char *checkpoint_path);
 vae_status vae_trainer_sample(vae_trainer *trainer, int count, uint64_t seed, float *images);
 /* Decodes count latent vectors (host, [count, latent_dim]) into images. */
 vae_status vae_trainer_decode(vae_trainer *trainer, const float *z, int count, float *images);
+/* For a trainer loaded from a checkpoint, before it trains: takes from config
+ * the settings that say how long the run goes on and how it is watched
+ * (train.epochs, log_every_steps, eval_every_epochs, eval_batch_size;
+ * checkpoint.every_steps, keep; output.image_every_epochs). Every other
+ * setting must equal the stored one: otherwise VAE_ERROR_INVALID_ARGUMENT
+ * naming the first that differs, and nothing changes. More epochs continue
+ * a finished run; with lr_schedule = cosine the rate from there follows the
+ * cosine over the new length. */
+vae_status vae_trainer_continue_with(vae_trainer *trainer, const vae_config *config);
 /* Trains for timed_steps after warmup_steps; samples per second of training. */
 vae_status vae_trainer_benchmark(vae_trainer *trainer, int warmup_steps, int timed_steps, double *samples_per_second);
 /* Asks every vae_trainer_train running at this moment (any thread) to

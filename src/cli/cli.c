@@ -41,7 +41,8 @@ static const char *train_usage =
     "(DIR defaults to runs/latest). A folder belongs to one run: a second run on a folder in use\n"
     "is refused (exit 1), and so is a folder that holds a checkpoint (exit 2) unless --resume\n"
     "continues it or --force starts over (removing the earlier run's checkpoints and pictures).\n"
-    "A resumed run keeps its stored config: a --config or --set that differs from it is refused.\n";
+    "A resumed run keeps its stored config; a --config or --set with --resume may change only how long\n"
+    "it goes on and how it is watched (train.epochs: more epochs continue a finished run).\n";
 static const char *eval_usage =
     "usage: vae eval --checkpoint FILE [--split train|validation|test] [--iwae-k K] [--device cpu|cuda|auto]\n"
     "Prints one JSON line: per-sample ELBO, reconstruction term, KL, active units and, with\n"
@@ -66,56 +67,24 @@ static void report_device(vae_trainer *trainer, const cli_options *o) {
     if (vae_distributed_launched()) fprintf(stderr, "vae: data parallel over %s\n", vae_distributed_description());
 }
 
-/* The line of text at which two texts first differ, copied into line
- * (without its newline); returns 0 where they are equal. */
-static int first_different_line(const char *text, const char *other, char *line, size_t size,
-                                char *other_line, size_t other_size, char *section, size_t section_size) {
-    section[0] = '\0';
-    while (*text || *other) {
-        size_t length = strcspn(text, "\n"), other_length = strcspn(other, "\n");
-        if (length != other_length || memcmp(text, other, length) != 0) {
-            snprintf(line, size, "%.*s", (int)length, text);
-            snprintf(other_line, other_size, "%.*s", (int)other_length, other);
-            return 1;
-        }
-        if (length > 0 && text[0] == '[') snprintf(section, section_size, "%.*s", (int)length, text);
-        text += length + (text[length] == '\n');
-        other += other_length + (other[other_length] == '\n');
-    }
-    return 0;
-}
-
 /* A resumed run keeps the config stored with its checkpoint. A --config or
- * --set given with --resume must agree with it (rerunning the same command
- * resumes); one that would change the run is refused, naming the first
- * setting that differs, rather than silently ignored. --set alone applies to
- * the stored config. */
-static vae_status check_resume_config(const cli_options *o, const vae_trainer *trainer, const char *checkpoint) {
+ * --set given with --resume may change how long the run goes on and how it
+ * is watched (vae_trainer_continue_with); anything else that differs is
+ * refused, naming the setting, rather than silently ignored. Rerunning the
+ * same command resumes. --set alone applies to the stored config. */
+static vae_status continue_with_given_config(const cli_options *o, vae_trainer *trainer, const char *checkpoint) {
     if (!o->config_path && o->override_count == 0) return VAE_OK;
-    const vae_config *stored = vae_trainer_config(trainer);
-    vae_config given = *stored;
+    vae_config given = *vae_trainer_config(trainer);
     vae_status status = VAE_OK;
     if (o->config_path) {
         status = cli_load_config(o, &given);
     } else {
         for (int i = 0; status == VAE_OK && i < o->override_count; ++i)
             status = vae_config_set(&given, o->overrides[i]);
-        if (status == VAE_OK) status = vae_config_validate(&given);
     }
-    if (status != VAE_OK) return status;
-    char *stored_text = NULL, *given_text = NULL;
-    status = vae_config_to_string(stored, &stored_text);
-    if (status == VAE_OK) status = vae_config_to_string(&given, &given_text);
-    char given_line[200], stored_line[200], section[64];
-    if (status == VAE_OK && first_different_line(given_text, stored_text, given_line, sizeof given_line, stored_line,
-                                                 sizeof stored_line, section, sizeof section))
-        status = cli_error(VAE_ERROR_INVALID_ARGUMENT,
-                           "--resume continues the config stored in %s, and the %s given differs from it: %s %s "
-                           "given, %s stored. Start a new run to change it (another --out, or --force).",
-                           checkpoint, o->config_path ? "config" : "--set", section, given_line, stored_line);
-    free(stored_text);
-    free(given_text);
-    return status;
+    if (status == VAE_OK) status = vae_trainer_continue_with(trainer, &given);
+    if (status != VAE_OK) return cli_error(status, "--resume from %s: %s", checkpoint, vae_last_error());
+    return VAE_OK;
 }
 
 static int command_train(int argc, char **argv) {
@@ -141,7 +110,7 @@ static int command_train(int argc, char **argv) {
     vae_trainer *trainer = NULL;
     if (resume) {
         status = vae_distributed_agree(vae_trainer_load(&trainer, checkpoint, o.device));
-        if (status == VAE_OK) status = check_resume_config(&o, trainer, checkpoint);
+        if (status == VAE_OK) status = continue_with_given_config(&o, trainer, checkpoint);
         if (status != VAE_OK) {
             vae_trainer_destroy(trainer);
             vae_run_folder_release(folder);

@@ -375,6 +375,23 @@ vae_status vae_config_validate(const vae_config *config) {
     return VAE_OK;
 }
 
+int vae_config_first_difference(const vae_config *a, const vae_config *b, char *key, size_t key_size, char *a_value,
+                                char *b_value, size_t value_size) {
+    for (size_t s = 0; s < SECTION_COUNT; ++s)
+        for (size_t i = 0; i < KEY_COUNT; ++i) {
+            if (strcmp(config_keys[i].section, section_names[s]) != 0) continue;
+            char a_text[VAE_PATH_MAX + 16], b_text[VAE_PATH_MAX + 16];
+            format_value(&config_keys[i], a, a_text, sizeof a_text);
+            format_value(&config_keys[i], b, b_text, sizeof b_text);
+            if (strcmp(a_text, b_text) == 0) continue;
+            snprintf(key, key_size, "%s.%s", config_keys[i].section, config_keys[i].name);
+            snprintf(a_value, value_size, "%s", a_text);
+            snprintf(b_value, value_size, "%s", b_text);
+            return 1;
+        }
+    return 0;
+}
+
 /* ------------------------------------------------------------ writing */
 
 /* snprintf at *used; past the end, *used only grows (the caller checks). */

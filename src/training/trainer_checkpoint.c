@@ -233,3 +233,38 @@ vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind
     *out = trainer;
     return VAE_OK;
 }
+
+/* The settings a resumed run may change: how long it goes on and how it is
+ * watched (logs, evaluations, checkpoints, pictures), never what it trains. */
+#define CONTINUABLE_SETTINGS                                                                               \
+    "train.epochs, train.log_every_steps, train.eval_every_epochs, train.eval_batch_size, "                 \
+    "checkpoint.every_steps, checkpoint.keep and output.image_every_epochs"
+
+static void copy_continuable_settings(vae_config *to, const vae_config *from) {
+    to->epochs = from->epochs;
+    to->log_every_steps = from->log_every_steps;
+    to->eval_every_epochs = from->eval_every_epochs;
+    to->eval_batch_size = from->eval_batch_size;
+    to->checkpoint_every_steps = from->checkpoint_every_steps;
+    to->checkpoint_keep = from->checkpoint_keep;
+    to->image_every_epochs = from->image_every_epochs;
+}
+
+vae_status vae_trainer_continue_with(vae_trainer *trainer, const vae_config *config) {
+    if (!trainer || !config)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_trainer_continue_with: trainer or config is NULL");
+    if (trainer->prepared)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "vae_trainer_continue_with: the trainer has trained already; call it before vae_trainer_train");
+    VAE_TRY(vae_config_validate(config));
+    vae_config comparable = *config;
+    copy_continuable_settings(&comparable, &trainer->config);
+    char key[96], given[200], stored[200];
+    if (vae_config_first_difference(&comparable, &trainer->config, key, sizeof key, given, stored, sizeof given))
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "%s = %s given, %s stored: a resumed run keeps its stored config and may change only "
+                         CONTINUABLE_SETTINGS " (start a new run to change more: another --out, or --force)",
+                         key, given, stored);
+    copy_continuable_settings(&trainer->config, config);
+    return VAE_OK;
+}
