@@ -44,13 +44,13 @@ static const char *const likelihood_names[] = {"bernoulli", "gaussian", "gaussia
 static const char *const schedule_names[] = {"constant", "cosine", NULL};
 static const char *const optimizer_names[] = {"adam", "adamw", NULL};
 static const char *const precision_names[] = {"fp32", "tf32", "bf16", NULL};
+static const char *const nonfinite_names[] = {"stop", "skip", NULL};
+static const char *const placement_names[] = {"auto", "host", NULL};
+static const char *const objective_names[] = {"elbo", "iwae", NULL};
 
 const char *vae_precision_name(vae_precision precision) {
     return precision >= VAE_PRECISION_FP32 && precision <= VAE_PRECISION_BF16 ? precision_names[precision] : "unknown";
 }
-static const char *const nonfinite_names[] = {"stop", "skip", NULL};
-static const char *const placement_names[] = {"auto", "host", NULL};
-static const char *const objective_names[] = {"elbo", "iwae", NULL};
 
 #define FIELD(f) offsetof(vae_config, f)
 #define INT_KEY(s, n, f, lo, hi) {s, n, KEY_INT, FIELD(f), 0, lo, hi, 0, 0, NULL}
