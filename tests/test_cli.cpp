@@ -51,6 +51,7 @@ TEST(Cli, OptionsACommandDoesNotTakeAreRefused) {
         {"train --config x.ini --pairs 3", "--pairs"},
         {"encode --checkpoint c.safetensors --out z.npy --n 5", "--n"},
         {"manifold --checkpoint c.safetensors --out m.png --split test", "--split"},
+        {"sample --checkpoint c.safetensors --out s.png --precision fp32", "--precision"},
     };
     for (const auto &[arguments, option] : refused) {
         Result result = run(arguments);
@@ -62,7 +63,7 @@ TEST(Cli, OptionsACommandDoesNotTakeAreRefused) {
     }
     // Options a usage names are still taken (the error is then the missing file).
     for (const std::string arguments :
-         {"eval --checkpoint /nonexistent/c.safetensors --split test --iwae-k 5 --device cpu",
+         {"eval --checkpoint /nonexistent/c.safetensors --split test --iwae-k 5 --device cpu --precision bf16",
           "sample --checkpoint /nonexistent/c.safetensors --out s.png --n 4 --seed 3 --quiet",
           "interpolate --checkpoint /nonexistent/c.safetensors --out i.png --pairs 2 --steps 5 --quiet",
           "scatter --checkpoint /nonexistent/c.safetensors --out p.png --dims 0,1 --n 10",
@@ -138,6 +139,15 @@ TEST(Cli, CudaWithoutGpuFailsClearlyAndAutoFallsBack) {
     EXPECT_NE(automatic.output.find("\"device\":\"cpu"), std::string::npos) << automatic.output;
 }
 
+// One number field of a JSON line (NaN when absent).
+double json_number(const std::string &line, const char *key) {
+    cJSON *object = cJSON_Parse(line.c_str());
+    const cJSON *item = object ? cJSON_GetObjectItemCaseSensitive(object, key) : nullptr;
+    double value = cJSON_IsNumber(item) ? item->valuedouble : NAN;
+    cJSON_Delete(object);
+    return value;
+}
+
 TEST(Cli, TrainEvalSampleEndToEnd) {
     if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
     // The output folder's parents are created as needed (a fresh clone has no runs/).
@@ -155,8 +165,23 @@ TEST(Cli, TrainEvalSampleEndToEnd) {
     Result eval = run("eval --checkpoint " + folder + "/checkpoint.safetensors --split test --iwae-k 5");
     ASSERT_EQ(eval.exit_code, 0) << eval.output;
     for (const char *key : {"\"elbo\":", "\"reconstruction\":", "\"kl\":", "\"log_likelihood\":", "\"iwae_k\":5",
-                            "\"active_units\":", "\"kl_per_dimension\":[", "\"points\":500", "\"split\":\"test\""})
+                            "\"active_units\":", "\"kl_per_dimension\":[", "\"points\":500", "\"split\":\"test\"",
+                            "\"precision\":\"fp32\""})
         EXPECT_NE(eval.output.find(key), std::string::npos) << key << " in " << eval.output;
+    // The same weights evaluated with bf16 GEMMs: the precision is the one
+    // asked for, and the ELBO moves by bfloat16 rounding (not at all in fp32).
+    Result eval_fp32 = run("eval --checkpoint " + folder + "/checkpoint.safetensors --split test --iwae-k 5 --precision fp32");
+    Result eval_bf16 = run("eval --checkpoint " + folder + "/checkpoint.safetensors --split test --iwae-k 5 --precision bf16");
+    ASSERT_EQ(eval_fp32.exit_code, 0) << eval_fp32.output;
+    ASSERT_EQ(eval_bf16.exit_code, 0) << eval_bf16.output;
+    EXPECT_NE(eval_bf16.output.find("\"precision\":\"bf16\""), std::string::npos) << eval_bf16.output;
+    const double elbo_fp32 = json_number(eval_fp32.output, "elbo"), elbo_bf16 = json_number(eval_bf16.output, "elbo");
+    EXPECT_EQ(elbo_fp32, json_number(eval.output, "elbo"));
+    EXPECT_NE(elbo_bf16, elbo_fp32);
+    EXPECT_LT(std::fabs(elbo_bf16 - elbo_fp32), 1e-2 * std::fabs(elbo_fp32));
+    Result bad = run("eval --checkpoint " + folder + "/checkpoint.safetensors --precision fp16");
+    EXPECT_EQ(bad.exit_code, 2) << bad.output;
+    EXPECT_NE(bad.output.find("--precision expects fp32, tf32 or bf16, got fp16"), std::string::npos) << bad.output;
     std::string png = folder + "/samples.png";
     Result sample = run("sample --checkpoint " + folder + "/checkpoint.safetensors --out " + png + " --n 16");
     ASSERT_EQ(sample.exit_code, 0) << sample.output;
@@ -168,14 +193,6 @@ TEST(Cli, TrainEvalSampleEndToEnd) {
     EXPECT_NE(bench.output.find("\"samples_per_s\":"), std::string::npos);
 }
 
-// One number field of a JSON line (NaN when absent).
-double json_number(const std::string &line, const char *key) {
-    cJSON *object = cJSON_Parse(line.c_str());
-    const cJSON *item = object ? cJSON_GetObjectItemCaseSensitive(object, key) : nullptr;
-    double value = cJSON_IsNumber(item) ? item->valuedouble : NAN;
-    cJSON_Delete(object);
-    return value;
-}
 
 // A real short run with model.objective = iwae (K = 5) through the CLI: every
 // train line names the objective, the IWAE loss falls, it lies below the

@@ -203,12 +203,18 @@ typedef struct vae_eval_result {
     const double *kl_per_dimension;
     long points;
     double seconds;
+    vae_precision precision; /* of the GEMMs the evaluation ran */
 } vae_eval_result;
 
 /* Builds the model and backend for a config; loads the data. */
 vae_status vae_trainer_create(vae_trainer **out, const vae_config *config, vae_device_kind device);
 /* Creates a trainer from a checkpoint's stored config and weights. */
 vae_status vae_trainer_load(vae_trainer **out, const char *checkpoint_path, vae_device_kind device);
+/* vae_trainer_load with the GEMM precision given instead of the stored one
+ * (an fp32 evaluation of a model trained in bf16); the trainer's config
+ * says the precision it runs. */
+vae_status vae_trainer_load_with_precision(vae_trainer **out, const char *checkpoint_path, vae_device_kind device,
+                                           vae_precision precision);
 void vae_trainer_destroy(vae_trainer *trainer);
 vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *options);
 /* split: "train", "validation" or "test". iwae_k 0: ELBO only. */

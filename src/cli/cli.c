@@ -45,8 +45,10 @@ static const char *train_usage =
     "it goes on and how it is watched (train.epochs: more epochs continue a finished run).\n";
 static const char *eval_usage =
     "usage: vae eval --checkpoint FILE [--split train|validation|test] [--iwae-k K] [--device cpu|cuda|auto]\n"
+    "                [--precision fp32|tf32|bf16]\n"
     "Prints one JSON line: per-sample ELBO, reconstruction term, KL, active units and, with\n"
-    "--iwae-k, the importance-weighted log-likelihood estimate with K samples.\n";
+    "--iwae-k, the importance-weighted log-likelihood estimate with K samples. The GEMMs run in the\n"
+    "precision the model trained in (train.precision) unless --precision says otherwise.\n";
 static const char *sample_usage =
     "usage: vae sample --checkpoint FILE --out FILE.png [--n 64] [--seed S] [--device cpu|cuda|auto]\n"
     "                  [--quiet]\n"
@@ -161,7 +163,7 @@ static int command_eval(int argc, char **argv) {
     if (parsed) return parsed < 0 ? 0 : parsed;
     if (!o.checkpoint_path) return cli_usage_error(eval_usage, "eval needs --checkpoint FILE", NULL);
     vae_trainer *trainer = NULL;
-    vae_status status = vae_distributed_agree(vae_trainer_load(&trainer, o.checkpoint_path, o.device));
+    vae_status status = vae_distributed_agree(cli_load_checkpoint(&o, &trainer));
     if (status != VAE_OK) {
         vae_trainer_destroy(trainer);
         return cli_fail(status);

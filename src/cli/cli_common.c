@@ -48,6 +48,16 @@ static int parse_int(const char *text, int low, int high, int *out) {
     return 1;
 }
 
+/* A precision by its config name (fp32, tf32, bf16). */
+static int parse_precision(const char *text, vae_precision *out) {
+    for (int precision = VAE_PRECISION_FP32; precision <= VAE_PRECISION_BF16; ++precision)
+        if (strcmp(text, vae_precision_name((vae_precision)precision)) == 0) {
+            *out = (vae_precision)precision;
+            return 1;
+        }
+    return 0;
+}
+
 /* "i,j": two different non-negative latent indices. */
 static int parse_dims(const char *text, int dims[2]) {
     const char *comma = strchr(text, ',');
@@ -114,6 +124,9 @@ int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) 
             else if (strcmp(value, "cuda") == 0) o->device = VAE_DEVICE_CUDA;
             else if (strcmp(value, "auto") == 0) o->device = VAE_DEVICE_AUTO;
             else return cli_usage_error(usage, "--device expects cpu, cuda or auto, got", value);
+        } else if (strcmp(a, "--precision") == 0) {
+            if (!parse_precision(value, &o->precision)) return cli_usage_error(usage, "--precision expects fp32, tf32 or bf16, got", value);
+            o->precision_given = 1;
         } else if (strcmp(a, "--max-steps") == 0) {
             if (!parse_int(value, 1, 2000000000, &o->max_steps)) return cli_usage_error(usage, "--max-steps expects a positive integer, got", value);
         } else if (strcmp(a, "--iwae-k") == 0) {
@@ -153,5 +166,6 @@ vae_status cli_load_config(const cli_options *o, vae_config *config) {
 }
 
 vae_status cli_load_checkpoint(const cli_options *o, vae_trainer **trainer) {
+    if (o->precision_given) return vae_trainer_load_with_precision(trainer, o->checkpoint_path, o->device, o->precision);
     return vae_trainer_load(trainer, o->checkpoint_path, o->device);
 }

@@ -13,6 +13,8 @@ typedef struct cli_options {
     const char *overrides[MAX_OVERRIDES];
     int override_count;
     vae_device_kind device;
+    int precision_given;             /* --precision: the GEMMs' precision instead of the stored one */
+    vae_precision precision;
     int resume, force, quiet, max_steps, iwae_k, count, warmup_steps, steps;
     unsigned long long seed;
     /* Pictures and latents (src/cli/cli_pictures.c). */

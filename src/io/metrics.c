@@ -123,13 +123,13 @@ vae_status vae_eval_result_to_json(const vae_eval_result *result, const char *sp
         .log_likelihood = result->log_likelihood, .iwae_k = result->iwae_k, .active_units = result->active_units};
     char line[1024];
     vae_metrics_format(&record, line, sizeof line);
-    /* The record without its closing brace, then the points and each
-     * dimension's KL (at most 16 characters a number). */
-    size_t capacity = strlen(line) + 64 + 18 * (size_t)result->latent_dim;
+    /* The record without its closing brace, then the points, the precision and
+     * each dimension's KL (at most 16 characters a number). */
+    size_t capacity = strlen(line) + 96 + 18 * (size_t)result->latent_dim;
     char *text = malloc(capacity);
     if (!text) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "vae_eval_result_to_json: out of memory");
-    int used = snprintf(text, capacity, "%.*s,\"points\":%ld,\"kl_per_dimension\":[", (int)(strlen(line) - 1), line,
-                        result->points);
+    int used = snprintf(text, capacity, "%.*s,\"points\":%ld,\"precision\":\"%s\",\"kl_per_dimension\":[",
+                        (int)(strlen(line) - 1), line, result->points, vae_precision_name(result->precision));
     for (int j = 0; j < result->latent_dim && used > 0 && (size_t)used < capacity; ++j) {
         double value = result->kl_per_dimension[j];
         used += isfinite(value) ? snprintf(text + used, capacity - (size_t)used, "%s%.6g", j ? "," : "", value)

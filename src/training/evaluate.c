@@ -191,6 +191,7 @@ vae_status vae_trainer_evaluate(vae_trainer *trainer, const char *split, int iwa
     if (status == VAE_OK) status = finish_evaluation(&state, samples, iwae_k > 0, result);
     eval_state_free(&state);
     result->seconds = seconds_now() - start;
+    result->precision = trainer->config.precision;
     return status;
 }
 

@@ -154,7 +154,9 @@ static vae_status load_tensor_set(const vae_checkpoint *checkpoint, const char *
     return VAE_OK;
 }
 
-vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind device) {
+/* precision: NULL keeps the stored one. */
+static vae_status load_trainer(vae_trainer **out, const char *path, vae_device_kind device,
+                               const vae_precision *precision) {
     *out = NULL;
     vae_checkpoint checkpoint;
     memset(&checkpoint, 0, sizeof checkpoint);
@@ -172,6 +174,7 @@ vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind
         snprintf(name, sizeof name, "%s (stored config)", path);
         status = vae_config_load_string(&config, config_text, name);
     }
+    if (status == VAE_OK && precision) config.precision = *precision;
     if (status == VAE_OK) status = metadata_integer(&checkpoint, path, "step", UINT64_C(1) << 40, &step);
     if (status == VAE_OK) status = metadata_integer(&checkpoint, path, "skipped_steps", step, &skipped);
     if (status == VAE_OK) status = metadata_integer(&checkpoint, path, "nonfinite_seen", 1, &nonfinite);
@@ -232,6 +235,20 @@ vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind
     }
     *out = trainer;
     return VAE_OK;
+}
+
+vae_status vae_trainer_load(vae_trainer **out, const char *path, vae_device_kind device) {
+    return load_trainer(out, path, device, NULL);
+}
+
+vae_status vae_trainer_load_with_precision(vae_trainer **out, const char *path, vae_device_kind device,
+                                           vae_precision precision) {
+    if (precision != VAE_PRECISION_FP32 && precision != VAE_PRECISION_TF32 && precision != VAE_PRECISION_BF16) {
+        *out = NULL;
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_trainer_load_with_precision: unknown precision %d",
+                         (int)precision);
+    }
+    return load_trainer(out, path, device, &precision);
 }
 
 /* The settings a resumed run may change: how long it goes on and how it is
