@@ -24,7 +24,7 @@ __global__ void activation_forward_kernel(int activation, const float *pre, floa
 __global__ void activation_backward_kernel(int activation, const float *pre, const float *dpost, float *dpre,
                                            size_t count) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
-        dpre[i] = dpost[i] * vae_activation_derivative(activation, pre[i]);
+        dpre[i] = vae_activation_backward(activation, pre[i], dpost[i]);
 }
 
 /* Column sums, deterministic: a block covers BIAS_COLUMNS columns with

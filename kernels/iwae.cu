@@ -99,6 +99,7 @@ extern "C" cudaError_t vae_launch_iwae_objective(const float *logp, const float 
                                                  int rows, int latent, int samples, int width, float beta,
                                                  uint64_t kl_warmup_steps, const vae_step_counter *counter,
                                                  float logvar_clamp, double *accumulator, cudaStream_t stream) {
+    if (rows <= 0) return cudaSuccess;
     iwae_objective_kernel<<<(unsigned int)rows, VAE_BLOCK, 0, stream>>>(logp, mu_logvar, z, out, weight, row_loss,
                                                                          rows, latent, samples, width, beta,
                                                                          kl_warmup_steps, counter, logvar_clamp);
@@ -114,6 +115,7 @@ extern "C" cudaError_t vae_launch_iwae_latent_backward(const float *mu_logvar, c
                                                        const vae_step_counter *counter, float logvar_clamp,
                                                        cudaStream_t stream) {
     const size_t total = (size_t)rows * (size_t)latent;
+    if (total == 0) return cudaSuccess;
     iwae_latent_backward_kernel<<<vae_grid_for(total), VAE_BLOCK, 0, stream>>>(
         mu_logvar, z, dz, weight, dmu_logvar, rows, latent, samples, beta, kl_warmup_steps, counter, logvar_clamp);
     return cudaGetLastError();

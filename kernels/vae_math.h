@@ -139,6 +139,14 @@ VAE_HD float vae_activation_derivative(int activation, float pre) {
     }
 }
 
+/* The gradient through an activation. ReLU selects rather than multiplies,
+ * so that an infinite or NaN gradient behind a unit that is off stays out
+ * (0 * inf would be NaN): both backends then skip or take the same steps. */
+VAE_HD float vae_activation_backward(int activation, float pre, float dpost) {
+    if (activation == VAE_ACTIVATION_RELU) return pre > 0.0f ? dpost : 0.0f;
+    return dpost * vae_activation_derivative(activation, pre);
+}
+
 /* ---- likelihoods: log p(x | params) and d(-log p)/d params ---- */
 
 /* Bernoulli from a logit: x*l - softplus(l), never log(sigmoid). */

@@ -173,6 +173,26 @@ TEST(Math, ActivationsAndDerivatives) {
         }
 }
 
+// Both backends take the gradient through an activation with this one
+// function: a unit that is off passes nothing back, not even an infinite or
+// NaN gradient (a product with the derivative 0 would pass NaN and make the
+// GPU skip a step the CPU takes).
+TEST(Math, ActivationBackwardKeepsNonFiniteGradientsBehindOffReluUnits) {
+    const float infinity = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    for (float dpost : {infinity, -infinity, nan, 3.5f}) {
+        EXPECT_EQ(vae_activation_backward(VAE_ACTIVATION_RELU, -1.0f, dpost), 0.0f) << dpost;
+        EXPECT_EQ(vae_activation_backward(VAE_ACTIVATION_RELU, 0.0f, dpost), 0.0f) << dpost;
+        const float on = vae_activation_backward(VAE_ACTIVATION_RELU, 2.0f, dpost);
+        if (std::isnan(dpost)) EXPECT_TRUE(std::isnan(on));
+        else EXPECT_EQ(on, dpost);
+    }
+    // Smooth activations multiply by the derivative.
+    for (int activation : {VAE_ACTIVATION_TANH, VAE_ACTIVATION_SOFTPLUS, VAE_ACTIVATION_GELU})
+        for (float pre : {-3.0f, -0.25f, 0.0f, 1.5f})
+            EXPECT_EQ(vae_activation_backward(activation, pre, 0.75f), 0.75f * vae_activation_derivative(activation, pre))
+                << activation << " at " << pre;
+}
+
 TEST(Math, AdamMatchesTorchFormula) {
     vae_adam_settings s = {};
     s.lr = 1e-3f; s.beta1 = 0.9f; s.beta2 = 0.999f; s.epsilon = 1e-8f; s.weight_decay = 0.0f;

@@ -106,11 +106,12 @@ static void activation_forward_range(int activation, const float *restrict pre, 
 CPU_VECTOR_KERNEL
 static void activation_backward_range(int activation, const float *pre, const float *dpost, float *dpre,
                                       size_t count) {
+    /* ReLU on its own loop: a constant activation lets the compiler vectorise the select. */
     if (activation == VAE_ACTIVATION_RELU) {
-        for (size_t i = 0; i < count; ++i) dpre[i] = pre[i] > 0.0f ? dpost[i] : 0.0f;
+        for (size_t i = 0; i < count; ++i) dpre[i] = vae_activation_backward(VAE_ACTIVATION_RELU, pre[i], dpost[i]);
         return;
     }
-    for (size_t i = 0; i < count; ++i) dpre[i] = dpost[i] * vae_activation_derivative(activation, pre[i]);
+    for (size_t i = 0; i < count; ++i) dpre[i] = vae_activation_backward(activation, pre[i], dpost[i]);
 }
 
 /* Threads only where the work pays for waking them: element-wise passes
