@@ -1,9 +1,9 @@
 # Sourced by the GPU check scripts: Open MPI carried as unpacked .debs in
-# .carry/root (scripts/gpu-carry.sh downloads them, scripts/gpu-check.sh
+# build-gpu/carry-root (scripts/gpu-carry.sh downloads them, scripts/gpu-check.sh
 # unpacks them with dpkg -x) runs relocated from there. Debian's
 # alternatives links (mpirun, mpicc) are not in the .debs; they are made
 # here. Does nothing where the machine has its own mpirun.
-#   source scripts/carried_mpi.sh; vae_use_carried_mpi "$ROOT/.carry/root"
+#   source scripts/carried_mpi.sh; vae_use_carried_mpi "$ROOT/build-gpu/carry-root"
 vae_use_carried_mpi() {
   local root="$1" arch=x86_64-linux-gnu
   command -v mpirun >/dev/null && return 0

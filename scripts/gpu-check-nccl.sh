@@ -22,8 +22,8 @@ mkdir -p "$STATE"
 log() { echo "gpu-check nccl: $*" >&2; }
 record() { printf '%s' "$2" >"$STATE/$1"; }
 
-# Open MPI carried in .carry/root (unpacked by gpu-check.sh) runs relocated.
-CARRY_ROOT="$ROOT/.carry/root"
+# Open MPI carried in .carry/debs, unpacked by gpu-check.sh into $BUILD/carry-root, runs relocated.
+CARRY_ROOT="$BUILD/carry-root"
 source "$ROOT/scripts/carried_mpi.sh"
 vae_use_carried_mpi "$CARRY_ROOT"
 if ! command -v mpirun >/dev/null; then

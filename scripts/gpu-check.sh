@@ -4,8 +4,11 @@
 #
 #   build     CUDA build into build-gpu (sm_90 only unless VAE_CUDA_ARCHITECTURES says otherwise)
 #   test      every test; on a GPU machine a skipped GPU test (Cuda*,
-#             CurandHost*) fails the stage; compute-sanitizer memcheck, racecheck,
-#             initcheck and synccheck over a short training run, beside it
+#             CurandHost*, BackendOps.OtherBackendsMatchCpu) fails the stage;
+#             beside it compute-sanitizer: memcheck, racecheck, initcheck and
+#             synccheck over a short training run, and memcheck, racecheck and
+#             initcheck over the op-by-op GPU tests (a run passes with 0 errors
+#             and the program's own success)
 #   train     configs/fashion_mnist.ini on the GPU: its metrics and time
 #   bench     alone on the GPU, four benchmarks (784-400-20 batch 128 fp32;
 #             784-2048-2048-256 batch 1024 fp32, tf32 and bf16): the engine,
@@ -15,7 +18,8 @@
 #   nccl      scripts/gpu-check-nccl.sh: mpirun -np 1 on the data-parallel
 #             NCCL path against a plain run (skips itself without mpirun/NCCL)
 #   report    bench/results/gpu-check-DATE-COMMIT.json (also written after
-#             every stage, and copied to $OUT when set)
+#             every stage and copied, with the logs, to $OUT when set: a call
+#             cut off later still brings back the finished stages)
 #
 #   scripts/gpu-check.sh                # build test train bench nccl report
 #   scripts/gpu-check.sh test bench     # some stages, in this order
@@ -30,8 +34,12 @@
 #
 # Dependencies missing on the machine are taken from .carry/debs (made on a
 # machine with network by scripts/gpu-carry.sh, the Fashion-MNIST data set
-# included), unpacked into .carry/root: carry .carry with the call.
-# Environment: VAE_COMMIT (when there is no .git), OUT (receives the record
+# included), unpacked into build-gpu/carry-root: carry .carry with the call.
+# The engine and the tests run with the carried libraries on LD_LIBRARY_PATH;
+# the Python peers with the machine's own.
+# Environment: VAE_COMMIT (when there is no .git: the call's copy of the
+# working tree has none, so name it: VAE_COMMIT=$(git rev-parse --short HEAD)
+# written into the command), OUT (receives the record
 # and the logs), VAE_TORCH_COMPILE_MODE (default reduce-overhead; or
 # max-autotune), VAE_CUDA_ARCHITECTURES (default 90).
 set -uo pipefail
@@ -39,7 +47,9 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$ROOT/build-gpu"
 STATE="$BUILD/gpu-check"
-CARRY_ROOT="$ROOT/.carry/root"
+# Unpacked beside the build, not inside .carry: the carried folder stays the
+# .deb files alone (the transfer limit), and a warm machine keeps the tree.
+CARRY_ROOT="$BUILD/carry-root"
 BUDGET=${VAE_GPU_CHECK_BUDGET:-570}
 STARTED=$(date +%s)
 JOBS=$(nproc)
@@ -64,7 +74,16 @@ use_carried_packages() {
   if [ ! -e "$CARRY_ROOT/.unpacked" ]; then
     log "unpacking $(ls "$ROOT"/.carry/debs/*.deb | wc -l) carried packages into $CARRY_ROOT"
     mkdir -p "$CARRY_ROOT"
-    for deb in "$ROOT"/.carry/debs/*.deb; do dpkg -x "$deb" "$CARRY_ROOT" || log "warning: dpkg -x $deb failed"; done
+    for deb in "$ROOT"/.carry/debs/*.deb; do
+      # GCC's runtime libraries: the machine's own (as new or newer, and what
+      # its compiler links against) rather than Debian's, when it has them.
+      case "$(basename "$deb")" in
+        libgomp1_*) ldconfig -p 2>/dev/null | grep -q 'libgomp\.so\.1 ' && continue ;;
+        libgfortran5_*) ldconfig -p 2>/dev/null | grep -q 'libgfortran\.so\.5 ' && continue ;;
+        libquadmath0_*) ldconfig -p 2>/dev/null | grep -q 'libquadmath\.so\.0 ' && continue ;;
+      esac
+      dpkg -x "$deb" "$CARRY_ROOT" || log "warning: dpkg -x $deb failed"
+    done
     # .pc files name /usr: point them into the carried tree.
     find "$CARRY_ROOT" -name '*.pc' -type f -exec sed -i -e "s#=/usr\\b#=$CARRY_ROOT/usr#g" \
       -e "s# -I/usr/# -I$CARRY_ROOT/usr/#g" -e "s# -L/usr/# -L$CARRY_ROOT/usr/#g" {} +
@@ -92,7 +111,11 @@ use_carried_packages() {
   command -v cmake >/dev/null || export PATH="$PATH:$CARRY_ROOT/usr/bin"
   command -v pkg-config >/dev/null || export PATH="$PATH:$CARRY_ROOT/usr/bin"
 }
+# The peers (python3: PyTorch, JAX) run with the machine's own library path.
+MACHINE_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
 use_carried_packages
+# peer COMMAND...: a benchmark peer, without the carried libraries in its way.
+peer() { LD_LIBRARY_PATH="$MACHINE_LD_LIBRARY_PATH" "$@"; }
 # Open MPI from the carry, where the machine has none: the build then has MPI
 # and NCCL, and the Distributed tests and the nccl stage run.
 source "$ROOT/scripts/carried_mpi.sh"
@@ -110,8 +133,18 @@ if [ ! -e "$DATA_DIR/train-images-idx3-ubyte.gz" ] &&
 fi
 [ -e "$DATA_DIR/train-images-idx3-ubyte.gz" ] || log "warning: no Fashion-MNIST (carry .carry made by scripts/gpu-carry.sh)"
 
-report() { "$PYTHON" "$ROOT/scripts/gpu_check_report.py" "$STATE" "$ROOT" >"$STATE/report.log" 2>&1 ||
+report() { peer "$PYTHON" "$ROOT/scripts/gpu_check_report.py" "$STATE" "$ROOT" >"$STATE/report.log" 2>&1 ||
              { log "report failed"; cat "$STATE/report.log" >&2; }; }
+# publish: the record so far and the logs into $OUT, so that a call cut off
+# later still brings back what the finished stages found.
+publish() {
+  report
+  if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
+    cp "$(cat "$STATE/record_path" 2>/dev/null)" "$OUT/" 2>/dev/null
+    # Logs in one archive (the tool returns at most 8 files).
+    tar -C "$STATE" -czf "$OUT/gpu-check-logs.tar.gz" --exclude='*-run' --exclude='fashion_mnist_run' . 2>/dev/null
+  fi
+}
 
 # ---------------------------------------------------------------- build
 stage_build() {
@@ -123,46 +156,70 @@ stage_build() {
   cmake -S "$ROOT" --preset cuda -B "$BUILD" "${generator[@]}" -DVAE_WERROR="${VAE_WERROR:-OFF}" \
     -DCMAKE_CUDA_ARCHITECTURES="${VAE_CUDA_ARCHITECTURES:-90}" >"$STATE/configure.log" 2>&1 ||
     { log "configure failed (see $STATE/configure.log)"; tail -30 "$STATE/configure.log" >&2; return 1; }
-  cmake --build "$BUILD" -j "$JOBS" >"$STATE/build.log" 2>&1 ||
-    { log "build failed (see $STATE/build.log)"; grep -E "error|Error" "$STATE/build.log" | head -30 >&2; return 1; }
+  timeout $(( $(time_left) > 90 ? $(time_left) - 30 : 60 )) cmake --build "$BUILD" -j "$JOBS" >"$STATE/build.log" 2>&1 ||
+    { log "build failed or ran out of time (see $STATE/build.log)"; grep -E "error|Error" "$STATE/build.log" | head -30 >&2
+      return 1; }
   record cuda_architectures "${VAE_CUDA_ARCHITECTURES:-90}"
 }
 
 # ---------------------------------------------------------------- test (+ sanitizers beside it)
-# sanitizer_run TOOL: one compute-sanitizer tool over a one-epoch tiny run
-# (20 steps: one eager, the capture, replays; then an evaluation).
+# The sanitizers' runs: each tool over a one-epoch tiny training run (20
+# steps: one eager, the capture, replays; then an evaluation), and memcheck,
+# racecheck and initcheck over the op-by-op GPU tests too (every kernel at the
+# real models' sizes, conv, IWAE and the bf16 GEMM path included).
+SANITIZER_RUNS=(memcheck racecheck initcheck synccheck memcheck-ops racecheck-ops initcheck-ops)
+
+# sanitizer_run RUN: one of SANITIZER_RUNS. A pass needs the summary's 0
+# errors and the program's own success (exit 0; the training run's metrics).
 sanitizer_run() {
-  local tool=$1 out="$STATE/sanitizer-$tool-run" extra=()
+  local run=$1 tool=${1%-ops} out="$STATE/sanitizer-$1-run" extra=() program=()
   rm -rf "$out"
   [ "$tool" = racecheck ] && extra=(--racecheck-report hazard)
-  timeout 400 compute-sanitizer --tool "$tool" "${extra[@]}" --print-limit 50 "$BUILD/vae" train \
-    --config configs/tiny_test.ini --device cuda --set train.epochs=1 "${DATA_OVERRIDES[@]}" --out "$out" --quiet \
-    >"$STATE/sanitizer-$tool.log" 2>&1
-  echo $? >"$STATE/sanitizer-$tool.exit"
+  if [ "$run" = "$tool" ]; then
+    program=("$BUILD/vae" train --config configs/tiny_test.ini --device cuda --set train.epochs=1
+             "${DATA_OVERRIDES[@]}" --out "$out" --quiet)
+  else
+    program=(sh -c "'$BUILD/test_backend_ops' --gtest_filter='*OtherBackendsMatchCpu*' &&
+                    '$BUILD/test_cuda_backend' --gtest_filter='CudaBackendBfloat16.*:CudaBackendTest.CapturedGraph*'")
+  fi
+  timeout "$2" compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 99 "${extra[@]}" \
+    --print-limit 50 "${program[@]}" >"$STATE/sanitizer-$run.log" 2>&1
+  echo $? >"$STATE/sanitizer-$run.exit"
 }
 
 stage_sanitize_start() {
   if ! command -v compute-sanitizer >/dev/null; then log "compute-sanitizer not found"; return 1; fi
   rm -f "$STATE"/sanitizer-*.exit
-  for tool in memcheck racecheck initcheck synccheck; do sanitizer_run "$tool" & done
+  # Bounded by the budget: the stage that waits for them must still end in time.
+  local limit=$(( $(time_left) > 160 ? $(time_left) - 100 : 60 ))
+  for run in "${SANITIZER_RUNS[@]}"; do sanitizer_run "$run" "$limit" & done
 }
 
 stage_sanitize_finish() {
   wait
   local failed=0
-  for tool in memcheck racecheck initcheck synccheck; do
-    local errors
+  for run in "${SANITIZER_RUNS[@]}"; do
+    local errors exit_status
     errors=$(sed -n -e 's/.*ERROR SUMMARY: \([0-9]*\) error.*/\1/p' -e 's/.*RACECHECK SUMMARY: .*(\([0-9]*\) error.*/\1/p' \
-      "$STATE/sanitizer-$tool.log" 2>/dev/null | tail -1)
+      "$STATE/sanitizer-$run.log" 2>/dev/null | tail -1)
+    exit_status=$(cat "$STATE/sanitizer-$run.exit" 2>/dev/null || echo none)
+    record "sanitizer_${run//-/_}_exit" "\"$exit_status\""
     if [ -z "$errors" ]; then
-      log "$tool: no summary (exit $(cat "$STATE/sanitizer-$tool.exit" 2>/dev/null)); see sanitizer-$tool.log"
-      tail -8 "$STATE/sanitizer-$tool.log" >&2
+      log "$run: no summary (exit $exit_status); see sanitizer-$run.log"
+      tail -8 "$STATE/sanitizer-$run.log" >&2
       errors=null; failed=1
     else
-      log "$tool: $errors errors (exit $(cat "$STATE/sanitizer-$tool.exit"))"
-      [ "$errors" = 0 ] || { failed=1; grep -m 12 -E "^========= (Invalid|Uninitialized|Race|Barrier|Error|    at|Program hit)" "$STATE/sanitizer-$tool.log" >&2; }
+      log "$run: $errors errors (exit $exit_status)"
+      [ "$errors" = 0 ] || { failed=1; grep -m 12 -E "^========= (Invalid|Uninitialized|Race|Barrier|Error|    at|Program hit)" "$STATE/sanitizer-$run.log" >&2; }
+      if [ "$exit_status" != 0 ]; then
+        log "$run: the program under the sanitizer failed (exit $exit_status): $(grep -v '^=========' "$STATE/sanitizer-$run.log" | tail -3 | tr '\n' ' ' | cut -c1-300)"
+        failed=1
+      fi
     fi
-    record "sanitizer_$tool" "$errors"
+    if [ "$run" = "${run%-ops}" ] && [ ! -s "$STATE/sanitizer-$run-run/metrics.jsonl" ]; then
+      log "$run: the training run under the sanitizer wrote no metrics"; failed=1
+    fi
+    record "sanitizer_${run//-/_}" "$errors"
   done
   return $failed
 }
@@ -191,12 +248,12 @@ stage_test() {
   record tests_failed "$failed"
   record tests_skipped "$skipped"
   record tests_passed "$((total - failed - skipped))"
-  # On a GPU machine the GPU tests must run: a skipped Cuda* or CurandHost*
-  # test fails the stage. (Other skips, for tools this machine lacks (MPI,
+  # On a GPU machine the GPU tests must run: a skipped Cuda*, CurandHost* or
+  # BackendOps.OtherBackendsMatchCpu test fails the stage. (Other skips, for tools this machine lacks (MPI,
   # matplotlib, torch for /usr/bin/python3) or for running as root, are
   # listed in the record.)
   if have_gpu; then
-    grep -E '^(Cuda|CurandHost)' "$STATE/tests_skipped_names" >"$STATE/tests_skipped_wrongly"
+    grep -E '^(Cuda|CurandHost)|OtherBackendsMatchCpu' "$STATE/tests_skipped_names" >"$STATE/tests_skipped_wrongly"
     if [ -s "$STATE/tests_skipped_wrongly" ]; then
       log "error: on a GPU machine these GPU tests skipped: $(tr '\n' ' ' <"$STATE/tests_skipped_wrongly")"
       status=1
@@ -210,6 +267,7 @@ stage_test() {
 stage_train() {
   local out="$STATE/fashion_mnist_run" started finished
   rm -rf "$out"
+  if ! enough 60; then log "train: skipped (out of time)"; record train_exit '"skipped: out of time"'; return 1; fi
   log "training configs/fashion_mnist.ini on the GPU"
   started=$(date +%s.%N)
   timeout $(( $(time_left) > 200 ? 180 : $(time_left) - 20 )) "$BUILD/vae" train --config configs/fashion_mnist.ini \
@@ -264,14 +322,15 @@ stage_bench() {
     log "benchmarking $model ($config, $precision)"
     bench_one "${model}_vae_engine" 20 "$BUILD/vae" bench --config "$config" --device cuda "${DATA_OVERRIDES[@]}" \
       "${overrides[@]}" --set "train.precision=$precision" --warmup-steps 50 --steps "$steps" || failed=1
-    bench_one "${model}_pytorch" 30 "$PYTHON" bench/pytorch_vae.py --config "$config" --device cuda \
+    bench_one "${model}_pytorch" 30 peer "$PYTHON" bench/pytorch_vae.py --config "$config" --device cuda \
       --precision "$precision" --warmup-steps 20 --steps "$steps" || failed=1
-    bench_one "${model}_jax" 40 "$PYTHON" bench/jax_vae.py --config "$config" --device cuda --precision "$precision" \
+    bench_one "${model}_jax" 40 peer "$PYTHON" bench/jax_vae.py --config "$config" --device cuda --precision "$precision" \
       --warmup-steps 20 --steps "$steps" || failed=1
-    bench_one "${model}_gemm_floor" 20 "$PYTHON" bench/gemm_floor.py --config "$config" --device cuda \
+    bench_one "${model}_gemm_floor" 20 peer "$PYTHON" bench/gemm_floor.py --config "$config" --device cuda \
       --precision "$precision" || failed=1
   done
-  # torch.compile last: its compilations take the longest.
+  # The IWAE timing before torch.compile, whose compilations take the longest.
+  stage_iwae || failed=1
   for model in small_fp32 large_fp32 large_tf32 large_bf16; do
     case $model in
       small_fp32) config=configs/pytorch_example.ini; precision=fp32; steps=1000 ;;
@@ -279,11 +338,10 @@ stage_bench() {
       large_tf32) config=configs/large.ini; precision=tf32; steps=300 ;;
       large_bf16) config=configs/large.ini; precision=bf16; steps=300 ;;
     esac
-    bench_one "${model}_torch_compile" 90 "$PYTHON" bench/pytorch_vae.py --config "$config" --device cuda \
+    bench_one "${model}_torch_compile" 90 peer "$PYTHON" bench/pytorch_vae.py --config "$config" --device cuda \
       --precision "$precision" --compile "$COMPILE_MODE" --warmup-steps 30 --steps "$steps" || failed=1
   done
   record torch_compile_mode "\"$COMPILE_MODE\""
-  stage_iwae || failed=1
   return $failed
 }
 
@@ -311,13 +369,8 @@ stage_nccl() {
 }
 
 stage_report() {
-  report
+  publish
   cat "$STATE/report.log" >&2
-  if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
-    cp "$(cat "$STATE/record_path" 2>/dev/null)" "$OUT/" 2>/dev/null
-    # Logs in one archive (the tool returns at most 8 files).
-    tar -C "$STATE" -czf "$OUT/gpu-check-logs.tar.gz" --exclude='*-run' --exclude='fashion_mnist_run' . 2>/dev/null
-  fi
 }
 
 # ---------------------------------------------------------------- stages
@@ -338,7 +391,7 @@ for stage in "${stages[@]}"; do
     build|test|sanitize|train|bench|nccl)
       record "stage_$stage" running
       if "stage_$stage"; then record "stage_$stage" ok; else record "stage_$stage" failed; overall=1; fi
-      report  # the record so far, in case a later stage runs out of time
+      publish  # the record so far, in case a later stage runs out of time
       if [ "$stage" = build ] && [ "$(cat "$STATE/stage_build")" != ok ]; then stage_report; exit 1; fi ;;
     report) stage_report ;;
     *) log "unknown stage '$stage' (build test sanitize train bench nccl report failed)"; exit 2 ;;

@@ -25,6 +25,8 @@ FRAMEWORKS = ("vae_engine", "pytorch", "torch_compile", "jax")
 SMALL_TARGETS = {"pytorch": 5.0, "torch_compile": 2.0, "jax": 2.0}
 LARGE_FLOOR_TARGET = 1.15
 IWAE_TARGET_SECONDS = 2.0
+# scripts/gpu-check.sh's SANITIZER_RUNS, with "-" as "_".
+SANITIZER_RUNS = ("memcheck", "racecheck", "initcheck", "synccheck", "memcheck_ops", "racecheck_ops", "initcheck_ops")
 
 
 def read(state, name, default=None):
@@ -116,8 +118,10 @@ def main():
         "tests": {"total": read(state, "tests_total"), "passed": read(state, "tests_passed"),
                   "failed": read(state, "tests_failed"), "skipped": read(state, "tests_skipped"),
                   "skipped_names": skipped_names},
-        "sanitizer_errors": {tool: read(state, f"sanitizer_{tool}")
-                             for tool in ("memcheck", "racecheck", "initcheck", "synccheck")},
+        # Each tool over a training run, and three over the op-by-op GPU tests
+        # ("_ops"); with each run's exit status (0 unless the program failed).
+        "sanitizer_errors": {run: read(state, f"sanitizer_{run}") for run in SANITIZER_RUNS},
+        "sanitizer_exit_status": {run: read(state, f"sanitizer_{run}_exit") for run in SANITIZER_RUNS},
         "fashion_mnist_train": {"config": "configs/fashion_mnist.ini", "exit_status": read(state, "train_exit"),
                                 "seconds": read(state, "train_seconds"),
                                 "last_train_metrics": read(state, "train_last_metrics"),
