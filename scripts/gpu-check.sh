@@ -276,6 +276,14 @@ stage_train() {
   finished=$(date +%s.%N)
   grep -E "^vae: device|epoch 10/" "$STATE/train.log" | tail -3 >&2
   record train_exit "$status"
+  # A step graph that cannot be captured fails every GPU run: the later
+  # stages then run their steps eagerly (VAE_CUDA_GRAPHS=0, the same bits) so
+  # that the call still brings back numbers, and the record says so.
+  if [ "$status" != 0 ] && grep -q "capturing the step graph" "$STATE/train.log"; then
+    log "train: the step graph could not be captured; later stages run eagerly (VAE_CUDA_GRAPHS=0)"
+    export VAE_CUDA_GRAPHS=0
+    record step_graphs '"off: capture failed in the train stage"'
+  fi
   record train_seconds "$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.1f", b - a }')"
   [ -s "$out/metrics.jsonl" ] && grep '"kind":"eval"' "$out/metrics.jsonl" | tail -1 >"$STATE/train_last_eval"
   [ -s "$out/metrics.jsonl" ] && grep '"kind":"train"' "$out/metrics.jsonl" | tail -1 >"$STATE/train_last_metrics"

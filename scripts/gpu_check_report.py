@@ -131,6 +131,7 @@ def main():
         "gemm_floor_samples_per_s": floors,
         "ratios": ratios,
         "torch_compile_mode": read(state, "torch_compile_mode"),
+        "step_graphs": read(state, "step_graphs") or "on",
         "iwae_5000_test": {"images": 10000, "k": 5000, "wall_seconds": iwae_seconds,
                            "exit_status": read(state, "iwae_exit"), "result": iwae_result},
         "targets_met": targets,

@@ -1109,28 +1109,35 @@ const std::vector<OpCase> &cases() {
 struct NamedBackend {
     std::string name;
     vae_backend *backend;
+    vae_precision precision;  // compared with a CPU backend of the same precision
 };
 
 // The backends other than the CPU present in this build and machine (empty
-// without a GPU). Created once, kept for the process.
+// without a GPU): CUDA in fp32, and in bf16 against the CPU's emulation of
+// it. Created once, kept for the process.
 const std::vector<NamedBackend> &other_backends() {
     static const std::vector<NamedBackend> backends = [] {
         std::vector<NamedBackend> list;
-        vae_backend *cuda = nullptr;
-        if (vae_backend_cuda_available() && vae_backend_create_cuda(&cuda, VAE_PRECISION_FP32) == VAE_OK)
-            list.push_back({"cuda", cuda});
+        if (!vae_backend_cuda_available()) return list;
+        for (vae_precision precision : {VAE_PRECISION_FP32, VAE_PRECISION_BF16}) {
+            vae_backend *cuda = nullptr;
+            check(vae_backend_create_cuda(&cuda, precision), "create cuda");
+            list.push_back({std::string("cuda-") + vae_precision_name(precision), cuda, precision});
+        }
         return list;
     }();
     return backends;
 }
 
-vae_backend *cpu_backend() {
-    static vae_backend *cpu = [] {
-        vae_backend *backend = nullptr;
-        check(vae_backend_create_cpu(&backend), "create cpu");
-        return backend;
-    }();
-    return cpu;
+vae_backend *cpu_backend(vae_precision precision = VAE_PRECISION_FP32) {
+    static vae_backend *cpu[3] = {};
+    if (!cpu[precision]) check(vae_backend_create_cpu_precision(&cpu[precision], precision), "create cpu");
+    return cpu[precision];
+}
+
+// Precision changes only the GEMMs: the linear and convolution cases.
+bool case_uses_gemm(const OpCase &c) {
+    return c.name.rfind("linear_", 0) == 0 || c.name.rfind("conv", 0) == 0;
 }
 
 Outputs run_case(const OpCase &c, vae_backend *backend) {
@@ -1201,11 +1208,11 @@ TEST_P(BackendOps, CpuMatchesScalarReference) {
 TEST_P(BackendOps, OtherBackendsMatchCpu) {
     const OpCase &c = cases()[GetParam()];
     if (other_backends().empty()) GTEST_SKIP() << "no backend besides the CPU here (no usable CUDA GPU)";
-    Outputs cpu;
-    ASSERT_NO_THROW(cpu = run_case(c, cpu_backend()));
     for (const NamedBackend &other : other_backends()) {
+        if (other.precision != VAE_PRECISION_FP32 && !case_uses_gemm(c)) continue;
         SCOPED_TRACE(other.name);
-        Outputs got;
+        Outputs cpu, got;
+        ASSERT_NO_THROW(cpu = run_case(c, cpu_backend(other.precision)));
         ASSERT_NO_THROW(got = run_case(c, other.backend)) << other.name;
         expect_match(got, cpu, c.backend_tolerance);
     }

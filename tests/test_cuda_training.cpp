@@ -352,6 +352,19 @@ TEST_F(CudaTraining, TwoGpuRunsAreBitwiseIdentical) {
     EXPECT_EQ(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)), 0);
 }
 
+// VAE_CUDA_GRAPHS=0 (every step eager) computes what the replayed graph does,
+// so the switch can isolate a capture problem without changing a result.
+TEST_F(CudaTraining, EagerStepsEqualGraphReplaysBitwise) {
+    vae_config config = small_config();
+    std::vector<float> replayed = train(config, VAE_DEVICE_CUDA, 120, "cuda_graph_replayed").parameters;
+    ASSERT_EQ(setenv("VAE_CUDA_GRAPHS", "0", 1), 0);
+    std::vector<float> eager = train(config, VAE_DEVICE_CUDA, 120, "cuda_graph_eager").parameters;
+    unsetenv("VAE_CUDA_GRAPHS");
+    ASSERT_EQ(replayed.size(), eager.size());
+    ASSERT_FALSE(replayed.empty());
+    EXPECT_EQ(std::memcmp(replayed.data(), eager.data(), replayed.size() * sizeof(float)), 0);
+}
+
 TEST_F(CudaTraining, HostResidentDataTrainsExactlyLikeDeviceResident) {
     vae_config config = small_config();
     std::vector<float> device_resident = train(config, VAE_DEVICE_CUDA, 120, "cuda_data_device").parameters;

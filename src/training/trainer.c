@@ -235,6 +235,15 @@ static vae_status issue_one_step(vae_trainer *trainer) {
     return vae_step_optimizer(trainer->train_step, &trainer->adam, trainer->counter);
 }
 
+/* Whether steps replay a captured graph: where the backend has graphs, unless
+ * VAE_CUDA_GRAPHS=0 asks for every step eagerly (a switch for isolating a
+ * capture problem; the steps compute the same bits either way). */
+static int step_graphs_wanted(const vae_trainer *trainer) {
+    if (!vae_backend_has_graphs(trainer->backend)) return 0;
+    const char *setting = getenv("VAE_CUDA_GRAPHS");
+    return !(setting && strcmp(setting, "0") == 0);
+}
+
 /* One step: replayed from a captured graph where the backend has them. The
  * first step of a trainer runs eagerly and the graph is captured on the
  * second: the first launches load kernel modules lazily and let cuBLAS pick
@@ -243,9 +252,9 @@ static vae_status issue_one_step(vae_trainer *trainer) {
 static vae_status run_one_step(vae_trainer *trainer) {
     const unsigned long long step_number = (unsigned long long)trainer->host_step + 1;
     VAE_TRY(ensure_permutation(trainer, trainer->host_step / (uint64_t)trainer->steps_per_epoch));
-    const int has_graphs = vae_backend_has_graphs(trainer->backend);
-    if (has_graphs) vae_distributed_heartbeat();
-    if (!has_graphs || !trainer->eager_step_done) {
+    const int graphs = step_graphs_wanted(trainer);
+    if (graphs) vae_distributed_heartbeat();
+    if (!graphs || !trainer->eager_step_done) {
         vae_status status = issue_one_step(trainer);
         if (status != VAE_OK) return vae_error_context(status, "training step %llu (eager)", step_number);
         trainer->eager_step_done = 1;
