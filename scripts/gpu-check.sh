@@ -114,8 +114,9 @@ use_carried_packages() {
 # The peers (python3: PyTorch, JAX) run with the machine's own library path.
 MACHINE_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}"
 use_carried_packages
-# peer COMMAND...: a benchmark peer, without the carried libraries in its way.
-peer() { LD_LIBRARY_PATH="$MACHINE_LD_LIBRARY_PATH" "$@"; }
+# "${PEER[@]}" COMMAND...: a benchmark peer, without the carried libraries in
+# its way (a command, not a function: timeout runs it).
+PEER=(env "LD_LIBRARY_PATH=$MACHINE_LD_LIBRARY_PATH")
 # Open MPI from the carry, where the machine has none: the build then has MPI
 # and NCCL, and the Distributed tests and the nccl stage run.
 source "$ROOT/scripts/carried_mpi.sh"
@@ -133,7 +134,7 @@ if [ ! -e "$DATA_DIR/train-images-idx3-ubyte.gz" ] &&
 fi
 [ -e "$DATA_DIR/train-images-idx3-ubyte.gz" ] || log "warning: no Fashion-MNIST (carry .carry made by scripts/gpu-carry.sh)"
 
-report() { peer "$PYTHON" "$ROOT/scripts/gpu_check_report.py" "$STATE" "$ROOT" >"$STATE/report.log" 2>&1 ||
+report() { "${PEER[@]}" "$PYTHON" "$ROOT/scripts/gpu_check_report.py" "$STATE" "$ROOT" >"$STATE/report.log" 2>&1 ||
              { log "report failed"; cat "$STATE/report.log" >&2; }; }
 # publish: the record so far and the logs into $OUT, so that a call cut off
 # later still brings back what the finished stages found.
@@ -330,11 +331,11 @@ stage_bench() {
     log "benchmarking $model ($config, $precision)"
     bench_one "${model}_vae_engine" 20 "$BUILD/vae" bench --config "$config" --device cuda "${DATA_OVERRIDES[@]}" \
       "${overrides[@]}" --set "train.precision=$precision" --warmup-steps 50 --steps "$steps" || failed=1
-    bench_one "${model}_pytorch" 30 peer "$PYTHON" bench/pytorch_vae.py --config "$config" --device cuda \
+    bench_one "${model}_pytorch" 30 "${PEER[@]}" "$PYTHON" bench/pytorch_vae.py --config "$config" --device cuda \
       --precision "$precision" --warmup-steps 20 --steps "$steps" || failed=1
-    bench_one "${model}_jax" 40 peer "$PYTHON" bench/jax_vae.py --config "$config" --device cuda --precision "$precision" \
+    bench_one "${model}_jax" 40 "${PEER[@]}" "$PYTHON" bench/jax_vae.py --config "$config" --device cuda --precision "$precision" \
       --warmup-steps 20 --steps "$steps" || failed=1
-    bench_one "${model}_gemm_floor" 20 peer "$PYTHON" bench/gemm_floor.py --config "$config" --device cuda \
+    bench_one "${model}_gemm_floor" 20 "${PEER[@]}" "$PYTHON" bench/gemm_floor.py --config "$config" --device cuda \
       --precision "$precision" || failed=1
   done
   # The IWAE timing before torch.compile, whose compilations take the longest.
@@ -346,7 +347,7 @@ stage_bench() {
       large_tf32) config=configs/large.ini; precision=tf32; steps=300 ;;
       large_bf16) config=configs/large.ini; precision=bf16; steps=300 ;;
     esac
-    bench_one "${model}_torch_compile" 90 peer "$PYTHON" bench/pytorch_vae.py --config "$config" --device cuda \
+    bench_one "${model}_torch_compile" 90 "${PEER[@]}" "$PYTHON" bench/pytorch_vae.py --config "$config" --device cuda \
       --precision "$precision" --compile "$COMPILE_MODE" --warmup-steps 30 --steps "$steps" || failed=1
   done
   record torch_compile_mode "\"$COMPILE_MODE\""
