@@ -231,7 +231,7 @@ stage_test() {
   local parallel=$(( JOBS / 2 > 1 ? JOBS / 2 : 1 ))
   local sanitizing=0
   if [ "${SANITIZE_WITH_TESTS:-1}" = 1 ] && have_gpu && command -v compute-sanitizer >/dev/null; then
-    log "starting the four sanitizers beside the tests"
+    log "starting the sanitizer runs (${SANITIZER_RUNS[*]}) beside the tests"
     stage_sanitize_start && sanitizing=1
   fi
   # The GPU tests first, on their own: their results stand even if the rest
