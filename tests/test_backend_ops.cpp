@@ -441,11 +441,18 @@ OpCase activation_forward_case(vae_activation activation, size_t count) {
 }
 
 // in_place: dpre aliases dpost, as the training step calls it.
-OpCase activation_backward_case(vae_activation activation, size_t count, bool in_place) {
+// non_finite: every seventh gradient is +inf, -inf or NaN in turn. A unit
+// that is off passes none of it back (ReLU selects; a product with its
+// derivative 0 would give NaN).
+OpCase activation_backward_case(vae_activation activation, size_t count, bool in_place, bool non_finite = false) {
     auto pre = std::make_shared<std::vector<float>>(normal(count, 51 + activation, 3.0f));
     auto dpost = std::make_shared<std::vector<float>>(normal(count, 52));
+    const float specials[3] = {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                               std::numeric_limits<float>::quiet_NaN()};
+    if (non_finite)
+        for (size_t i = 0; i < count; i += 7) (*dpost)[i] = specials[i / 7 % 3];
     OpCase c{shape(std::string(in_place ? "activation_backward_inplace_" : "activation_backward_") +
-                       activation_name(activation),
+                       activation_name(activation) + (non_finite ? "_nonfinite" : ""),
                    {{"n", (long)count}}),
              normalized(1e-6), normalized(1e-5), 1, nullptr, nullptr};
     c.prepare = [=](Arena &arena) {
@@ -461,7 +468,10 @@ OpCase activation_backward_case(vae_activation activation, size_t count, bool in
     };
     c.reference = [=] {
         Values dpre(count);
-        for (size_t i = 0; i < count; ++i) dpre[i] = (double)(*dpost)[i] * activation_slope(activation, (*pre)[i]);
+        for (size_t i = 0; i < count; ++i) {
+            const bool off = activation == VAE_ACTIVATION_RELU && !((*pre)[i] > 0.0f);
+            dpre[i] = off ? 0.0 : (double)(*dpost)[i] * activation_slope(activation, (*pre)[i]);
+        }
         return Outputs{{"dpre", dpre}};
     };
     return c;
@@ -1057,6 +1067,7 @@ const std::vector<OpCase> &cases() {
         }
         t.push_back(activation_forward_case(VAE_ACTIVATION_GELU, 1200007));
         t.push_back(activation_backward_case(VAE_ACTIVATION_SOFTPLUS, 1200007, true));
+        t.push_back(activation_backward_case(VAE_ACTIVATION_RELU, 2479, false, true));
         for (vae_dtype d : {VAE_DTYPE_U8, VAE_DTYPE_F32})
             for (vae_binarize b : {VAE_BINARIZE_NONE, VAE_BINARIZE_STATIC, VAE_BINARIZE_DYNAMIC})
                 t.push_back(gather_case(d, b, 37, 101));

@@ -193,7 +193,6 @@ TEST(Cli, TrainEvalSampleEndToEnd) {
     EXPECT_NE(bench.output.find("\"samples_per_s\":"), std::string::npos);
 }
 
-
 // A real short run with model.objective = iwae (K = 5) through the CLI: every
 // train line names the objective, the IWAE loss falls, it lies below the
 // negative ELBO on average (the bound is tighter), and the model evaluates.

@@ -115,6 +115,7 @@ void perturb_every_gemm_output(vae_trainer *trainer) {
 struct TrainingRun {
     std::vector<float> parameters; // every model tensor after the run, flat
     std::vector<double> losses;    // the logged mean training loss, one per log_every_steps
+    bool replayed_graph = false;   // the trainer held a captured step graph at the end
 };
 
 TrainingRun train(const vae_config &config, vae_device_kind device, int steps, const std::string &name,
@@ -130,6 +131,7 @@ TrainingRun train(const vae_config &config, vae_device_kind device, int steps, c
     options.quiet = 1;
     options.max_steps = steps;
     EXPECT_EQ(vae_trainer_train(trainer, &options), VAE_OK) << vae_last_error();
+    run.replayed_graph = trainer->graph != nullptr;
     vae_trainer_destroy(trainer);
     vae_checkpoint checkpoint;
     std::memset(&checkpoint, 0, sizeof checkpoint);
@@ -356,10 +358,14 @@ TEST_F(CudaTraining, TwoGpuRunsAreBitwiseIdentical) {
 // so the switch can isolate a capture problem without changing a result.
 TEST_F(CudaTraining, EagerStepsEqualGraphReplaysBitwise) {
     vae_config config = small_config();
-    std::vector<float> replayed = train(config, VAE_DEVICE_CUDA, 120, "cuda_graph_replayed").parameters;
+    TrainingRun replayed_run = train(config, VAE_DEVICE_CUDA, 120, "cuda_graph_replayed");
     ASSERT_EQ(setenv("VAE_CUDA_GRAPHS", "0", 1), 0);
-    std::vector<float> eager = train(config, VAE_DEVICE_CUDA, 120, "cuda_graph_eager").parameters;
+    TrainingRun eager_run = train(config, VAE_DEVICE_CUDA, 120, "cuda_graph_eager");
     unsetenv("VAE_CUDA_GRAPHS");
+    // Each run took the path it names (else the comparison would compare a mode with itself).
+    EXPECT_TRUE(replayed_run.replayed_graph);
+    EXPECT_FALSE(eager_run.replayed_graph);
+    const std::vector<float> &replayed = replayed_run.parameters, &eager = eager_run.parameters;
     ASSERT_EQ(replayed.size(), eager.size());
     ASSERT_FALSE(replayed.empty());
     EXPECT_EQ(std::memcmp(replayed.data(), eager.data(), replayed.size() * sizeof(float)), 0);
