@@ -40,6 +40,16 @@ static vae_status backend_alloc(vae_trainer *trainer, size_t bytes, void **out) 
     return vae_backend_alloc(trainer->backend, bytes, out);
 }
 
+/* Whether steps replay a captured graph: where the backend has graphs, unless
+ * VAE_CUDA_GRAPHS=0 asks for every step eagerly (a switch for isolating a
+ * capture problem; the steps compute the same bits either way). Read once,
+ * when the trainer is made. */
+static int step_graphs_wanted(const vae_backend *backend) {
+    if (!vae_backend_has_graphs(backend)) return 0;
+    const char *setting = getenv("VAE_CUDA_GRAPHS");
+    return !(setting && strcmp(setting, "0") == 0);
+}
+
 vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config, vae_device_kind device, int input_dim,
                                     int image_channels, int image_rows, int image_cols) {
     *out = NULL;
@@ -56,6 +66,7 @@ vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config,
     vae_image_shape image = {image_channels, image_rows, image_cols};
     vae_status status = vae_model_build(config, input_dim, &image, &trainer->model);
     if (status == VAE_OK) status = vae_backend_create(&trainer->backend, device, config->precision);
+    if (status == VAE_OK) trainer->step_graphs = step_graphs_wanted(trainer->backend);
     if (status == VAE_OK)
         status = backend_alloc(trainer, sizeof(float) * trainer->model.parameter_count, (void **)&trainer->parameters);
     if (status == VAE_OK) status = backend_alloc(trainer, sizeof(vae_step_counter), (void **)&trainer->counter);
@@ -235,15 +246,6 @@ static vae_status issue_one_step(vae_trainer *trainer) {
     return vae_step_optimizer(trainer->train_step, &trainer->adam, trainer->counter);
 }
 
-/* Whether steps replay a captured graph: where the backend has graphs, unless
- * VAE_CUDA_GRAPHS=0 asks for every step eagerly (a switch for isolating a
- * capture problem; the steps compute the same bits either way). */
-static int step_graphs_wanted(const vae_trainer *trainer) {
-    if (!vae_backend_has_graphs(trainer->backend)) return 0;
-    const char *setting = getenv("VAE_CUDA_GRAPHS");
-    return !(setting && strcmp(setting, "0") == 0);
-}
-
 /* One step: replayed from a captured graph where the backend has them. The
  * first step of a trainer runs eagerly and the graph is captured on the
  * second: the first launches load kernel modules lazily and let cuBLAS pick
@@ -252,9 +254,8 @@ static int step_graphs_wanted(const vae_trainer *trainer) {
 static vae_status run_one_step(vae_trainer *trainer) {
     const unsigned long long step_number = (unsigned long long)trainer->host_step + 1;
     VAE_TRY(ensure_permutation(trainer, trainer->host_step / (uint64_t)trainer->steps_per_epoch));
-    const int graphs = step_graphs_wanted(trainer);
-    if (graphs) vae_distributed_heartbeat();
-    if (!graphs || !trainer->eager_step_done) {
+    if (trainer->step_graphs) vae_distributed_heartbeat();
+    if (!trainer->step_graphs || !trainer->eager_step_done) {
         vae_status status = issue_one_step(trainer);
         if (status != VAE_OK) return vae_error_context(status, "training step %llu (eager)", step_number);
         trainer->eager_step_done = 1;

@@ -32,6 +32,7 @@ struct vae_trainer {
     uint64_t permutation_epoch;     /* epoch whose order is on the device; UINT64_MAX: none */
     void *graph;                    /* captured step (CUDA), or NULL */
     int eager_step_done;            /* the graph is captured after one eager step */
+    int step_graphs;                /* steps replay a captured graph (step_graphs_wanted, at creation) */
     uint64_t synchronised_step;     /* host_step at the last successful wait for the device */
     vae_adam_settings adam;
     vae_gather_settings gather;
