@@ -7,25 +7,29 @@
 #include "vae_step_math.h"
 #include "vae_cuda_common.cuh"
 
-/* Pass 1: a fixed grid of VAE_REDUCTION_BLOCKS blocks; block k writes the sum
- * of squares of its grid-stride share into partials[k]. */
-__global__ void sum_of_squares_partial_kernel(const float *values, size_t count, double *partials) {
+/* One launch of VAE_REDUCTION_BLOCKS blocks: block k writes the sum of
+ * squares of its grid-stride share to partials[k]; the block that finishes
+ * last adds the partials with the same fixed tree, so the result does not
+ * depend on which block that is. */
+__global__ void sum_of_squares_kernel(const float *values, size_t count, vae_kernel_scratch *scratch,
+                                      float *result) {
     __shared__ double shared[VAE_BLOCK];
+    __shared__ int last_block;
     double sum = 0.0;
     for (size_t i = (size_t)blockIdx.x * VAE_BLOCK + threadIdx.x; i < count; i += (size_t)gridDim.x * VAE_BLOCK) {
         const double value = (double)values[i];
         sum += value * value;
     }
-    double total = vae_block_sum<double, VAE_BLOCK>(sum, shared);
-    if (threadIdx.x == 0) partials[blockIdx.x] = total;
-}
-
-/* Pass 2: one block adds the partials in a fixed order. */
-__global__ void sum_partials_kernel(const double *partials, int partial_count, float *result) {
-    __shared__ double shared[VAE_BLOCK];
-    double sum = 0.0;
-    for (int i = threadIdx.x; i < partial_count; i += VAE_BLOCK) sum += partials[i];
-    double total = vae_block_sum<double, VAE_BLOCK>(sum, shared);
+    const double block_total = vae_block_sum<double, VAE_BLOCK>(sum, shared);
+    if (threadIdx.x == 0) {
+        scratch->partials[blockIdx.x] = block_total;
+        last_block = vae_last_block_to_finish(&scratch->sum_of_squares_blocks_done);
+    }
+    __syncthreads();
+    if (!last_block) return;
+    double partial_sum = 0.0;
+    for (unsigned int k = threadIdx.x; k < gridDim.x; k += VAE_BLOCK) partial_sum += __ldcg(&scratch->partials[k]);
+    const double total = vae_block_sum<double, VAE_BLOCK>(partial_sum, shared);
     if (threadIdx.x == 0) *result = (float)total;
 }
 
@@ -87,12 +91,9 @@ __global__ void importance_log_mean_kernel(const float *logp, const float *mu_lo
     if (threadIdx.x == 0) result[row] = vae_iwae_finish(max_weight, total, samples);
 }
 
-extern "C" cudaError_t vae_launch_sum_of_squares(const float *values, size_t count, float *result, double *scratch,
-                                                 cudaStream_t stream) {
-    sum_of_squares_partial_kernel<<<VAE_REDUCTION_BLOCKS, VAE_BLOCK, 0, stream>>>(values, count, scratch);
-    cudaError_t status = cudaGetLastError();
-    if (status != cudaSuccess) return status;
-    sum_partials_kernel<<<1, VAE_BLOCK, 0, stream>>>(scratch, VAE_REDUCTION_BLOCKS, result);
+extern "C" cudaError_t vae_launch_sum_of_squares(const float *values, size_t count, float *result,
+                                                 vae_kernel_scratch *scratch, cudaStream_t stream) {
+    sum_of_squares_kernel<<<VAE_REDUCTION_BLOCKS, VAE_BLOCK, 0, stream>>>(values, count, scratch, result);
     return cudaGetLastError();
 }
 

@@ -74,5 +74,22 @@ __device__ __forceinline__ T vae_block_max(T value, T *shared) {
     return result;
 }
 
+/* For a kernel that finishes in its last block. Called by thread 0 of every
+ * block once the block is done with what the last block reads or must not
+ * overtake: 1 in the block that finishes last, 0 elsewhere. The fence
+ * before the ticket makes this thread's writes (and orders its reads)
+ * before the count goes up; the last block resets the count for the next
+ * launch and fences again, so that what it reads next (after a
+ * __syncthreads, with __ldcg) is every other block's writes. */
+__device__ __forceinline__ int vae_last_block_to_finish(unsigned int *blocks_done) {
+    __threadfence();
+    const unsigned int blocks = gridDim.x * gridDim.y * gridDim.z;
+    const int last = atomicAdd(blocks_done, 1u) == blocks - 1;
+    if (last) {
+        *blocks_done = 0;
+        __threadfence();
+    }
+    return last;
+}
 
 #endif

@@ -20,9 +20,19 @@
 extern "C" {
 #endif
 
-/* Blocks of the first pass of vae_launch_sum_of_squares: the scratch buffer
- * it is given holds this many doubles. */
+/* Blocks of vae_launch_sum_of_squares: one partial sum each. */
 #define VAE_REDUCTION_BLOCKS 512
+
+/* Device memory of the kernels that finish in their last block (one launch
+ * instead of a second one-block kernel): the partial sums, and for each such
+ * kernel the count of its blocks done. A count is zero between launches (the
+ * last block resets it, so graph replays find it zero too): the owner zeroes
+ * the struct once when it allocates it. */
+typedef struct vae_kernel_scratch {
+    double partials[VAE_REDUCTION_BLOCKS];
+    unsigned int sum_of_squares_blocks_done;
+    unsigned int adam_blocks_done;
+} vae_kernel_scratch;
 
 /* ---- activation.cu ---- */
 cudaError_t vae_launch_fill(float *destination, float value, size_t count, cudaStream_t stream);
@@ -80,8 +90,7 @@ cudaError_t vae_launch_likelihood(int likelihood, const float *x, float *out, fl
                                   int dim, float fixed_logvar, int write_gradient, cudaStream_t stream);
 
 /* ---- reduce.cu ---- */
-/* scratch: VAE_REDUCTION_BLOCKS doubles. */
-cudaError_t vae_launch_sum_of_squares(const float *values, size_t count, float *result, double *scratch,
+cudaError_t vae_launch_sum_of_squares(const float *values, size_t count, float *result, vae_kernel_scratch *scratch,
                                       cudaStream_t stream);
 cudaError_t vae_launch_accumulate_loss(const float *logp, const float *kl, int rows, int samples, float beta,
                                        uint64_t kl_warmup_steps, const vae_step_counter *counter,
@@ -103,9 +112,10 @@ cudaError_t vae_launch_iwae_latent_backward(const float *mu_logvar, const float 
                                             float logvar_clamp, cudaStream_t stream);
 
 /* ---- adam.cu ---- */
+/* The update and then the counter's advance, in one launch. */
 cudaError_t vae_launch_adam_step(float *params, const float *grads, float *m, float *v, size_t count,
                                  vae_adam_settings settings, const float *grad_norm_squared,
-                                 vae_step_counter *counter, cudaStream_t stream);
+                                 vae_step_counter *counter, vae_kernel_scratch *scratch, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -2,7 +2,7 @@
  * cuBLAS, everything else to the kernels in kernels/ through their C
  * launchers (kernels/vae_kernels.h). All work is enqueued on one stream, so
  * operations are ordered and asynchronous; copy_to_host, copy_to_device and
- * synchronize wait. The reduction scratch and the cuBLAS workspace are
+ * synchronize wait. The kernels' scratch and the cuBLAS workspace are
  * allocated at create time; the one thing allocated later, bf16's operand
  * scratch, grows only outside a capture. So a step is capturable as a CUDA
  * graph (src/backends/backend_cuda.h). Arguments were
@@ -51,7 +51,7 @@ typedef struct cuda_backend {
     cudaStream_t stream;
     cublasHandle_t cublas;
     void *cublas_workspace;
-    double *reduction_scratch; /* VAE_REDUCTION_BLOCKS doubles for sum_of_squares */
+    vae_kernel_scratch *kernel_scratch; /* sum_of_squares's partials, the last-block counts */
     int precision;
     uint16_t *bfloat16_operands; /* bf16: one GEMM's two operands as bfloat16, grown outside captures */
     size_t bfloat16_operand_elements;
@@ -435,15 +435,16 @@ static vae_status cuda_iwae_latent_backward(vae_backend *backend, const float *m
 
 static vae_status cuda_sum_of_squares(vae_backend *backend, const float *values, size_t count, float *result) {
     cuda_backend *cuda = as_cuda(backend);
-    CUDA_CHECK(vae_launch_sum_of_squares(values, count, result, cuda->reduction_scratch, cuda->stream));
+    CUDA_CHECK(vae_launch_sum_of_squares(values, count, result, cuda->kernel_scratch, cuda->stream));
     return VAE_OK;
 }
 
 static vae_status cuda_adam_step(vae_backend *backend, float *params, const float *grads, float *m, float *v,
                                  size_t count, const vae_adam_settings *settings, const float *grad_norm_squared,
                                  vae_step_counter *counter) {
+    cuda_backend *cuda = as_cuda(backend);
     CUDA_CHECK(vae_launch_adam_step(params, grads, m, v, count, *settings, grad_norm_squared, counter,
-                                    as_cuda(backend)->stream));
+                                    cuda->kernel_scratch, cuda->stream));
     return VAE_OK;
 }
 
@@ -456,7 +457,7 @@ static void cuda_destroy(vae_backend *backend) {
     if (cuda->stream != NULL) (void)cudaStreamSynchronize(cuda->stream);
     if (cuda->cublas != NULL) (void)cublasDestroy(cuda->cublas);
     if (cuda->cublas_workspace != NULL) (void)cudaFree(cuda->cublas_workspace);
-    if (cuda->reduction_scratch != NULL) (void)cudaFree(cuda->reduction_scratch);
+    if (cuda->kernel_scratch != NULL) (void)cudaFree(cuda->kernel_scratch);
     if (cuda->bfloat16_operands != NULL) (void)cudaFree(cuda->bfloat16_operands);
     for (int i = 0; i < cuda->retired_bfloat16_count; ++i) (void)cudaFree(cuda->retired_bfloat16_operands[i]);
     if (cuda->stream != NULL) (void)cudaStreamDestroy(cuda->stream);
@@ -586,11 +587,13 @@ static vae_status cuda_setup(cuda_backend *cuda, int precision) {
      * cublasGemmEx on bfloat16 operands (cuda_gemm), default math. */
     CUBLAS_CHECK(cublasSetMathMode(cuda->cublas, precision == VAE_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                                                  : CUBLAS_DEFAULT_MATH));
-    SETUP_CHECK(cudaMalloc((void **)&cuda->reduction_scratch, VAE_REDUCTION_BLOCKS * sizeof(double)));
+    SETUP_CHECK(cudaMalloc((void **)&cuda->kernel_scratch, sizeof(vae_kernel_scratch)));
+    /* The last-block counts start at zero (vae_kernel_scratch). */
+    SETUP_CHECK(cudaMemsetAsync(cuda->kernel_scratch, 0, sizeof(vae_kernel_scratch), cuda->stream));
 
     /* A first kernel launch: fails here, clearly, when this build has no
      * kernel image for the GPU's architecture. */
-    cudaError_t status = vae_launch_fill((float *)cuda->reduction_scratch, 0.0f, 2 * VAE_REDUCTION_BLOCKS,
+    cudaError_t status = vae_launch_fill((float *)cuda->kernel_scratch->partials, 0.0f, 2 * VAE_REDUCTION_BLOCKS,
                                          cuda->stream);
     if (status == cudaSuccess) status = cudaStreamSynchronize(cuda->stream);
     if (status != cudaSuccess)
