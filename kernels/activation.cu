@@ -30,9 +30,11 @@ __global__ void activation_backward_kernel(int activation, const float *pre, con
 /* Column sums, deterministic: a block covers BIAS_COLUMNS columns with
  * BIAS_ROW_LANES threads per column; lane k sums rows k, k+LANES, ... in
  * order, then the lanes' partials are added in lane order. Adjacent threads
- * read adjacent columns (coalesced). */
+ * read adjacent columns (coalesced). 32 lanes (1024-thread blocks): a layer
+ * 2048 wide has only 64 blocks, so the rows are what gives the GPU enough
+ * threads in flight. */
 #define BIAS_COLUMNS 32
-#define BIAS_ROW_LANES 8
+#define BIAS_ROW_LANES 32
 
 __global__ void bias_gradient_kernel(const float *dy, float *bias_gradient, int rows, int width) {
     __shared__ float partial[BIAS_ROW_LANES][BIAS_COLUMNS];
