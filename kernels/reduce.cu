@@ -1,6 +1,7 @@
 /* Deterministic reductions: the gradient's sum of squares (for global-norm
  * clipping), the loss accumulator, and the importance-weighted log mean
- * (IWAE). No atomics: every sum is a fixed-order tree, so a run repeats bit
+ * (IWAE). Every sum is a fixed-order tree (the one atomic, the last-block
+ * count, only picks which block adds the partials), so a run repeats bit
  * for bit. Sums are carried in double. */
 #include "vae_kernels.h"
 #include "vae_math.h"

@@ -27,7 +27,8 @@ extern "C" {
  * instead of a second one-block kernel): the partial sums, and for each such
  * kernel the count of its blocks done. A count is zero between launches (the
  * last block resets it, so graph replays find it zero too): the owner zeroes
- * the struct once when it allocates it. */
+ * the struct once when it allocates it. Two launches given the same scratch
+ * must not overlap: the CUDA backend runs everything on its one stream. */
 typedef struct vae_kernel_scratch {
     double partials[VAE_REDUCTION_BLOCKS];
     unsigned int sum_of_squares_blocks_done;
