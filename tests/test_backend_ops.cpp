@@ -923,19 +923,26 @@ OpCase iwae_latent_backward_case(int rows, int latent, int samples, float clamp)
     return c;
 }
 
+// Two launches on one backend over different values: the second must not
+// see the first's state (on the GPU, the last-block count must be back at 0).
 OpCase sum_of_squares_case(size_t count) {
-    auto values = std::make_shared<std::vector<float>>(normal(count, 121));
+    auto first = std::make_shared<std::vector<float>>(normal(count, 121));
+    auto second = std::make_shared<std::vector<float>>(normal(count, 122, 2.0f));
     OpCase c{shape("sum_of_squares", {{"n", (long)count}}), normalized(1e-6), normalized(1e-6), 1, nullptr, nullptr};
     c.prepare = [=](Arena &arena) {
-        const float *v = arena.upload(*values);
-        float *result = arena.floats(1);
-        return Prepared{[=, &arena] { check(vae_backend_sum_of_squares(arena.backend(), v, count, result), "sum_of_squares"); },
-                        [=, &arena] { return Outputs{{"sum", arena.download(result, 1)}}; }};
+        const float *a = arena.upload(*first), *b = arena.upload(*second);
+        float *sums = arena.floats(2);
+        return Prepared{[=, &arena] {
+                            check(vae_backend_sum_of_squares(arena.backend(), a, count, sums), "sum_of_squares");
+                            check(vae_backend_sum_of_squares(arena.backend(), b, count, sums + 1), "sum_of_squares");
+                        },
+                        [=, &arena] { return Outputs{{"sums", arena.download(sums, 2)}}; }};
     };
     c.reference = [=] {
-        double sum = 0;
-        for (float v : *values) sum += (double)v * v;
-        return Outputs{{"sum", {sum}}};
+        Values sums(2, 0.0);
+        for (float v : *first) sums[0] += (double)v * v;
+        for (float v : *second) sums[1] += (double)v * v;
+        return Outputs{{"sums", sums}};
     };
     return c;
 }
