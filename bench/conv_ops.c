@@ -18,7 +18,6 @@
 
 #include "backends/backend.h"
 #include "base/error.h"
-#include "vae/blas.h"
 
 typedef struct layer {
     const char *name;
@@ -86,7 +85,6 @@ static float *random_floats(size_t count, unsigned int *seed) {
 }
 
 int main(int argc, char **argv) {
-    vae_blas_restart_with_chosen_core(argv);
     double seconds = argc > 1 ? atof(argv[1]) : 1.0;
     if (!(seconds > 0)) seconds = 1.0;
     const int batch = 128;

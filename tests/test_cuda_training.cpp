@@ -114,6 +114,9 @@ void perturb_every_gemm_output(vae_trainer *trainer) {
 // ---------------------------------------------------------------- a run
 struct TrainingRun {
     std::vector<float> parameters; // every model tensor after the run, flat
+    // Adam's first moment of every tensor, flat. After one step it is
+    // (1 - beta1) times that step's gradient.
+    std::vector<float> first_moments;
     std::vector<double> losses;    // the logged mean training loss, one per log_every_steps
     bool replayed_graph = false;   // the trainer held a captured step graph at the end
 };
@@ -138,9 +141,11 @@ TrainingRun train(const vae_config &config, vae_device_kind device, int steps, c
     EXPECT_EQ(vae_checkpoint_read((folder + "/checkpoint.safetensors").c_str(), &checkpoint), VAE_OK);
     for (int i = 0; i < checkpoint.tensor_count; ++i) {
         const vae_checkpoint_tensor &t = checkpoint.tensors[i];
-        if (std::strncmp(t.name, "optimizer.", 10) == 0) continue;
         size_t count = 1;
         for (int d = 0; d < t.rank; ++d) count *= (size_t)t.shape[d];
+        if (std::strncmp(t.name, "optimizer.exp_avg.", 18) == 0)
+            run.first_moments.insert(run.first_moments.end(), t.data, t.data + count);
+        if (std::strncmp(t.name, "optimizer.", 10) == 0) continue;
         run.parameters.insert(run.parameters.end(), t.data, t.data + count);
     }
     vae_checkpoint_free(&checkpoint);
@@ -202,14 +207,22 @@ TEST(CpuRoundingSensitivity, OneUlpEverywhereStaysInsideTheGpuTolerances) {
 // the GPU by its conversion kernel and on the CPU by the same formula
 // (src/backends/cpu_gemm.h). The two then differ as fp32 runs do (summation
 // order, device libm), except that a value sitting on a bfloat16 rounding
-// boundary may round the other way, and over many steps that is amplified:
-// measured on the CPU (Bf16OneUlp... below), one ulp on every GEMM output
-// and z moves a bf16 run's parameters after 200 steps by 3.4e-3, a quarter of
-// bf16's own effect (1.6e-2 against fp32), too close to set a tolerance
-// between. After one step the two are far apart (7.5e-9 against 1.8e-3), so
-// the GPU's rounding is compared there, and its trajectory by the loss curve.
-// The operations themselves are compared tightly by CudaBackendBfloat16.
-constexpr double kBfloat16OneStepTolerance = 1e-5; // parameters after one step
+// boundary may round the other way. Adam amplifies such a flip: its first
+// update is lr * g / |g| for every parameter, so a gradient near zero that
+// changes sign moves its parameter by 2 lr. The parameters after one step are
+// therefore a chaotic measure: with one ulp on every GEMM output and z they
+// moved 7.5e-9 under OpenBLAS's Haswell, Sandybridge, Zen and Cooperlake
+// kernels but 1.9e-4 under SkylakeX, a tenth of bf16's own effect (1.8e-3
+// against fp32). The first step's gradient is linear in the rounding and is
+// compared instead (Adam's first moment after one step, (1 - beta1) g): the
+// same nudge moved it 8.3e-8 and, under SkylakeX, 2.7e-5, against 2.1e-3
+// between bf16 and fp32 (measured 2026-12-06, AMD EPYC Zen 4, OpenBLAS
+// 0.3.21 with each of those kernels forced). The tolerance sits 9x above the
+// worst nudge and 8x below fp32. Over 200 steps the loss curves are compared,
+// at a tolerance 10x above the worst nudge (1.0e-3, SkylakeX again); the
+// rounding itself is compared tightly by CudaBackendBfloat16.
+constexpr double kBfloat16OneStepGradientTolerance = 2.5e-4; // the first step's gradient
+constexpr double kBfloat16LossTolerance = 1e-2;              // each logged mean loss over 200 steps
 
 vae_config bfloat16_config() {
     vae_config config = small_config("tanh");
@@ -223,21 +236,22 @@ TEST(CpuRoundingSensitivity, Bf16OneUlpStaysInsideTheBf16TolerancesThatFp32Excee
     TrainingRun step = train(config, VAE_DEVICE_CPU, 1, "ulp_bf16_step");
     TrainingRun step_nudged = train(config, VAE_DEVICE_CPU, 1, "ulp_bf16_step_nudged", perturb_every_gemm_output);
     TrainingRun step_fp32 = train(small_config("tanh"), VAE_DEVICE_CPU, 1, "ulp_bf16_step_fp32");
-    ASSERT_EQ(step.parameters.size(), step_fp32.parameters.size());
-    double step_moved = vae_test::relative_error(step_nudged.parameters, step.parameters);
-    double step_from_fp32 = vae_test::relative_error(step_fp32.parameters, step.parameters);
+    ASSERT_EQ(step.first_moments.size(), step_fp32.first_moments.size());
+    ASSERT_EQ(step.first_moments.size(), step.parameters.size()) << "one first moment per parameter";
+    double gradient_moved = vae_test::relative_error(step_nudged.first_moments, step.first_moments);
+    double gradient_from_fp32 = vae_test::relative_error(step_fp32.first_moments, step.first_moments);
     TrainingRun run = train(config, VAE_DEVICE_CPU, 200, "ulp_bf16_run");
     TrainingRun run_nudged = train(config, VAE_DEVICE_CPU, 200, "ulp_bf16_run_nudged", perturb_every_gemm_output);
-    double run_moved = vae_test::relative_error(run_nudged.parameters, run.parameters);
     double curve_moved = loss_curve_difference(run_nudged.losses, run.losses);
-    std::printf("bf16 tanh, one ulp on every GEMM output and z: one step moved the parameters %.3g (bf16 against "
-                "fp32 %.3g); 200 steps moved them %.3g and the loss curve %.3g (loss %.4g -> %.4g)\n",
-                step_moved, step_from_fp32, run_moved, curve_moved, run.losses.front(), run.losses.back());
-    EXPECT_GT(step_moved, 0.0) << "the perturbation did not reach the parameters";
-    EXPECT_LT(step_moved, kBfloat16OneStepTolerance / 10);
-    EXPECT_GT(step_from_fp32, 10 * kBfloat16OneStepTolerance) << "the tolerance would not catch a GPU computing fp32";
+    std::printf("bf16 tanh, one ulp on every GEMM output and z: the first step's gradient moved %.3g (bf16 against "
+                "fp32 %.3g); the loss curve over 200 steps moved %.3g (loss %.4g -> %.4g)\n",
+                gradient_moved, gradient_from_fp32, curve_moved, run.losses.front(), run.losses.back());
+    EXPECT_GT(gradient_moved, 0.0) << "the perturbation did not reach the gradient";
+    EXPECT_LT(gradient_moved, kBfloat16OneStepGradientTolerance / 5);
+    EXPECT_GT(gradient_from_fp32, 5 * kBfloat16OneStepGradientTolerance)
+        << "the tolerance would not catch a GPU computing fp32";
     ASSERT_EQ(run.losses.size(), 20u);
-    EXPECT_LT(curve_moved, kReluLossTolerance / 5);
+    EXPECT_LT(curve_moved, kBfloat16LossTolerance / 5);
     EXPECT_LT(run.losses.back(), 0.8 * run.losses.front()) << "bf16 trains";
 }
 
@@ -322,26 +336,26 @@ TEST_F(CudaTraining, IwaeObjectiveFollowsTheCpuLossCurveAndRepeats) {
 }
 
 // The GPU's bf16 GEMMs (bfloat16 operands from its own conversion kernel,
-// cublasGemmEx with float accumulation) against the CPU's emulation: one step
-// at the tolerance fp32 exceeds 180-fold, then 200 steps (the step captured
+// cublasGemmEx with float accumulation) against the CPU's emulation: the first
+// step's gradient at the tolerance fp32 exceeds 8-fold, then 200 steps (the step captured
 // as a graph, with the operand scratch sized by the eager first step) along
 // the CPU's loss curve, and the loss fell.
 TEST_F(CudaTraining, Bf16StepsStayWithTheCpuEmulation) {
     vae_config config = bfloat16_config();
     TrainingRun cpu_step = train(config, VAE_DEVICE_CPU, 1, "cuda_bf16_cpu_step");
     TrainingRun gpu_step = train(config, VAE_DEVICE_CUDA, 1, "cuda_bf16_gpu_step");
-    ASSERT_EQ(cpu_step.parameters.size(), gpu_step.parameters.size());
-    ASSERT_FALSE(cpu_step.parameters.empty());
-    double step_error = vae_test::relative_error(gpu_step.parameters, cpu_step.parameters);
+    ASSERT_EQ(cpu_step.first_moments.size(), gpu_step.first_moments.size());
+    ASSERT_FALSE(cpu_step.first_moments.empty());
+    double gradient_error = vae_test::relative_error(gpu_step.first_moments, cpu_step.first_moments);
     TrainingRun cpu = train(config, VAE_DEVICE_CPU, 200, "cuda_bf16_cpu");
     TrainingRun gpu = train(config, VAE_DEVICE_CUDA, 200, "cuda_bf16_gpu");
     ASSERT_EQ(cpu.losses.size(), 20u);
     double curve = loss_curve_difference(gpu.losses, cpu.losses);
-    std::printf("bf16 tanh: GPU vs CPU emulation, parameters after one step %.3g; loss curves over 200 steps %.3g "
+    std::printf("bf16 tanh: GPU vs CPU emulation, the first step's gradient %.3g; loss curves over 200 steps %.3g "
                 "(parameters %.3g)\n",
-                step_error, curve, vae_test::relative_error(gpu.parameters, cpu.parameters));
-    EXPECT_LT(step_error, kBfloat16OneStepTolerance);
-    EXPECT_LT(curve, kReluLossTolerance);
+                gradient_error, curve, vae_test::relative_error(gpu.parameters, cpu.parameters));
+    EXPECT_LT(gradient_error, kBfloat16OneStepGradientTolerance);
+    EXPECT_LT(curve, kBfloat16LossTolerance);
     EXPECT_LT(gpu.losses.back(), 0.8 * gpu.losses.front());
 }
 

@@ -318,8 +318,15 @@ void kill_rank_after_first_checkpoint(const std::string &folder, const std::vect
     *log = vae_test::read_file_or_empty(log_path);
 }
 
+// A run that only a signal or a kill ends, however fast the machine: the
+// test acts on a state of it (its first checkpoint, a logged step), never
+// on a time. The learning rate is constant, so the plan's length changes no
+// step (a resumed run may be given a shorter plan).
+constexpr int endless_epochs = 1000000;
+constexpr int steps_per_epoch = 100;  // train_words: 2000 examples in batches of 20
+
 std::vector<std::string> long_run() {
-    return {"--set", "train.epochs=40", "--set", "checkpoint.every_steps=50"};
+    return {"--set", "train.epochs=" + std::to_string(endless_epochs), "--set", "checkpoint.every_steps=50"};
 }
 
 TEST(Distributed, AKilledRankEndsTheJobWithinAMinute) {
@@ -348,7 +355,8 @@ TEST(Distributed, SigtermToTheLauncherStopsEveryRankWithACheckpoint) {
     std::string folder = vae_test::temporary_folder("distributed_sigterm");
     std::string log_path = folder + ".log";
     // No periodic checkpoints: the one found afterwards is the stop's.
-    std::vector<std::string> words = train_words(folder, {"--set", "train.epochs=40", "--set", "checkpoint.every_steps=0"});
+    std::vector<std::string> words =
+        train_words(folder, {"--set", "train.epochs=" + std::to_string(endless_epochs), "--set", "checkpoint.every_steps=0"});
     words.erase(std::find(words.begin(), words.end(), "--quiet"));
     Job job = start_job(launch_words(2, words), log_path);
     ASSERT_GT(job.launcher, 0);
@@ -373,27 +381,51 @@ TEST(Distributed, SigtermToTheLauncherStopsEveryRankWithACheckpoint) {
 
 TEST(Distributed, ResumeAfterAKilledRankContinuesExactly) {
     REQUIRE_MPI_AND_DATA();
-    // 3 epochs (300 steps), a checkpoint every 50.
-    std::vector<std::string> settings = {"--set", "train.epochs=3", "--set", "checkpoint.every_steps=50"};
-    std::string reference = vae_test::temporary_folder("distributed_resume_reference");
-    auto r = run(launch_words(2, train_words(reference, settings)));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-
+    // An endless job, a checkpoint every 50 steps, rank 1 killed after the first.
     std::string folder = vae_test::temporary_folder("distributed_resume");
     int exit_code = 0;
     double seconds = 0;
     std::string log;
-    kill_rank_after_first_checkpoint(folder, settings, &exit_code, &seconds, &log);
+    kill_rank_after_first_checkpoint(folder, long_run(), &exit_code, &seconds, &log);
     ASSERT_NE(exit_code, 0) << "the run ended before it was killed:\n" << log;
+    Tensors killed = vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors");
+    ASSERT_FALSE(killed.step.empty()) << log;
+    // Resumed to the end of a plan past the kill (at least 3 epochs), it
+    // ends bitwise where a job planned so and never killed ends.
+    int epochs = std::max(3, (int)(std::stol(killed.step) / steps_per_epoch) + 1);
+    std::vector<std::string> settings = {"--set", "train.epochs=" + std::to_string(epochs), "--set",
+                                         "checkpoint.every_steps=50"};
+    std::string reference = vae_test::temporary_folder("distributed_resume_reference");
+    auto r = run(launch_words(2, train_words(reference, settings)));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
     std::vector<std::string> resume = settings;
     resume.push_back("--resume");
     r = run(launch_words(2, train_words(folder, resume)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     expect_bitwise_equal(vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors"),
                          vae_test::read_checkpoint_tensors(reference + "/checkpoint.safetensors"), "resumed run differs");
-    // The metrics file holds each step once.
+    // The metrics file holds each step once: the last train line and the final eval at the end.
     std::string metrics = vae_test::read_file_or_empty(folder + "/metrics.jsonl");
-    EXPECT_EQ(count_lines(metrics, "\"step\":300,"), 2u) << metrics;  // the last train line and the final eval
+    EXPECT_EQ(count_lines(metrics, "\"step\":" + std::to_string(epochs * steps_per_epoch) + ","), 2u) << metrics;
+}
+
+TEST(Distributed, LaunchedRanksSwitchBlasKernelsWithoutRestarting) {
+    REQUIRE_MPI_AND_DATA();
+    // As on a CPU OpenBLAS does not recognise (an AMD Zen 4 under OpenBLAS
+    // 0.3.21): each rank switches OpenBLAS to the features' kernels inside
+    // the process mpirun started, so MPI starts and the job trains.
+    std::string folder = vae_test::temporary_folder("distributed_blas_switch");
+    std::vector<std::string> words = train_words(folder, {"--max-steps", "10"});
+    words.erase(std::find(words.begin(), words.end(), "--quiet"));
+    std::vector<std::string> launch = launch_words(2, words);
+    launch.insert(launch.begin() + 1, {"-x", "VAE_BLAS_SIMULATE_UNKNOWN_CPU=1"});
+    auto r = vae_test::run_command("env -u OPENBLAS_CORETYPE" + shell_line(launch).substr(3), true);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx")) {
+        EXPECT_NE(r.output.find("(chosen by CPU features; OpenBLAS chose Prescott)"), std::string::npos) << r.output;
+    }
+    EXPECT_TRUE(std::filesystem::exists(folder + "/checkpoint.safetensors")) << r.output;
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -39,12 +40,25 @@ int wait_for(pid_t pid) {
     return 128 + WTERMSIG(status);
 }
 
-std::vector<std::string> train_arguments(const std::string &folder, bool resume) {
+std::vector<std::string> train_arguments(const std::string &folder, bool resume, int epochs = 8) {
     std::vector<std::string> a = {vae_binary(), "train", "--config", tiny_config(), "--device", "cpu", "--quiet",
-                                  "--out", folder, "--set", "train.epochs=8", "--set", "checkpoint.every_steps=7",
-                                  "--set", "train.eval_every_epochs=3"};
+                                  "--out", folder, "--set", "train.epochs=" + std::to_string(epochs),
+                                  "--set", "checkpoint.every_steps=7", "--set", "train.eval_every_epochs=3"};
     if (resume) a.push_back("--resume");
     return a;
+}
+
+// A run that only a signal ends: interrupted runs are planned this long, so
+// that however fast the machine, the signal finds them running. The
+// learning rate is constant, so a run planned for more epochs is, step for
+// step, the run planned for fewer (Resume.MoreEpochsContinue...).
+constexpr int endless_epochs = 1000000;
+constexpr int tiny_steps_per_epoch = 20;  // configs/tiny_test.ini: 2000 examples, batches of 100
+
+// The epochs a reference run needs to end past an interrupted run's
+// checkpoint (at least at_least), whatever step the signal reached.
+int epochs_past(const std::string &step, int steps_per_epoch, int at_least) {
+    return std::max(at_least, (int)(std::stol(step) / steps_per_epoch) + 1);
 }
 
 using Snapshot = vae_test::CheckpointTensors;
@@ -61,12 +75,6 @@ void expect_bitwise_equal(const Snapshot &a, const Snapshot &b) {
 
 TEST(Resume, KilledRunsResumeToBitwiseIdenticalParameters) {
     if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
-    std::string reference = vae_test::temporary_folder("resume_reference");
-    ASSERT_EQ(wait_for(vae_test::spawn_quiet(train_arguments(reference, false))), 0);
-    Snapshot expected = vae_test::read_checkpoint_tensors(reference + "/checkpoint.safetensors");
-    ASSERT_EQ(expected.step, "160");
-    ASSERT_GT(expected.names.size(), 8u) << "parameters and both Adam moments are stored";
-
     // Kill points that follow the run's progress rather than the clock, so
     // they land the same way on a slow (sanitizer) build: during start-up,
     // while a checkpoint's temporary file is being written, and at several
@@ -82,16 +90,10 @@ TEST(Resume, KilledRunsResumeToBitwiseIdenticalParameters) {
                              {KillPoint::while_writing, 0},    {KillPoint::after_checkpoint, 70},
                              {KillPoint::after_checkpoint, 150}};
     int kills = 0, kills_after_a_checkpoint = 0;
-    bool finished = false;
-    for (int attempt = 0; attempt < 30 && !finished; ++attempt) {
-        pid_t pid = vae_test::spawn_quiet(train_arguments(folder, true));
+    // The killed runs are endless: each kill finds its run going.
+    for (const Kill &kill_at : schedule) {
+        pid_t pid = vae_test::spawn_quiet(train_arguments(folder, true, endless_epochs));
         ASSERT_GT(pid, 0);
-        if (attempt >= (int)(sizeof schedule / sizeof schedule[0])) {
-            ASSERT_EQ(wait_for(pid), 0);
-            finished = true;
-            break;
-        }
-        const Kill kill_at = schedule[attempt];
         std::string latest = folder + "/checkpoint.safetensors";
         auto written_at = [&] {
             std::error_code error;
@@ -119,25 +121,26 @@ TEST(Resume, KilledRunsResumeToBitwiseIdenticalParameters) {
             }
             if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(kill_at.delay_ms));
         }
-        if (exited) {
-            ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-            finished = true;
-            break;
-        }
+        ASSERT_FALSE(exited) << "an endless run ended by itself, exit status " << status;
         bool had_checkpoint = written_at() != std::filesystem::file_time_type::min();
         ASSERT_EQ(kill(pid, SIGKILL), 0);
-        int code = wait_for(pid);
-        if (code == 128 + SIGKILL) {
-            ++kills;
-            if (had_checkpoint) ++kills_after_a_checkpoint;
-        } else {
-            ASSERT_EQ(code, 0);
-            finished = true;
-        }
+        ASSERT_EQ(wait_for(pid), 128 + SIGKILL);
+        ++kills;
+        if (had_checkpoint) ++kills_after_a_checkpoint;
     }
-    ASSERT_TRUE(finished);
-    EXPECT_GE(kills, 5) << "the runs ended before they could be killed: the test proves little";
+    EXPECT_EQ(kills, (int)(sizeof schedule / sizeof schedule[0]));
     EXPECT_GE(kills_after_a_checkpoint, 3);
+    // The last resume runs to the end of a plan past the kills; a run
+    // planned so from the start and never killed is the reference.
+    Snapshot killed = vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors");
+    ASSERT_FALSE(killed.step.empty());
+    int epochs = epochs_past(killed.step, tiny_steps_per_epoch, 8);
+    std::string reference = vae_test::temporary_folder("resume_reference");
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(train_arguments(reference, false, epochs))), 0);
+    Snapshot expected = vae_test::read_checkpoint_tensors(reference + "/checkpoint.safetensors");
+    ASSERT_EQ(expected.step, std::to_string(epochs * tiny_steps_per_epoch));
+    ASSERT_GT(expected.names.size(), 8u) << "parameters and both Adam moments are stored";
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(train_arguments(folder, true, epochs))), 0);
     expect_bitwise_equal(vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors"), expected);
     // No temporary file survives the kills' aftermath.
     for (const auto &entry : std::filesystem::directory_iterator(folder))
@@ -146,29 +149,29 @@ TEST(Resume, KilledRunsResumeToBitwiseIdenticalParameters) {
 
 TEST(Resume, SigtermWritesACheckpointThatResumesExactly) {
     if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
-    std::string reference = vae_test::temporary_folder("sigterm_reference");
-    std::vector<std::string> arguments = train_arguments(reference, false);
-    arguments.insert(arguments.end(), {"--set", "checkpoint.every_steps=0", "--set", "train.epochs=30"});
-    ASSERT_EQ(wait_for(vae_test::spawn_quiet(arguments)), 0);
-    Snapshot expected = vae_test::read_checkpoint_tensors(reference + "/checkpoint.safetensors");
-
     std::string folder = vae_test::temporary_folder("sigterm");
-    arguments = train_arguments(folder, true);
-    arguments.insert(arguments.end(), {"--set", "checkpoint.every_steps=0", "--set", "train.epochs=30"});
-    pid_t pid = vae_test::spawn_quiet(arguments);
-    // Signal once training is under way (its first metrics line), however
-    // slow the build.
+    auto arguments = [&](const std::string &out, bool resume, int epochs) {
+        std::vector<std::string> a = train_arguments(out, resume, epochs);
+        a.insert(a.end(), {"--set", "checkpoint.every_steps=0"});
+        return a;
+    };
+    // An endless run, signalled once training is under way (its first
+    // metrics line), however slow or fast the build.
+    pid_t pid = vae_test::spawn_quiet(arguments(folder, true, endless_epochs));
     for (int i = 0; i < 6000 && vae_test::read_file_or_empty(folder + "/metrics.jsonl").empty(); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
     ASSERT_EQ(kill(pid, SIGTERM), 0);
-    int code = wait_for(pid);
-    if (code == 0) GTEST_SKIP() << "training finished before the signal arrived";
-    EXPECT_EQ(code, 1) << "an interrupted run exits with 1 after saving";
+    EXPECT_EQ(wait_for(pid), 1) << "an interrupted run exits with 1 after saving";
     Snapshot interrupted = vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors");
-    EXPECT_NE(interrupted.step, expected.step);
+    ASSERT_FALSE(interrupted.step.empty());
     EXPECT_NE(interrupted.step, "0");
-    ASSERT_EQ(wait_for(vae_test::spawn_quiet(arguments)), 0);
+    // Resumed to the end of a plan past the signal, it is the run planned so.
+    int epochs = epochs_past(interrupted.step, tiny_steps_per_epoch, 30);
+    std::string reference = vae_test::temporary_folder("sigterm_reference");
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(arguments(reference, false, epochs))), 0);
+    Snapshot expected = vae_test::read_checkpoint_tensors(reference + "/checkpoint.safetensors");
+    EXPECT_NE(interrupted.step, expected.step);
+    ASSERT_EQ(wait_for(vae_test::spawn_quiet(arguments(folder, true, epochs))), 0);
     expect_bitwise_equal(vae_test::read_checkpoint_tensors(folder + "/checkpoint.safetensors"), expected);
 }
 

@@ -1,6 +1,9 @@
-/* vae-engine public C API: the CPU backend's OpenBLAS, for a program's
- * main(). OpenBLAS picks its kernels when the program is loaded; the engine
- * chooses them from the CPU's features (never its model name). */
+/* vae-engine public C API: the CPU backend's OpenBLAS. OpenBLAS picks its
+ * kernels from the CPU's model name when it is loaded; the engine switches
+ * it, before main() and without restarting the program, to the kernels the
+ * CPU's features call for (a user's OPENBLAS_CORETYPE wins). Setting
+ * VAE_BLAS_SIMULATE_UNKNOWN_CPU=1 makes it behave as on a CPU OpenBLAS does
+ * not recognise (OpenBLAS first on its generic kernels), for tests. */
 #ifndef VAE_BLAS_H
 #define VAE_BLAS_H
 
@@ -10,16 +13,9 @@
 extern "C" {
 #endif
 
-/* First thing in main(): where OpenBLAS (already initialised by the loader)
- * runs other kernels than the CPU's features call for and the user has not
- * set OPENBLAS_CORETYPE, sets it and restarts the program (execv of
- * /proc/self/exe with the same arguments), because OpenBLAS reads the
- * variable only when it is loaded. Returns when nothing needs doing or the
- * restart failed (then OpenBLAS's own choice stays). */
-void vae_blas_restart_with_chosen_core(char **argv);
-
-/* "<OpenBLAS's config>, openmp, core Haswell (chosen by CPU features), 2
- * threads" into text: the library, the kernel in use and who chose it. */
+/* "<OpenBLAS's config>, openmp, core SkylakeX (chosen by CPU features;
+ * OpenBLAS chose Prescott), 2 threads" into text: the library, the kernel
+ * in use and who chose it. */
 void vae_blas_describe(char *text, size_t size);
 
 #ifdef __cplusplus

@@ -1,11 +1,15 @@
-/* OpenBLAS picks its kernels when it is loaded, from the CPU's model number;
- * a CPU it does not know (a virtual machine's "Intel Xeon Processor", a model
- * newer than the library) gets the generic SSE3 (Prescott) kernels, about 3x
- * slower. It reads OPENBLAS_CORETYPE only in its own initialiser, which the
- * loader runs before main() (and before the C library's environment can be
- * changed from the executable's own early hooks), so the vae program
- * restarts itself once with the variable set from the CPU's features when
- * OpenBLAS chose otherwise. A user's OPENBLAS_CORETYPE is always left alone. */
+/* OpenBLAS picks its kernels in its own initialiser, from the CPU's model
+ * number; a CPU it does not know (a virtual machine's "Intel Xeon
+ * Processor", an AMD Zen 4 that OpenBLAS 0.3.21 predates) gets older
+ * kernels, up to 3x slower. Every DYNAMIC_ARCH build exports the pair that
+ * initialiser uses (gotoblas_dynamic_quit, gotoblas_dynamic_init: drop the
+ * kernel table, choose one again, reading OPENBLAS_CORETYPE), so a
+ * constructor here, which runs after OpenBLAS's own (a shared library is
+ * initialised before the program that needs it) and before main(), switches
+ * to the kernels the CPU's features call for. Nothing restarts: a launcher
+ * (mpirun, srun, a debugger, a profiler) keeps the process it started.
+ * The two functions are weak references, so another BLAS links too and is
+ * left as it is. A user's OPENBLAS_CORETYPE is always left alone. */
 #include "backends/blas_select.h"
 
 #include <cblas.h>
@@ -13,13 +17,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-/* Marks a restart made here, so the report can tell it from a user's choice. */
-#define RESTART_MARKER "VAE_BLAS_CORE_CHOSEN_BY_FEATURES"
+void gotoblas_dynamic_init(void) __attribute__((weak));
+void gotoblas_dynamic_quit(void) __attribute__((weak));
+
+/* Makes the library behave as on a CPU OpenBLAS does not recognise: OpenBLAS
+ * is first set to its generic Prescott kernels, then the switch happens as it
+ * would there. For tests on machines whose CPU OpenBLAS knows. */
+#define SIMULATE_UNKNOWN_CPU "VAE_BLAS_SIMULATE_UNKNOWN_CPU"
+
+static char openblas_choice[32];  /* the core OpenBLAS chose, when this file switched away from it */
+static int user_set_core;         /* OPENBLAS_CORETYPE was set when the program started */
 
 const char *vae_blas_core_for_this_cpu(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -37,23 +48,36 @@ const char *vae_blas_core_for_this_cpu(void) {
     return NULL;
 }
 
-static int user_set_core(void) {
-    const char *variable = getenv("OPENBLAS_CORETYPE");
-    return variable && *variable && !getenv(RESTART_MARKER);
+/* OpenBLAS chooses its kernel table again, as OPENBLAS_CORETYPE = core says.
+ * The variable is removed afterwards, so child processes see the
+ * environment the program was given. Returns 0 when OpenBLAS now runs core. */
+static int openblas_switch_to(const char *core) {
+    if (!gotoblas_dynamic_init || !gotoblas_dynamic_quit) return -1; /* not OpenBLAS DYNAMIC_ARCH */
+    if (setenv("OPENBLAS_CORETYPE", core, 1) != 0) return -1;
+    gotoblas_dynamic_quit();
+    gotoblas_dynamic_init();
+    unsetenv("OPENBLAS_CORETYPE");
+    const char *running = openblas_get_corename();
+    return running && strcasecmp(running, core) == 0 ? 0 : -1;
 }
 
-void vae_blas_restart_with_chosen_core(char **argv) {
-    if (user_set_core() || getenv(RESTART_MARKER)) return; /* the user's choice, or restarted already */
+/* Runs before main(), with one thread: no BLAS call can be in flight. */
+__attribute__((constructor)) static void choose_blas_core_for_this_cpu(void) {
+    const char *variable = getenv("OPENBLAS_CORETYPE");
+    user_set_core = variable && *variable;
+    if (user_set_core) return;
+    const char *simulate = getenv(SIMULATE_UNKNOWN_CPU);
+    if (simulate && *simulate && strcmp(simulate, "0") != 0) openblas_switch_to("Prescott");
     const char *core = vae_blas_core_for_this_cpu();
     const char *running = openblas_get_corename();
     if (!core || (running && strcasecmp(running, core) == 0)) return;
-    if (setenv("OPENBLAS_CORETYPE", core, 1) != 0 || setenv(RESTART_MARKER, core, 1) != 0) return;
-    fflush(NULL);
-    execv("/proc/self/exe", argv);
-    /* No restart (no /proc?): carry on with OpenBLAS's choice, and leave the
-     * environment of any child as it was. */
-    unsetenv("OPENBLAS_CORETYPE");
-    unsetenv(RESTART_MARKER);
+    char chosen[sizeof openblas_choice];
+    snprintf(chosen, sizeof chosen, "%s", running ? running : "?");
+    if (openblas_switch_to(core) == 0) {
+        memcpy(openblas_choice, chosen, sizeof chosen);
+    } else if (running) {
+        openblas_switch_to(running); /* the core could not be had: back to OpenBLAS's choice */
+    }
 }
 
 void vae_blas_describe(char *text, size_t size) {
@@ -61,9 +85,15 @@ void vae_blas_describe(char *text, size_t size) {
     int parallel = openblas_get_parallel(); /* 0 sequential, 1 pthreads, 2 OpenMP */
     const char *running = openblas_get_corename();
     const char *wanted = vae_blas_core_for_this_cpu();
-    const char *who = user_set_core() ? "set by OPENBLAS_CORETYPE"
-                      : wanted && running && strcasecmp(running, wanted) == 0 ? "chosen by CPU features"
-                                                                                 : "OpenBLAS's own choice";
+    char who[96];
+    if (user_set_core)
+        snprintf(who, sizeof who, "set by OPENBLAS_CORETYPE");
+    else if (openblas_choice[0])
+        snprintf(who, sizeof who, "chosen by CPU features; OpenBLAS chose %s", openblas_choice);
+    else if (wanted && running && strcasecmp(running, wanted) == 0)
+        snprintf(who, sizeof who, "chosen by CPU features");
+    else
+        snprintf(who, sizeof who, "OpenBLAS's own choice");
 #ifdef _OPENMP
     /* the OpenMP build follows OpenMP's thread count at each call */
     int threads = parallel == 2 ? omp_get_max_threads() : openblas_get_num_threads();

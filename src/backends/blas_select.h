@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "vae/blas.h" /* the part programs use: restart, describe */
+#include "vae/blas.h" /* the part programs use: describe */
 
 /* The OPENBLAS_CORETYPE this CPU's features call for ("SkylakeX",
  * "Haswell", "Zen", "Sandybridge"), or NULL where none of these fits and

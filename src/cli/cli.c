@@ -254,15 +254,16 @@ static void exit_from_watchdog(int exit_code, const char *message) {
 
 static int run_command(int argc, char **argv) {
     if (argc < 2) { fputs(program_usage, stderr); return 2; }
-    /* OpenBLAS's kernels by the CPU's features (may restart the program once). */
-    vae_blas_restart_with_chosen_core(argv);
     const char *command = argv[1];
     if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 || strcmp(command, "help") == 0) {
         fputs(program_usage, stdout);
         return 0;
     }
     if (strcmp(command, "--version") == 0 || strcmp(command, "version") == 0) {
-        printf("vae %s\n", vae_version());
+        /* The BLAS and its kernel, so that a fallback to slow kernels shows. */
+        char blas[256];
+        vae_blas_describe(blas, sizeof blas);
+        printf("vae %s\nblas: %s\n", vae_version(), blas);
         return 0;
     }
     if (strcmp(command, "train") == 0) return command_train(argc, argv);
