@@ -84,7 +84,9 @@ in_image() {
     "$container" -- "$@"
 }
 
-version=$(in_image vae --version)
+# The first line is the version; the second names the BLAS and its kernel.
+version_lines=$(in_image vae --version)
+version=$(head -n 1 <<<"$version_lines")
 expected="vae $(sed -n 's/^project(vae_engine VERSION \([0-9.]*\).*/\1/p' "$VAE_ROOT/CMakeLists.txt")"
 [ "$version" = "$expected" ] || fail "vae --version printed '$version', expected '$expected'"
 user=$(in_image id -un)
@@ -94,6 +96,7 @@ leftovers=$(in_image sh -c 'for tool in cc gcc c++ g++ cmake make nvcc ctest; do
   dpkg-query -W -f "\${Package}\n" | grep -E -x ".*-dev|(gcc|g\+\+|cpp)(-[0-9]+)?|binutils|cmake|make"
   exit 0')
 [ -z "$leftovers" ] || fail "the runtime image should hold no build tool, -dev package, test or header; found: $leftovers"
+echo "docker-check: $(tail -n +2 <<<"$version_lines")"
 phase "'$version' as user $user; no compiler, build tool, -dev package, test or header in the image"
 
 in_image vae train --config configs/fashion_mnist.ini --set train.epochs=1 --out runs/check --force
