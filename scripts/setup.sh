@@ -31,8 +31,9 @@ vae_preset_options() {
   echo "-DVAE_WERROR=${VAE_WERROR:-OFF}"
 }
 
-# The "release" preset (CMakePresets.json) into $VAE_BUILD.
+# The "release" preset (CMakePresets.json) into $VAE_BUILD; VAE_BUILD_TARGET
+# (e.g. vae) builds that target alone instead of everything (tests included).
 vae_build() {
   cmake -S "$VAE_ROOT" --preset release -B "$VAE_BUILD" "$(vae_preset_options)" "$@" >/dev/null
-  cmake --build "$VAE_BUILD" -j "$(nproc)"
+  cmake --build "$VAE_BUILD" -j "$(nproc)" ${VAE_BUILD_TARGET:+--target "$VAE_BUILD_TARGET"}
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite (ctest).
 # Tests that need a GPU report themselves as skipped where there is none.
-# Then, unless VAE_TEST_QUICK=1, two more stages: the suite again under
-# AddressSanitizer + UndefinedBehaviorSanitizer (scripts/sanitize.sh, build-asan/)
-# and every libFuzzer target for 60 s (scripts/fuzz.sh, build-fuzz/).
+# Then, unless VAE_TEST_QUICK=1, three more stages: the suite again under
+# AddressSanitizer + UndefinedBehaviorSanitizer (scripts/sanitize.sh, build-asan/),
+# every libFuzzer target for 60 s (scripts/fuzz.sh, build-fuzz/) and the CPU
+# Docker image (scripts/docker-check.sh, build-docker/).
 #   VAE_TEST_QUICK=1 scripts/test.sh    only the normal build and suite
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
@@ -17,4 +18,12 @@ if [ "${VAE_TEST_QUICK:-0}" != "1" ]; then
   "$VAE_ROOT/scripts/sanitize.sh"
   echo "test: fuzzing each parser for 60 s (scripts/fuzz.sh)"
   FUZZ_SECONDS=60 "$VAE_ROOT/scripts/fuzz.sh"
+  # The CPU Docker image, built with buildah and run (about a minute when
+  # measured on the 2-core machine); where buildah cannot be had, say so.
+  if command -v buildah >/dev/null || apt-cache show buildah >/dev/null 2>&1; then
+    echo "test: the CPU Docker image (scripts/docker-check.sh)"
+    "$VAE_ROOT/scripts/docker-check.sh"
+  else
+    echo "test: SKIPPED scripts/docker-check.sh: no buildah package on this machine"
+  fi
 fi

@@ -12,7 +12,8 @@
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 vae_install_packages
-vae_build
+# Only the program training runs (not the tests: scripts/test.sh builds those).
+VAE_BUILD_TARGET=vae vae_build
 out="$VAE_ROOT/runs/fashion_mnist"
 start=(--force)
 for argument in "$@"; do

@@ -100,6 +100,24 @@ TEST(Cli, BadConfigNamesFileLineAndKey) {
     EXPECT_NE(override_result.output.find("latent_dim"), std::string::npos) << override_result.output;
 }
 
+TEST(Cli, ASmokeRunShorterThanTheWarmupWarnsAndShortensIt) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    std::string folder = vae_test::temporary_folder("cli_smoke_warmup");
+    std::string path = folder + "/warmup.ini";
+    // 1000 examples in batches of 100 for 20 epochs: 200 steps, warm-up 100.
+    vae_test::write_file(path, "[data]\npath = " + vae_test::fashion_mnist_folder() + "\ntrain_limit = 1000\ntest_limit = 100\n"
+                               "[model]\nlatent_dim = 4\nhidden = 16\n[train]\nepochs = 20\nbatch_size = 100\n"
+                               "warmup_steps = 100\neval_every_epochs = 0\n");
+    Result smoke = run("train --config " + path + " --set train.epochs=1 --device cpu --out " + folder + "/smoke");
+    EXPECT_EQ(smoke.exit_code, 0) << smoke.output;
+    EXPECT_NE(smoke.output.find("warning: [train] warmup_steps shortened from 100 to 10"), std::string::npos)
+        << smoke.output;
+    // The file's own inconsistency, and an override of the warm-up itself, are still refused.
+    Result asked = run("train --config " + path + " --set train.warmup_steps=500 --device cpu --out " + folder + "/asked");
+    EXPECT_EQ(asked.exit_code, 2) << asked.output;
+    EXPECT_NE(asked.output.find("warmup_steps"), std::string::npos) << asked.output;
+}
+
 TEST(Cli, MissingFilesAreReported) {
     Result config = run("train --config /nonexistent/x.ini");
     EXPECT_NE(config.exit_code, 0);

@@ -493,6 +493,41 @@ TEST(Config, ValidateChecksFieldsAndCrossFieldRules) {
     EXPECT_EQ(vae_config_validate(&config), VAE_OK) << vae_last_error();
 }
 
+TEST(Config, AnOverrideShorterThanTheWarmupShortensItAndAFileOrAnOverrideOfItsOwnIsStillRefused) {
+    // The file: 1000 examples, batch 100, 20 epochs = 200 steps, warm-up 100.
+    vae_config file = defaults();
+    file.train_limit = 1000;
+    file.batch_size = 100;
+    file.epochs = 20;
+    file.warmup_steps = 100;
+    ASSERT_EQ(vae_config_validate(&file), VAE_OK) << vae_last_error();
+    vae_config smoke = file;
+    ASSERT_EQ(vae_config_set(&smoke, "train.epochs=1"), VAE_OK) << vae_last_error();
+    EXPECT_EQ(vae_config_validate(&smoke), VAE_ERROR_INVALID_ARGUMENT);  // as an override leaves it
+    char note[256] = "";
+    EXPECT_EQ(vae_config_fit_warmup_to_overrides(&smoke, &file, note, sizeof note), 1);
+    EXPECT_EQ(smoke.warmup_steps, 10);  // the 10 steps of one epoch
+    expect_contains(note, {"warmup_steps", "100", "10"});
+    EXPECT_EQ(vae_config_validate(&smoke), VAE_OK) << vae_last_error();
+    // A warm-up that fits is left alone.
+    vae_config fits = file;
+    ASSERT_EQ(vae_config_set(&fits, "train.epochs=10"), VAE_OK);
+    EXPECT_EQ(vae_config_fit_warmup_to_overrides(&fits, &file, note, sizeof note), 0);
+    EXPECT_EQ(fits.warmup_steps, 100);
+    // An override of the warm-up itself is refused, not cut.
+    vae_config asked = file;
+    ASSERT_EQ(vae_config_set(&asked, "train.warmup_steps=500"), VAE_OK);
+    EXPECT_EQ(vae_config_fit_warmup_to_overrides(&asked, &file, note, sizeof note), 0);
+    EXPECT_EQ(vae_config_validate(&asked), VAE_ERROR_INVALID_ARGUMENT);
+    // A file whose own warm-up is longer than its run is still refused.
+    vae_config wrong_file = file;
+    wrong_file.warmup_steps = 300;
+    vae_config wrong = wrong_file;
+    ASSERT_EQ(vae_config_set(&wrong, "train.epochs=1"), VAE_OK);
+    EXPECT_EQ(vae_config_fit_warmup_to_overrides(&wrong, &wrong_file, note, sizeof note), 0);
+    EXPECT_EQ(vae_config_validate(&wrong), VAE_ERROR_INVALID_ARGUMENT);
+}
+
 TEST(Config, InvalidFieldsAreNotWritten) {
     vae_config config = defaults();
     config.hidden_count = 1000;  // would read past the array

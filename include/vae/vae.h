@@ -156,6 +156,13 @@ void vae_config_defaults(vae_config *config);
 vae_status vae_config_load_file(vae_config *config, const char *path);
 /* Applies one "section.key=value" override (as from --set). */
 vae_status vae_config_set(vae_config *config, const char *assignment);
+/* After --set overrides of a config file (before: the file alone): when the
+ * overrides shortened a run of known length (data.train_limit > 0) below the
+ * learning-rate warm-up that the file's own run holds, and none set
+ * train.warmup_steps, cuts warmup_steps to the run's steps and returns 1
+ * (note: what changed, for a warning); else 0. A warm-up too long in the file
+ * itself, or set too long by an override, is left to vae_config_validate. */
+int vae_config_fit_warmup_to_overrides(vae_config *config, const vae_config *before, char *note, size_t note_size);
 /* Checks the whole config for consistency (after all overrides). */
 vae_status vae_config_validate(const vae_config *config);
 /* Writes the resolved config as INI that vae_config_load_file reads back. */

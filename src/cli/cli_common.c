@@ -160,7 +160,14 @@ int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) 
 vae_status cli_load_config(const cli_options *o, vae_config *config) {
     vae_config_defaults(config);
     vae_status status = vae_config_load_file(config, o->config_path);
+    vae_config from_file = *config;
     for (int i = 0; status == VAE_OK && i < o->override_count; ++i) status = vae_config_set(config, o->overrides[i]);
+    /* A smoke run (--set train.epochs=1) shortens the warm-up with a warning
+     * rather than being refused. */
+    char note[256];
+    if (status == VAE_OK && vae_config_fit_warmup_to_overrides(config, &from_file, note, sizeof note) && !o->quiet &&
+        vae_distributed_rank() == 0)
+        fprintf(stderr, "vae: warning: %s\n", note);
     if (status == VAE_OK) status = vae_config_validate(config);
     return status;
 }

@@ -342,6 +342,31 @@ static vae_status check_layer_lists(const vae_config *config) {
     return VAE_OK;
 }
 
+/* The run's step count when the config alone knows it (data.train_limit > 0,
+ * more examples than validation_size), else -1. */
+static long long known_run_steps(const vae_config *config) {
+    if (config->train_limit <= 0 || config->validation_size >= config->train_limit || config->batch_size <= 0) return -1;
+    long long examples = config->train_limit - config->validation_size;
+    return (long long)config->epochs * ((examples + config->batch_size - 1) / config->batch_size);
+}
+
+int vae_config_fit_warmup_to_overrides(vae_config *config, const vae_config *before, char *note, size_t note_size) {
+    if (!config || !before) return 0;
+    long long steps = known_run_steps(config), steps_before = known_run_steps(before);
+    if (steps < 0 || config->warmup_steps <= steps) return 0;
+    /* The file's own run must hold its warm-up (else the file is wrong), and
+     * an override that set the warm-up itself asked for it. */
+    if (config->warmup_steps != before->warmup_steps) return 0;
+    if (steps_before >= 0 && before->warmup_steps > steps_before) return 0;
+    if (note && note_size > 0)
+        snprintf(note, note_size,
+                 "[train] warmup_steps shortened from %d to %lld, the steps of the run the overrides leave "
+                 "(epochs x batches of train_limit - validation_size)",
+                 config->warmup_steps, steps);
+    config->warmup_steps = (int)steps;
+    return 1;
+}
+
 vae_status vae_config_validate(const vae_config *config) {
     if (!config) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_config_validate: config is NULL");
     VAE_TRY(check_fields(config));
@@ -364,8 +389,7 @@ vae_status vae_config_validate(const vae_config *config) {
                              config->train_limit, config->validation_size);
         /* With a known training-set size, a warm-up longer than the whole run
          * is surely a mistake (the rate would never reach lr). */
-        long long examples = config->train_limit - config->validation_size;
-        long long total_steps = (long long)config->epochs * ((examples + config->batch_size - 1) / config->batch_size);
+        long long total_steps = known_run_steps(config);
         if (config->warmup_steps > total_steps)
             return vae_error(VAE_ERROR_INVALID_ARGUMENT,
                              "config: [train] warmup_steps: expected at most the %lld steps of the run "
