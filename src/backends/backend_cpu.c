@@ -12,6 +12,7 @@
 
 #include "backends/backend.h"
 #include "backends/blas_select.h"
+#include "backends/cpu_binary_linear.h"
 #include "backends/cpu_conv.h"
 #include "backends/cpu_gemm.h"
 #include "base/error.h"
@@ -38,12 +39,28 @@
 typedef struct cpu_backend {
     vae_backend base; /* first: a vae_backend* points here */
     vae_cpu_gemm gemm;
+    /* Dense layers on binary inputs (cpu_binary_linear.h): on unless
+     * VAE_CPU_BINARY_INPUTS=dense; the masks of the last packed input. */
+    int binary_inputs;
+    vae_binary_input binary_input;
+    int32_t *binary_row_offsets, *binary_input_offsets, *binary_lists;
+    float *binary_scratch;
+    size_t binary_row_capacity, binary_input_capacity, binary_list_capacity, binary_scratch_capacity;
 } cpu_backend;
+
+/* Above this share of set inputs the dense GEMM is faster than the sums
+ * (bench/binary_linear.c measures both). */
+#define CPU_BINARY_MAX_DENSITY 0.5
 
 vae_cpu_gemm *vae_cpu_backend_gemm(vae_backend *backend) { return &((cpu_backend *)backend)->gemm; }
 
 static void cpu_destroy(vae_backend *backend) {
     vae_cpu_gemm_release(vae_cpu_backend_gemm(backend));
+    cpu_backend *cpu = (cpu_backend *)backend;
+    free(cpu->binary_row_offsets);
+    free(cpu->binary_input_offsets);
+    free(cpu->binary_lists);
+    free(cpu->binary_scratch);
     free(backend);
 }
 
@@ -69,8 +86,65 @@ static vae_status cpu_fill(vae_backend *backend, float *destination, float value
 
 static vae_status cpu_synchronize(vae_backend *backend) { return VAE_OK; }
 
+/* Grows *buffer to hold count elements of `size` bytes. */
+static vae_status grow(void **buffer, size_t *capacity, size_t count, size_t size, const char *what) {
+    if (count <= *capacity) return VAE_OK;
+    void *grown = realloc(*buffer, count * size);
+    if (!grown) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu %s", count, what);
+    *buffer = grown;
+    *capacity = count;
+    return VAE_OK;
+}
+
+/* Packs x into the backend's lists when the binary path is on and x is
+ * binary and sparse enough for it, and makes room for the products' scratch:
+ * *use_sums is then 1; 0 when the dense GEMM should run. */
+static vae_status pack_binary_input(vae_backend *backend, const float *x, int rows, int in, int out, int *use_sums) {
+    cpu_backend *cpu = (cpu_backend *)backend;
+    *use_sums = 0;
+    if (!cpu->binary_inputs) return VAE_OK;
+    size_t values = (size_t)rows * (size_t)in;
+    if (values > INT32_MAX) return VAE_OK; /* the lists' offsets are int32 */
+    /* Most layers' inputs (activations, z) fail at their first values: look
+     * before making room for the lists. */
+    for (size_t start = 0; start < values; start += 256) {
+        const size_t end = start + 256 < values ? start + 256 : values;
+        unsigned other = 0; /* branch-free within a chunk: the values are random bits */
+        for (size_t i = start; i < end; ++i) other |= (unsigned)(x[i] != 0.0f) & (unsigned)(x[i] != 1.0f);
+        if (other) return VAE_OK;
+    }
+    VAE_TRY(grow((void **)&cpu->binary_row_offsets, &cpu->binary_row_capacity, (size_t)rows + 1, sizeof(int32_t),
+                 "row offsets"));
+    VAE_TRY(grow((void **)&cpu->binary_input_offsets, &cpu->binary_input_capacity, (size_t)in + 1, sizeof(int32_t),
+                 "input offsets"));
+    VAE_TRY(grow((void **)&cpu->binary_lists, &cpu->binary_list_capacity, 2 * values, sizeof(int32_t),
+                 "input list entries"));
+    VAE_TRY(grow((void **)&cpu->binary_scratch, &cpu->binary_scratch_capacity,
+                 vae_binary_linear_scratch_floats(rows, in, out), sizeof(float), "scratch floats"));
+    vae_binary_input *input = &cpu->binary_input;
+    input->row_offsets = cpu->binary_row_offsets;
+    input->input_offsets = cpu->binary_input_offsets;
+    input->row_inputs = cpu->binary_lists;
+    input->input_rows = cpu->binary_lists + values;
+    *use_sums = vae_binary_input_pack(x, rows, in, input) &&
+                (double)input->set <= CPU_BINARY_MAX_DENSITY * (double)values;
+    return VAE_OK;
+}
+
+static int rounds_to_bfloat16(vae_backend *backend) {
+    return vae_cpu_backend_gemm(backend)->precision == VAE_PRECISION_BF16;
+}
+
 static vae_status cpu_linear_forward(vae_backend *backend, const float *x, const float *weight, const float *bias,
                                      float *y, int rows, int in, int out) {
+    int use_sums = 0;
+    VAE_TRY(pack_binary_input(backend, x, rows, in, out, &use_sums));
+    if (use_sums) {
+        cpu_backend *cpu = (cpu_backend *)backend;
+        vae_binary_linear_forward(&cpu->binary_input, out, weight, bias, rounds_to_bfloat16(backend),
+                                  cpu->binary_scratch, y);
+        return VAE_OK;
+    }
     /* Start from the bias (or zero) so one GEMM with beta = 1 adds x W^T to it. */
     for (int r = 0; r < rows; ++r) {
         if (bias) memcpy(y + (size_t)r * out, bias, sizeof(float) * (size_t)out);
@@ -82,7 +156,15 @@ static vae_status cpu_linear_forward(vae_backend *backend, const float *x, const
 static vae_status cpu_linear_backward(vae_backend *backend, const float *x, const float *weight, const float *dy,
                                       float *dx, float *dweight, float *dbias, int rows, int in, int out) {
     /* dweight[out,in] = dy^T[out,rows] x[rows,in] */
-    VAE_TRY(vae_cpu_gemm_run(vae_cpu_backend_gemm(backend), 1, 0, out, in, rows, dy, out, x, in, 0.0f, dweight, in));
+    int use_sums = 0;
+    VAE_TRY(pack_binary_input(backend, x, rows, in, out, &use_sums));
+    cpu_backend *cpu = (cpu_backend *)backend;
+    if (use_sums)
+        vae_binary_linear_weight_gradient(&cpu->binary_input, out, dy, rounds_to_bfloat16(backend),
+                                          cpu->binary_scratch, dweight);
+    else
+        VAE_TRY(vae_cpu_gemm_run(vae_cpu_backend_gemm(backend), 1, 0, out, in, rows, dy, out, x, in, 0.0f, dweight,
+                                 in));
     /* dbias = column sums of dy, in row order */
     for (int o = 0; o < out; ++o) dbias[o] = 0.0f;
     for (int r = 0; r < rows; ++r) {
@@ -595,10 +677,14 @@ vae_status vae_backend_create_cpu_precision(vae_backend **out, vae_precision pre
     if (!backend) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "cpu backend: out of memory");
     backend->base.ops = &cpu_ops;
     backend->gemm.precision = precision;
+    const char *binary_setting = getenv("VAE_CPU_BINARY_INPUTS");
+    backend->binary_inputs = !(binary_setting && strcmp(binary_setting, "dense") == 0);
     char blas[200];
     vae_blas_describe(blas, sizeof blas);
-    snprintf(backend->base.device_name, sizeof backend->base.device_name, "cpu (%s%s)", blas,
-             precision == VAE_PRECISION_BF16 ? ", bf16 GEMM operands emulated" : "");
+    snprintf(backend->base.device_name, sizeof backend->base.device_name, "cpu (%s%s; %s)", blas,
+             precision == VAE_PRECISION_BF16 ? ", bf16 GEMM operands emulated" : "",
+             backend->binary_inputs ? "dense layers on binary inputs: sums over the set inputs"
+                                    : "binary inputs: dense GEMMs (VAE_CPU_BINARY_INPUTS=dense)");
     *out = &backend->base;
     return VAE_OK;
 }
