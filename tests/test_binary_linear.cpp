@@ -48,6 +48,7 @@ Layer make_layer(int rows, int in, int out, uint64_t seed, double density = 0.29
 
 // A packed input with its own arrays.
 struct Packed {
+    std::vector<uint64_t> words;
     std::vector<int32_t> row_offsets, input_offsets, row_inputs, input_rows;
     vae_binary_input input{};
     int ok = 0;
@@ -55,13 +56,16 @@ struct Packed {
 
 Packed pack_values(const std::vector<float> &x, int rows, int in) {
     Packed packed;
+    packed.words.assign(vae_binary_words(rows, in), ~0ull);
     packed.row_offsets.assign(rows + 1, -1);
     packed.input_offsets.assign(in + 1, -1);
     packed.row_inputs.assign((size_t)rows * in, -1);
     packed.input_rows.assign((size_t)rows * in, -1);
     packed.input = vae_binary_input{0, 0, 0, packed.row_offsets.data(), packed.row_inputs.data(),
                                     packed.input_offsets.data(), packed.input_rows.data()};
-    packed.ok = vae_binary_input_pack(x.data(), rows, in, &packed.input);
+    long long set = vae_binary_input_scan(x.data(), rows, in, packed.words.data());
+    packed.ok = set >= 0;
+    if (packed.ok) vae_binary_input_from_words(packed.words.data(), rows, in, set, &packed.input);
     return packed;
 }
 
@@ -162,6 +166,12 @@ TEST(BinaryLinear, PackingListsEverySetInputBothWaysAndRefusesOtherValues) {
             if (layer.x[(size_t)r * layer.in + p] == 1.0f) expected.push_back(r);
         EXPECT_EQ(listed, expected) << "input " << p;
     }
+    // The words: bit j of word w is input 64 w + j, zero past the row's end.
+    for (int r = 0; r < layer.rows; ++r)
+        for (int p = 0; p < 64; ++p) {
+            bool bit = (packed.words[r] >> p) & 1;
+            ASSERT_EQ(bit, p < layer.in && layer.x[(size_t)r * layer.in + p] == 1.0f) << "row " << r << " bit " << p;
+        }
     for (float other : {0.5f, -1.0f, 2.0f, NAN, INFINITY}) {
         std::vector<float> x = layer.x;
         x[(size_t)3 * layer.in + 20] = other;

@@ -42,10 +42,13 @@ typedef struct cpu_backend {
     /* Dense layers on binary inputs (cpu_binary_linear.h): on unless
      * VAE_CPU_BINARY_INPUTS=dense; the masks of the last packed input. */
     int binary_inputs;
-    vae_binary_input binary_input;
+    vae_binary_input binary_input; /* its lists, of the bits in binary_words[0] when binary_lists_valid */
+    int binary_lists_valid;
+    uint64_t *binary_words[2];     /* [0] the lists' bits, [1] the last scan's */
     int32_t *binary_row_offsets, *binary_input_offsets, *binary_lists;
     float *binary_scratch;
-    size_t binary_row_capacity, binary_input_capacity, binary_list_capacity, binary_scratch_capacity;
+    size_t binary_word_capacity[2], binary_row_capacity, binary_input_capacity, binary_list_capacity,
+        binary_scratch_capacity;
 } cpu_backend;
 
 /* Above this share of set inputs the dense GEMM is faster than the sums
@@ -57,6 +60,8 @@ vae_cpu_gemm *vae_cpu_backend_gemm(vae_backend *backend) { return &((cpu_backend
 static void cpu_destroy(vae_backend *backend) {
     vae_cpu_gemm_release(vae_cpu_backend_gemm(backend));
     cpu_backend *cpu = (cpu_backend *)backend;
+    free(cpu->binary_words[0]);
+    free(cpu->binary_words[1]);
     free(cpu->binary_row_offsets);
     free(cpu->binary_input_offsets);
     free(cpu->binary_lists);
@@ -96,8 +101,9 @@ static vae_status grow(void **buffer, size_t *capacity, size_t count, size_t siz
     return VAE_OK;
 }
 
-/* Packs x into the backend's lists when the binary path is on and x is
- * binary and sparse enough for it, and makes room for the products' scratch:
+/* Scans x when the binary path is on; when it is binary and sparse enough,
+ * makes its lists (or keeps them: the backward pass of a layer sees the
+ * input its forward saw, the same bits) and room for the products' scratch:
  * *use_sums is then 1; 0 when the dense GEMM should run. */
 static vae_status pack_binary_input(vae_backend *backend, const float *x, int rows, int in, int out, int *use_sums) {
     cpu_backend *cpu = (cpu_backend *)backend;
@@ -106,28 +112,40 @@ static vae_status pack_binary_input(vae_backend *backend, const float *x, int ro
     size_t values = (size_t)rows * (size_t)in;
     if (values > INT32_MAX) return VAE_OK; /* the lists' offsets are int32 */
     /* Most layers' inputs (activations, z) fail at their first values: look
-     * before making room for the lists. */
-    for (size_t start = 0; start < values; start += 256) {
-        const size_t end = start + 256 < values ? start + 256 : values;
-        unsigned other = 0; /* branch-free within a chunk: the values are random bits */
-        for (size_t i = start; i < end; ++i) other |= (unsigned)(x[i] != 0.0f) & (unsigned)(x[i] != 1.0f);
-        if (other) return VAE_OK;
-    }
+     * before making room. */
+    for (int p = 0; p < in && p < 64; ++p)
+        if (x[p] != 0.0f && x[p] != 1.0f) return VAE_OK;
+    size_t words = vae_binary_words(rows, in);
+    VAE_TRY(grow((void **)&cpu->binary_words[0], &cpu->binary_word_capacity[0], words, sizeof(uint64_t), "words"));
+    VAE_TRY(grow((void **)&cpu->binary_words[1], &cpu->binary_word_capacity[1], words, sizeof(uint64_t), "words"));
+    long long set = vae_binary_input_scan(x, rows, in, cpu->binary_words[1]);
+    if (set < 0 || (double)set > CPU_BINARY_MAX_DENSITY * (double)values) return VAE_OK;
+    VAE_TRY(grow((void **)&cpu->binary_scratch, &cpu->binary_scratch_capacity,
+                 vae_binary_linear_scratch_floats(rows, in, out), sizeof(float), "scratch floats"));
+    *use_sums = 1;
+    vae_binary_input *input = &cpu->binary_input;
+    if (cpu->binary_lists_valid && input->rows == rows && input->in == in &&
+        memcmp(cpu->binary_words[0], cpu->binary_words[1], words * sizeof(uint64_t)) == 0)
+        return VAE_OK;
+    cpu->binary_lists_valid = 0;
     VAE_TRY(grow((void **)&cpu->binary_row_offsets, &cpu->binary_row_capacity, (size_t)rows + 1, sizeof(int32_t),
                  "row offsets"));
     VAE_TRY(grow((void **)&cpu->binary_input_offsets, &cpu->binary_input_capacity, (size_t)in + 1, sizeof(int32_t),
                  "input offsets"));
-    VAE_TRY(grow((void **)&cpu->binary_lists, &cpu->binary_list_capacity, 2 * values, sizeof(int32_t),
+    VAE_TRY(grow((void **)&cpu->binary_lists, &cpu->binary_list_capacity, 2 * (size_t)set, sizeof(int32_t),
                  "input list entries"));
-    VAE_TRY(grow((void **)&cpu->binary_scratch, &cpu->binary_scratch_capacity,
-                 vae_binary_linear_scratch_floats(rows, in, out), sizeof(float), "scratch floats"));
-    vae_binary_input *input = &cpu->binary_input;
     input->row_offsets = cpu->binary_row_offsets;
     input->input_offsets = cpu->binary_input_offsets;
     input->row_inputs = cpu->binary_lists;
-    input->input_rows = cpu->binary_lists + values;
-    *use_sums = vae_binary_input_pack(x, rows, in, input) &&
-                (double)input->set <= CPU_BINARY_MAX_DENSITY * (double)values;
+    input->input_rows = cpu->binary_lists + set;
+    vae_binary_input_from_words(cpu->binary_words[1], rows, in, set, input);
+    uint64_t *kept = cpu->binary_words[0]; /* the lists' words become the ones to compare with */
+    size_t kept_capacity = cpu->binary_word_capacity[0];
+    cpu->binary_words[0] = cpu->binary_words[1];
+    cpu->binary_word_capacity[0] = cpu->binary_word_capacity[1];
+    cpu->binary_words[1] = kept;
+    cpu->binary_word_capacity[1] = kept_capacity;
+    cpu->binary_lists_valid = 1;
     return VAE_OK;
 }
 

@@ -62,28 +62,54 @@ static sixteen_floats_unaligned *thread_panel(float *scratch, int rows, int in) 
     return (sixteen_floats_unaligned *)((start + 63) & ~(uintptr_t)63);
 }
 
-int vae_binary_input_pack(const float *x, int rows, int in, vae_binary_input *input) {
+size_t vae_binary_words(int rows, int in) {
+    if (rows <= 0 || in <= 0) return 0;
+    return (size_t)rows * (size_t)((in + 63) / 64);
+}
+
+long long vae_binary_input_scan(const float *x, int rows, int in, uint64_t *words) {
+    const int row_words = (in + 63) / 64;
+    long long set = 0;
+    for (int r = 0; r < rows; ++r) {
+        const float *row = x + (size_t)r * (size_t)in;
+        unsigned other = 0; /* branch-free within a row: the values are random bits */
+        for (int w = 0; w < row_words; ++w) {
+            const int first = 64 * w, span = min_int(64, in - first);
+            uint64_t word = 0;
+            for (int j = 0; j < span; ++j) {
+                const float value = row[first + j];
+                word |= (uint64_t)(value == 1.0f) << j;
+                other |= (unsigned)(value != 0.0f) & (unsigned)(value != 1.0f);
+            }
+            words[(size_t)r * (size_t)row_words + (size_t)w] = word;
+            set += __builtin_popcountll(word);
+        }
+        if (other) return -1;
+    }
+    return set;
+}
+
+void vae_binary_input_from_words(const uint64_t *words, int rows, int in, long long set, vae_binary_input *input) {
+    const int row_words = (in + 63) / 64;
     input->rows = rows;
     input->in = in;
+    input->set = set;
     int32_t *input_offsets = input->input_offsets;
     memset(input_offsets, 0, sizeof(int32_t) * ((size_t)in + 1));
     int32_t count = 0;
     for (int r = 0; r < rows; ++r) {
-        const float *row = x + (size_t)r * (size_t)in;
-        unsigned other = 0;
         input->row_offsets[r] = count;
-        for (int p = 0; p < in; ++p) {
-            const float value = row[p];
-            const int set = value == 1.0f;
-            other |= (unsigned)(value != 0.0f) & (unsigned)!set;
-            input->row_inputs[count] = p; /* kept only when set: branch-free */
-            count += set;
-            input_offsets[p + 1] += set;
+        for (int w = 0; w < row_words; ++w) {
+            uint64_t word = words[(size_t)r * (size_t)row_words + (size_t)w];
+            while (word) {
+                const int p = 64 * w + __builtin_ctzll(word);
+                input->row_inputs[count++] = p;
+                input_offsets[p + 1] += 1;
+                word &= word - 1;
+            }
         }
-        if (other) return 0;
     }
     input->row_offsets[rows] = count;
-    input->set = count;
     /* Input p's rows: counted above, placed by a prefix sum, filled in row
      * order with input_offsets[p] as the cursor, then shifted back. */
     for (int p = 0; p < in; ++p) input_offsets[p + 1] += input_offsets[p];
@@ -92,7 +118,6 @@ int vae_binary_input_pack(const float *x, int rows, int in, vae_binary_input *in
             input->input_rows[input_offsets[input->row_inputs[t]]++] = r;
     for (int p = in; p > 0; --p) input_offsets[p] = input_offsets[p - 1];
     input_offsets[0] = 0;
-    return 1;
 }
 
 size_t vae_binary_linear_scratch_floats(int rows, int in, int out) {

@@ -28,9 +28,17 @@ typedef struct vae_binary_input {
     int32_t *input_offsets, *input_rows;
 } vae_binary_input;
 
-/* Fills input (its arrays given) from x. Returns 1 when every value is
- * exactly 0 or 1; 0 at the first other value (input is then incomplete). */
-int vae_binary_input_pack(const float *x, int rows, int in, vae_binary_input *input);
+/* Bit words of x[rows, in]: 64 inputs a word, ceil(in / 64) words a row, bit
+ * j of word w of row r is input 64 w + j (the bits past `in` zero). */
+size_t vae_binary_words(int rows, int in);
+
+/* Scans x into words. Returns how many values are 1 when every value is
+ * exactly 0 or 1; -1 at the first row with another value (the words are then
+ * incomplete). */
+long long vae_binary_input_scan(const float *x, int rows, int in, uint64_t *words);
+
+/* Fills input's lists (its arrays given) from the words of a scan. */
+void vae_binary_input_from_words(const uint64_t *words, int rows, int in, long long set, vae_binary_input *input);
 
 /* Floats of scratch the two products need for a layer of in -> out over
  * `rows` rows, at the current OpenMP thread count (a panel per thread). */
