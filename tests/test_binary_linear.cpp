@@ -301,4 +301,36 @@ TEST(BinaryLinearBackend, OtherInputsAndDenseOnesTakeTheGemm) {
     }
 }
 
+// The backend keeps a packed input's lists while the bits stay the same: a
+// forward of one batch, a forward of another, then the first's backward must
+// use the first's lists again, not the second's.
+TEST(BinaryLinearBackend, ListsFollowTheInputWhenBatchesAlternate) {
+    Layer first = make_layer(40, 300, 33, 800), second = make_layer(40, 300, 33, 801);
+    second.weight = first.weight;
+    second.bias = first.bias;
+    second.dy = first.dy;
+    vae_backend *backend = nullptr;
+    ASSERT_EQ(vae_backend_create_cpu(&backend), VAE_OK) << vae_last_error();
+    std::vector<float> y((size_t)40 * 33), dweight((size_t)33 * 300), dbias(33);
+    auto forward = [&](const Layer &layer) {
+        ASSERT_EQ(vae_backend_linear_forward(backend, layer.x.data(), layer.weight.data(), layer.bias.data(),
+                                             y.data(), 40, 300, 33),
+                  VAE_OK);
+        expect_bitwise_equal(y, forward_in_order(layer, true, false), "y");
+    };
+    auto backward = [&](const Layer &layer) {
+        ASSERT_EQ(vae_backend_linear_backward(backend, layer.x.data(), layer.weight.data(), layer.dy.data(), nullptr,
+                                              dweight.data(), dbias.data(), 40, 300, 33),
+                  VAE_OK);
+        expect_bitwise_equal(dweight, weight_gradient_in_order(layer, false), "dweight");
+    };
+    forward(first);
+    forward(second);
+    backward(first); // the second's lists are kept: the first's bits differ
+    backward(first); // now kept
+    forward(second);
+    backward(second);
+    vae_backend_destroy(backend);
+}
+
 } // namespace
