@@ -6,11 +6,16 @@
 # median is reported, and PyTorch's figure is the best of its default and of
 # a tuned OPENBLAS_CORETYPE (the core the engine chose from the CPU's
 # features). No tuning variable is set for the engine or JAX.
+# The engine trains on binarised pixels (--set data.binarize=$BINARIZE,
+# default dynamic: its first layer then sums the weights of the set pixels,
+# src/backends/cpu_binary_linear.c) and runs a second time with
+# VAE_CPU_BINARY_INPUTS=dense (dense GEMMs there): the columns engine and
+# eng_dense. The peers' work does not depend on the pixel values.
 #
 #   bench/compare_cpu.sh                       # both configs, 1 and 2 threads
 #   CONFIGS="configs/pytorch_example.ini" THREADS="1" ROUNDS=5 bench/compare_cpu.sh
 #
-# Environment: CONFIGS (configs/pytorch_example.ini configs/fashion_mnist.ini),
+# Environment: BINARIZE (dynamic; none for the raw intensities), CONFIGS (configs/pytorch_example.ini configs/fashion_mnist.ini),
 # THREADS ("1 2"), ROUNDS (3), STEPS (300 timed steps after 20 warm-up steps),
 # VAE (the engine binary; default build/vae, built by scripts/setup.sh when
 # missing), PYTHON (/usr/bin/python3, with Debian's python3-torch), JAX_PYTHON
@@ -88,14 +93,19 @@ run_one() { # name cpus command...: appends the JSON line to the log, prints sam
   fi
 }
 
-printf '\n%-22s %7s %12s %12s %12s %12s %9s %9s\n' config threads engine jax_jit torch torch_tuned eng/jax eng/torch
+binarize="${BINARIZE:-dynamic}"
+printf '\n%-22s %7s %12s %12s %12s %12s %12s %9s %9s %9s\n' config threads engine eng_dense jax_jit torch torch_tuned \
+  eng/jax eng/torch eng/dense
 declare -A engine_at
 for config in "${configs[@]}"; do
   for threads in "${threads_list[@]}"; do
     cpus=$(seq -s, 0 $((threads - 1)))
-    e=() j=() t=() tt=()
+    e=() d=() j=() t=() tt=()
     for _ in $(seq "$rounds"); do
-      e+=("$(run_one engine "$cpus" "$vae" bench --config "$config" --device cpu --steps "$steps" --warmup-steps "$warmup")")
+      e+=("$(run_one engine "$cpus" "$vae" bench --config "$config" --set data.binarize="$binarize" --device cpu \
+             --steps "$steps" --warmup-steps "$warmup")")
+      d+=("$(VAE_CPU_BINARY_INPUTS=dense run_one engine_dense "$cpus" "$vae" bench --config "$config" \
+             --set data.binarize="$binarize" --device cpu --steps "$steps" --warmup-steps "$warmup")")
       if [ "$have_jax" = 1 ]; then
         j+=("$(run_one jax "$cpus" "$jax_python" bench/jax_vae.py --config "$config" --device cpu --threads "$threads" \
                --steps "$steps" --warmup-steps "$warmup")")
@@ -109,11 +119,11 @@ for config in "${configs[@]}"; do
         fi
       fi
     done
-    em=$(median "${e[@]}"); jm=$(median "${j[@]}"); tm=$(median "${t[@]}"); ttm=$(median "${tt[@]}")
+    em=$(median "${e[@]}"); dm=$(median "${d[@]}"); jm=$(median "${j[@]}"); tm=$(median "${t[@]}"); ttm=$(median "${tt[@]}")
     best_torch=$(awk -v a="$tm" -v b="$ttm" 'BEGIN {print (a > b ? a : b)}')
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else printf "-"}'; }
-    printf '%-22s %7s %12.0f %12.0f %12.0f %12.0f %9s %9s\n' "$(basename "$config")" "$threads" "$em" "$jm" "$tm" "$ttm" \
-      "$(ratio "$em" "$jm")" "$(ratio "$em" "$best_torch")"
+    printf '%-22s %7s %12.0f %12.0f %12.0f %12.0f %12.0f %9s %9s %9s\n' "$(basename "$config")" "$threads" "$em" "$dm" \
+      "$jm" "$tm" "$ttm" "$(ratio "$em" "$jm")" "$(ratio "$em" "$best_torch")" "$(ratio "$em" "$dm")"
     engine_at["$config:$threads"]="$em"
   done
 done
@@ -125,4 +135,4 @@ for config in "${configs[@]}"; do
   fi
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "samples/s are medians of $rounds rounds of $steps timed steps; torch = eager PyTorch $("$python" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo '-'), torch_tuned = with OPENBLAS_CORETYPE=${tuned_core:-none}; eng/torch uses the better of the two. JSON lines: $log"
+echo "samples/s are medians of $rounds rounds of $steps timed steps; the engine on data.binarize=$binarize, eng_dense with VAE_CPU_BINARY_INPUTS=dense; torch = eager PyTorch $("$python" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo '-'), torch_tuned = with OPENBLAS_CORETYPE=${tuned_core:-none}; eng/torch uses the better of the two. JSON lines: $log"

@@ -168,7 +168,7 @@ double loss_curve_difference(const std::vector<double> &a, const std::vector<dou
 
 // Tolerances of the GPU comparisons below, and why.
 constexpr double kSmoothParameterTolerance = 1e-4; // tanh: parameters after 200 steps
-constexpr double kReluLossTolerance = 5e-3;       // relu: each logged mean loss over 200 steps
+constexpr double kReluLossTolerance = 1e-2;       // relu: each logged mean loss over 200 steps
 
 // What one ulp everywhere does on the CPU alone. Measured 2026-11-21 on the
 // development machine (2 cores, OpenBLAS): tanh moved the parameters by
@@ -178,7 +178,9 @@ constexpr double kReluLossTolerance = 5e-3;       // relu: each logged mean loss
 // element-wise math (polynomial softplus, lane sums) the same nudge moved the
 // relu parameters by 6e-2 and the loss curve by 4.6e-4: how far one ulp moves a
 // ReLU trajectory is itself chaotic, so the loss tolerance keeps a 5x margin
-// over the larger measurement (1e-3), not over the lucky one.
+// over the larger measurement, not over the lucky one. With the first layer's
+// binary inputs summed (cpu_binary_linear.c) the loss curve moved 1.5e-3
+// (2026-12-06, AMD EPYC Zen 4): the tolerance went from 5e-3 to 1e-2.
 TEST(CpuRoundingSensitivity, OneUlpEverywhereStaysInsideTheGpuTolerances) {
     if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
     vae_config smooth = small_config("tanh");

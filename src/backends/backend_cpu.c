@@ -12,6 +12,7 @@
 
 #include "backends/backend.h"
 #include "backends/blas_select.h"
+#include "backends/cpu_binary_linear.h"
 #include "backends/cpu_conv.h"
 #include "backends/cpu_gemm.h"
 #include "base/error.h"
@@ -38,12 +39,33 @@
 typedef struct cpu_backend {
     vae_backend base; /* first: a vae_backend* points here */
     vae_cpu_gemm gemm;
+    /* Dense layers on binary inputs (cpu_binary_linear.h): on unless
+     * VAE_CPU_BINARY_INPUTS=dense; the masks of the last packed input. */
+    int binary_inputs;
+    vae_binary_input binary_input; /* its lists, of the bits in binary_words[0] when binary_lists_valid */
+    int binary_lists_valid;
+    uint64_t *binary_words[2];     /* [0] the lists' bits, [1] the last scan's */
+    int32_t *binary_row_offsets, *binary_input_offsets, *binary_lists;
+    float *binary_scratch;
+    size_t binary_word_capacity[2], binary_row_capacity, binary_input_capacity, binary_list_capacity,
+        binary_scratch_capacity;
 } cpu_backend;
+
+/* Above this share of set inputs the dense GEMM is faster than the sums
+ * (bench/binary_linear.c measures both). */
+#define CPU_BINARY_MAX_DENSITY 0.5
 
 vae_cpu_gemm *vae_cpu_backend_gemm(vae_backend *backend) { return &((cpu_backend *)backend)->gemm; }
 
 static void cpu_destroy(vae_backend *backend) {
     vae_cpu_gemm_release(vae_cpu_backend_gemm(backend));
+    cpu_backend *cpu = (cpu_backend *)backend;
+    free(cpu->binary_words[0]);
+    free(cpu->binary_words[1]);
+    free(cpu->binary_row_offsets);
+    free(cpu->binary_input_offsets);
+    free(cpu->binary_lists);
+    free(cpu->binary_scratch);
     free(backend);
 }
 
@@ -69,8 +91,78 @@ static vae_status cpu_fill(vae_backend *backend, float *destination, float value
 
 static vae_status cpu_synchronize(vae_backend *backend) { return VAE_OK; }
 
+/* Grows *buffer to hold count elements of `size` bytes. */
+static vae_status grow(void **buffer, size_t *capacity, size_t count, size_t size, const char *what) {
+    if (count <= *capacity) return VAE_OK;
+    void *grown = realloc(*buffer, count * size);
+    if (!grown) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu %s", count, what);
+    *buffer = grown;
+    *capacity = count;
+    return VAE_OK;
+}
+
+/* Scans x when the binary path is on; when it is binary and sparse enough,
+ * makes its lists (or keeps them: the backward pass of a layer sees the
+ * input its forward saw, the same bits) and room for the products' scratch:
+ * *use_sums is then 1; 0 when the dense GEMM should run. */
+static vae_status pack_binary_input(vae_backend *backend, const float *x, int rows, int in, int out, int *use_sums) {
+    cpu_backend *cpu = (cpu_backend *)backend;
+    *use_sums = 0;
+    if (!cpu->binary_inputs) return VAE_OK;
+    size_t values = (size_t)rows * (size_t)in;
+    if (values > INT32_MAX) return VAE_OK; /* the lists' offsets are int32 */
+    /* Most layers' inputs (activations, z) fail at their first values: look
+     * before making room. */
+    for (int p = 0; p < in && p < 64; ++p)
+        if (x[p] != 0.0f && x[p] != 1.0f) return VAE_OK;
+    size_t words = vae_binary_words(rows, in);
+    VAE_TRY(grow((void **)&cpu->binary_words[0], &cpu->binary_word_capacity[0], words, sizeof(uint64_t), "words"));
+    VAE_TRY(grow((void **)&cpu->binary_words[1], &cpu->binary_word_capacity[1], words, sizeof(uint64_t), "words"));
+    long long set = vae_binary_input_scan(x, rows, in, cpu->binary_words[1]);
+    if (set < 0 || (double)set > CPU_BINARY_MAX_DENSITY * (double)values) return VAE_OK;
+    VAE_TRY(grow((void **)&cpu->binary_scratch, &cpu->binary_scratch_capacity,
+                 vae_binary_linear_scratch_floats(rows, in, out), sizeof(float), "scratch floats"));
+    *use_sums = 1;
+    vae_binary_input *input = &cpu->binary_input;
+    if (cpu->binary_lists_valid && input->rows == rows && input->in == in &&
+        memcmp(cpu->binary_words[0], cpu->binary_words[1], words * sizeof(uint64_t)) == 0)
+        return VAE_OK;
+    cpu->binary_lists_valid = 0;
+    VAE_TRY(grow((void **)&cpu->binary_row_offsets, &cpu->binary_row_capacity, (size_t)rows + 1, sizeof(int32_t),
+                 "row offsets"));
+    VAE_TRY(grow((void **)&cpu->binary_input_offsets, &cpu->binary_input_capacity, (size_t)in + 1, sizeof(int32_t),
+                 "input offsets"));
+    VAE_TRY(grow((void **)&cpu->binary_lists, &cpu->binary_list_capacity, 2 * (size_t)set, sizeof(int32_t),
+                 "input list entries"));
+    input->row_offsets = cpu->binary_row_offsets;
+    input->input_offsets = cpu->binary_input_offsets;
+    input->row_inputs = cpu->binary_lists;
+    input->input_rows = cpu->binary_lists + set;
+    vae_binary_input_from_words(cpu->binary_words[1], rows, in, set, input);
+    uint64_t *kept = cpu->binary_words[0]; /* the lists' words become the ones to compare with */
+    size_t kept_capacity = cpu->binary_word_capacity[0];
+    cpu->binary_words[0] = cpu->binary_words[1];
+    cpu->binary_word_capacity[0] = cpu->binary_word_capacity[1];
+    cpu->binary_words[1] = kept;
+    cpu->binary_word_capacity[1] = kept_capacity;
+    cpu->binary_lists_valid = 1;
+    return VAE_OK;
+}
+
+static int rounds_to_bfloat16(vae_backend *backend) {
+    return vae_cpu_backend_gemm(backend)->precision == VAE_PRECISION_BF16;
+}
+
 static vae_status cpu_linear_forward(vae_backend *backend, const float *x, const float *weight, const float *bias,
                                      float *y, int rows, int in, int out) {
+    int use_sums = 0;
+    VAE_TRY(pack_binary_input(backend, x, rows, in, out, &use_sums));
+    if (use_sums) {
+        cpu_backend *cpu = (cpu_backend *)backend;
+        vae_binary_linear_forward(&cpu->binary_input, out, weight, bias, rounds_to_bfloat16(backend),
+                                  cpu->binary_scratch, y);
+        return VAE_OK;
+    }
     /* Start from the bias (or zero) so one GEMM with beta = 1 adds x W^T to it. */
     for (int r = 0; r < rows; ++r) {
         if (bias) memcpy(y + (size_t)r * out, bias, sizeof(float) * (size_t)out);
@@ -82,7 +174,15 @@ static vae_status cpu_linear_forward(vae_backend *backend, const float *x, const
 static vae_status cpu_linear_backward(vae_backend *backend, const float *x, const float *weight, const float *dy,
                                       float *dx, float *dweight, float *dbias, int rows, int in, int out) {
     /* dweight[out,in] = dy^T[out,rows] x[rows,in] */
-    VAE_TRY(vae_cpu_gemm_run(vae_cpu_backend_gemm(backend), 1, 0, out, in, rows, dy, out, x, in, 0.0f, dweight, in));
+    int use_sums = 0;
+    VAE_TRY(pack_binary_input(backend, x, rows, in, out, &use_sums));
+    cpu_backend *cpu = (cpu_backend *)backend;
+    if (use_sums)
+        vae_binary_linear_weight_gradient(&cpu->binary_input, out, dy, rounds_to_bfloat16(backend),
+                                          cpu->binary_scratch, dweight);
+    else
+        VAE_TRY(vae_cpu_gemm_run(vae_cpu_backend_gemm(backend), 1, 0, out, in, rows, dy, out, x, in, 0.0f, dweight,
+                                 in));
     /* dbias = column sums of dy, in row order */
     for (int o = 0; o < out; ++o) dbias[o] = 0.0f;
     for (int r = 0; r < rows; ++r) {
@@ -595,10 +695,14 @@ vae_status vae_backend_create_cpu_precision(vae_backend **out, vae_precision pre
     if (!backend) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "cpu backend: out of memory");
     backend->base.ops = &cpu_ops;
     backend->gemm.precision = precision;
+    const char *binary_setting = getenv("VAE_CPU_BINARY_INPUTS");
+    backend->binary_inputs = !(binary_setting && strcmp(binary_setting, "dense") == 0);
     char blas[200];
     vae_blas_describe(blas, sizeof blas);
-    snprintf(backend->base.device_name, sizeof backend->base.device_name, "cpu (%s%s)", blas,
-             precision == VAE_PRECISION_BF16 ? ", bf16 GEMM operands emulated" : "");
+    snprintf(backend->base.device_name, sizeof backend->base.device_name, "cpu (%s%s; %s)", blas,
+             precision == VAE_PRECISION_BF16 ? ", bf16 GEMM operands emulated" : "",
+             backend->binary_inputs ? "dense layers on binary inputs: sums over the set inputs"
+                                    : "binary inputs: dense GEMMs (VAE_CPU_BINARY_INPUTS=dense)");
     *out = &backend->base;
     return VAE_OK;
 }

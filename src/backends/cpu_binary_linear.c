@@ -1,0 +1,274 @@
+/* Binary-input dense layers as sums over the set inputs (cpu_binary_linear.h).
+ *
+ * Both products work on blocks of 16 outputs, one vector of 16 floats each:
+ * a thread owns whole blocks, so no two threads write one value. The forward
+ * first transposes the block's weights into a panel, one vector per input
+ * (16 x 16 tiles transposed in registers, 64 shuffles per tile), then adds,
+ * for each row, the panel's vectors of the row's set inputs. The weight
+ * gradient adds, for each input, the dy vectors of the rows that have it set,
+ * and transposes 16 inputs' sums back into the [out, in] layout. The inner
+ * loops run over index lists (not over mask bits), so their length is the
+ * whole row's or column's count: one branch miss per list, not per word. */
+#include "backends/cpu_binary_linear.h"
+
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "vae_math.h"
+
+/* As backend_cpu.c's element-wise loops: compiled for plain x86-64, AVX2 and
+ * AVX-512 (GCC's target_clones), the loader picks by the CPU's features. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define BINARY_VECTOR_KERNEL __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define BINARY_VECTOR_KERNEL
+#endif
+
+#define LANES 16
+typedef float sixteen_floats __attribute__((vector_size(LANES * sizeof(float))));
+/* The same, at any float's address (scratch, dy rows, panels). */
+typedef float sixteen_floats_unaligned __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
+typedef int32_t sixteen_indices __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+static int thread_count(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int thread_index(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* Each thread's panel, reused block after block (so it stays in cache): a
+ * vector per input (forward) or per row (weight gradient), plus a vector of
+ * slack to start it on a 64-byte boundary (a vector load across two cache
+ * lines costs two). */
+static size_t panel_floats(int rows, int in) { return ((size_t)(in > rows ? in : rows) + 1) * LANES; }
+
+static sixteen_floats_unaligned *thread_panel(float *scratch, int rows, int in) {
+    uintptr_t start = (uintptr_t)(scratch + (size_t)thread_index() * panel_floats(rows, in));
+    return (sixteen_floats_unaligned *)((start + 63) & ~(uintptr_t)63);
+}
+
+size_t vae_binary_words(int rows, int in) {
+    if (rows <= 0 || in <= 0) return 0;
+    return (size_t)rows * (size_t)((in + 63) / 64);
+}
+
+long long vae_binary_input_scan(const float *x, int rows, int in, uint64_t *words) {
+    const int row_words = (in + 63) / 64;
+    long long set = 0;
+    for (int r = 0; r < rows; ++r) {
+        const float *row = x + (size_t)r * (size_t)in;
+        unsigned other = 0; /* branch-free within a row: the values are random bits */
+        for (int w = 0; w < row_words; ++w) {
+            const int first = 64 * w, span = min_int(64, in - first);
+            uint64_t word = 0;
+            for (int j = 0; j < span; ++j) {
+                const float value = row[first + j];
+                word |= (uint64_t)(value == 1.0f) << j;
+                other |= (unsigned)(value != 0.0f) & (unsigned)(value != 1.0f);
+            }
+            words[(size_t)r * (size_t)row_words + (size_t)w] = word;
+            set += __builtin_popcountll(word);
+        }
+        if (other) return -1;
+    }
+    return set;
+}
+
+void vae_binary_input_from_words(const uint64_t *words, int rows, int in, long long set, vae_binary_input *input) {
+    const int row_words = (in + 63) / 64;
+    input->rows = rows;
+    input->in = in;
+    input->set = set;
+    int32_t *input_offsets = input->input_offsets;
+    memset(input_offsets, 0, sizeof(int32_t) * ((size_t)in + 1));
+    int32_t count = 0;
+    for (int r = 0; r < rows; ++r) {
+        input->row_offsets[r] = count;
+        for (int w = 0; w < row_words; ++w) {
+            uint64_t word = words[(size_t)r * (size_t)row_words + (size_t)w];
+            while (word) {
+                const int p = 64 * w + __builtin_ctzll(word);
+                input->row_inputs[count++] = p;
+                input_offsets[p + 1] += 1;
+                word &= word - 1;
+            }
+        }
+    }
+    input->row_offsets[rows] = count;
+    /* Input p's rows: counted above, placed by a prefix sum, filled in row
+     * order with input_offsets[p] as the cursor, then shifted back. */
+    for (int p = 0; p < in; ++p) input_offsets[p + 1] += input_offsets[p];
+    for (int r = 0; r < rows; ++r)
+        for (int32_t t = input->row_offsets[r]; t < input->row_offsets[r + 1]; ++t)
+            input->input_rows[input_offsets[input->row_inputs[t]]++] = r;
+    for (int p = in; p > 0; --p) input_offsets[p] = input_offsets[p - 1];
+    input_offsets[0] = 0;
+}
+
+size_t vae_binary_linear_scratch_floats(int rows, int in, int out) {
+    if (rows <= 0 || in <= 0 || out <= 0) return 0;
+    /* Per output block: the forward's weight panel (a vector per input) or
+     * the gradient's dy panel (a vector per row). */
+    return (size_t)thread_count() * panel_floats(rows, in);
+}
+
+/* The first `count` floats at source into *vector, the other lanes zero (and
+ * back): blocks at the right and bottom edges are partial. */
+static inline __attribute__((always_inline)) void load_lanes(sixteen_floats *vector, const float *source, int count) {
+    if (count == LANES) {
+        *vector = *(const sixteen_floats_unaligned *)source;
+        return;
+    }
+    sixteen_floats zero = {0};
+    *vector = zero;
+    memcpy(vector, source, sizeof(float) * (size_t)count);
+}
+
+static inline __attribute__((always_inline)) void store_lanes(float *destination, const sixteen_floats *vector,
+                                                              int count) {
+    if (count == LANES) *(sixteen_floats_unaligned *)destination = *vector;
+    else memcpy(destination, vector, sizeof(float) * (size_t)count);
+}
+
+/* tile[j][k] becomes tile[k][j]: four rounds of swapping the off-diagonal
+ * blocks of size 8, 4, 2 and 1 between row pairs (i, i + size), one
+ * two-source shuffle per row each round. */
+static inline __attribute__((always_inline)) void transpose_tile(sixteen_floats tile[LANES]) {
+    static const sixteen_indices low8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+    static const sixteen_indices high8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+    static const sixteen_indices low4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
+    static const sixteen_indices high4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
+    static const sixteen_indices low2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
+    static const sixteen_indices high2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
+    static const sixteen_indices low1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
+    static const sixteen_indices high1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
+#define SWAP_BLOCKS(size, low, high)                                                                                   \
+    do {                                                                                                               \
+        _Pragma("GCC unroll 16") for (int i = 0; i < LANES; ++i) {                                                     \
+            if (i & (size)) continue;                                                                                  \
+            sixteen_floats top = __builtin_shuffle(tile[i], tile[i + (size)], low);                                    \
+            sixteen_floats bottom = __builtin_shuffle(tile[i], tile[i + (size)], high);                                \
+            tile[i] = top;                                                                                             \
+            tile[i + (size)] = bottom;                                                                                 \
+        }                                                                                                              \
+    } while (0)
+    SWAP_BLOCKS(8, low8, high8);
+    SWAP_BLOCKS(4, low4, high4);
+    SWAP_BLOCKS(2, low2, high2);
+    SWAP_BLOCKS(1, low1, high1);
+#undef SWAP_BLOCKS
+}
+
+/* Outputs [first_output, first_output + 16) of every row (fewer at the
+ * edge); panel: in vectors of this block's scratch. */
+BINARY_VECTOR_KERNEL
+static void forward_output_block(const vae_binary_input *input, int out, const float *weight, const float *bias,
+                                 int round_bfloat16, int first_output, sixteen_floats_unaligned *panel, float *y) {
+    const int in = input->in, width = min_int(LANES, out - first_output);
+    for (int first_input = 0; first_input < in; first_input += LANES) {
+        const int span = min_int(LANES, in - first_input);
+        sixteen_floats tile[LANES];
+        for (int k = 0; k < LANES; ++k) {
+            sixteen_floats zero = {0};
+            tile[k] = zero;
+            if (k >= width) continue;
+            load_lanes(&tile[k], weight + (size_t)(first_output + k) * (size_t)in + first_input, span);
+            if (round_bfloat16)
+                for (int j = 0; j < LANES; ++j) tile[k][j] = vae_round_to_bfloat16(tile[k][j]);
+        }
+        transpose_tile(tile);
+        for (int j = 0; j < span; ++j) panel[first_input + j] = tile[j];
+    }
+    sixteen_floats bias_lanes = {0};
+    if (bias) load_lanes(&bias_lanes, bias + first_output, width);
+    for (int r = 0; r < input->rows; ++r) {
+        const int32_t *inputs = input->row_inputs + input->row_offsets[r];
+        const int32_t count = input->row_offsets[r + 1] - input->row_offsets[r];
+        sixteen_floats s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        int32_t t = 0;
+        for (; t + 4 <= count; t += 4) {
+            s0 += panel[inputs[t]];
+            s1 += panel[inputs[t + 1]];
+            s2 += panel[inputs[t + 2]];
+            s3 += panel[inputs[t + 3]];
+        }
+        if (t < count) s0 += panel[inputs[t++]];
+        if (t < count) s1 += panel[inputs[t++]];
+        if (t < count) s2 += panel[inputs[t]];
+        sixteen_floats sum = bias_lanes + ((s0 + s1) + (s2 + s3));
+        store_lanes(y + (size_t)r * (size_t)out + first_output, &sum, width);
+    }
+}
+
+void vae_binary_linear_forward(const vae_binary_input *input, int out, const float *weight, const float *bias,
+                               int round_bfloat16, float *scratch, float *y) {
+    const int blocks = (out + LANES - 1) / LANES;
+#pragma omp parallel for schedule(static)
+    for (int block = 0; block < blocks; ++block)
+        forward_output_block(input, out, weight, bias, round_bfloat16, block * LANES,
+                             thread_panel(scratch, input->rows, input->in), y);
+}
+
+BINARY_VECTOR_KERNEL
+static void weight_gradient_output_block(const vae_binary_input *input, int out, const float *dy, int round_bfloat16,
+                                         int first_output, sixteen_floats_unaligned *panel, float *dweight) {
+    const int in = input->in, width = min_int(LANES, out - first_output);
+    /* The block's dy lanes of every row, side by side: the rows' own stride
+     * (out floats) can alias in the cache (2 KiB at 512 outputs). */
+    for (int r = 0; r < input->rows; ++r) {
+        sixteen_floats lanes;
+        load_lanes(&lanes, dy + (size_t)r * (size_t)out + first_output, width);
+        if (round_bfloat16)
+            for (int k = 0; k < LANES; ++k) lanes[k] = vae_round_to_bfloat16(lanes[k]);
+        panel[r] = lanes;
+    }
+    for (int first_input = 0; first_input < in; first_input += LANES) {
+        const int span = min_int(LANES, in - first_input);
+        sixteen_floats tile[LANES]; /* tile[j]: the block's outputs' gradients of input first_input + j */
+        for (int j = 0; j < LANES; ++j) {
+            sixteen_floats s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+            if (j < span) {
+                const int32_t *rows = input->input_rows + input->input_offsets[first_input + j];
+                const int32_t count = input->input_offsets[first_input + j + 1] - input->input_offsets[first_input + j];
+                int32_t t = 0;
+                for (; t + 4 <= count; t += 4) {
+                    s0 += panel[rows[t]];
+                    s1 += panel[rows[t + 1]];
+                    s2 += panel[rows[t + 2]];
+                    s3 += panel[rows[t + 3]];
+                }
+                if (t < count) s0 += panel[rows[t++]];
+                if (t < count) s1 += panel[rows[t++]];
+                if (t < count) s2 += panel[rows[t]];
+            }
+            tile[j] = (s0 + s1) + (s2 + s3);
+        }
+        transpose_tile(tile); /* tile[k] = dweight[first_output + k, first_input ...] */
+        for (int k = 0; k < width; ++k)
+            store_lanes(dweight + (size_t)(first_output + k) * (size_t)in + first_input, &tile[k], span);
+    }
+}
+
+void vae_binary_linear_weight_gradient(const vae_binary_input *input, int out, const float *dy, int round_bfloat16,
+                                       float *scratch, float *dweight) {
+    const int blocks = (out + LANES - 1) / LANES;
+#pragma omp parallel for schedule(static)
+    for (int block = 0; block < blocks; ++block)
+        weight_gradient_output_block(input, out, dy, round_bfloat16, block * LANES,
+                                     thread_panel(scratch, input->rows, input->in), dweight);
+}
