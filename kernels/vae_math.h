@@ -178,6 +178,32 @@ VAE_HD float vae_kl_term(float mu, float logvar) {
 VAE_HD float vae_kl_grad_mu(float mu) { return mu; }
 VAE_HD float vae_kl_grad_logvar(float logvar) { return 0.5f * expm1f(logvar); }
 
+/* ---- KL(N(q_mu, exp(q_lv)) || N(p_mu, exp(p_lv))) per dimension ----
+ * Hierarchical latents: a group's posterior against its conditional prior.
+ * With t = q_lv - p_lv and d = q_mu - p_mu it is
+ * 0.5 * (e^t - 1 - t + d^2 e^-p_lv), expm1 keeping e^t - 1 - t accurate near
+ * t = 0; against N(0, 1) it is vae_kl_term. Its partial derivatives:
+ *   d/dq_mu = d e^-p_lv = -d/dp_mu,   d/dq_lv = 0.5 (e^t - 1),
+ *   d/dp_lv = -0.5 (e^t - 1 + d^2 e^-p_lv). */
+typedef struct vae_gaussian_kl_gradient {
+    float q_mu, q_logvar, p_mu, p_logvar;
+} vae_gaussian_kl_gradient;
+
+VAE_HD float vae_gaussian_kl_term(float q_mu, float q_logvar, float p_mu, float p_logvar) {
+    const float t = q_logvar - p_logvar, d = q_mu - p_mu;
+    return 0.5f * (expm1f(t) - t + d * d * expf(-p_logvar));
+}
+
+VAE_HD vae_gaussian_kl_gradient vae_gaussian_kl_grad(float q_mu, float q_logvar, float p_mu, float p_logvar) {
+    const float excess = expm1f(q_logvar - p_logvar), d = q_mu - p_mu, precision = expf(-p_logvar);
+    vae_gaussian_kl_gradient g;
+    g.q_mu = d * precision;
+    g.p_mu = -g.q_mu;
+    g.q_logvar = 0.5f * excess;
+    g.p_logvar = -0.5f * (excess + d * d * precision);
+    return g;
+}
+
 /* Optional guard (train.logvar_clamp > 0): the encoder's logvar is clamped to
  * [-clamp, clamp] before use; a value strictly outside does not move the
  * loss, so its gradient is zero. Off (0) by default: it changes the math. */

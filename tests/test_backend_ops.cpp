@@ -631,6 +631,67 @@ OpCase reparam_kl_backward_case(int rows, int latent, int samples, float clamp) 
     return c;
 }
 
+// The KL of q from a conditional prior p (hierarchical latents), against the
+// textbook form 0.5 (log s_p^2 / s_q^2 + (s_q^2 + d^2) / s_p^2 - 1) in double
+// and its derivatives written from it; the gradients are added to values
+// already in dq and dp.
+OpCase gaussian_kl_case(int rows, int latent, float clamp, bool with_gradient) {
+    auto q = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 91));
+    auto p = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 93));
+    auto dq_start = std::make_shared<std::vector<float>>(normal((size_t)rows * 2 * latent, 95));
+    auto dp_start = std::make_shared<std::vector<float>>(normal((size_t)rows * 2 * latent, 96));
+    const uint64_t step = 3, warmup = 10;
+    const float beta = 0.7f;
+    const size_t count = (size_t)rows * 2 * latent;
+    OpCase c{shape(with_gradient ? "gaussian_kl_backward" : "gaussian_kl",
+                   {{"rows", rows}, {"latent", latent}, {"clamp", (long)(clamp * 10)}}),
+             normalized(1e-5), normalized(1e-5), 1, nullptr, nullptr};
+    c.prepare = [=](Arena &arena) {
+        const float *qs = arena.upload(*q), *ps = arena.upload(*p);
+        float *dq = with_gradient ? arena.upload(*dq_start) : nullptr;
+        float *dp = with_gradient ? arena.upload(*dp_start) : nullptr;
+        const vae_step_counter *counter = arena.counter(step);
+        float *kl = arena.floats(rows);
+        return Prepared{[=, &arena] {
+                            check(vae_backend_gaussian_kl(arena.backend(), qs, ps, kl, dq, dp, rows, latent, beta, warmup,
+                                                          counter, clamp),
+                                  "gaussian_kl");
+                        },
+                        [=, &arena] {
+                            Outputs outputs{{"kl", arena.download(kl, rows)}};
+                            if (with_gradient) {
+                                outputs.push_back({"dq", arena.download(dq, count)});
+                                outputs.push_back({"dp", arena.download(dp, count)});
+                            }
+                            return outputs;
+                        }};
+    };
+    c.reference = [=] {
+        Values kl(rows, 0.0), dq(dq_start->begin(), dq_start->end()), dp(dp_start->begin(), dp_start->end());
+        const double kl_scale = beta_at(step, beta, warmup) / rows;
+        for (int b = 0; b < rows; ++b)
+            for (int j = 0; j < latent; ++j) {
+                const size_t mu = (size_t)b * 2 * latent + j, logvar = mu + latent;
+                const double q_var = std::exp(clamp_logvar((*q)[logvar], clamp));
+                const double p_var = std::exp(clamp_logvar((*p)[logvar], clamp));
+                const double d = (double)(*q)[mu] - (*p)[mu];
+                kl[b] += 0.5 * (std::log(p_var / q_var) + (q_var + d * d) / p_var - 1.0);
+                dq[mu] += kl_scale * d / p_var;
+                dp[mu] -= kl_scale * d / p_var;
+                if (!(clamp > 0 && std::fabs((*q)[logvar]) > clamp)) dq[logvar] += kl_scale * 0.5 * (q_var / p_var - 1.0);
+                if (!(clamp > 0 && std::fabs((*p)[logvar]) > clamp))
+                    dp[logvar] += kl_scale * 0.5 * (1.0 - (q_var + d * d) / p_var);
+            }
+        Outputs outputs{{"kl", kl}};
+        if (with_gradient) {
+            outputs.push_back({"dq", dq});
+            outputs.push_back({"dp", dp});
+        }
+        return outputs;
+    };
+    return c;
+}
+
 OpCase likelihood_case(vae_likelihood likelihood, int rows, int samples, int dim, bool write_gradient) {
     static const char *names[] = {"bernoulli", "gaussian", "gaussianfixed"};
     const int width = likelihood == VAE_LIKELIHOOD_GAUSSIAN ? 2 * dim : dim;
@@ -1087,6 +1148,9 @@ const std::vector<OpCase> &cases() {
         t.push_back(reparam_kl_backward_case(37, 13, 3, 0.0f));
         t.push_back(reparam_kl_backward_case(37, 13, 3, 2.5f));
         t.push_back(reparam_kl_backward_case(300, 300, 2, 0.0f));
+        for (bool gradient : {false, true}) t.push_back(gaussian_kl_case(37, 13, 0.0f, gradient));
+        t.push_back(gaussian_kl_case(37, 13, 2.5f, true));
+        t.push_back(gaussian_kl_case(300, 300, 0.0f, true));
         for (vae_likelihood l : {VAE_LIKELIHOOD_BERNOULLI, VAE_LIKELIHOOD_GAUSSIAN, VAE_LIKELIHOOD_GAUSSIAN_FIXED})
             for (bool gradient : {false, true}) t.push_back(likelihood_case(l, 37, 3, 101, gradient));
         t.push_back(likelihood_case(VAE_LIKELIHOOD_BERNOULLI, 300, 2, 1000, true));

@@ -120,6 +120,19 @@ typedef struct vae_backend_ops {
                                       float *dmu_logvar, int rows, int latent, int samples, float beta,
                                       uint64_t kl_warmup_steps, const vae_step_counter *counter,
                                       float logvar_clamp);
+    /* Hierarchical latents: per row the KL of a group's posterior
+     * q = N(q_mu, exp(q_logvar)) from its conditional prior
+     * p = N(p_mu, exp(p_logvar)), both [rows, 2*latent] (mu | logvar), summed
+     * over the group's dimensions into kl[rows] (overwritten; the CPU sums in
+     * column order, the GPU in a fixed tree). When dq is not NULL, in the same
+     * pass, adds kl_scale(step) * dKL/dq to dq and kl_scale * dKL/dp to dp
+     * (both [rows, 2*latent]; kl_scale = beta_t / rows, as reparam_kl_backward):
+     * their other terms (the reparameterisation, the prior's network) come
+     * from the other operations. logvar_clamp > 0 clamps both logvars first,
+     * and a logvar strictly outside gets no KL gradient. */
+    vae_status (*gaussian_kl)(vae_backend *backend, const float *q, const float *p, float *kl, float *dq, float *dp,
+                              int rows, int latent, float beta, uint64_t kl_warmup_steps,
+                              const vae_step_counter *counter, float logvar_clamp);
 
     /* out[samples*rows, width] holds the decoder's outputs (width D or 2D);
      * x[rows, dim]. Writes logp[samples*rows] and, when write_gradient is
@@ -264,6 +277,10 @@ vae_status vae_backend_reparam_kl_backward(vae_backend *backend, const float *mu
                                            const float *dz, float *dmu_logvar, int rows, int latent, int samples,
                                            float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
                                            float logvar_clamp);
+/* dq and dp both NULL (the KL alone) or both given. */
+vae_status vae_backend_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
+                                   float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
+                                   const vae_step_counter *counter, float logvar_clamp);
 vae_status vae_backend_likelihood(vae_backend *backend, vae_likelihood likelihood, const float *x, float *out,
                                   float *logp, int rows, int samples, int dim, float fixed_logvar,
                                   int write_gradient);

@@ -374,6 +374,32 @@ static vae_status cpu_reparam_kl_backward(vae_backend *backend, const float *mu_
     return VAE_OK;
 }
 
+static vae_status cpu_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
+                                  float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
+                                  const vae_step_counter *counter, float logvar_clamp) {
+    const float kl_scale = vae_schedule_beta(counter->step, beta, kl_warmup_steps) / (float)rows;
+#pragma omp parallel for schedule(static) if ((size_t)rows * latent > 16384)
+    for (int b = 0; b < rows; ++b) {
+        const size_t row = (size_t)b * 2 * (size_t)latent;
+        float sum = 0.0f;
+        for (int j = 0; j < latent; ++j) {
+            const size_t mu = row + (size_t)j, logvar = mu + (size_t)latent;
+            const float q_logvar = vae_clamp_logvar(q[logvar], logvar_clamp);
+            const float p_logvar = vae_clamp_logvar(p[logvar], logvar_clamp);
+            sum += vae_gaussian_kl_term(q[mu], q_logvar, p[mu], p_logvar);
+            if (!dq) continue;
+            vae_gaussian_kl_gradient g = vae_gaussian_kl_grad(q[mu], q_logvar, p[mu], p_logvar);
+            dq[mu] += kl_scale * g.q_mu;
+            dp[mu] += kl_scale * g.p_mu;
+            /* A clamped logvar does not move the loss. */
+            if (!vae_logvar_is_clamped(q[logvar], logvar_clamp)) dq[logvar] += kl_scale * g.q_logvar;
+            if (!vae_logvar_is_clamped(p[logvar], logvar_clamp)) dp[logvar] += kl_scale * g.p_logvar;
+        }
+        kl[b] = sum;
+    }
+    return VAE_OK;
+}
+
 /* One pass over a Bernoulli row: log p and, when asked, the logits
  * overwritten by the gradient, both from one exp. The terms of 64 columns at
  * a time go through a small buffer, so that the element-wise part is one
@@ -674,6 +700,7 @@ static const vae_backend_ops cpu_ops = {
     .gather_batch = cpu_gather_batch,
     .reparam_kl_forward = cpu_reparam_kl_forward,
     .reparam_kl_backward = cpu_reparam_kl_backward,
+    .gaussian_kl = cpu_gaussian_kl,
     .likelihood = cpu_likelihood,
     .accumulate_loss = cpu_accumulate_loss,
     .importance_log_mean = cpu_importance_log_mean,

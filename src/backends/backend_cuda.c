@@ -389,6 +389,14 @@ static vae_status cuda_reparam_kl_backward(vae_backend *backend, const float *mu
     return VAE_OK;
 }
 
+static vae_status cuda_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
+                                   float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
+                                   const vae_step_counter *counter, float logvar_clamp) {
+    CUDA_CHECK(vae_launch_gaussian_kl(q, p, kl, dq, dp, rows, latent, beta, kl_warmup_steps, counter, logvar_clamp,
+                                      as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
 static vae_status cuda_likelihood(vae_backend *backend, int likelihood, const float *x, float *out, float *logp,
                                   int rows, int samples, int dim, float fixed_logvar, int write_gradient) {
     CUDA_CHECK(vae_launch_likelihood(likelihood, x, out, logp, rows, samples, dim, fixed_logvar, write_gradient,
@@ -493,6 +501,7 @@ static const vae_backend_ops cuda_ops = {
     .gather_batch = cuda_gather_batch,
     .reparam_kl_forward = cuda_reparam_kl_forward,
     .reparam_kl_backward = cuda_reparam_kl_backward,
+    .gaussian_kl = cuda_gaussian_kl,
     .likelihood = cuda_likelihood,
     .accumulate_loss = cuda_accumulate_loss,
     .importance_log_mean = cuda_importance_log_mean,
