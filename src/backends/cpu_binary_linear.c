@@ -31,7 +31,6 @@
 typedef float sixteen_floats __attribute__((vector_size(LANES * sizeof(float))));
 /* The same, at any float's address (scratch, dy rows, panels). */
 typedef float sixteen_floats_unaligned __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
-typedef int32_t sixteen_indices __attribute__((vector_size(LANES * sizeof(int32_t))));
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
@@ -149,29 +148,40 @@ static inline __attribute__((always_inline)) void store_lanes(float *destination
  * blocks of size 8, 4, 2 and 1 between row pairs (i, i + size), one
  * two-source shuffle per row each round. */
 static inline __attribute__((always_inline)) void transpose_tile(sixteen_floats tile[LANES]) {
-    static const sixteen_indices low8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
-    static const sixteen_indices high8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
-    static const sixteen_indices low4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
-    static const sixteen_indices high4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
-    static const sixteen_indices low2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
-    static const sixteen_indices high2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
-    static const sixteen_indices low1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
-    static const sixteen_indices high1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
+/* __builtin_shufflevector takes its lane indices as constants; GCC (12 and
+ * later) and clang both provide it, so the fuzz build (clang) compiles this
+ * file too. */
+#define LOW8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define HIGH8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define LOW4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define HIGH4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define LOW2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define HIGH2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define LOW1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define HIGH1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
 #define SWAP_BLOCKS(size, low, high)                                                                                   \
     do {                                                                                                               \
         _Pragma("GCC unroll 16") for (int i = 0; i < LANES; ++i) {                                                     \
             if (i & (size)) continue;                                                                                  \
-            sixteen_floats top = __builtin_shuffle(tile[i], tile[i + (size)], low);                                    \
-            sixteen_floats bottom = __builtin_shuffle(tile[i], tile[i + (size)], high);                                \
+            sixteen_floats top = __builtin_shufflevector(tile[i], tile[i + (size)], low);                              \
+            sixteen_floats bottom = __builtin_shufflevector(tile[i], tile[i + (size)], high);                          \
             tile[i] = top;                                                                                             \
             tile[i + (size)] = bottom;                                                                                 \
         }                                                                                                              \
     } while (0)
-    SWAP_BLOCKS(8, low8, high8);
-    SWAP_BLOCKS(4, low4, high4);
-    SWAP_BLOCKS(2, low2, high2);
-    SWAP_BLOCKS(1, low1, high1);
+    SWAP_BLOCKS(8, LOW8, HIGH8);
+    SWAP_BLOCKS(4, LOW4, HIGH4);
+    SWAP_BLOCKS(2, LOW2, HIGH2);
+    SWAP_BLOCKS(1, LOW1, HIGH1);
 #undef SWAP_BLOCKS
+#undef LOW8
+#undef HIGH8
+#undef LOW4
+#undef HIGH4
+#undef LOW2
+#undef HIGH2
+#undef LOW1
+#undef HIGH1
 }
 
 /* Outputs [first_output, first_output + 16) of every row (fewer at the
