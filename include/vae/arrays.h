@@ -14,6 +14,10 @@
 extern "C" {
 #endif
 
+/* sizeof(vae_config): a binding that does not declare the struct's fields
+ * (python/vae) holds a config as that many bytes of memory. */
+size_t vae_config_size(void);
+
 /* D, the values per input row (and per decoded image). */
 int vae_trainer_input_dim(const vae_trainer *trainer);
 /* Z, the latent dimensions. */
