@@ -27,7 +27,11 @@ venv="$build_dir/python-venv"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import scikit_build_core, cffi, numpy" 2>/dev/null; then
   rm -rf "$venv"
   "$python" -m venv --system-site-packages "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "scikit-build-core>=0.9"
+  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "scikit-build-core>=0.9"; then
+    rm -rf "$venv"
+    echo "Python.Package: SKIPPED: scikit-build-core could not be installed from PyPI (no network?)"
+    exit 77
+  fi
   # Where the system has no cffi or numpy (not Debian's packages), PyPI's.
   "$venv/bin/python" -c "import cffi, numpy" 2>/dev/null ||
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check cffi numpy

@@ -105,6 +105,15 @@ class PackageTest(unittest.TestCase):
         again = vae.Model.load(saved)
         self.assertTrue(np.array_equal(again.decode(np.zeros((2, 3))), loaded.decode(np.zeros((2, 3)))))
 
+    def test_encode_equals_the_clis_encode_bitwise(self):
+        mu_path = os.path.join(self.folder, "mu.npy")
+        logvar_path = os.path.join(self.folder, "logvar.npy")
+        subprocess.run([os.environ["VAE_CLI"], "encode", "--checkpoint", self.checkpoint, "--split", "test",
+                        "--out", mu_path, "--logvar", logvar_path, "--quiet"], check=True)
+        mu, logvar = vae.Model.load(self.checkpoint).encode(self.x)
+        self.assertTrue(np.array_equal(mu.view(np.uint32), np.load(mu_path).view(np.uint32)))
+        self.assertTrue(np.array_equal(logvar.view(np.uint32), np.load(logvar_path).view(np.uint32)))
+
     def test_elbo_and_iwae_equal_the_clis_evaluation(self):
         model = vae.Model.load(self.checkpoint)
         for k in (0, 4):
