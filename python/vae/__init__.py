@@ -79,7 +79,9 @@ def train(config=None, *, overrides=None, out_dir=None, epochs=None, max_steps=0
     epochs sets train.epochs; max_steps > 0 stops after that many steps.
     out_dir: the run folder (checkpoint.safetensors, metrics.jsonl,
     config.ini), None for no files; force starts over in a folder holding an
-    earlier run's checkpoint. device: "cpu", "cuda" or "auto"."""
+    earlier run's checkpoint. device: "cpu", "cuda" or "auto".
+    Ctrl-C (KeyboardInterrupt) stops the run after its current step, with a
+    checkpoint written to out_dir."""
     overrides = dict(overrides or {})
     if epochs is not None:
         overrides["train.epochs"] = int(epochs)
@@ -98,8 +100,42 @@ def train(config=None, *, overrides=None, out_dir=None, epochs=None, max_steps=0
     options.quiet = int(bool(quiet))
     options.max_steps = int(max_steps)
     with model._lock:
-        check(lib.vae_trainer_train(model._trainer, options))
+        _train_interruptibly(model._trainer, options)
     return model
+
+
+def _train_interruptibly(trainer, options):
+    """vae_trainer_train on a worker thread: the main thread stays in Python,
+    where Ctrl-C raises KeyboardInterrupt; then vae_request_stop() has the run
+    write its checkpoint and stop after the current step, and the interrupt
+    goes on once it has."""
+    outcome = []
+    finished = threading.Event()
+
+    def run():
+        try:
+            check(lib.vae_trainer_train(trainer, options))
+        except VaeError as error:
+            outcome.append(error)
+        finally:
+            finished.set()
+
+    worker = threading.Thread(target=run, name="vae-train")
+    worker.start()
+    # An Event, not Thread.join(timeout): a KeyboardInterrupt inside join can
+    # leave the thread looking finished to the next join (seen with CPython 3.11).
+    try:
+        while not finished.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        lib.vae_request_stop()
+        finished.wait()
+        raise
+    finally:
+        if finished.is_set():
+            worker.join()
+    if outcome:
+        raise outcome[0]
 
 
 class Model:

@@ -42,6 +42,7 @@ vae_status vae_trainer_create(vae_trainer **out, const vae_config *config, int d
 vae_status vae_trainer_load(vae_trainer **out, const char *checkpoint_path, int device);
 void vae_trainer_destroy(vae_trainer *trainer);
 vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *options);
+void vae_request_stop(void);
 vae_status vae_trainer_save(vae_trainer *trainer, const char *checkpoint_path);
 vae_status vae_trainer_sample(vae_trainer *trainer, int count, uint64_t seed, float *images);
 vae_status vae_trainer_decode(vae_trainer *trainer, const float *z, int count, float *images);

@@ -5,8 +5,10 @@ evaluation of the same rows."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import unittest
 
 import numpy as np
@@ -129,6 +131,19 @@ class PackageTest(unittest.TestCase):
             else:
                 self.assertAlmostEqual(model.elbo(self.x, mean=True), result["elbo"],
                                        delta=1e-7 * abs(result["elbo"]))
+
+    def test_keyboard_interrupt_stops_training_with_a_checkpoint(self):
+        folder = os.path.join(self.folder, "interrupted")
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            with self.assertRaises(KeyboardInterrupt):
+                vae.train(self.settings, out_dir=folder, epochs=100000)
+        finally:
+            timer.cancel()
+        stopped = vae.Model.load(os.path.join(folder, "checkpoint.safetensors"))
+        self.assertGreater(stopped.step, 0)
+        self.assertLess(stopped.step, 100000 * TRAIN_ROWS // 20)
 
     def test_a_bad_config_key_raises_with_the_key(self):
         settings = dict(self.settings, **{"model.no_such_key": 3})
