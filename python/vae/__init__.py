@@ -14,6 +14,7 @@ VaeError with the engine's message (vae_last_error()).
 """
 import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -64,7 +65,8 @@ def _build_config(config, overrides):
     for key, value in settings.items():
         check(lib.vae_config_set(resolved, ("%s=%s" % (key, _setting_text(value))).encode()))
     note = ffi.new("char[]", 256)
-    lib.vae_config_fit_warmup_to_overrides(resolved, ffi.cast("vae_config *", before), note, 256)
+    if lib.vae_config_fit_warmup_to_overrides(resolved, ffi.cast("vae_config *", before), note, 256):
+        warnings.warn(ffi.string(note).decode("utf-8", "replace"), stacklevel=3)
     check(lib.vae_config_validate(resolved))
     return holder, resolved
 
