@@ -2,6 +2,7 @@
  * (vae_config_to_string, vae_config_write_file). Parsing and --set
  * overrides are in config.c; config_schema.h says why one table serves both. */
 #include "config/config_schema.h"
+#include "vae/arrays.h"
 #include "base/error.h"
 #include "io/atomic_file.h"
 #include "vae_math.h"
@@ -109,6 +110,8 @@ _Static_assert(KEY_COUNT == CONFIG_KEY_COUNT, "update CONFIG_KEY_COUNT in config
 
 static const char *const section_names[] = {"data", "model", "train", "checkpoint", "output"};
 #define SECTION_COUNT (sizeof section_names / sizeof section_names[0])
+
+size_t vae_config_size(void) { return sizeof(vae_config); }
 
 void vae_config_defaults(vae_config *config) {
     /* memset first: padding and unused array slots are zero, so two configs
