@@ -9,6 +9,7 @@
 #include "model/model.h"
 #include "model/train_step.h"
 #include "training/data_placement.h"
+#include "io/event_file.h"
 
 struct vae_trainer {
     vae_config config;
@@ -54,7 +55,9 @@ const vae_dataset *vae_trainer_split(vae_trainer *trainer, const char *split);
 /* Reads the training counters back from the device. */
 vae_status vae_trainer_read_counter(vae_trainer *trainer, vae_step_counter *counter);
 
-/* Sample and reconstruction grids into out_dir for an epoch (src/training/latent.c). */
-vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch);
+/* Sample and reconstruction grids into out_dir for an epoch and, with
+ * events, into its image summaries at step (src/training/latent.c). */
+vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch,
+                                          vae_event_file *events, long step);
 
 #endif
