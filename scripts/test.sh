@@ -11,6 +11,8 @@ source "$(dirname "$0")/setup.sh"
 # numpy, matplotlib and PyTorch let the interop and plot tests run (they skip without them).
 vae_install_packages python3-numpy python3-matplotlib python3-torch
 vae_build
+# The TensorBoard package, for the event file test (TensorBoard.EventFilesReadBack).
+vae_tensorboard_venv
 (cd "$VAE_BUILD" && ctest --output-on-failure -j "$(nproc)" "$@")
 
 if [ "${VAE_TEST_QUICK:-0}" != "1" ]; then

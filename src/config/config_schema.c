@@ -456,6 +456,8 @@ vae_status vae_config_to_string(const vae_config *config, char **out_text) {
             /* Likewise the default objective: an elbo config writes the text
              * it wrote before model.objective existed (and loads back to elbo). */
             if (config_keys[i].offset == FIELD(objective) && config->objective == VAE_OBJECTIVE_ELBO) continue;
+            /* And output.tensorboard = on, the default. */
+            if (config_keys[i].offset == FIELD(tensorboard) && config->tensorboard == 1) continue;
             char value[VAE_PATH_MAX + 16];
             format_value(&config_keys[i], config, value, sizeof value);
             append(text, capacity, &used, "%s =%s%s\n", config_keys[i].name, value[0] ? " " : "", value);
