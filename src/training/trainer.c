@@ -312,8 +312,8 @@ static void format_duration(double seconds, char *out, size_t size) {
  * zeroes the accumulator. The only place the training loop waits for the
  * device. */
 static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, vae_event_file *events,
-                               const vae_train_options *options, double start_time, uint64_t first_step, uint64_t total_steps, double *window_start,
-                               uint64_t *window_first_step) {
+                               const vae_train_options *options, double start_time, uint64_t first_step,
+                               uint64_t total_steps, double *window_start, uint64_t *window_first_step) {
     const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
     double sums[VAE_LOSS_SLOTS];
     vae_step_counter counter;
@@ -522,8 +522,8 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
          * non-finite step never reaches DIR/checkpoint.safetensors. */
         if (trainer->host_step % (uint64_t)c->log_every_steps == 0 || end_of_epoch || checkpoint_due ||
             trainer->host_step == total_steps || stop_now)
-            status = vae_distributed_agree(log_progress(trainer, metrics, events, options, start, first_step, total_steps,
-                                                        &window_start, &window_first_step));
+            status = vae_distributed_agree(log_progress(trainer, metrics, events, options, start, first_step,
+                                                        total_steps, &window_start, &window_first_step));
         if (status == VAE_OK && end_of_epoch) {
             long epoch = (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch);
             if (c->eval_every_epochs > 0 && epoch % c->eval_every_epochs == 0) {
@@ -531,9 +531,9 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
                 last_eval_step = trainer->host_step;
             }
             if (status == VAE_OK && options->out_dir && c->image_every_epochs > 0 && epoch % c->image_every_epochs == 0)
-                status = vae_distributed_agree(write_dir ? vae_trainer_write_epoch_images(trainer, write_dir, epoch, events,
-                                                                                    (long)trainer->host_step)
-                                                         : VAE_OK);
+                status = vae_distributed_agree(
+                    write_dir ? vae_trainer_write_epoch_images(trainer, write_dir, epoch, events, (long)trainer->host_step)
+                              : VAE_OK);
         }
         if (status == VAE_OK && checkpoint_due)
             status = vae_distributed_agree(write_dir ? save_periodic(trainer, metrics, write_dir) : VAE_OK);
