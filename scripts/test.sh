@@ -12,6 +12,8 @@ source "$(dirname "$0")/setup.sh"
 # venv, cffi and numpy are what the Python package's test (Python.Package) installs it with.
 vae_install_packages python3-numpy python3-matplotlib python3-torch python3-venv python3-cffi
 vae_build
+# The TensorBoard package, for the event file test (TensorBoard.EventFilesReadBack).
+vae_tensorboard_venv
 (cd "$VAE_BUILD" && ctest --output-on-failure -j "$(nproc)" "$@")
 
 if [ "${VAE_TEST_QUICK:-0}" != "1" ]; then

@@ -12,7 +12,10 @@
 #include "vae/arrays.h"
 #include "base/error.h"
 #include "vae/output.h"
+#include "io/atomic_file.h"
+#include "io/event_file.h"
 #include "training/normal_quantile.h"
+#include "training/picture_grids.h"
 #include "training/trainer_internal.h"
 
 /* Pictures of the epoch grids: samples (a square grid) and reconstructions. */
@@ -294,7 +297,18 @@ vae_status vae_trainer_manifold(vae_trainer *trainer, int n, float *images) {
     return status;
 }
 
-vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch) {
+/* The grid as PNG: into its file in out_dir and, with events, into an image
+ * summary at step (the same bytes: encoded once). */
+static vae_status write_grid(const vae_png_bytes *png, const char *path, vae_event_file *events, const char *tag,
+                             long step) {
+    VAE_TRY(vae_atomic_write(path, png->data, png->size, "PNG"));
+    if (!events) return VAE_OK;
+    return vae_event_file_write_image(events, step, tag, png->data, png->size, png->width, png->height,
+                                      png->channels);
+}
+
+vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch,
+                                          vae_event_file *events, long step) {
     int rows = trainer->image_rows, cols = trainer->image_cols;
     /* Data without an image shape (or of channels a PNG cannot hold) cannot
      * be drawn; training goes on. */
@@ -316,6 +330,7 @@ vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_
     float *samples = malloc(sizeof(float) * EPOCH_SAMPLE_COUNT * dim);
     float *inputs = malloc(sizeof(float) * EPOCH_RECONSTRUCTION_COUNT * dim);
     float *reconstructions = malloc(sizeof(float) * EPOCH_RECONSTRUCTION_COUNT * dim);
+    vae_png_bytes png = {0};
     vae_status status = VAE_OK;
     if (!path || !samples || !inputs || !reconstructions)
         status = vae_error(VAE_ERROR_OUT_OF_MEMORY, "epoch images: out of memory");
@@ -323,15 +338,20 @@ vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_
     if (status == VAE_OK) status = vae_trainer_sample(trainer, EPOCH_SAMPLE_COUNT, trainer->config.seed, samples);
     if (status == VAE_OK) {
         snprintf(path, path_size, "%s/samples_epoch_%03ld.png", out_dir, epoch);
-        status = vae_png_write_image_grid(path, samples, EPOCH_SAMPLE_COUNT, channels, rows, cols,
-                                          EPOCH_SAMPLE_COLUMNS, VAE_GRID_MARGIN);
+        status = vae_png_encode_image_grid(path, samples, EPOCH_SAMPLE_COUNT, channels, rows, cols,
+                                           EPOCH_SAMPLE_COLUMNS, VAE_GRID_MARGIN, &png);
+        if (status == VAE_OK) status = write_grid(&png, path, events, "images/samples", step);
+        free(png.data);
+        png.data = NULL;
     }
     if (status == VAE_OK && count > 0) {
         status = vae_trainer_reconstruct(trainer, split, 0, (int)count, inputs, reconstructions);
         snprintf(path, path_size, "%s/reconstructions_epoch_%03ld.png", out_dir, epoch);
         if (status == VAE_OK)
-            status = vae_write_image_comparison_grid(path, inputs, reconstructions, (int)count,
-                                                     channels, rows, cols, VAE_COMPARISON_COLUMNS);
+            status = vae_encode_image_comparison_grid(path, inputs, reconstructions, (int)count, channels, rows, cols,
+                                                      VAE_COMPARISON_COLUMNS, &png);
+        if (status == VAE_OK) status = write_grid(&png, path, events, "images/reconstructions", step);
+        free(png.data);
     }
     free(path);
     free(samples);

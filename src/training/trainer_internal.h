@@ -9,6 +9,7 @@
 #include "model/model.h"
 #include "model/train_step.h"
 #include "training/data_placement.h"
+#include "io/event_file.h"
 
 struct vae_trainer {
     vae_config config;
@@ -66,7 +67,9 @@ typedef struct vae_input_rows {
  * value finite and in [0,1], the first bad one named) and wraps them. */
 vae_status vae_input_rows_wrap(const vae_trainer *trainer, const float *inputs, long count, vae_input_rows *out);
 
-/* Sample and reconstruction grids into out_dir for an epoch (src/training/latent.c). */
-vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch);
+/* Sample and reconstruction grids into out_dir for an epoch and, with
+ * events, into its image summaries at step (src/training/latent.c). */
+vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch,
+                                          vae_event_file *events, long step);
 
 #endif
