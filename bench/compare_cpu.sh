@@ -7,10 +7,11 @@
 # a tuned OPENBLAS_CORETYPE (the core the engine chose from the CPU's
 # features). No tuning variable is set for the engine or JAX.
 # The engine trains on binarised pixels (--set data.binarize=$BINARIZE,
-# default dynamic: its first layer then sums the weights of the set pixels,
-# src/backends/cpu_binary_linear.c) and runs a second time with
-# VAE_CPU_BINARY_INPUTS=dense (dense GEMMs there): the columns engine and
-# eng_dense. The peers' work does not depend on the pixel values.
+# default dynamic) with the first layer's path it picks for this CPU (sums of
+# the weights of the set pixels with AVX-512, src/backends/cpu_binary_linear.c;
+# the dense GEMM otherwise), and a second time on the other path
+# (VAE_CPU_BINARY_INPUTS=dense or sums): the columns engine and eng_dense or
+# eng_sums. The peers' work does not depend on the pixel values.
 #
 #   bench/compare_cpu.sh                       # both configs, 1 and 2 threads
 #   CONFIGS="configs/pytorch_example.ini" THREADS="1" ROUNDS=5 bench/compare_cpu.sh
@@ -67,6 +68,9 @@ cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 features=$(grep -m1 -o -w -E 'avx512f|avx2|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')
 probe=$(taskset -c 0 "$vae" bench --config "${configs[0]}" --device cpu --steps 1 --warmup-steps 1)
 engine_blas=$(sed -E 's/.*"device":"cpu \((.*)\)".*/\1/' <<<"$probe")
+# The first layer's other path: the one the engine did not pick here.
+other_path=sums
+grep -q "sums over the set inputs" <<<"$engine_blas" && other_path=dense
 tuned_core=$(sed -nE 's/.*core ([A-Za-z0-9]+) \(chosen by CPU features\).*/\1/p' <<<"$engine_blas")
 torch_core="-"
 if [ "$have_torch" = 1 ]; then
@@ -94,8 +98,8 @@ run_one() { # name cpus command...: appends the JSON line to the log, prints sam
 }
 
 binarize="${BINARIZE:-dynamic}"
-printf '\n%-22s %7s %12s %12s %12s %12s %12s %9s %9s %9s\n' config threads engine eng_dense jax_jit torch torch_tuned \
-  eng/jax eng/torch eng/dense
+printf '\n%-22s %7s %12s %12s %12s %12s %12s %9s %9s %9s\n' config threads engine "eng_$other_path" jax_jit torch \
+  torch_tuned eng/jax eng/torch "eng/$other_path"
 declare -A engine_at
 for config in "${configs[@]}"; do
   for threads in "${threads_list[@]}"; do
@@ -104,7 +108,7 @@ for config in "${configs[@]}"; do
     for _ in $(seq "$rounds"); do
       e+=("$(run_one engine "$cpus" "$vae" bench --config "$config" --set data.binarize="$binarize" --device cpu \
              --steps "$steps" --warmup-steps "$warmup")")
-      d+=("$(VAE_CPU_BINARY_INPUTS=dense run_one engine_dense "$cpus" "$vae" bench --config "$config" \
+      d+=("$(VAE_CPU_BINARY_INPUTS=$other_path run_one "engine_$other_path" "$cpus" "$vae" bench --config "$config" \
              --set data.binarize="$binarize" --device cpu --steps "$steps" --warmup-steps "$warmup")")
       if [ "$have_jax" = 1 ]; then
         j+=("$(run_one jax "$cpus" "$jax_python" bench/jax_vae.py --config "$config" --device cpu --threads "$threads" \
@@ -135,4 +139,4 @@ for config in "${configs[@]}"; do
   fi
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "samples/s are medians of $rounds rounds of $steps timed steps; the engine on data.binarize=$binarize, eng_dense with VAE_CPU_BINARY_INPUTS=dense; torch = eager PyTorch $("$python" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo '-'), torch_tuned = with OPENBLAS_CORETYPE=${tuned_core:-none}; eng/torch uses the better of the two. JSON lines: $log"
+echo "samples/s are medians of $rounds rounds of $steps timed steps; the engine on data.binarize=$binarize, eng_$other_path with VAE_CPU_BINARY_INPUTS=$other_path; torch = eager PyTorch $("$python" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo '-'), torch_tuned = with OPENBLAS_CORETYPE=${tuned_core:-none}; eng/torch uses the better of the two. JSON lines: $log"

@@ -8,9 +8,9 @@
 # they do to its caches. Each program runs twice, with A and B timed steps;
 # the difference divided by B - A cancels start-up, data loading and JAX's
 # compilation. Lower is better; the ratios are other / engine.
-# The engine trains on --set data.binarize=$BINARIZE (default dynamic: its
-# first layer sums the weights of the set pixels) and once more with
-# VAE_CPU_BINARY_INPUTS=dense (the column eng_dense), as in compare_cpu.sh.
+# The engine trains on --set data.binarize=$BINARIZE (default dynamic) with
+# the first layer's path it picks for this CPU, and once more on the other
+# path (VAE_CPU_BINARY_INPUTS=dense or sums), as in compare_cpu.sh.
 #
 #   bench/cycles_cpu.sh                 # both configs
 #   CONFIGS="configs/fashion_mnist.ini" bench/cycles_cpu.sh
@@ -50,10 +50,14 @@ per_step() { # name steps-flag command...: cycles per step (B runs minus A runs)
 }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN {if (x > 0 && y > 0) printf "%.2f", x / y; else printf "-"}'; }
 echo "CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), pinned to CPU $cpu; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-22s %14s %14s %14s %14s %9s %9s %9s\n' config engine eng_dense jax_jit torch dense/eng jax/eng torch/eng
+other_path=sums
+"$vae" bench --config "${configs[0]}" --device cpu --steps 1 --warmup-steps 1 | grep -q "sums over the set inputs" &&
+  other_path=dense
+printf '%-22s %14s %14s %14s %14s %9s %9s %9s\n' config engine "eng_$other_path" jax_jit torch "$other_path/eng" jax/eng \
+  torch/eng
 for config in "${configs[@]}"; do
   e=$(per_step --steps "$vae" bench --config "$config" --device cpu --warmup-steps 20 --set "data.binarize=$binarize")
-  d=$(VAE_CPU_BINARY_INPUTS=dense per_step --steps "$vae" bench --config "$config" --device cpu --warmup-steps 20 \
+  d=$(VAE_CPU_BINARY_INPUTS=$other_path per_step --steps "$vae" bench --config "$config" --device cpu --warmup-steps 20 \
       --set "data.binarize=$binarize")
   j=0 t=0
   if "$jax_python" -c "import jax" 2>/dev/null; then

@@ -250,14 +250,17 @@ struct BackendRun {
     std::vector<float> y, dx, dweight, dbias;
 };
 
+// The backend with VAE_CPU_BINARY_INPUTS=sums or =dense: the sums are tested
+// on every CPU, whatever auto would choose there.
 BackendRun run_backend(const Layer &layer, const std::vector<float> &x, bool dense) {
-    if (dense) setenv("VAE_CPU_BINARY_INPUTS", "dense", 1);
+    setenv("VAE_CPU_BINARY_INPUTS", dense ? "dense" : "sums", 1);
     vae_backend *backend = nullptr;
     EXPECT_EQ(vae_backend_create_cpu(&backend), VAE_OK) << vae_last_error();
     unsetenv("VAE_CPU_BINARY_INPUTS");
     BackendRun run;
     if (!backend) return run;
-    EXPECT_EQ(std::strstr(backend->device_name, "VAE_CPU_BINARY_INPUTS=dense") != nullptr, dense)
+    EXPECT_NE(std::strstr(backend->device_name, dense ? "VAE_CPU_BINARY_INPUTS=dense" : "VAE_CPU_BINARY_INPUTS=sums"),
+              nullptr)
         << backend->device_name;
     run.y.assign((size_t)layer.rows * layer.out, NAN);
     run.dx.assign((size_t)layer.rows * layer.in, NAN);
@@ -287,6 +290,30 @@ TEST(BinaryLinearBackend, BinaryInputsTakeTheSumsAndAgreeWithTheDenseGemm) {
     expect_bitwise_equal(sums.dbias, dense.dbias, "dbias");
 }
 
+// auto (the default) takes the sums exactly where the CPU has AVX-512, and
+// the device line says which; anything else in the variable is refused.
+TEST(BinaryLinearBackend, AutoTakesTheSumsWithAvx512AndBadSettingsAreRefused) {
+    __builtin_cpu_init();
+    const bool avx512 = __builtin_cpu_supports("avx512f") != 0;
+    for (const char *setting : {static_cast<const char *>(nullptr), "auto"}) {
+        if (setting) setenv("VAE_CPU_BINARY_INPUTS", setting, 1);
+        else unsetenv("VAE_CPU_BINARY_INPUTS");
+        vae_backend *backend = nullptr;
+        ASSERT_EQ(vae_backend_create_cpu(&backend), VAE_OK) << vae_last_error();
+        EXPECT_EQ(std::strstr(backend->device_name, "sums over the set inputs") != nullptr, avx512)
+            << backend->device_name;
+        EXPECT_EQ(std::strstr(backend->device_name, "no AVX-512") != nullptr, !avx512) << backend->device_name;
+        vae_backend_destroy(backend);
+    }
+    setenv("VAE_CPU_BINARY_INPUTS", "sparse", 1);
+    vae_backend *backend = nullptr;
+    EXPECT_EQ(vae_backend_create_cpu(&backend), VAE_ERROR_INVALID_ARGUMENT);
+    unsetenv("VAE_CPU_BINARY_INPUTS");
+    EXPECT_EQ(backend, nullptr);
+    EXPECT_NE(std::strstr(vae_last_error(), "VAE_CPU_BINARY_INPUTS=sparse: expected auto, sums or dense"), nullptr)
+        << vae_last_error();
+}
+
 TEST(BinaryLinearBackend, OtherInputsAndDenseOnesTakeTheGemm) {
     Layer layer = make_layer(32, 200, 48, 700);
     std::vector<float> grey = layer.x;
@@ -310,7 +337,9 @@ TEST(BinaryLinearBackend, ListsFollowTheInputWhenBatchesAlternate) {
     second.bias = first.bias;
     second.dy = first.dy;
     vae_backend *backend = nullptr;
+    setenv("VAE_CPU_BINARY_INPUTS", "sums", 1);
     ASSERT_EQ(vae_backend_create_cpu(&backend), VAE_OK) << vae_last_error();
+    unsetenv("VAE_CPU_BINARY_INPUTS");
     std::vector<float> y((size_t)40 * 33), dweight((size_t)33 * 300), dbias(33);
     auto forward = [&](const Layer &layer) {
         ASSERT_EQ(vae_backend_linear_forward(backend, layer.x.data(), layer.weight.data(), layer.bias.data(),
