@@ -8,7 +8,10 @@
 #include <stddef.h>
 #include <cuda_runtime.h>
 #if !defined(__CUDACC__) && defined(VAE_CUDA_HOST)
-#include "vae_cuda_host.h"
+/* What CUDA C gives a kernel, on the host: outside this layer (the tests'
+ * tests/cuda_host, on the include path of that build only), like the
+ * toolkit's headers. */
+#include <vae_cuda_host.h>
 #endif
 #include "vae_math.h"
 #include "vae_step_math.h"

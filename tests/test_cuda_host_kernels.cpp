@@ -25,6 +25,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -41,6 +42,11 @@ extern "C" {
 // the scheduler's own tests below.
 extern thread_local uint3 threadIdx;
 extern thread_local uint3 blockIdx;
+
+namespace vae_cuda_host {
+// For gtest's messages: the order's name, not its bytes.
+void PrintTo(const Order &order, std::ostream *stream) { *stream << order_name(order); }
+} // namespace vae_cuda_host
 
 namespace {
 
@@ -188,17 +194,21 @@ class CudaHostKernels : public ::testing::TestWithParam<Order> {
 };
 
 TEST_P(CudaHostKernels, Fill) {
-    const size_t count = 1000;
-    std::vector<float> expected(count);
-    ASSERT_EQ(vae_backend_fill(cpu_, expected.data(), 0.375f, count), VAE_OK);
-    compare(
-        [&] {
-            DeviceBuffer<float> destination(count);
-            expect_cuda_success(vae_launch_fill(destination.data(), 0.375f, count, nullptr), "fill");
-            expect_guard(destination, "destination");
-            return Outputs{output("destination", destination.values())};
-        },
-        {output("destination", expected)}, 0.0);
+    // A partial last block, and more values than the largest grid's threads
+    // (vae_grid_for's 4096 blocks: the grid-stride loop wraps).
+    for (size_t count : {(size_t)1000, (size_t)4096 * 256 + 1000}) {
+        SCOPED_TRACE("count " + std::to_string(count));
+        std::vector<float> expected(count);
+        ASSERT_EQ(vae_backend_fill(cpu_, expected.data(), 0.375f, count), VAE_OK);
+        compare(
+            [&] {
+                DeviceBuffer<float> destination(count);
+                expect_cuda_success(vae_launch_fill(destination.data(), 0.375f, count, nullptr), "fill");
+                expect_guard(destination, "destination");
+                return Outputs{output("destination", destination.values())};
+            },
+            {output("destination", expected)}, 0.0);
+    }
 }
 
 TEST_P(CudaHostKernels, BiasAdd) {
