@@ -66,7 +66,7 @@ VAE_LAUNCHER cudaError_t vae_launch_bias_add(float *y, const float *bias, int ro
 }
 
 VAE_LAUNCHER cudaError_t vae_launch_bias_gradient(const float *dy, float *bias_gradient, int rows, int width,
-                                                cudaStream_t stream) {
+                                                  cudaStream_t stream) {
     if (width <= 0) return cudaSuccess;
     dim3 block(BIAS_COLUMNS, BIAS_ROW_LANES);
     dim3 grid((unsigned int)((width + BIAS_COLUMNS - 1) / BIAS_COLUMNS));
@@ -75,15 +75,16 @@ VAE_LAUNCHER cudaError_t vae_launch_bias_gradient(const float *dy, float *bias_g
 }
 
 VAE_LAUNCHER cudaError_t vae_launch_activation_forward(int activation, const float *pre, float *post, size_t count,
-                                                     cudaStream_t stream) {
+                                                       cudaStream_t stream) {
     if (count == 0) return cudaSuccess;
     VAE_LAUNCH(activation_forward_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(activation, pre, post, count);
     return cudaGetLastError();
 }
 
 VAE_LAUNCHER cudaError_t vae_launch_activation_backward(int activation, const float *pre, const float *dpost,
-                                                      float *dpre, size_t count, cudaStream_t stream) {
+                                                        float *dpre, size_t count, cudaStream_t stream) {
     if (count == 0) return cudaSuccess;
-    VAE_LAUNCH(activation_backward_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(activation, pre, dpost, dpre, count);
+    VAE_LAUNCH(activation_backward_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(
+        activation, pre, dpost, dpre, count);
     return cudaGetLastError();
 }

@@ -22,7 +22,7 @@
 #if defined(__CUDACC__)
 #define VAE_LAUNCH(kernel, grid, block, shared_bytes, stream) kernel<<<grid, block, shared_bytes, stream>>>
 #else
-#define VAE_LAUNCH(kernel, grid, block, shared_bytes, stream) \
+#define VAE_LAUNCH(kernel, grid, block, shared_bytes, stream)                                                          \
     vae_cuda_host::launch(kernel, grid, block, shared_bytes, stream)
 #endif
 

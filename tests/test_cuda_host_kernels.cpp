@@ -262,12 +262,11 @@ TEST_P(CudaHostKernels, Activations) {
         compare(
             [&] {
                 DeviceBuffer<float> device_pre(pre), device_dpost(dpost), device_post(count), device_dpre(count);
-                expect_cuda_success(vae_launch_activation_forward(activation, device_pre.data(), device_post.data(),
-                                                                  count, nullptr),
-                                    "activation_forward");
-                expect_cuda_success(vae_launch_activation_backward(activation, device_pre.data(),
-                                                                   device_dpost.data(), device_dpre.data(), count,
-                                                                   nullptr),
+                expect_cuda_success(
+                    vae_launch_activation_forward(activation, device_pre.data(), device_post.data(), count, nullptr),
+                    "activation_forward");
+                expect_cuda_success(vae_launch_activation_backward(activation, device_pre.data(), device_dpost.data(),
+                                                                   device_dpre.data(), count, nullptr),
                                     "activation_backward");
                 expect_guard(device_post, "post");
                 expect_guard(device_dpre, "dpre");
@@ -287,8 +286,8 @@ TEST_P(CudaHostKernels, RoundToBfloat16) {
     compare(
         [&] {
             // The last line ends at its length, not at the stride.
-            DeviceBuffer<float> device_source(std::vector<float>(source.begin(),
-                                                                 source.end() - (long)(stride - line_length)));
+            DeviceBuffer<float> device_source(
+                std::vector<float>(source.begin(), source.end() - (long)(stride - line_length)));
             DeviceBuffer<uint16_t> destination(lines * line_length);
             expect_cuda_success(vae_launch_round_to_bfloat16(device_source.data(), lines, line_length, stride,
                                                              destination.data(), nullptr),
@@ -301,8 +300,8 @@ TEST_P(CudaHostKernels, RoundToBfloat16) {
 
 // c[m, n] = a[m, k] . b[k, n] (a transposed: a stored [k, m]), row-major, in
 // double: the GEMM the CUDA backend gives cuBLAS between the conv kernels.
-std::vector<float> matrix_product(const std::vector<float> &a, bool a_transposed, const std::vector<float> &b,
-                                  int m, int k, int n) {
+std::vector<float> matrix_product(const std::vector<float> &a, bool a_transposed, const std::vector<float> &b, int m,
+                                  int k, int n) {
     std::vector<float> c((size_t)m * n);
     for (int i = 0; i < m; ++i)
         for (int j = 0; j < n; ++j) {
@@ -323,10 +322,10 @@ vae_conv_geometry conv_geometry(bool transposed) {
     g.out_channels = transposed ? 3 : 5;
     g.in_height = transposed ? 5 : 9;
     g.in_width = transposed ? 4 : 7;
-    g.out_height = transposed ? vae_conv_transpose_output_size(g.in_height, 3, 2, 1)
-                              : vae_conv_output_size(g.in_height, 3, 2, 1);
-    g.out_width = transposed ? vae_conv_transpose_output_size(g.in_width, 3, 2, 1)
-                             : vae_conv_output_size(g.in_width, 3, 2, 1);
+    g.out_height =
+        transposed ? vae_conv_transpose_output_size(g.in_height, 3, 2, 1) : vae_conv_output_size(g.in_height, 3, 2, 1);
+    g.out_width =
+        transposed ? vae_conv_transpose_output_size(g.in_width, 3, 2, 1) : vae_conv_output_size(g.in_width, 3, 2, 1);
     return g;
 }
 
@@ -343,9 +342,9 @@ TEST_P(CudaHostKernels, Conv2dUnfoldAndUnstage) {
     const std::vector<float> bias = uniform_values(g.out_channels, -1, 1, 9);
     const size_t y_count = (size_t)batch * g.out_channels * g.out_height * g.out_width;
     std::vector<float> y(y_count), workspace(vae_conv_workspace_floats(&g, batch));
-    ASSERT_EQ(vae_backend_conv2d_forward(cpu_, &g, batch, x.data(), weight.data(), bias.data(), y.data(),
-                                         workspace.data()),
-              VAE_OK)
+    ASSERT_EQ(
+        vae_backend_conv2d_forward(cpu_, &g, batch, x.data(), weight.data(), bias.data(), y.data(), workspace.data()),
+        VAE_OK)
         << vae_last_error();
     compare(
         [&] {
@@ -353,11 +352,10 @@ TEST_P(CudaHostKernels, Conv2dUnfoldAndUnstage) {
             expect_cuda_success(vae_launch_conv_unfold(unfolding, batch, device_x.data(), unfolded.data(), nullptr),
                                 "conv_unfold");
             expect_guard(unfolded, "unfolded");
-            DeviceBuffer<float> staged(matrix_product(weight, false, unfolded.values(), g.out_channels, rows,
-                                                      columns));
-            expect_cuda_success(vae_launch_conv_unstage(unfolding, batch, staged.data(), device_bias.data(),
-                                                        device_y.data(), nullptr),
-                                "conv_unstage");
+            DeviceBuffer<float> staged(matrix_product(weight, false, unfolded.values(), g.out_channels, rows, columns));
+            expect_cuda_success(
+                vae_launch_conv_unstage(unfolding, batch, staged.data(), device_bias.data(), device_y.data(), nullptr),
+                "conv_unstage");
             expect_guard(device_y, "y");
             return Outputs{output("y", device_y.values())};
         },
@@ -389,9 +387,9 @@ TEST_P(CudaHostKernels, ConvTranspose2dStageAndFold) {
                                 "conv_stage");
             expect_guard(staged, "staged");
             DeviceBuffer<float> unfolded(matrix_product(weight, true, staged.values(), rows, g.in_channels, columns));
-            expect_cuda_success(vae_launch_conv_fold(unfolding, batch, unfolded.data(), device_bias.data(),
-                                                     device_y.data(), nullptr),
-                                "conv_fold");
+            expect_cuda_success(
+                vae_launch_conv_fold(unfolding, batch, unfolded.data(), device_bias.data(), device_y.data(), nullptr),
+                "conv_fold");
             expect_guard(device_y, "y");
             return Outputs{output("y", device_y.values())};
         },
@@ -441,9 +439,9 @@ TEST_P(CudaHostKernels, GatherBatch) {
         const void *segment_values[1] = {dataset.data()};
         const vae_row_segments segments{1, first_row, segment_values};
         std::vector<float> x((size_t)rows * dim);
-        ASSERT_EQ(vae_backend_gather_batch(cpu_, &segments, permutation.data(), dim, rows, &settings, &counter,
-                                           x.data()),
-                  VAE_OK)
+        ASSERT_EQ(
+            vae_backend_gather_batch(cpu_, &segments, permutation.data(), dim, rows, &settings, &counter, x.data()),
+            VAE_OK)
             << vae_last_error();
         compare(
             [&] {
@@ -451,9 +449,8 @@ TEST_P(CudaHostKernels, GatherBatch) {
                 DeviceBuffer<int32_t> device_permutation(permutation);
                 DeviceBuffer<vae_step_counter> device_counter(std::vector<vae_step_counter>{counter});
                 DeviceBuffer<float> device_x((size_t)rows * dim);
-                expect_cuda_success(vae_launch_gather_batch(device_dataset.data(), device_permutation.data(), dim,
-                                                            rows, settings, device_counter.data(), device_x.data(),
-                                                            nullptr),
+                expect_cuda_success(vae_launch_gather_batch(device_dataset.data(), device_permutation.data(), dim, rows,
+                                                            settings, device_counter.data(), device_x.data(), nullptr),
                                     "gather_batch");
                 expect_guard(device_x, "x");
                 return Outputs{output("x", device_x.values())};
@@ -494,24 +491,23 @@ TEST_P(CudaHostKernels, ReparamKlForwardAndBackward) {
         ASSERT_EQ(vae_backend_reparam_kl_forward(cpu_, mu_logvar.data(), z.data(), kl.data(), rows, latent, samples,
                                                  &noise, &counter, cpu_eps, clamp),
                   VAE_OK);
-        ASSERT_EQ(vae_backend_reparam_kl_backward(cpu_, mu_logvar.data(), z.data(), dz.data(), dmu_logvar.data(),
-                                                  rows, latent, samples, beta, warmup, &counter, clamp),
+        ASSERT_EQ(vae_backend_reparam_kl_backward(cpu_, mu_logvar.data(), z.data(), dz.data(), dmu_logvar.data(), rows,
+                                                  latent, samples, beta, warmup, &counter, clamp),
                   VAE_OK);
         compare(
             [&] {
-                DeviceBuffer<float> device_mu_logvar(mu_logvar), device_z(z_count), device_kl(rows),
-                    device_dz(dz), device_eps(eps), device_dmu_logvar(mu_logvar.size());
+                DeviceBuffer<float> device_mu_logvar(mu_logvar), device_z(z_count), device_kl(rows), device_dz(dz),
+                    device_eps(eps), device_dmu_logvar(mu_logvar.size());
                 DeviceBuffer<vae_step_counter> device_counter(std::vector<vae_step_counter>{counter});
-                expect_cuda_success(vae_launch_reparam_kl_forward(device_mu_logvar.data(), device_z.data(),
-                                                                  device_kl.data(), rows, latent, samples, noise,
-                                                                  device_counter.data(),
-                                                                  override_eps ? device_eps.data() : nullptr, clamp,
-                                                                  nullptr),
-                                    "reparam_kl_forward");
+                expect_cuda_success(
+                    vae_launch_reparam_kl_forward(device_mu_logvar.data(), device_z.data(), device_kl.data(), rows,
+                                                  latent, samples, noise, device_counter.data(),
+                                                  override_eps ? device_eps.data() : nullptr, clamp, nullptr),
+                    "reparam_kl_forward");
                 expect_cuda_success(vae_launch_reparam_kl_backward(device_mu_logvar.data(), device_z.data(),
                                                                    device_dz.data(), device_dmu_logvar.data(), rows,
-                                                                   latent, samples, beta, warmup,
-                                                                   device_counter.data(), clamp, nullptr),
+                                                                   latent, samples, beta, warmup, device_counter.data(),
+                                                                   clamp, nullptr),
                                     "reparam_kl_backward");
                 expect_guard(device_z, "z");
                 expect_guard(device_kl, "kl");
@@ -531,8 +527,8 @@ TEST_P(CudaHostKernels, GaussianKl) {
     vae_step_counter counter{};
     counter.step = 3;
     std::vector<float> kl(rows), dq = dq0, dp = dp0;
-    ASSERT_EQ(vae_backend_gaussian_kl(cpu_, q.data(), p.data(), kl.data(), dq.data(), dp.data(), rows, latent, beta,
-                                      8, &counter, clamp),
+    ASSERT_EQ(vae_backend_gaussian_kl(cpu_, q.data(), p.data(), kl.data(), dq.data(), dp.data(), rows, latent, beta, 8,
+                                      &counter, clamp),
               VAE_OK);
     compare(
         [&] {
@@ -657,8 +653,7 @@ TEST_P(CudaHostKernels, IwaeObjectiveAndLatentBackward) {
                                          &counter, clamp, accumulator.data()),
               VAE_OK);
     ASSERT_EQ(vae_backend_iwae_latent_backward(cpu_, mu_logvar.data(), z.data(), dz.data(), weight.data(),
-                                               dmu_logvar.data(), rows, latent, samples, beta, warmup, &counter,
-                                               clamp),
+                                               dmu_logvar.data(), rows, latent, samples, beta, warmup, &counter, clamp),
               VAE_OK);
     compare(
         [&] {
@@ -667,30 +662,29 @@ TEST_P(CudaHostKernels, IwaeObjectiveAndLatentBackward) {
                 device_dmu_logvar(mu_logvar.size());
             DeviceBuffer<double> device_accumulator(accumulator0);
             DeviceBuffer<vae_step_counter> device_counter(std::vector<vae_step_counter>{counter});
-            expect_cuda_success(
-                vae_launch_iwae_objective(device_logp.data(), device_mu_logvar.data(), device_z.data(),
-                                          device_kl.data(), device_out.data(), device_weight.data(),
-                                          device_row_loss.data(), rows, latent, samples, width, beta, warmup,
-                                          device_counter.data(), clamp, device_accumulator.data(), nullptr),
-                "iwae_objective");
+            expect_cuda_success(vae_launch_iwae_objective(device_logp.data(), device_mu_logvar.data(), device_z.data(),
+                                                          device_kl.data(), device_out.data(), device_weight.data(),
+                                                          device_row_loss.data(), rows, latent, samples, width, beta,
+                                                          warmup, device_counter.data(), clamp,
+                                                          device_accumulator.data(), nullptr),
+                                "iwae_objective");
             expect_cuda_success(vae_launch_iwae_latent_backward(device_mu_logvar.data(), device_z.data(),
                                                                 device_dz.data(), device_weight.data(),
-                                                                device_dmu_logvar.data(), rows, latent, samples,
-                                                                beta, warmup, device_counter.data(), clamp, nullptr),
+                                                                device_dmu_logvar.data(), rows, latent, samples, beta,
+                                                                warmup, device_counter.data(), clamp, nullptr),
                                 "iwae_latent_backward");
             expect_guard(device_out, "out");
             expect_guard(device_weight, "weight");
             expect_guard(device_row_loss, "row_loss");
             expect_guard(device_dmu_logvar, "dmu_logvar");
             expect_guard(device_accumulator, "accumulator");
-            return Outputs{output("out", device_out.values()),
-                           output("weight", device_weight.values()),
+            return Outputs{output("out", device_out.values()), output("weight", device_weight.values()),
                            output("row_loss", device_row_loss.values()),
                            output("dmu_logvar", device_dmu_logvar.values()),
                            output("accumulator", device_accumulator.values())};
         },
-        {output("out", out), output("weight", weight), output("row_loss", row_loss),
-         output("dmu_logvar", dmu_logvar), output("accumulator", accumulator)},
+        {output("out", out), output("weight", weight), output("row_loss", row_loss), output("dmu_logvar", dmu_logvar),
+         output("accumulator", accumulator)},
         1e-5);
 }
 
@@ -709,9 +703,9 @@ TEST_P(CudaHostKernels, SumOfSquares) {
                 // Twice on the same scratch: the last block's reset of its
                 // count must leave it ready for the next launch.
                 for (int launch = 0; launch < 2; ++launch)
-                    expect_cuda_success(vae_launch_sum_of_squares(device_values.data(), count, result.data(),
-                                                                  scratch.data(), nullptr),
-                                        "sum_of_squares");
+                    expect_cuda_success(
+                        vae_launch_sum_of_squares(device_values.data(), count, result.data(), scratch.data(), nullptr),
+                        "sum_of_squares");
                 expect_guard(result, "result");
                 EXPECT_EQ(scratch.values()[0].sum_of_squares_blocks_done, 0u);
                 return Outputs{output("result", result.values())};
@@ -784,15 +778,16 @@ TEST(CudaHostRuntime, BarrierSeparatesWritesFromReads) {
         vae_cuda_host::set_order(Order{BlockOrder::kReversed, threads, 0});
         BarrierProbe probe;
         probe.written.assign(3 * 64, 0);
-        vae_cuda_host::run_grid(dim3(3), dim3(16, 4), 0, nullptr,
-                                [](void *context) {
-                                    BarrierProbe &p = *static_cast<BarrierProbe *>(context);
-                                    const unsigned int t = threadIdx.y * 16 + threadIdx.x;
-                                    p.shared[t] = blockIdx.x * 1000 + t;
-                                    vae_cuda_host::syncthreads(__FILE__, __LINE__);
-                                    p.written[blockIdx.x * 64 + t] = p.shared[(t + 1) % 64];
-                                },
-                                &probe);
+        vae_cuda_host::run_grid(
+            dim3(3), dim3(16, 4), 0, nullptr,
+            [](void *context) {
+                BarrierProbe &p = *static_cast<BarrierProbe *>(context);
+                const unsigned int t = threadIdx.y * 16 + threadIdx.x;
+                p.shared[t] = blockIdx.x * 1000 + t;
+                vae_cuda_host::syncthreads(__FILE__, __LINE__);
+                p.written[blockIdx.x * 64 + t] = p.shared[(t + 1) % 64];
+            },
+            &probe);
         EXPECT_EQ(vae_cuda_host::get_last_error(), cudaSuccess);
         for (unsigned int b = 0; b < 3; ++b)
             for (unsigned int t = 0; t < 64; ++t) EXPECT_EQ(probe.written[b * 64 + t], b * 1000 + (t + 1) % 64);
@@ -802,20 +797,23 @@ TEST(CudaHostRuntime, BarrierSeparatesWritesFromReads) {
 
 TEST(CudaHostRuntime, DivergentBarriersAreAnError) {
     BarrierProbe probe;
-    vae_cuda_host::run_grid(dim3(2), dim3(64), 0, nullptr,
-                            [](void *) {
-                                if (threadIdx.x < 32) vae_cuda_host::syncthreads(__FILE__, __LINE__);
-                                else vae_cuda_host::syncthreads(__FILE__, __LINE__);
-                            },
-                            &probe);
+    vae_cuda_host::run_grid(
+        dim3(2), dim3(64), 0, nullptr,
+        [](void *) {
+            if (threadIdx.x < 32) vae_cuda_host::syncthreads(__FILE__, __LINE__);
+            else vae_cuda_host::syncthreads(__FILE__, __LINE__);
+        },
+        &probe);
     EXPECT_EQ(vae_cuda_host::get_last_error(), cudaErrorLaunchFailure);
     EXPECT_EQ(vae_cuda_host::get_last_error(), cudaSuccess); // read once, then cleared
 }
 
 TEST(CudaHostRuntime, InvalidConfigurationIsAnError) {
-    vae_cuda_host::run_grid(dim3(1), dim3(1025), 0, nullptr, [](void *) {}, nullptr);
+    vae_cuda_host::run_grid(
+        dim3(1), dim3(1025), 0, nullptr, [](void *) {}, nullptr);
     EXPECT_EQ(vae_cuda_host::get_last_error(), cudaErrorInvalidConfiguration);
-    vae_cuda_host::run_grid(dim3(0), dim3(32), 0, nullptr, [](void *) {}, nullptr);
+    vae_cuda_host::run_grid(
+        dim3(0), dim3(32), 0, nullptr, [](void *) {}, nullptr);
     EXPECT_EQ(vae_cuda_host::get_last_error(), cudaErrorInvalidConfiguration);
     std::vector<float> values(4);
     EXPECT_EQ(vae_launch_fill(values.data(), 1.0f, 0, nullptr), cudaSuccess); // nothing to launch

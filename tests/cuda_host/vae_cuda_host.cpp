@@ -326,8 +326,10 @@ cudaError_t get_last_error() {
 cudaError_t peek_at_last_error() { return last_error; }
 
 void run_grid(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream, ThreadBody body, void *context) {
-    (void)stream; // one host thread runs everything in launch order
-    if (running != nullptr) { // a launch from a kernel (dynamic parallelism)
+    // One host thread runs everything in launch order: no streams.
+    (void)stream;
+    // A launch from a kernel (dynamic parallelism) is not modelled.
+    if (running != nullptr) {
         record_error(cudaErrorNotSupported);
         return;
     }

@@ -101,8 +101,7 @@ template <typename T> inline T atomicMin(T *address, T value) {
 }
 // CUDA's wrapping increment and decrement.
 inline unsigned int atomicInc(unsigned int *address, unsigned int limit) {
-    return vae_cuda_host::atomic_update(address,
-                                        [limit](unsigned int old) { return old >= limit ? 0u : old + 1u; });
+    return vae_cuda_host::atomic_update(address, [limit](unsigned int old) { return old >= limit ? 0u : old + 1u; });
 }
 inline unsigned int atomicDec(unsigned int *address, unsigned int limit) {
     return vae_cuda_host::atomic_update(
@@ -128,12 +127,13 @@ template <typename... Params> class KernelLaunch {
             Arguments arguments;
         };
         Call call{kernel_, Arguments(arguments...)};
-        run_grid(grid_, block_, shared_bytes_, stream_,
-                 [](void *context) {
-                     Call *c = static_cast<Call *>(context);
-                     std::apply(c->kernel, c->arguments);
-                 },
-                 &call);
+        run_grid(
+            grid_, block_, shared_bytes_, stream_,
+            [](void *context) {
+                Call *c = static_cast<Call *>(context);
+                std::apply(c->kernel, c->arguments);
+            },
+            &call);
     }
 
   private:
