@@ -38,11 +38,6 @@ extern "C" {
 #include "backends/backend.h"
 }
 
-// The running fiber's coordinates (tests/cuda_host/vae_cuda_host.cpp), for
-// the scheduler's own tests below.
-extern thread_local uint3 threadIdx;
-extern thread_local uint3 blockIdx;
-
 namespace vae_cuda_host {
 // For gtest's messages: the order's name, not its bytes.
 void PrintTo(const Order &order, std::ostream *stream) { *stream << order_name(order); }
@@ -782,10 +777,12 @@ TEST(CudaHostRuntime, BarrierSeparatesWritesFromReads) {
             dim3(3), dim3(16, 4), 0, nullptr,
             [](void *context) {
                 BarrierProbe &p = *static_cast<BarrierProbe *>(context);
-                const unsigned int t = threadIdx.y * 16 + threadIdx.x;
-                p.shared[t] = blockIdx.x * 1000 + t;
+                const uint3 thread = vae_cuda_host::thread_index();
+                const unsigned int block = vae_cuda_host::block_index().x;
+                const unsigned int t = thread.y * 16 + thread.x;
+                p.shared[t] = block * 1000 + t;
                 vae_cuda_host::syncthreads(__FILE__, __LINE__);
-                p.written[blockIdx.x * 64 + t] = p.shared[(t + 1) % 64];
+                p.written[block * 64 + t] = p.shared[(t + 1) % 64];
             },
             &probe);
         EXPECT_EQ(vae_cuda_host::get_last_error(), cudaSuccess);
@@ -800,7 +797,7 @@ TEST(CudaHostRuntime, DivergentBarriersAreAnError) {
     vae_cuda_host::run_grid(
         dim3(2), dim3(64), 0, nullptr,
         [](void *) {
-            if (threadIdx.x < 32) vae_cuda_host::syncthreads(__FILE__, __LINE__);
+            if (vae_cuda_host::thread_index().x < 32) vae_cuda_host::syncthreads(__FILE__, __LINE__);
             else vae_cuda_host::syncthreads(__FILE__, __LINE__);
         },
         &probe);

@@ -390,6 +390,9 @@ void syncthreads(const char *file, int line) {
     switch_to_scheduler(run, false);
 }
 
+uint3 thread_index() { return threadIdx; }
+uint3 block_index() { return blockIdx; }
+
 void *dynamic_shared_memory() { return running != nullptr ? running->dynamic_shared : nullptr; }
 
 } // namespace vae_cuda_host

@@ -54,6 +54,10 @@ void syncthreads(const char *file, int line);
 // The running block's dynamic shared memory (the launch's shared_bytes; its
 // own heap block, so reads past its end are caught by AddressSanitizer).
 void *dynamic_shared_memory();
+// The running thread's threadIdx and blockIdx, for code outside the kernel
+// files (the scheduler's tests).
+uint3 thread_index();
+uint3 block_index();
 
 } // namespace vae_cuda_host
 
