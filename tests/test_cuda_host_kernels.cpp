@@ -521,50 +521,57 @@ TEST_P(CudaHostKernels, GaussianKl) {
     const std::vector<float> dq0 = uniform_values(q.size(), -1, 1, 20), dp0 = uniform_values(p.size(), -1, 1, 21);
     vae_step_counter counter{};
     counter.step = 3;
-    std::vector<float> kl(rows), dq = dq0, dp = dp0;
-    ASSERT_EQ(vae_backend_gaussian_kl(cpu_, q.data(), p.data(), kl.data(), dq.data(), dp.data(), rows, latent, beta, 8,
-                                      &counter, clamp),
-              VAE_OK);
-    compare(
-        [&] {
-            DeviceBuffer<float> device_q(q), device_p(p), device_kl(rows), device_dq(dq0), device_dp(dp0);
-            DeviceBuffer<vae_step_counter> device_counter(std::vector<vae_step_counter>{counter});
-            expect_cuda_success(vae_launch_gaussian_kl(device_q.data(), device_p.data(), device_kl.data(),
-                                                       device_dq.data(), device_dp.data(), rows, latent, beta, 8,
-                                                       device_counter.data(), clamp, nullptr),
-                                "gaussian_kl");
-            expect_guard(device_kl, "kl");
-            expect_guard(device_dq, "dq");
-            expect_guard(device_dp, "dp");
-            return Outputs{output("kl", device_kl.values()), output("dq", device_dq.values()),
-                           output("dp", device_dp.values())};
-        },
-        {output("kl", kl), output("dq", dq), output("dp", dp)}, 1e-5);
+    for (bool gradients : {true, false}) {
+        SCOPED_TRACE(gradients ? "with gradients" : "the KL alone");
+        std::vector<float> kl(rows), dq = dq0, dp = dp0;
+        ASSERT_EQ(vae_backend_gaussian_kl(cpu_, q.data(), p.data(), kl.data(), gradients ? dq.data() : nullptr,
+                                          gradients ? dp.data() : nullptr, rows, latent, beta, 8, &counter, clamp),
+                  VAE_OK);
+        compare(
+            [&] {
+                DeviceBuffer<float> device_q(q), device_p(p), device_kl(rows), device_dq(dq0), device_dp(dp0);
+                DeviceBuffer<vae_step_counter> device_counter(std::vector<vae_step_counter>{counter});
+                expect_cuda_success(vae_launch_gaussian_kl(device_q.data(), device_p.data(), device_kl.data(),
+                                                           gradients ? device_dq.data() : nullptr,
+                                                           gradients ? device_dp.data() : nullptr, rows, latent,
+                                                           beta, 8, device_counter.data(), clamp, nullptr),
+                                    "gaussian_kl");
+                expect_guard(device_kl, "kl");
+                expect_guard(device_dq, "dq");
+                expect_guard(device_dp, "dp");
+                return Outputs{output("kl", device_kl.values()), output("dq", device_dq.values()),
+                               output("dp", device_dp.values())};
+            },
+            {output("kl", kl), output("dq", dq), output("dp", dp)}, 1e-5);
+    }
 }
 
 TEST_P(CudaHostKernels, Likelihood) {
     const int rows = 13, samples = 2, dim = 300;
     const std::vector<float> x = uniform_values((size_t)rows * dim, 0, 1, 22);
-    for (int likelihood : {VAE_LIKELIHOOD_BERNOULLI, VAE_LIKELIHOOD_GAUSSIAN, VAE_LIKELIHOOD_GAUSSIAN_FIXED}) {
-        SCOPED_TRACE("likelihood " + std::to_string(likelihood));
-        const size_t width = likelihood == VAE_LIKELIHOOD_GAUSSIAN ? 2 * (size_t)dim : (size_t)dim;
-        const std::vector<float> out0 = uniform_values((size_t)samples * rows * width, -2, 2, 23);
-        std::vector<float> out = out0, logp((size_t)samples * rows);
-        ASSERT_EQ(vae_backend_likelihood(cpu_, (vae_likelihood)likelihood, x.data(), out.data(), logp.data(), rows,
-                                         samples, dim, -1.5f, 1),
-                  VAE_OK);
-        compare(
-            [&] {
-                DeviceBuffer<float> device_x(x), device_out(out0), device_logp((size_t)samples * rows);
-                expect_cuda_success(vae_launch_likelihood(likelihood, device_x.data(), device_out.data(),
-                                                          device_logp.data(), rows, samples, dim, -1.5f, 1, nullptr),
-                                    "likelihood");
-                expect_guard(device_out, "out");
-                expect_guard(device_logp, "logp");
-                return Outputs{output("out", device_out.values()), output("logp", device_logp.values())};
-            },
-            {output("out", out), output("logp", logp)}, 1e-5);
-    }
+    for (int likelihood : {VAE_LIKELIHOOD_BERNOULLI, VAE_LIKELIHOOD_GAUSSIAN, VAE_LIKELIHOOD_GAUSSIAN_FIXED})
+        for (int write_gradient : {1, 0}) {
+            SCOPED_TRACE("likelihood " + std::to_string(likelihood) + ", write_gradient " +
+                         std::to_string(write_gradient));
+            const size_t width = likelihood == VAE_LIKELIHOOD_GAUSSIAN ? 2 * (size_t)dim : (size_t)dim;
+            const std::vector<float> out0 = uniform_values((size_t)samples * rows * width, -2, 2, 23);
+            std::vector<float> out = out0, logp((size_t)samples * rows);
+            ASSERT_EQ(vae_backend_likelihood(cpu_, (vae_likelihood)likelihood, x.data(), out.data(), logp.data(),
+                                             rows, samples, dim, -1.5f, write_gradient),
+                      VAE_OK);
+            compare(
+                [&] {
+                    DeviceBuffer<float> device_x(x), device_out(out0), device_logp((size_t)samples * rows);
+                    expect_cuda_success(vae_launch_likelihood(likelihood, device_x.data(), device_out.data(),
+                                                              device_logp.data(), rows, samples, dim, -1.5f,
+                                                              write_gradient, nullptr),
+                                        "likelihood");
+                    expect_guard(device_out, "out");
+                    expect_guard(device_logp, "logp");
+                    return Outputs{output("out", device_out.values()), output("logp", device_logp.values())};
+                },
+                {output("out", out), output("logp", logp)}, 1e-5);
+        }
 }
 
 TEST_P(CudaHostKernels, AccumulateLoss) {
