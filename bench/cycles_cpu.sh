@@ -2,14 +2,20 @@
 # CPU cycles per training step of the engine, JAX (jit) and PyTorch on one
 # pinned core, for a machine shared with other work, where wall-clock
 # samples/s are noise: `perf stat -e cycles:u` counts only this process's
-# user-mode cycles. Each program runs twice, with A and B timed steps; the
-# difference divided by B - A cancels start-up, data loading and JAX's
+# user-mode cycles. Where the machine has no cycle counter (a VM without a
+# virtual PMU), the process's CPU time (task-clock, microseconds) stands in:
+# also blind to the time other processes hold the core, though not to what
+# they do to its caches. Each program runs twice, with A and B timed steps;
+# the difference divided by B - A cancels start-up, data loading and JAX's
 # compilation. Lower is better; the ratios are other / engine.
+# The engine trains on --set data.binarize=$BINARIZE (default dynamic: its
+# first layer sums the weights of the set pixels) and once more with
+# VAE_CPU_BINARY_INPUTS=dense (the column eng_dense), as in compare_cpu.sh.
 #
 #   bench/cycles_cpu.sh                 # both configs
 #   CONFIGS="configs/fashion_mnist.ini" bench/cycles_cpu.sh
 #
-# Needs perf (linux-perf) with user-mode counters (perf stat -e cycles:u true).
+# Needs perf (linux-perf): cycles:u, or task-clock where no counter exists.
 # Environment as bench/compare_cpu.sh: CONFIGS, VAE, PYTHON, JAX_PYTHON; CPU
 # (the core to pin, default 0), A (20) and B (220).
 set -euo pipefail
@@ -21,12 +27,20 @@ jax_python="${JAX_PYTHON:-$root/bench/.venv/bin/python}"
 vae="${VAE:-$root/build/vae}"
 cpu="${CPU:-0}"
 a="${A:-20}" b="${B:-220}"
-if ! perf stat -x, -e cycles:u true >/dev/null 2>&1; then
-  echo "cycles_cpu: perf stat -e cycles:u does not work here (apt-get install linux-perf; kernel.perf_event_paranoid)" >&2
-  exit 1
+binarize="${BINARIZE:-dynamic}"
+event=cycles:u unit="cycles"
+if ! perf stat -x, -e cycles:u true 2>&1 >/dev/null | grep -q '^[0-9]'; then
+  if perf stat -x, -e task-clock:u true 2>&1 >/dev/null | grep -q '^[0-9]'; then
+    event=task-clock:u unit="microseconds of CPU time"
+    echo "cycles_cpu: no cycle counter here (perf stat -e cycles:u: not supported); counting CPU time (task-clock:u)" >&2
+  else
+    echo "cycles_cpu: perf stat works for neither cycles:u nor task-clock:u (apt-get install linux-perf; kernel.perf_event_paranoid)" >&2
+    exit 1
+  fi
 fi
-cycles() { # command...: user-mode cycles of one run pinned to $cpu
-  OMP_NUM_THREADS=1 taskset -c "$cpu" perf stat -x, -e cycles:u "$@" 2>&1 >/dev/null | awk -F, '/cycles/ {print $1}'
+cycles() { # command...: user-mode cycles (or CPU microseconds) of one run pinned to $cpu
+  OMP_NUM_THREADS=1 taskset -c "$cpu" perf stat -x, -e "$event" "$@" 2>&1 >/dev/null |
+    awk -F, -v event="$event" '$3 == event {if (event == "cycles:u") print $1; else printf "%.0f", $1 * 1000}'
 }
 per_step() { # name steps-flag command...: cycles per step (B runs minus A runs)
   local flag="$1"; shift
@@ -36,9 +50,11 @@ per_step() { # name steps-flag command...: cycles per step (B runs minus A runs)
 }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN {if (x > 0 && y > 0) printf "%.2f", x / y; else printf "-"}'; }
 echo "CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), pinned to CPU $cpu; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-22s %14s %14s %14s %9s %9s\n' config engine jax_jit torch jax/eng torch/eng
+printf '%-22s %14s %14s %14s %14s %9s %9s %9s\n' config engine eng_dense jax_jit torch dense/eng jax/eng torch/eng
 for config in "${configs[@]}"; do
-  e=$(per_step --steps "$vae" bench --config "$config" --device cpu --warmup-steps 20)
+  e=$(per_step --steps "$vae" bench --config "$config" --device cpu --warmup-steps 20 --set "data.binarize=$binarize")
+  d=$(VAE_CPU_BINARY_INPUTS=dense per_step --steps "$vae" bench --config "$config" --device cpu --warmup-steps 20 \
+      --set "data.binarize=$binarize")
   j=0 t=0
   if "$jax_python" -c "import jax" 2>/dev/null; then
     j=$(per_step --steps "$jax_python" bench/jax_vae.py --config "$config" --device cpu --threads 1 --warmup-steps 20)
@@ -46,6 +62,8 @@ for config in "${configs[@]}"; do
   if "$python" -c "import torch" 2>/dev/null; then
     t=$(per_step --steps "$python" bench/pytorch_vae.py --config "$config" --device cpu --threads 1 --warmup-steps 20)
   fi
-  printf '%-22s %14s %14s %14s %9s %9s\n' "$(basename "$config")" "$e" "$j" "$t" "$(ratio "$j" "$e")" "$(ratio "$t" "$e")"
+  printf '%-22s %14s %14s %14s %14s %9s %9s %9s\n' "$(basename "$config")" "$e" "$d" "$j" "$t" "$(ratio "$d" "$e")" \
+    "$(ratio "$j" "$e")" "$(ratio "$t" "$e")"
 done
-echo "cycles per training step (user mode, 1 thread); engine $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "$unit per training step (user mode, 1 thread; engine on data.binarize=$binarize);" \
+  "engine $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"

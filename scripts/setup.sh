@@ -8,6 +8,7 @@ set -euo pipefail
 VAE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VAE_BUILD="${VAE_BUILD:-$VAE_ROOT/build}"
 VAE_PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev libinih-dev libcjson-dev libpng-dev zlib1g-dev
+              libprotobuf-c-dev protobuf-c-compiler libisal-dev
               libgtest-dev dataset-fashion-mnist openmpi-bin libopenmpi-dev)
 
 vae_install_packages() {
@@ -23,6 +24,19 @@ vae_install_packages() {
   echo "setup: installing ${missing[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# The Python venv in which the ctest TensorBoard.EventFilesReadBack reads
+# event files back: $VAE_BUILD/tensorboard-venv with tensorboard and pillow
+# from PyPI (made once, then kept with the build folder).
+vae_tensorboard_venv() {
+  local venv="$VAE_BUILD/tensorboard-venv"
+  if "$venv/bin/python" -c "import tensorboard, PIL" 2>/dev/null; then return 0; fi
+  vae_install_packages python3-venv
+  mkdir -p "$VAE_BUILD"
+  echo "setup: making $venv (pip install tensorboard pillow)" >&2
+  python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check tensorboard pillow
 }
 
 # Configure options every preset gets: VAE_WERROR=ON (CI, .ci/run) turns

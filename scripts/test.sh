@@ -8,9 +8,12 @@
 #   VAE_TEST_QUICK=1 scripts/test.sh    only the normal build and suite
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
-# numpy, matplotlib and PyTorch let the interop and plot tests run (they skip without them).
-vae_install_packages python3-numpy python3-matplotlib python3-torch
+# numpy, matplotlib and PyTorch let the interop and plot tests run (they skip without them);
+# venv, cffi and numpy are what the Python package's test (Python.Package) installs it with.
+vae_install_packages python3-numpy python3-matplotlib python3-torch python3-venv python3-cffi
 vae_build
+# The TensorBoard package, for the event file test (TensorBoard.EventFilesReadBack).
+vae_tensorboard_venv
 (cd "$VAE_BUILD" && ctest --output-on-failure -j "$(nproc)" "$@")
 
 if [ "${VAE_TEST_QUICK:-0}" != "1" ]; then

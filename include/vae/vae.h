@@ -147,6 +147,7 @@ typedef struct vae_config {
     int checkpoint_keep;             /* numbered checkpoints kept besides the latest */
     /* [output] */
     int image_every_epochs;          /* sample/reconstruction grids; 0 = off */
+    int tensorboard;                 /* TensorBoard event files in the run folder: 1 = on (default), 0 = off */
 } vae_config;
 
 /* Fills every field with the documented default (configs/README.md). */
@@ -234,7 +235,7 @@ vae_status vae_trainer_decode(vae_trainer *trainer, const float *z, int count, f
 /* For a trainer loaded from a checkpoint, before it trains: takes from config
  * the settings that say how long the run goes on and how it is watched
  * (train.epochs, log_every_steps, eval_every_epochs, eval_batch_size;
- * checkpoint.every_steps, keep; output.image_every_epochs). Every other
+ * checkpoint.every_steps, keep; output.image_every_epochs, tensorboard). Every other
  * setting must equal the stored one: otherwise VAE_ERROR_INVALID_ARGUMENT
  * naming the first that differs, and nothing changes. More epochs continue
  * a finished run; with lr_schedule = cosine the rate from there follows the

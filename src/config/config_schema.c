@@ -2,6 +2,7 @@
  * (vae_config_to_string, vae_config_write_file). Parsing and --set
  * overrides are in config.c; config_schema.h says why one table serves both. */
 #include "config/config_schema.h"
+#include "vae/arrays.h"
 #include "base/error.h"
 #include "io/atomic_file.h"
 #include "vae_math.h"
@@ -47,6 +48,7 @@ static const char *const precision_names[] = {"fp32", "tf32", "bf16", NULL};
 static const char *const nonfinite_names[] = {"stop", "skip", NULL};
 static const char *const placement_names[] = {"auto", "host", NULL};
 static const char *const objective_names[] = {"elbo", "iwae", NULL};
+static const char *const switch_names[] = {"off", "on", NULL};
 
 const char *vae_precision_name(vae_precision precision) {
     return precision >= VAE_PRECISION_FP32 && precision <= VAE_PRECISION_BF16 ? precision_names[precision] : "unknown";
@@ -103,12 +105,15 @@ const config_key config_keys[] = {
     INT_KEY("checkpoint", "every_steps", checkpoint_every_steps, 0, INT_MAX),
     INT_KEY("checkpoint", "keep", checkpoint_keep, 0, INT_MAX),
     INT_KEY("output", "image_every_epochs", image_every_epochs, 0, INT_MAX),
+    CHOICE_KEY("output", "tensorboard", tensorboard, switch_names),
 };
 #define KEY_COUNT (sizeof config_keys / sizeof config_keys[0])
 _Static_assert(KEY_COUNT == CONFIG_KEY_COUNT, "update CONFIG_KEY_COUNT in config_schema.h");
 
 static const char *const section_names[] = {"data", "model", "train", "checkpoint", "output"};
 #define SECTION_COUNT (sizeof section_names / sizeof section_names[0])
+
+size_t vae_config_size(void) { return sizeof(vae_config); }
 
 void vae_config_defaults(vae_config *config) {
     /* memset first: padding and unused array slots are zero, so two configs
@@ -140,6 +145,7 @@ void vae_config_defaults(vae_config *config) {
     config->precision = VAE_PRECISION_FP32;
     config->nonfinite_policy = VAE_NONFINITE_STOP;
     config->objective = VAE_OBJECTIVE_ELBO;
+    config->tensorboard = 1;
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -453,6 +459,8 @@ vae_status vae_config_to_string(const vae_config *config, char **out_text) {
             /* Likewise the default objective: an elbo config writes the text
              * it wrote before model.objective existed (and loads back to elbo). */
             if (config_keys[i].offset == FIELD(objective) && config->objective == VAE_OBJECTIVE_ELBO) continue;
+            /* And output.tensorboard = on, the default. */
+            if (config_keys[i].offset == FIELD(tensorboard) && config->tensorboard == 1) continue;
             char value[VAE_PATH_MAX + 16];
             format_value(&config_keys[i], config, value, sizeof value);
             append(text, capacity, &used, "%s =%s%s\n", config_keys[i].name, value[0] ? " " : "", value);

@@ -5,6 +5,7 @@
 #include "vae/output.h"
 #include "base/error.h"
 #include "io/atomic_file.h"
+#include "io/image_png.h"
 
 #include <errno.h>
 #include <math.h>
@@ -21,8 +22,13 @@
 /* Far below libpng's own limits; a bigger picture is a usage mistake. */
 #define PNG_MAX_SIDE 65536
 
+/* Where the encoded bytes go: the atomic file, or (to_memory) a growing
+ * buffer (the TensorBoard event file's image summaries). */
 typedef struct png_write_context {
     vae_atomic_file file; /* its error_number: errno of a failed write, 0 if none */
+    int to_memory;
+    unsigned char *memory;
+    size_t memory_size, memory_capacity;
     char message[256];    /* libpng's message */
     jmp_buf jump;
 } png_write_context;
@@ -38,13 +44,34 @@ static void on_png_warning(png_structp png, png_const_charp message) {
     (void)message; /* warnings do not stop the write */
 }
 
+/* Appends to the memory buffer, doubling it; 0, or -1 when out of memory. */
+static int append_to_memory(png_write_context *context, const unsigned char *bytes, size_t length) {
+    if (length > SIZE_MAX / 2 - context->memory_size) return -1;
+    if (context->memory_size + length > context->memory_capacity) {
+        size_t capacity = context->memory_capacity ? context->memory_capacity : 4096;
+        while (capacity < context->memory_size + length) capacity *= 2;
+        unsigned char *grown = realloc(context->memory, capacity);
+        if (!grown) return -1;
+        context->memory = grown;
+        context->memory_capacity = capacity;
+    }
+    memcpy(context->memory + context->memory_size, bytes, length);
+    context->memory_size += length;
+    return 0;
+}
+
 static void on_png_write(png_structp png, png_bytep bytes, size_t length) {
     png_write_context *context = png_get_io_ptr(png);
+    if (context->to_memory) {
+        if (append_to_memory(context, bytes, length) != 0) png_error(png, "out of memory for the encoded picture");
+        return;
+    }
     if (vae_atomic_file_write(&context->file, bytes, length) != 0) png_error(png, "write failed");
 }
 
 static void on_png_flush(png_structp png) {
     png_write_context *context = png_get_io_ptr(png);
+    if (context->to_memory) return;
     errno = 0;
     if (fflush(context->file.stream) != 0) {
         vae_atomic_file_fail(&context->file, errno);
@@ -103,9 +130,12 @@ static unsigned char grey_level(float value) {
     return (unsigned char)lroundf(value * 255.0f);
 }
 
-vae_status vae_png_write_image_grid(const char *path, const float *images, int count, int channels, int rows,
-                                    int cols, int grid_columns, int margin) {
-    if (!path || !path[0]) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "PNG grid: empty path");
+/* The grid's pixels (malloc'd, interleaved channels) and size; path names
+ * the picture in messages. */
+static vae_status render_grid(const char *path, const float *images, int count, int channels, int rows, int cols,
+                              int grid_columns, int margin, unsigned char **out_pixels, int *out_width,
+                              int *out_height) {
+    *out_pixels = NULL;
     if (!images || count < 1 || rows < 1 || cols < 1 || grid_columns < 1 || margin < 0)
         return vae_error(VAE_ERROR_INVALID_ARGUMENT,
                          "%s: bad grid (count %d, image %dx%d, %d columns, margin %d): expected positive sizes",
@@ -138,10 +168,44 @@ vae_status vae_png_write_image_grid(const char *path, const float *images, int c
                     pixels[(top + (size_t)r) * stride + (left + (size_t)c) * (size_t)channels + (size_t)k] =
                         grey_level(values[(size_t)k * plane + (size_t)r * cols + c]);
     }
-    vae_status status = write_png_file(path, pixels, (int)width, (int)height,
+    *out_pixels = pixels;
+    *out_width = (int)width;
+    *out_height = (int)height;
+    return VAE_OK;
+}
+
+vae_status vae_png_write_image_grid(const char *path, const float *images, int count, int channels, int rows,
+                                    int cols, int grid_columns, int margin) {
+    if (!path || !path[0]) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "PNG grid: empty path");
+    unsigned char *pixels = NULL;
+    int width = 0, height = 0;
+    VAE_TRY(render_grid(path, images, count, channels, rows, cols, grid_columns, margin, &pixels, &width, &height));
+    vae_status status = write_png_file(path, pixels, width, height,
                                        channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, channels);
     free(pixels);
     return status;
+}
+
+vae_status vae_png_encode_image_grid(const char *name, const float *images, int count, int channels, int rows,
+                                     int cols, int grid_columns, int margin, vae_png_bytes *out) {
+    memset(out, 0, sizeof *out);
+    if (!name) name = "PNG grid";
+    unsigned char *pixels = NULL;
+    int width = 0, height = 0;
+    VAE_TRY(render_grid(name, images, count, channels, rows, cols, grid_columns, margin, &pixels, &width, &height));
+    png_write_context context;
+    memset(&context, 0, sizeof context);
+    context.to_memory = 1;
+    int failed = encode_png(&context, pixels, width, height,
+                            channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, channels);
+    free(pixels);
+    if (failed) {
+        free(context.memory);
+        return vae_error(VAE_ERROR_OUT_OF_MEMORY, "%s: cannot encode the PNG: %s", name, context.message);
+    }
+    *out = (vae_png_bytes){.data = context.memory, .size = context.memory_size, .width = width, .height = height,
+                           .channels = channels};
+    return VAE_OK;
 }
 
 vae_status vae_png_write_grid(const char *path, const float *images, int count, int rows, int cols,

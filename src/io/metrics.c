@@ -48,6 +48,7 @@ void vae_metrics_format(const vae_metrics_record *r, char *buffer, size_t size) 
     used = append_number(buffer, size, (size_t)used, "kl", r->kl);
     if (!isnan(r->beta)) used = append_number(buffer, size, (size_t)used, "beta", r->beta);
     if (!isnan(r->lr)) used = append_number(buffer, size, (size_t)used, "lr", r->lr);
+    if (!isnan(r->grad_norm)) used = append_number(buffer, size, (size_t)used, "grad_norm", r->grad_norm);
     if (!isnan(r->samples_per_second))
         used = append_number(buffer, size, (size_t)used, "samples_per_s", r->samples_per_second);
     used = append_number(buffer, size, (size_t)used, "seconds", r->seconds);
@@ -119,7 +120,7 @@ vae_status vae_eval_result_to_json(const vae_eval_result *result, const char *sp
     vae_metrics_record record = {
         .kind = "eval", .split = split, .epoch = -1, .step = (long)step, .loss = -result->elbo,
         .elbo = result->elbo, .reconstruction = result->reconstruction, .kl = result->kl, .beta = NAN, .lr = NAN,
-        .samples_per_second = NAN, .seconds = result->seconds, .skipped_steps = -1,
+        .samples_per_second = NAN, .seconds = result->seconds, .grad_norm = NAN, .skipped_steps = -1,
         .log_likelihood = result->log_likelihood, .iwae_k = result->iwae_k, .active_units = result->active_units};
     char line[1024];
     vae_metrics_format(&record, line, sizeof line);

@@ -13,6 +13,7 @@ typedef struct vae_metrics_record {
     const char *objective;     /* train: "iwae" when loss is the IWAE loss (model.objective); NULL: left out (elbo) */
     long epoch, step;
     double loss, elbo, reconstruction, kl, beta, lr, samples_per_second, seconds;
+    double grad_norm;          /* train: the global gradient norm of the last step (before clipping); NaN: left out */
     long skipped_steps;        /* < 0: left out */
     double log_likelihood;     /* NaN: left out */
     int iwae_k;

@@ -7,9 +7,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "vae/arrays.h"
 #include "base/error.h"
 #include "distributed/distributed.h"
 #include "training/trainer_internal.h"
+#include "vae_step_math.h"
 
 /* Decoder rows one evaluation batch may hold (rows * samples). */
 #define EVAL_DECODER_ROW_BUDGET 65536
@@ -28,6 +30,11 @@ typedef struct eval_state {
     float *importance;         /* [rows] IWAE per-row estimates (backend) */
     float *host_importance;
     float *host_mu_logvar;
+    int sharded;               /* 1: batches split over the data-parallel ranks (a split); 0: all here */
+    /* Per-row results where not NULL ([dataset->count], host), and the
+     * batch's logp and kl read back for them. */
+    double *row_elbo, *row_iwae;
+    float *host_logp, *host_kl;
     /* This process's sums, reduced over the ranks before the result:
      * [importance, loss slots..., mean[latent], mean square[latent],
      * kl[latent]]. */
@@ -42,6 +49,8 @@ static void eval_state_free(eval_state *s) {
     if (s->importance) vae_backend_free(backend, s->importance);
     free(s->host_importance);
     free(s->host_mu_logvar);
+    free(s->host_logp);
+    free(s->host_kl);
     free(s->sums);
 }
 
@@ -54,6 +63,9 @@ static double seconds_now(void) {
 #define SUM_IMPORTANCE 0
 #define SUM_LOSS_SLOTS 1
 #define SUM_LATENT (1 + VAE_LOSS_SLOTS)
+
+/* The ELBO from its two terms: of one row, or of the means over a split. */
+static double elbo_from_terms(double reconstruction, double kl) { return reconstruction - kl; }
 
 /* Data parallel: rank r evaluates batches r, r + world, ...; a batch's noise
  * is addressed by its index, so the sharding does not change what a row
@@ -86,6 +98,11 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
     trainer->kl_per_dimension = calloc((size_t)latent, sizeof(double));
     if (!trainer->kl_per_dimension || !s->host_importance || !s->host_mu_logvar || !s->sums)
         return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluation: out of memory");
+    if (s->row_elbo) {
+        s->host_logp = malloc(sizeof(float) * (size_t)rows * (size_t)samples);
+        s->host_kl = malloc(sizeof(float) * (size_t)rows);
+        if (!s->host_logp || !s->host_kl) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluation: out of memory");
+    }
     double *mean_sum = s->sums + SUM_LATENT, *mean_square_sum = mean_sum + latent;
     double *kl_sum = mean_square_sum + latent;
 
@@ -95,7 +112,8 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
     vae_noise_settings noise = {.seed = c->seed, .random_purpose = VAE_RANDOM_EVAL_EPS};
     double importance_sum = 0.0;
     long batches = full_batches + (remainder ? 1 : 0);
-    for (long batch = vae_distributed_rank(); batch < batches; batch += vae_distributed_size()) {
+    long first_batch = s->sharded ? vae_distributed_rank() : 0, batch_stride = s->sharded ? vae_distributed_size() : 1;
+    for (long batch = first_batch; batch < batches; batch += batch_stride) {
         vae_step *step = batch < full_batches ? s->steps[0] : s->steps[1];
         int batch_rows = vae_step_rows(step);
         const vae_step_buffers *b = vae_step_get_buffers(step);
@@ -109,6 +127,17 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
                                              samples, c->logvar_clamp));
             VAE_TRY(vae_backend_copy_to_host(backend, s->host_importance, s->importance, sizeof(float) * (size_t)batch_rows));
             for (int r = 0; r < batch_rows; ++r) importance_sum += s->host_importance[r];
+            if (s->row_iwae)
+                for (int r = 0; r < batch_rows; ++r) s->row_iwae[batch * rows + r] = s->host_importance[r];
+        }
+        if (s->row_elbo) {
+            VAE_TRY(vae_backend_copy_to_host(backend, s->host_logp, b->logp,
+                                             sizeof(float) * (size_t)batch_rows * (size_t)samples));
+            VAE_TRY(vae_backend_copy_to_host(backend, s->host_kl, b->kl, sizeof(float) * (size_t)batch_rows));
+            /* The row's terms as accumulate_loss sums them (vae_step_math.h). */
+            for (int r = 0; r < batch_rows; ++r)
+                s->row_elbo[batch * rows + r] =
+                    elbo_from_terms(vae_row_reconstruction(s->host_logp, batch_rows, samples, r), s->host_kl[r]);
         }
         VAE_TRY(vae_backend_copy_to_host(backend, s->host_mu_logvar, b->mu_logvar, sizeof(float) * (size_t)batch_rows * 2 * latent));
         for (int r = 0; r < batch_rows; ++r)
@@ -143,7 +172,7 @@ static vae_status finish_evaluation(eval_state *s, int samples, int iwae, vae_ev
     result->points = count;
     result->reconstruction = sums[VAE_LOSS_SUM_RECONSTRUCTION] / count;
     result->kl = sums[VAE_LOSS_SUM_KL] / count;
-    result->elbo = result->reconstruction - result->kl;
+    result->elbo = elbo_from_terms(result->reconstruction, result->kl);
     result->log_likelihood = iwae ? importance_sum / count : NAN;
     result->iwae_k = iwae ? samples : 0;
     /* Active units (Burda et al.): variance over the data of E_q[z_j] above 0.01. */
@@ -159,14 +188,12 @@ static vae_status finish_evaluation(eval_state *s, int samples, int iwae, vae_ev
     return VAE_OK;
 }
 
-vae_status vae_trainer_evaluate(vae_trainer *trainer, const char *split, int iwae_k, vae_eval_result *result) {
-    memset(result, 0, sizeof *result);
-    VAE_TRY(vae_trainer_ensure_data(trainer));
-    const vae_dataset *data = vae_trainer_split(trainer, split);
-    if (!data) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "unknown split '%s' (expected train, validation or test)", split);
-    if (data->count == 0)
-        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "the %s split has no examples%s", split,
-                         strcmp(split, "validation") == 0 ? " (set data.validation_size)" : "");
+/* Evaluates data's rows: the split's result, and per-row values where
+ * row_elbo, row_iwae are not NULL. sharded: a split, whose batches the
+ * data-parallel ranks share; else every batch in this process and no
+ * reduction over ranks. */
+static vae_status run_evaluation(vae_trainer *trainer, const vae_dataset *data, int iwae_k, int sharded,
+                                 double *row_elbo, double *row_iwae, vae_eval_result *result) {
     if (iwae_k < 0 || iwae_k > 1000000)
         return vae_error(VAE_ERROR_INVALID_ARGUMENT, "--iwae-k must be between 1 and 1000000, got %d", iwae_k);
     int samples = iwae_k > 0 ? iwae_k : 1;
@@ -185,13 +212,48 @@ vae_status vae_trainer_evaluate(vae_trainer *trainer, const char *split, int iwa
     memset(&state, 0, sizeof state);
     state.trainer = trainer;
     state.dataset = data;
-    /* Every rank agrees before the reduction, so that one that failed does
-     * not leave the others waiting in it. */
-    vae_status status = vae_distributed_agree(evaluate_batches(&state, (int)rows, samples, iwae_k > 0));
-    if (status == VAE_OK) status = finish_evaluation(&state, samples, iwae_k > 0, result);
+    state.sharded = sharded;
+    state.row_elbo = row_elbo;
+    state.row_iwae = iwae_k > 0 ? row_iwae : NULL;
+    vae_status status = VAE_OK;
+    if (sharded) {
+        /* Every rank agrees before the reduction, so that one that failed
+         * does not leave the others waiting in it. */
+        status = vae_distributed_agree(evaluate_batches(&state, (int)rows, samples, iwae_k > 0));
+        if (status == VAE_OK) status = finish_evaluation(&state, samples, iwae_k > 0, result);
+    } else {
+        status = evaluate_batches(&state, (int)rows, samples, iwae_k > 0);
+    }
     eval_state_free(&state);
     result->seconds = seconds_now() - start;
     result->precision = trainer->config.precision;
+    return status;
+}
+
+vae_status vae_trainer_evaluate(vae_trainer *trainer, const char *split, int iwae_k, vae_eval_result *result) {
+    memset(result, 0, sizeof *result);
+    VAE_TRY(vae_trainer_ensure_data(trainer));
+    const vae_dataset *data = vae_trainer_split(trainer, split);
+    if (!data) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "unknown split '%s' (expected train, validation or test)", split);
+    if (data->count == 0)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "the %s split has no examples%s", split,
+                         strcmp(split, "validation") == 0 ? " (set data.validation_size)" : "");
+    return run_evaluation(trainer, data, iwae_k, 1, NULL, NULL, result);
+}
+
+vae_status vae_trainer_evaluate_inputs(vae_trainer *trainer, const float *inputs, long count, int iwae_k,
+                                       double *elbo, double *iwae) {
+    vae_input_rows rows;
+    VAE_TRY(vae_input_rows_wrap(trainer, inputs, count, &rows));
+    if (iwae_k < 1 && iwae)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "evaluate: an IWAE estimate needs iwae_k >= 1, got %d", iwae_k);
+    /* The per-row ELBO is always computed: it costs only the copies of logp and kl. */
+    double *row_elbo = elbo ? elbo : malloc(sizeof(double) * (size_t)count);
+    if (!row_elbo) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluate: out of memory");
+    vae_eval_result unused;
+    memset(&unused, 0, sizeof unused);
+    vae_status status = run_evaluation(trainer, &rows.dataset, iwae_k, 0, row_elbo, iwae, &unused);
+    if (row_elbo != elbo) free(row_elbo);
     return status;
 }
 

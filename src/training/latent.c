@@ -2,14 +2,20 @@
  * reconstructions, interpolations, the decoded latent plane, and the grids
  * the training loop writes every output.image_every_epochs epochs. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "vae/latent.h"
+#include "vae/arrays.h"
 #include "base/error.h"
 #include "vae/output.h"
+#include "io/atomic_file.h"
+#include "io/event_file.h"
 #include "training/normal_quantile.h"
+#include "training/picture_grids.h"
 #include "training/trainer_internal.h"
 
 /* Pictures of the epoch grids: samples (a square grid) and reconstructions. */
@@ -85,14 +91,9 @@ vae_status vae_trainer_inputs(vae_trainer *trainer, const char *split, long firs
     return VAE_OK;
 }
 
-vae_status vae_trainer_encode(vae_trainer *trainer, const char *split, long first, long count, float *mu,
-                              float *logvar, int32_t *labels) {
-    const vae_dataset *data = NULL;
-    VAE_TRY(find_range(trainer, split, first, count, &data));
-    if (!mu) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "encode: the mu array must not be NULL");
-    if (labels && !data->labels)
-        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "the %s split of %s has no labels", split,
-                         trainer->config.data_path);
+/* The posterior of data's rows [first, first+count), which must exist. */
+static vae_status encode_rows(vae_trainer *trainer, const vae_dataset *data, long first, long count, float *mu,
+                              float *logvar) {
     int latent = trainer->model.latent_dim;
     int dim = trainer->input_dim;
     float clamp = trainer->config.logvar_clamp;
@@ -128,11 +129,64 @@ vae_status vae_trainer_encode(vae_trainer *trainer, const char *split, long firs
                 }
         }
     }
-    if (status == VAE_OK && labels) memcpy(labels, data->labels + first, sizeof(int32_t) * (size_t)count);
     free(host_x);
     free(host_mu_logvar);
     vae_step_destroy(step);
     return status;
+}
+
+vae_status vae_trainer_encode(vae_trainer *trainer, const char *split, long first, long count, float *mu,
+                              float *logvar, int32_t *labels) {
+    const vae_dataset *data = NULL;
+    VAE_TRY(find_range(trainer, split, first, count, &data));
+    if (!mu) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "encode: the mu array must not be NULL");
+    if (labels && !data->labels)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "the %s split of %s has no labels", split,
+                         trainer->config.data_path);
+    VAE_TRY(encode_rows(trainer, data, first, count, mu, logvar));
+    if (labels) memcpy(labels, data->labels + first, sizeof(int32_t) * (size_t)count);
+    return VAE_OK;
+}
+
+int vae_trainer_input_dim(const vae_trainer *trainer) { return trainer->input_dim; }
+
+int vae_trainer_latent_dim(const vae_trainer *trainer) { return trainer->model.latent_dim; }
+
+vae_status vae_input_rows_wrap(const vae_trainer *trainer, const float *inputs, long count, vae_input_rows *out) {
+    memset(out, 0, sizeof *out);
+    if (!inputs) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "inputs: the array must not be NULL");
+    if (count < 1 || count > INT32_MAX)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "inputs: expected 1 to %d rows, got %ld", INT32_MAX, count);
+    size_t dim = (size_t)trainer->input_dim;
+    size_t total = (size_t)count * dim;
+    for (size_t k = 0; k < total; ++k) {
+        float value = inputs[k];
+        if (isfinite(value) && value >= 0.0f && value <= 1.0f) continue;
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "inputs: value %g at row %zu, column %zu is not finite and in [0,1] (the model's inputs "
+                         "are scaled as its training data were)",
+                         (double)value, k / dim, k % dim);
+    }
+    out->dataset.count = count;
+    out->dataset.dim = trainer->input_dim;
+    out->dataset.dtype = VAE_DTYPE_F32;
+    out->dataset.scale = 1.0f;
+    out->dataset.values = inputs;
+    out->first_row[0] = 0;
+    out->first_row[1] = count;
+    out->values[0] = inputs;
+    out->dataset.segment_count = 1;
+    out->dataset.segment_first = out->first_row;
+    out->dataset.segment_values = out->values;
+    return VAE_OK;
+}
+
+vae_status vae_trainer_encode_inputs(vae_trainer *trainer, const float *inputs, long count, float *mu,
+                                     float *logvar) {
+    vae_input_rows rows;
+    VAE_TRY(vae_input_rows_wrap(trainer, inputs, count, &rows));
+    if (!mu) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "encode: the mu array must not be NULL");
+    return encode_rows(trainer, &rows.dataset, 0, count, mu, logvar);
 }
 
 /* vae_trainer_decode in chunks of train.eval_batch_size, so that the
@@ -243,7 +297,18 @@ vae_status vae_trainer_manifold(vae_trainer *trainer, int n, float *images) {
     return status;
 }
 
-vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch) {
+/* The grid as PNG: into its file in out_dir and, with events, into an image
+ * summary at step (the same bytes: encoded once). */
+static vae_status write_grid(const vae_png_bytes *png, const char *path, vae_event_file *events, const char *tag,
+                             long step) {
+    VAE_TRY(vae_atomic_write(path, png->data, png->size, "PNG"));
+    if (!events) return VAE_OK;
+    return vae_event_file_write_image(events, step, tag, png->data, png->size, png->width, png->height,
+                                      png->channels);
+}
+
+vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch,
+                                          vae_event_file *events, long step) {
     int rows = trainer->image_rows, cols = trainer->image_cols;
     /* Data without an image shape (or of channels a PNG cannot hold) cannot
      * be drawn; training goes on. */
@@ -265,6 +330,7 @@ vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_
     float *samples = malloc(sizeof(float) * EPOCH_SAMPLE_COUNT * dim);
     float *inputs = malloc(sizeof(float) * EPOCH_RECONSTRUCTION_COUNT * dim);
     float *reconstructions = malloc(sizeof(float) * EPOCH_RECONSTRUCTION_COUNT * dim);
+    vae_png_bytes png = {0};
     vae_status status = VAE_OK;
     if (!path || !samples || !inputs || !reconstructions)
         status = vae_error(VAE_ERROR_OUT_OF_MEMORY, "epoch images: out of memory");
@@ -272,15 +338,20 @@ vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_
     if (status == VAE_OK) status = vae_trainer_sample(trainer, EPOCH_SAMPLE_COUNT, trainer->config.seed, samples);
     if (status == VAE_OK) {
         snprintf(path, path_size, "%s/samples_epoch_%03ld.png", out_dir, epoch);
-        status = vae_png_write_image_grid(path, samples, EPOCH_SAMPLE_COUNT, channels, rows, cols,
-                                          EPOCH_SAMPLE_COLUMNS, VAE_GRID_MARGIN);
+        status = vae_png_encode_image_grid(path, samples, EPOCH_SAMPLE_COUNT, channels, rows, cols,
+                                           EPOCH_SAMPLE_COLUMNS, VAE_GRID_MARGIN, &png);
+        if (status == VAE_OK) status = write_grid(&png, path, events, "images/samples", step);
+        free(png.data);
+        png.data = NULL;
     }
     if (status == VAE_OK && count > 0) {
         status = vae_trainer_reconstruct(trainer, split, 0, (int)count, inputs, reconstructions);
         snprintf(path, path_size, "%s/reconstructions_epoch_%03ld.png", out_dir, epoch);
         if (status == VAE_OK)
-            status = vae_write_image_comparison_grid(path, inputs, reconstructions, (int)count,
-                                                     channels, rows, cols, VAE_COMPARISON_COLUMNS);
+            status = vae_encode_image_comparison_grid(path, inputs, reconstructions, (int)count, channels, rows, cols,
+                                                      VAE_COMPARISON_COLUMNS, &png);
+        if (status == VAE_OK) status = write_grid(&png, path, events, "images/reconstructions", step);
+        free(png.data);
     }
     free(path);
     free(samples);

@@ -11,6 +11,7 @@
 
 #include "base/error.h"
 #include "distributed/distributed.h"
+#include "io/event_file.h"
 #include "io/metrics.h"
 #include "vae/run_folder.h"
 #include "training/trainer_internal.h"
@@ -310,9 +311,9 @@ static void format_duration(double seconds, char *out, size_t size) {
 /* Reads the loss accumulator, writes a metrics line and a progress line,
  * zeroes the accumulator. The only place the training loop waits for the
  * device. */
-static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const vae_train_options *options,
-                               double start_time, uint64_t first_step, uint64_t total_steps, double *window_start,
-                               uint64_t *window_first_step) {
+static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, vae_event_file *events,
+                               const vae_train_options *options, double start_time, uint64_t first_step,
+                               uint64_t total_steps, double *window_start, uint64_t *window_first_step) {
     const vae_step_buffers *b = vae_step_get_buffers(trainer->train_step);
     double sums[VAE_LOSS_SLOTS];
     vae_step_counter counter;
@@ -320,6 +321,11 @@ static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const
         trainer, vae_backend_copy_to_host(trainer->backend, sums, b->loss_accumulator, sizeof sums)));
     trainer->synchronised_step = trainer->host_step;
     VAE_TRY(vae_backend_copy_to_host(trainer->backend, &counter, trainer->counter, sizeof counter));
+    /* The last step's global gradient norm, which the optimizer computes
+     * for clipping and the non-finite check anyway: one float read back. */
+    float grad_norm_squared = NAN;
+    VAE_TRY(vae_backend_copy_to_host(trainer->backend, &grad_norm_squared, b->grad_norm_squared,
+                                     sizeof grad_norm_squared));
     vae_distributed_device_idle();
     VAE_TRY(vae_backend_fill(trainer->backend, (float *)b->loss_accumulator, 0.0f, 2 * VAE_LOSS_SLOTS));
     VAE_TRY(vae_distributed_sum_doubles(sums, VAE_LOSS_SLOTS)); /* every rank's rows */
@@ -343,8 +349,18 @@ static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const
         .loss = sums[VAE_LOSS_SUM_LOSS] / count, .elbo = (sums[VAE_LOSS_SUM_RECONSTRUCTION] - sums[VAE_LOSS_SUM_KL]) / count,
         .reconstruction = sums[VAE_LOSS_SUM_RECONSTRUCTION] / count, .kl = sums[VAE_LOSS_SUM_KL] / count,
         .beta = beta, .lr = lr, .samples_per_second = samples_per_second, .seconds = elapsed,
-        .skipped_steps = (long)counter.skipped_steps, .log_likelihood = NAN, .iwae_k = 0, .active_units = -1};
+        .grad_norm = sqrt((double)grad_norm_squared), .skipped_steps = (long)counter.skipped_steps,
+        .log_likelihood = NAN, .iwae_k = 0, .active_units = -1};
     if (metrics) VAE_TRY(vae_metrics_write(metrics, &record));
+    if (events) {
+        /* The values of the metrics line, under the line's names. */
+        const vae_event_scalar scalars[] = {
+            {"train/loss", record.loss}, {"train/elbo", record.elbo},
+            {"train/reconstruction", record.reconstruction}, {"train/kl", record.kl},
+            {"train/beta", record.beta}, {"train/lr", record.lr}, {"train/grad_norm", record.grad_norm},
+            {"train/samples_per_s", record.samples_per_second}};
+        VAE_TRY(vae_event_file_write_scalars(events, record.step, scalars, (int)(sizeof scalars / sizeof *scalars)));
+    }
     if (!options->quiet && vae_distributed_rank() == 0) {
         char eta_text[32];
         format_duration(eta, eta_text, sizeof eta_text);
@@ -370,17 +386,29 @@ static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, const
     return VAE_OK;
 }
 
-static vae_status evaluate_and_record(vae_trainer *trainer, vae_metrics *metrics, const vae_train_options *options,
-                                      long epoch) {
+static vae_status evaluate_and_record(vae_trainer *trainer, vae_metrics *metrics, vae_event_file *events,
+                                      const vae_train_options *options, long epoch) {
     const char *split = trainer->data.validation.count > 0 ? "validation" : "test";
     vae_eval_result result;
     VAE_TRY(vae_trainer_evaluate(trainer, split, 0, &result));
     vae_metrics_record record = {
         .kind = "eval", .split = split, .epoch = epoch, .step = (long)trainer->host_step, .loss = -result.elbo,
         .elbo = result.elbo, .reconstruction = result.reconstruction, .kl = result.kl, .beta = 1, .lr = NAN,
-        .samples_per_second = NAN, .seconds = result.seconds, .skipped_steps = -1, .log_likelihood = NAN,
-        .iwae_k = 0, .active_units = result.active_units};
+        .samples_per_second = NAN, .seconds = result.seconds, .grad_norm = NAN, .skipped_steps = -1,
+        .log_likelihood = NAN, .iwae_k = 0, .active_units = result.active_units};
     if (metrics) VAE_TRY(vae_metrics_write(metrics, &record));
+    if (events) {
+        /* SPLIT/NAME: the eval line's values, with the line's names. */
+        char tags[5][64];
+        const char *names[5] = {"loss", "elbo", "reconstruction", "kl", "active_units"};
+        for (int i = 0; i < 5; ++i) snprintf(tags[i], sizeof tags[i], "%s/%s", split, names[i]);
+        const vae_event_scalar scalars[] = {{tags[0], record.loss},
+                                            {tags[1], record.elbo},
+                                            {tags[2], record.reconstruction},
+                                            {tags[3], record.kl},
+                                            {tags[4], (double)record.active_units}};
+        VAE_TRY(vae_event_file_write_scalars(events, record.step, scalars, (int)(sizeof scalars / sizeof *scalars)));
+    }
     if (!options->quiet && vae_distributed_rank() == 0)
         fprintf(stderr, "epoch %ld  %s ELBO %.3f  (recon %.3f  kl %.3f  active units %d)\n", epoch, split,
                 result.elbo, result.reconstruction, result.kl, result.active_units);
@@ -429,9 +457,10 @@ static vae_status check_ranks_agree(vae_trainer *trainer) {
 }
 
 /* Claims the run folder (vae/run_folder.h) and opens its files: config.ini,
- * metrics.jsonl. The writing rank only. */
+ * metrics.jsonl and (output.tensorboard) a new TensorBoard event file. The
+ * writing rank only. */
 static vae_status open_run_folder(vae_trainer *trainer, const vae_train_options *options, vae_run_folder **folder,
-                                  vae_metrics **metrics) {
+                                  vae_metrics **metrics, vae_event_file **events) {
     vae_run_start start = options->resume ? VAE_RUN_START_RESUME
                           : options->force ? VAE_RUN_START_OVER
                                            : VAE_RUN_START_NEW;
@@ -441,7 +470,11 @@ static vae_status open_run_folder(vae_trainer *trainer, const vae_train_options 
     VAE_TRY(vae_config_write_file(&trainer->config, path));
     snprintf(path, sizeof path, "%s/metrics.jsonl", options->out_dir);
     if (options->resume) VAE_TRY(vae_metrics_truncate_after(path, (long)trainer->host_step));
-    return vae_metrics_open(metrics, path, options->resume);
+    VAE_TRY(vae_metrics_open(metrics, path, options->resume));
+    /* A resumed run starts a file of its own; TensorBoard drops the earlier
+     * file's events past the step the new one starts from. */
+    if (trainer->config.tensorboard) VAE_TRY(vae_event_file_open(events, options->out_dir));
+    return VAE_OK;
 }
 
 /* Data parallel: every rank runs this loop in step; rank 0 alone writes
@@ -455,13 +488,15 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
     VAE_TRY(status);
     const vae_config *c = &trainer->config;
     vae_metrics *metrics = NULL;
+    vae_event_file *events = NULL;
     vae_run_folder *folder = NULL;
     char path[VAE_PATH_MAX + 64];
     int distributed = vae_distributed_launched();
     const char *write_dir = vae_distributed_rank() == 0 ? options->out_dir : NULL;
-    if (write_dir) status = open_run_folder(trainer, options, &folder, &metrics);
+    if (write_dir) status = open_run_folder(trainer, options, &folder, &metrics, &events);
     status = vae_distributed_agree(status);
     if (status != VAE_OK) {
+        vae_event_file_close(events);
         vae_metrics_close(metrics);
         vae_run_folder_release(folder);
         return status;
@@ -487,17 +522,18 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
          * non-finite step never reaches DIR/checkpoint.safetensors. */
         if (trainer->host_step % (uint64_t)c->log_every_steps == 0 || end_of_epoch || checkpoint_due ||
             trainer->host_step == total_steps || stop_now)
-            status = vae_distributed_agree(log_progress(trainer, metrics, options, start, first_step, total_steps,
-                                                        &window_start, &window_first_step));
+            status = vae_distributed_agree(log_progress(trainer, metrics, events, options, start, first_step,
+                                                        total_steps, &window_start, &window_first_step));
         if (status == VAE_OK && end_of_epoch) {
             long epoch = (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch);
             if (c->eval_every_epochs > 0 && epoch % c->eval_every_epochs == 0) {
-                status = vae_distributed_agree(evaluate_and_record(trainer, metrics, options, epoch));
+                status = vae_distributed_agree(evaluate_and_record(trainer, metrics, events, options, epoch));
                 last_eval_step = trainer->host_step;
             }
             if (status == VAE_OK && options->out_dir && c->image_every_epochs > 0 && epoch % c->image_every_epochs == 0)
-                status = vae_distributed_agree(write_dir ? vae_trainer_write_epoch_images(trainer, write_dir, epoch)
-                                                         : VAE_OK);
+                status = vae_distributed_agree(
+                    write_dir ? vae_trainer_write_epoch_images(trainer, write_dir, epoch, events, (long)trainer->host_step)
+                              : VAE_OK);
         }
         if (status == VAE_OK && checkpoint_due)
             status = vae_distributed_agree(write_dir ? save_periodic(trainer, metrics, write_dir) : VAE_OK);
@@ -512,7 +548,7 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
     if (status == VAE_OK) status = vae_distributed_stop_finish();
     if (status == VAE_OK && last_eval_step != trainer->host_step && trainer->host_step > first_step)
         status = vae_distributed_agree(evaluate_and_record(
-            trainer, metrics, options, (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch)));
+            trainer, metrics, events, options, (long)(trainer->host_step / (uint64_t)trainer->steps_per_epoch)));
     if (status == VAE_OK && distributed) status = vae_distributed_agree(check_ranks_agree(trainer));
     if (options->out_dir && status == VAE_OK)
         status = vae_distributed_agree(write_dir ? save_periodic(trainer, metrics, write_dir) : VAE_OK);
@@ -529,6 +565,8 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
                      : vae_error_context(VAE_ERROR_NUMERIC, "%s; and writing the diagnosis checkpoint failed", message);
     }
     vae_status close_status = vae_metrics_close(metrics);
+    vae_status events_close_status = vae_event_file_close(events);
+    if (close_status == VAE_OK) close_status = events_close_status;
     vae_run_folder_release(folder);
     return status != VAE_OK ? status : close_status;
 }

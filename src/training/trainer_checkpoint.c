@@ -255,7 +255,7 @@ vae_status vae_trainer_load_with_precision(vae_trainer **out, const char *path, 
  * watched (logs, evaluations, checkpoints, pictures), never what it trains. */
 #define CONTINUABLE_SETTINGS                                                                               \
     "train.epochs, train.log_every_steps, train.eval_every_epochs, train.eval_batch_size, "                 \
-    "checkpoint.every_steps, checkpoint.keep and output.image_every_epochs"
+    "checkpoint.every_steps, checkpoint.keep, output.image_every_epochs and output.tensorboard"
 
 static void copy_continuable_settings(vae_config *to, const vae_config *from) {
     to->epochs = from->epochs;
@@ -265,6 +265,7 @@ static void copy_continuable_settings(vae_config *to, const vae_config *from) {
     to->checkpoint_every_steps = from->checkpoint_every_steps;
     to->checkpoint_keep = from->checkpoint_keep;
     to->image_every_epochs = from->image_every_epochs;
+    to->tensorboard = from->tensorboard;
 }
 
 vae_status vae_trainer_continue_with(vae_trainer *trainer, const vae_config *config) {

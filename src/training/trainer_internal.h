@@ -9,6 +9,7 @@
 #include "model/model.h"
 #include "model/train_step.h"
 #include "training/data_placement.h"
+#include "io/event_file.h"
 
 struct vae_trainer {
     vae_config config;
@@ -54,7 +55,21 @@ const vae_dataset *vae_trainer_split(vae_trainer *trainer, const char *split);
 /* Reads the training counters back from the device. */
 vae_status vae_trainer_read_counter(vae_trainer *trainer, vae_step_counter *counter);
 
-/* Sample and reconstruction grids into out_dir for an epoch (src/training/latent.c). */
-vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch);
+/* Rows a caller holds (vae/arrays.h) seen as a data set of float32 values
+ * scaled 1, so that the split-based paths run on them unchanged. The data
+ * set points into the struct: it must stay where it is while in use. */
+typedef struct vae_input_rows {
+    vae_dataset dataset;
+    int64_t first_row[2];
+    const void *values[1];
+} vae_input_rows;
+/* Checks inputs [count, input_dim] (present, 1 <= count <= INT32_MAX, every
+ * value finite and in [0,1], the first bad one named) and wraps them. */
+vae_status vae_input_rows_wrap(const vae_trainer *trainer, const float *inputs, long count, vae_input_rows *out);
+
+/* Sample and reconstruction grids into out_dir for an epoch and, with
+ * events, into its image summaries at step (src/training/latent.c). */
+vae_status vae_trainer_write_epoch_images(vae_trainer *trainer, const char *out_dir, long epoch,
+                                          vae_event_file *events, long step);
 
 #endif
