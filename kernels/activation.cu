@@ -52,38 +52,39 @@ __global__ void bias_gradient_kernel(const float *dy, float *bias_gradient, int 
     }
 }
 
-extern "C" cudaError_t vae_launch_fill(float *destination, float value, size_t count, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_fill(float *destination, float value, size_t count, cudaStream_t stream) {
     if (count == 0) return cudaSuccess;
-    fill_kernel<<<vae_grid_for(count), VAE_BLOCK, 0, stream>>>(destination, value, count);
+    VAE_LAUNCH(fill_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(destination, value, count);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_bias_add(float *y, const float *bias, int rows, int width, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_bias_add(float *y, const float *bias, int rows, int width, cudaStream_t stream) {
     size_t count = (size_t)rows * (size_t)width;
     if (count == 0) return cudaSuccess;
-    bias_add_kernel<<<vae_grid_for(count), VAE_BLOCK, 0, stream>>>(y, bias, width, count);
+    VAE_LAUNCH(bias_add_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(y, bias, width, count);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_bias_gradient(const float *dy, float *bias_gradient, int rows, int width,
-                                                cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_bias_gradient(const float *dy, float *bias_gradient, int rows, int width,
+                                                  cudaStream_t stream) {
     if (width <= 0) return cudaSuccess;
     dim3 block(BIAS_COLUMNS, BIAS_ROW_LANES);
     dim3 grid((unsigned int)((width + BIAS_COLUMNS - 1) / BIAS_COLUMNS));
-    bias_gradient_kernel<<<grid, block, 0, stream>>>(dy, bias_gradient, rows, width);
+    VAE_LAUNCH(bias_gradient_kernel, grid, block, 0, stream)(dy, bias_gradient, rows, width);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_activation_forward(int activation, const float *pre, float *post, size_t count,
-                                                     cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_activation_forward(int activation, const float *pre, float *post, size_t count,
+                                                       cudaStream_t stream) {
     if (count == 0) return cudaSuccess;
-    activation_forward_kernel<<<vae_grid_for(count), VAE_BLOCK, 0, stream>>>(activation, pre, post, count);
+    VAE_LAUNCH(activation_forward_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(activation, pre, post, count);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_activation_backward(int activation, const float *pre, const float *dpost,
-                                                      float *dpre, size_t count, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_activation_backward(int activation, const float *pre, const float *dpost,
+                                                        float *dpre, size_t count, cudaStream_t stream) {
     if (count == 0) return cudaSuccess;
-    activation_backward_kernel<<<vae_grid_for(count), VAE_BLOCK, 0, stream>>>(activation, pre, dpost, dpre, count);
+    VAE_LAUNCH(activation_backward_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(
+        activation, pre, dpost, dpre, count);
     return cudaGetLastError();
 }

@@ -43,13 +43,13 @@ __global__ void adam_step_kernel(float *params, const float *grads, float *m, fl
         vae_advance_step_counter(counter, *grad_norm_squared);
 }
 
-extern "C" cudaError_t vae_launch_adam_step(float *params, const float *grads, float *m, float *v, size_t count,
-                                            vae_adam_settings settings, const float *grad_norm_squared,
-                                            vae_step_counter *counter, vae_kernel_scratch *scratch,
-                                            cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_adam_step(float *params, const float *grads, float *m, float *v, size_t count,
+                                              vae_adam_settings settings, const float *grad_norm_squared,
+                                              vae_step_counter *counter, vae_kernel_scratch *scratch,
+                                              cudaStream_t stream) {
     /* One block even with nothing to update: the counter still advances. */
     const unsigned int blocks = count > 0 ? vae_grid_for(count) : 1;
-    adam_step_kernel<<<blocks, VAE_BLOCK, 0, stream>>>(params, grads, m, v, count, settings, grad_norm_squared,
-                                                       counter, &scratch->adam_blocks_done);
+    VAE_LAUNCH(adam_step_kernel, blocks, VAE_BLOCK, 0, stream)(
+        params, grads, m, v, count, settings, grad_norm_squared, counter, &scratch->adam_blocks_done);
     return cudaGetLastError();
 }

@@ -14,11 +14,11 @@ __global__ void round_to_bfloat16_kernel(const float *source, size_t lines, size
     }
 }
 
-extern "C" cudaError_t vae_launch_round_to_bfloat16(const float *source, size_t lines, size_t line_length,
-                                                    size_t stride, uint16_t *destination, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_round_to_bfloat16(const float *source, size_t lines, size_t line_length,
+                                                      size_t stride, uint16_t *destination, cudaStream_t stream) {
     const size_t count = lines * line_length;
     if (count == 0) return cudaSuccess;
-    round_to_bfloat16_kernel<<<vae_grid_for(count), VAE_BLOCK, 0, stream>>>(source, lines, line_length, stride,
-                                                                           destination);
+    VAE_LAUNCH(round_to_bfloat16_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(
+        source, lines, line_length, stride, destination);
     return cudaGetLastError();
 }

@@ -66,42 +66,43 @@ __global__ void conv_channel_sums_kernel(const float *values, int batch, int cha
     if (threadIdx.x == 0) sums[channel] = (float)total;
 }
 
-extern "C" cudaError_t vae_launch_conv_unfold(vae_conv_unfolding unfolding, int batch, const float *image,
-                                              float *unfolded, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_conv_unfold(vae_conv_unfolding unfolding, int batch, const float *image,
+                                                float *unfolded, cudaStream_t stream) {
     const size_t count =
         (size_t)vae_conv_unfolded_rows(&unfolding) * (size_t)batch * (size_t)vae_conv_positions(&unfolding);
     if (count == 0) return cudaSuccess;
-    conv_unfold_kernel<<<vae_grid_for(count), VAE_BLOCK, 0, stream>>>(unfolding, batch, image, unfolded);
+    VAE_LAUNCH(conv_unfold_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(unfolding, batch, image, unfolded);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_conv_fold(vae_conv_unfolding unfolding, int batch, const float *unfolded,
-                                            const float *bias, float *image, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_conv_fold(vae_conv_unfolding unfolding, int batch, const float *unfolded,
+                                              const float *bias, float *image, cudaStream_t stream) {
     const size_t count = (size_t)batch * (size_t)unfolding.channels * (size_t)unfolding.height * (size_t)unfolding.width;
     if (count == 0) return cudaSuccess;
-    conv_fold_kernel<<<vae_grid_for(count), VAE_BLOCK, 0, stream>>>(unfolding, batch, unfolded, bias, image);
+    VAE_LAUNCH(conv_fold_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(unfolding, batch, unfolded, bias, image);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_conv_stage(vae_conv_unfolding unfolding, int batch, const float *image,
-                                             float *staged, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_conv_stage(vae_conv_unfolding unfolding, int batch, const float *image,
+                                               float *staged, cudaStream_t stream) {
     const size_t count = (size_t)batch * (size_t)unfolding.staged_channels * (size_t)vae_conv_positions(&unfolding);
     if (count == 0) return cudaSuccess;
-    conv_stage_kernel<<<vae_grid_for(count), VAE_BLOCK, 0, stream>>>(unfolding, batch, image, NULL, staged, 1);
+    VAE_LAUNCH(conv_stage_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(unfolding, batch, image, NULL, staged, 1);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_conv_unstage(vae_conv_unfolding unfolding, int batch, const float *staged,
-                                               const float *bias, float *image, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_conv_unstage(vae_conv_unfolding unfolding, int batch, const float *staged,
+                                                 const float *bias, float *image, cudaStream_t stream) {
     const size_t count = (size_t)batch * (size_t)unfolding.staged_channels * (size_t)vae_conv_positions(&unfolding);
     if (count == 0) return cudaSuccess;
-    conv_stage_kernel<<<vae_grid_for(count), VAE_BLOCK, 0, stream>>>(unfolding, batch, staged, bias, image, 0);
+    VAE_LAUNCH(conv_stage_kernel, vae_grid_for(count), VAE_BLOCK, 0, stream)(unfolding, batch, staged, bias, image, 0);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_conv_channel_sums(const float *values, int batch, int channels, size_t plane,
-                                                    float *sums, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_conv_channel_sums(const float *values, int batch, int channels, size_t plane,
+                                                      float *sums, cudaStream_t stream) {
     if (channels <= 0) return cudaSuccess;
-    conv_channel_sums_kernel<<<(unsigned int)channels, VAE_BLOCK, 0, stream>>>(values, batch, channels, plane, sums);
+    VAE_LAUNCH(conv_channel_sums_kernel, (unsigned int)channels, VAE_BLOCK, 0, stream)(
+        values, batch, channels, plane, sums);
     return cudaGetLastError();
 }

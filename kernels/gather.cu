@@ -42,12 +42,12 @@ __global__ void gather_batch_kernel(const void *dataset, const int32_t *permutat
     }
 }
 
-extern "C" cudaError_t vae_launch_gather_batch(const void *dataset, const int32_t *permutation, int dim, int rows,
-                                               vae_gather_settings settings, const vae_step_counter *counter,
-                                               float *x, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_gather_batch(const void *dataset, const int32_t *permutation, int dim, int rows,
+                                                 vae_gather_settings settings, const vae_step_counter *counter,
+                                                 float *x, cudaStream_t stream) {
     size_t total = (size_t)rows * (size_t)((dim + 3) / 4);
     if (total == 0) return cudaSuccess;
-    gather_batch_kernel<<<vae_grid_for(total), VAE_BLOCK, 0, stream>>>(dataset, permutation, dim, rows, settings,
-                                                                        counter, x);
+    VAE_LAUNCH(gather_batch_kernel, vae_grid_for(total), VAE_BLOCK, 0, stream)(
+        dataset, permutation, dim, rows, settings, counter, x);
     return cudaGetLastError();
 }

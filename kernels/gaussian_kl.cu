@@ -32,12 +32,12 @@ __global__ void gaussian_kl_kernel(const float *q, const float *p, float *kl, fl
     if (threadIdx.x == 0) kl[blockIdx.x] = total;
 }
 
-extern "C" cudaError_t vae_launch_gaussian_kl(const float *q, const float *p, float *kl, float *dq, float *dp,
-                                              int rows, int latent, float beta, uint64_t kl_warmup_steps,
-                                              const vae_step_counter *counter, float logvar_clamp,
-                                              cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_gaussian_kl(const float *q, const float *p, float *kl, float *dq, float *dp,
+                                                int rows, int latent, float beta, uint64_t kl_warmup_steps,
+                                                const vae_step_counter *counter, float logvar_clamp,
+                                                cudaStream_t stream) {
     if (rows <= 0 || latent <= 0) return cudaSuccess;
-    gaussian_kl_kernel<<<(unsigned int)rows, VAE_BLOCK, 0, stream>>>(q, p, kl, dq, dp, rows, latent, beta,
-                                                                      kl_warmup_steps, counter, logvar_clamp);
+    VAE_LAUNCH(gaussian_kl_kernel, (unsigned int)rows, VAE_BLOCK, 0, stream)(
+        q, p, kl, dq, dp, rows, latent, beta, kl_warmup_steps, counter, logvar_clamp);
     return cudaGetLastError();
 }

@@ -94,29 +94,29 @@ __global__ void iwae_latent_backward_kernel(const float *mu_logvar, const float 
     }
 }
 
-extern "C" cudaError_t vae_launch_iwae_objective(const float *logp, const float *mu_logvar, const float *z,
-                                                 const float *kl, float *out, float *weight, float *row_loss,
-                                                 int rows, int latent, int samples, int width, float beta,
-                                                 uint64_t kl_warmup_steps, const vae_step_counter *counter,
-                                                 float logvar_clamp, double *accumulator, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_iwae_objective(const float *logp, const float *mu_logvar, const float *z,
+                                                   const float *kl, float *out, float *weight, float *row_loss,
+                                                   int rows, int latent, int samples, int width, float beta,
+                                                   uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                                   float logvar_clamp, double *accumulator, cudaStream_t stream) {
     if (rows <= 0) return cudaSuccess;
-    iwae_objective_kernel<<<(unsigned int)rows, VAE_BLOCK, 0, stream>>>(logp, mu_logvar, z, out, weight, row_loss,
-                                                                         rows, latent, samples, width, beta,
-                                                                         kl_warmup_steps, counter, logvar_clamp);
+    VAE_LAUNCH(iwae_objective_kernel, (unsigned int)rows, VAE_BLOCK, 0, stream)(
+        logp, mu_logvar, z, out, weight, row_loss, rows, latent, samples, width, beta, kl_warmup_steps, counter,
+        logvar_clamp);
     cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) return status;
-    iwae_accumulate_kernel<<<1, VAE_BLOCK, 0, stream>>>(logp, kl, row_loss, rows, samples, accumulator);
+    VAE_LAUNCH(iwae_accumulate_kernel, 1, VAE_BLOCK, 0, stream)(logp, kl, row_loss, rows, samples, accumulator);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_iwae_latent_backward(const float *mu_logvar, const float *z, const float *dz,
-                                                       const float *weight, float *dmu_logvar, int rows, int latent,
-                                                       int samples, float beta, uint64_t kl_warmup_steps,
-                                                       const vae_step_counter *counter, float logvar_clamp,
-                                                       cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_iwae_latent_backward(const float *mu_logvar, const float *z, const float *dz,
+                                                         const float *weight, float *dmu_logvar, int rows, int latent,
+                                                         int samples, float beta, uint64_t kl_warmup_steps,
+                                                         const vae_step_counter *counter, float logvar_clamp,
+                                                         cudaStream_t stream) {
     const size_t total = (size_t)rows * (size_t)latent;
     if (total == 0) return cudaSuccess;
-    iwae_latent_backward_kernel<<<vae_grid_for(total), VAE_BLOCK, 0, stream>>>(
+    VAE_LAUNCH(iwae_latent_backward_kernel, vae_grid_for(total), VAE_BLOCK, 0, stream)(
         mu_logvar, z, dz, weight, dmu_logvar, rows, latent, samples, beta, kl_warmup_steps, counter, logvar_clamp);
     return cudaGetLastError();
 }

@@ -44,13 +44,13 @@ __global__ void likelihood_kernel(int likelihood, const float *x, float *out, fl
     if (threadIdx.x == 0) logp[output_row] = (float)total;
 }
 
-extern "C" cudaError_t vae_launch_likelihood(int likelihood, const float *x, float *out, float *logp, int rows,
-                                             int samples, int dim, float fixed_logvar, int write_gradient,
-                                             cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_likelihood(int likelihood, const float *x, float *out, float *logp, int rows,
+                                               int samples, int dim, float fixed_logvar, int write_gradient,
+                                               cudaStream_t stream) {
     const unsigned int output_rows = (unsigned int)((size_t)rows * (size_t)samples);
     if (output_rows == 0) return cudaSuccess;
     const float grad_scale = 1.0f / ((float)rows * (float)samples);
-    likelihood_kernel<<<output_rows, VAE_BLOCK, 0, stream>>>(likelihood, x, out, logp, rows, dim, fixed_logvar,
-                                                              write_gradient, grad_scale);
+    VAE_LAUNCH(likelihood_kernel, output_rows, VAE_BLOCK, 0, stream)(
+        likelihood, x, out, logp, rows, dim, fixed_logvar, write_gradient, grad_scale);
     return cudaGetLastError();
 }

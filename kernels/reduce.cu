@@ -92,26 +92,26 @@ __global__ void importance_log_mean_kernel(const float *logp, const float *mu_lo
     if (threadIdx.x == 0) result[row] = vae_iwae_finish(max_weight, total, samples);
 }
 
-extern "C" cudaError_t vae_launch_sum_of_squares(const float *values, size_t count, float *result,
-                                                 vae_kernel_scratch *scratch, cudaStream_t stream) {
-    sum_of_squares_kernel<<<VAE_REDUCTION_BLOCKS, VAE_BLOCK, 0, stream>>>(values, count, scratch, result);
+VAE_LAUNCHER cudaError_t vae_launch_sum_of_squares(const float *values, size_t count, float *result,
+                                                   vae_kernel_scratch *scratch, cudaStream_t stream) {
+    VAE_LAUNCH(sum_of_squares_kernel, VAE_REDUCTION_BLOCKS, VAE_BLOCK, 0, stream)(values, count, scratch, result);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_accumulate_loss(const float *logp, const float *kl, int rows, int samples,
-                                                  float beta, uint64_t kl_warmup_steps,
-                                                  const vae_step_counter *counter, double *accumulator,
-                                                  cudaStream_t stream) {
-    accumulate_loss_kernel<<<1, VAE_BLOCK, 0, stream>>>(logp, kl, rows, samples, beta, kl_warmup_steps, counter,
-                                                         accumulator);
+VAE_LAUNCHER cudaError_t vae_launch_accumulate_loss(const float *logp, const float *kl, int rows, int samples,
+                                                    float beta, uint64_t kl_warmup_steps,
+                                                    const vae_step_counter *counter, double *accumulator,
+                                                    cudaStream_t stream) {
+    VAE_LAUNCH(accumulate_loss_kernel, 1, VAE_BLOCK, 0, stream)(
+        logp, kl, rows, samples, beta, kl_warmup_steps, counter, accumulator);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_importance_log_mean(const float *logp, const float *mu_logvar, const float *z,
-                                                      float *result, int rows, int latent, int samples,
-                                                      float logvar_clamp, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_importance_log_mean(const float *logp, const float *mu_logvar, const float *z,
+                                                        float *result, int rows, int latent, int samples,
+                                                        float logvar_clamp, cudaStream_t stream) {
     if (rows <= 0) return cudaSuccess;
-    importance_log_mean_kernel<<<(unsigned int)rows, VAE_BLOCK, 0, stream>>>(logp, mu_logvar, z, result, rows,
-                                                                              latent, samples, logvar_clamp);
+    VAE_LAUNCH(importance_log_mean_kernel, (unsigned int)rows, VAE_BLOCK, 0, stream)(
+        logp, mu_logvar, z, result, rows, latent, samples, logvar_clamp);
     return cudaGetLastError();
 }

@@ -91,29 +91,28 @@ __global__ void reparam_kl_backward_kernel(const float *mu_logvar, const float *
     }
 }
 
-extern "C" cudaError_t vae_launch_reparam_kl_forward(const float *mu_logvar, float *z, float *kl, int rows,
-                                                     int latent, int samples, vae_noise_settings noise,
-                                                     const vae_step_counter *counter, const float *eps_override,
-                                                     float logvar_clamp, cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_reparam_kl_forward(const float *mu_logvar, float *z, float *kl, int rows,
+                                                       int latent, int samples, vae_noise_settings noise,
+                                                       const vae_step_counter *counter, const float *eps_override,
+                                                       float logvar_clamp, cudaStream_t stream) {
     size_t total = (size_t)samples * (size_t)rows * (size_t)((latent + 3) / 4);
     if (total == 0) return cudaSuccess;
-    reparam_forward_kernel<<<vae_grid_for(total), VAE_BLOCK, 0, stream>>>(mu_logvar, z, rows, latent, samples,
-                                                                           noise, counter, eps_override,
-                                                                           logvar_clamp);
+    VAE_LAUNCH(reparam_forward_kernel, vae_grid_for(total), VAE_BLOCK, 0, stream)(
+        mu_logvar, z, rows, latent, samples, noise, counter, eps_override, logvar_clamp);
     cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) return status;
-    kl_forward_kernel<<<(unsigned int)rows, VAE_BLOCK, 0, stream>>>(mu_logvar, kl, latent, logvar_clamp);
+    VAE_LAUNCH(kl_forward_kernel, (unsigned int)rows, VAE_BLOCK, 0, stream)(mu_logvar, kl, latent, logvar_clamp);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t vae_launch_reparam_kl_backward(const float *mu_logvar, const float *z, const float *dz,
-                                                      float *dmu_logvar, int rows, int latent, int samples,
-                                                      float beta, uint64_t kl_warmup_steps,
-                                                      const vae_step_counter *counter, float logvar_clamp,
-                                                      cudaStream_t stream) {
+VAE_LAUNCHER cudaError_t vae_launch_reparam_kl_backward(const float *mu_logvar, const float *z, const float *dz,
+                                                        float *dmu_logvar, int rows, int latent, int samples,
+                                                        float beta, uint64_t kl_warmup_steps,
+                                                        const vae_step_counter *counter, float logvar_clamp,
+                                                        cudaStream_t stream) {
     size_t total = (size_t)rows * (size_t)latent;
     if (total == 0) return cudaSuccess;
-    reparam_kl_backward_kernel<<<vae_grid_for(total), VAE_BLOCK, 0, stream>>>(
+    VAE_LAUNCH(reparam_kl_backward_kernel, vae_grid_for(total), VAE_BLOCK, 0, stream)(
         mu_logvar, z, dz, dmu_logvar, rows, latent, samples, beta, kl_warmup_steps, counter, logvar_clamp);
     return cudaGetLastError();
 }

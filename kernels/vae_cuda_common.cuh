@@ -1,13 +1,38 @@
-/* Device helpers shared by the kernels: launch sizing, the fixed-order block
- * reductions (deterministic: the same inputs give the same bits on every
- * run), and the logvar clamp. CUDA only. */
+/* Device helpers shared by the kernels: the launch macro, launch sizing, the
+ * fixed-order block reductions (deterministic: the same inputs give the same
+ * bits on every run), and the logvar clamp. CUDA, or host C++ for the host
+ * execution target (VAE_CUDA_HOST, tests/cuda_host/vae_cuda_host.h). */
 #ifndef VAE_CUDA_COMMON_CUH
 #define VAE_CUDA_COMMON_CUH
 
 #include <stddef.h>
 #include <cuda_runtime.h>
+#if !defined(__CUDACC__) && defined(VAE_CUDA_HOST)
+/* What CUDA C gives a kernel, on the host: outside this layer (the tests'
+ * tests/cuda_host, on the include path of that build only), like the
+ * toolkit's headers. */
+#include <vae_cuda_host.h>
+#endif
 #include "vae_math.h"
 #include "vae_step_math.h"
+
+/* Every kernel launch: VAE_LAUNCH(kernel, grid, block, shared_bytes,
+ * stream)(arguments...). Under nvcc exactly kernel<<<...>>>; on the host
+ * target a launch of the grid's blocks as fibers (tests/cuda_host). */
+#if defined(__CUDACC__)
+#define VAE_LAUNCH(kernel, grid, block, shared_bytes, stream) kernel<<<grid, block, shared_bytes, stream>>>
+#else
+#define VAE_LAUNCH(kernel, grid, block, shared_bytes, stream)                                                          \
+    vae_cuda_host::launch(kernel, grid, block, shared_bytes, stream)
+#endif
+
+/* A kernel's dynamic shared memory (the launch's shared_bytes), as an array
+ * of type named name. */
+#if defined(__CUDACC__)
+#define VAE_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#else
+#define VAE_DYNAMIC_SHARED(type, name) type *name = static_cast<type *>(vae_cuda_host::dynamic_shared_memory())
+#endif
 
 /* Threads per block of the element-wise and row kernels (a power of two:
  * the tree reductions below rely on it). */
