@@ -44,6 +44,20 @@ static vae_status write_event(vae_event_file *events, const Vae__Tensorboard__Ev
     return status;
 }
 
+/* Writes an Event at step holding a Summary of these values. */
+static vae_status write_summary_event(vae_event_file *events, long step, Vae__Tensorboard__Summary__Value **values,
+                                      size_t count) {
+    Vae__Tensorboard__Summary summary = VAE__TENSORBOARD__SUMMARY__INIT;
+    summary.n_value = count;
+    summary.value = values;
+    Vae__Tensorboard__Event event = VAE__TENSORBOARD__EVENT__INIT;
+    event.wall_time = wall_time_now();
+    event.step = step;
+    event.what_case = VAE__TENSORBOARD__EVENT__WHAT_SUMMARY;
+    event.summary = &summary;
+    return write_event(events, &event);
+}
+
 /* Opens folder/events.out.tfevents.SECONDS.HOST[.N], a name nobody has. */
 static vae_status create_file(vae_event_file *events, const char *folder) {
     char host[256];
@@ -112,15 +126,7 @@ vae_status vae_event_file_write_scalars(vae_event_file *events, long step, const
         value_pointers[kept++] = value;
     }
     if (kept == 0) return VAE_OK;
-    Vae__Tensorboard__Summary summary = VAE__TENSORBOARD__SUMMARY__INIT;
-    summary.n_value = kept;
-    summary.value = value_pointers;
-    Vae__Tensorboard__Event event = VAE__TENSORBOARD__EVENT__INIT;
-    event.wall_time = wall_time_now();
-    event.step = step;
-    event.what_case = VAE__TENSORBOARD__EVENT__WHAT_SUMMARY;
-    event.summary = &summary;
-    return write_event(events, &event);
+    return write_summary_event(events, step, value_pointers, kept);
 }
 
 vae_status vae_event_file_write_image(vae_event_file *events, long step, const char *tag, const unsigned char *png,
@@ -140,15 +146,7 @@ vae_status vae_event_file_write_image(vae_event_file *events, long step, const c
     value.value_case = VAE__TENSORBOARD__SUMMARY__VALUE__VALUE_IMAGE;
     value.image = &image;
     Vae__Tensorboard__Summary__Value *value_pointer = &value;
-    Vae__Tensorboard__Summary summary = VAE__TENSORBOARD__SUMMARY__INIT;
-    summary.n_value = 1;
-    summary.value = &value_pointer;
-    Vae__Tensorboard__Event event = VAE__TENSORBOARD__EVENT__INIT;
-    event.wall_time = wall_time_now();
-    event.step = step;
-    event.what_case = VAE__TENSORBOARD__EVENT__WHAT_SUMMARY;
-    event.summary = &summary;
-    return write_event(events, &event);
+    return write_summary_event(events, step, &value_pointer, 1);
 }
 
 vae_status vae_event_file_close(vae_event_file *events) {
