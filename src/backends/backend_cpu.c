@@ -719,7 +719,8 @@ vae_status vae_backend_create_cpu(vae_backend **out) {
  * sums or dense. auto takes the sums only where the CPU has AVX-512: their
  * 16-float vectors are one register there, and bench_binary_linear measured
  * the first layer 1.4x faster than the GEMM (Zen 4); with AVX2 (Zen 3) the
- * same code ran 4x slower than OpenBLAS's GEMM, so the GEMM stays. */
+ * sums, even in 8-float halves, ran at 0.6-0.9x OpenBLAS's GEMM, so the GEMM
+ * stays. */
 static vae_status choose_binary_inputs(int *use_sums, const char **words) {
     const char *setting = getenv("VAE_CPU_BINARY_INPUTS");
     if (setting && strcmp(setting, "dense") == 0) {
