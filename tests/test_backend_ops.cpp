@@ -1198,7 +1198,16 @@ struct NamedBackend {
 // without a GPU): CUDA in fp32, and in bf16 against the CPU's emulation of
 // it. Created once, kept for the process.
 const std::vector<NamedBackend> &other_backends() {
-    static const std::vector<NamedBackend> backends = [] {
+    // Destroyed at exit, so that a leak checker (the host target's device
+    // memory under AddressSanitizer) sees every allocation freed.
+    struct Owned {
+        explicit Owned(std::vector<NamedBackend> backends) : list(std::move(backends)) {}
+        ~Owned() {
+            for (const NamedBackend &named : list) vae_backend_destroy(named.backend);
+        }
+        std::vector<NamedBackend> list;
+    };
+    static const Owned backends([] {
         std::vector<NamedBackend> list;
         if (!vae_backend_cuda_available()) return list;
         for (vae_precision precision : {VAE_PRECISION_FP32, VAE_PRECISION_BF16}) {
@@ -1207,8 +1216,8 @@ const std::vector<NamedBackend> &other_backends() {
             list.push_back({std::string("cuda-") + vae_precision_name(precision), cuda, precision});
         }
         return list;
-    }();
-    return backends;
+    }());
+    return backends.list;
 }
 
 vae_backend *cpu_backend(vae_precision precision = VAE_PRECISION_FP32) {
