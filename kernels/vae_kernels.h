@@ -99,7 +99,7 @@ cudaError_t vae_launch_reparam_kl_backward(const float *mu_logvar, const float *
 /* ---- gaussian_kl.cu ---- */
 cudaError_t vae_launch_gaussian_kl(const float *q, const float *p, float *kl, float *dq, float *dp, int rows,
                                    int latent, float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
-                                   float logvar_clamp, cudaStream_t stream);
+                                   float logvar_clamp, float free_bits, cudaStream_t stream);
 
 /* ---- likelihood.cu ---- */
 cudaError_t vae_launch_likelihood(int likelihood, const float *x, float *out, float *logp, int rows, int samples,

@@ -204,6 +204,12 @@ VAE_HD vae_gaussian_kl_gradient vae_gaussian_kl_grad(float q_mu, float q_logvar,
     return g;
 }
 
+/* Free bits (a floor on a group's KL per row, loss max(KL, free_bits)): a
+ * row whose KL is below the floor gets no KL gradient. free_bits <= 0: off.
+ * A NaN KL is not below: its gradient goes on, and the non-finite check
+ * sees it. */
+VAE_HD int vae_below_free_bits(float kl, float free_bits) { return free_bits > 0.0f && kl < free_bits; }
+
 /* Optional guard (train.logvar_clamp > 0): the encoder's logvar is clamped to
  * [-clamp, clamp] before use; a value strictly outside does not move the
  * loss, so its gradient is zero. Off (0) by default: it changes the math. */

@@ -635,15 +635,38 @@ OpCase reparam_kl_backward_case(int rows, int latent, int samples, float clamp) 
 // textbook form 0.5 (log s_p^2 / s_q^2 + (s_q^2 + d^2) / s_p^2 - 1) in double
 // and its derivatives written from it; the gradients are added to values
 // already in dq and dp.
-OpCase gaussian_kl_case(int rows, int latent, float clamp, bool with_gradient) {
+double textbook_gaussian_kl_row(const std::vector<float> &q, const std::vector<float> &p, int b, int latent,
+                                double clamp) {
+    double kl = 0;
+    for (int j = 0; j < latent; ++j) {
+        const size_t mu = (size_t)b * 2 * latent + j, logvar = mu + latent;
+        const double q_var = std::exp(clamp_logvar(q[logvar], clamp)), p_var = std::exp(clamp_logvar(p[logvar], clamp));
+        const double d = (double)q[mu] - p[mu];
+        kl += 0.5 * (std::log(p_var / q_var) + (q_var + d * d) / p_var - 1.0);
+    }
+    return kl;
+}
+
+// Free bits halfway between the two middle rows' KLs: about half the rows
+// below (no gradient), half above, none within float rounding of the floor.
+float free_bits_between_rows(const std::vector<float> &q, const std::vector<float> &p, int rows, int latent,
+                             double clamp) {
+    std::vector<double> kls;
+    for (int b = 0; b < rows; ++b) kls.push_back(textbook_gaussian_kl_row(q, p, b, latent, clamp));
+    std::sort(kls.begin(), kls.end());
+    return (float)(0.5 * (kls[rows / 2 - 1] + kls[rows / 2]));
+}
+
+OpCase gaussian_kl_case(int rows, int latent, float clamp, bool with_gradient, bool with_free_bits = false) {
     auto q = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 91));
     auto p = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 93));
     auto dq_start = std::make_shared<std::vector<float>>(normal((size_t)rows * 2 * latent, 95));
     auto dp_start = std::make_shared<std::vector<float>>(normal((size_t)rows * 2 * latent, 96));
     const uint64_t step = 3, warmup = 10;
     const float beta = 0.7f;
+    const float free_bits = with_free_bits ? free_bits_between_rows(*q, *p, rows, latent, clamp) : 0.0f;
     const size_t count = (size_t)rows * 2 * latent;
-    OpCase c{shape(with_gradient ? "gaussian_kl_backward" : "gaussian_kl",
+    OpCase c{shape(std::string(with_gradient ? "gaussian_kl_backward" : "gaussian_kl") + (with_free_bits ? "_freebits" : ""),
                    {{"rows", rows}, {"latent", latent}, {"clamp", (long)(clamp * 10)}}),
              normalized(1e-5), normalized(1e-5), 1, nullptr, nullptr};
     c.prepare = [=](Arena &arena) {
@@ -654,7 +677,7 @@ OpCase gaussian_kl_case(int rows, int latent, float clamp, bool with_gradient) {
         float *kl = arena.floats(rows);
         return Prepared{[=, &arena] {
                             check(vae_backend_gaussian_kl(arena.backend(), qs, ps, kl, dq, dp, rows, latent, beta, warmup,
-                                                          counter, clamp),
+                                                          counter, clamp, free_bits),
                                   "gaussian_kl");
                         },
                         [=, &arena] {
@@ -669,19 +692,34 @@ OpCase gaussian_kl_case(int rows, int latent, float clamp, bool with_gradient) {
     c.reference = [=] {
         Values kl(rows, 0.0), dq(dq_start->begin(), dq_start->end()), dp(dp_start->begin(), dp_start->end());
         const double kl_scale = beta_at(step, beta, warmup) / rows;
-        for (int b = 0; b < rows; ++b)
+        int below = 0, above = 0;
+        for (int b = 0; b < rows; ++b) {
+            kl[b] = textbook_gaussian_kl_row(*q, *p, b, latent, clamp);
+            if (free_bits > 0) {
+                // No row so near the floor that float sums could fall on the other side.
+                EXPECT_GT(std::fabs(kl[b] - free_bits), 1e-4 * free_bits) << "row " << b;
+                if (kl[b] < free_bits) {
+                    ++below;
+                    continue;  // the floor is a constant: no gradient
+                }
+                ++above;
+            }
             for (int j = 0; j < latent; ++j) {
                 const size_t mu = (size_t)b * 2 * latent + j, logvar = mu + latent;
                 const double q_var = std::exp(clamp_logvar((*q)[logvar], clamp));
                 const double p_var = std::exp(clamp_logvar((*p)[logvar], clamp));
                 const double d = (double)(*q)[mu] - (*p)[mu];
-                kl[b] += 0.5 * (std::log(p_var / q_var) + (q_var + d * d) / p_var - 1.0);
                 dq[mu] += kl_scale * d / p_var;
                 dp[mu] -= kl_scale * d / p_var;
                 if (!(clamp > 0 && std::fabs((*q)[logvar]) > clamp)) dq[logvar] += kl_scale * 0.5 * (q_var / p_var - 1.0);
                 if (!(clamp > 0 && std::fabs((*p)[logvar]) > clamp))
                     dp[logvar] += kl_scale * 0.5 * (1.0 - (q_var + d * d) / p_var);
             }
+        }
+        if (free_bits > 0) {
+            EXPECT_GT(below, 0) << "free bits: no row below the floor";
+            EXPECT_GT(above, 0) << "free bits: no row above the floor";
+        }
         Outputs outputs{{"kl", kl}};
         if (with_gradient) {
             outputs.push_back({"dq", dq});
@@ -1151,6 +1189,9 @@ const std::vector<OpCase> &cases() {
         for (bool gradient : {false, true}) t.push_back(gaussian_kl_case(37, 13, 0.0f, gradient));
         t.push_back(gaussian_kl_case(37, 13, 2.5f, true));
         t.push_back(gaussian_kl_case(300, 300, 0.0f, true));
+        t.push_back(gaussian_kl_case(37, 13, 0.0f, true, true));
+        t.push_back(gaussian_kl_case(37, 13, 2.5f, true, true));
+        t.push_back(gaussian_kl_case(300, 300, 0.0f, true, true));
         for (vae_likelihood l : {VAE_LIKELIHOOD_BERNOULLI, VAE_LIKELIHOOD_GAUSSIAN, VAE_LIKELIHOOD_GAUSSIAN_FIXED})
             for (bool gradient : {false, true}) t.push_back(likelihood_case(l, 37, 3, 101, gradient));
         t.push_back(likelihood_case(VAE_LIKELIHOOD_BERNOULLI, 300, 2, 1000, true));
@@ -1311,8 +1352,8 @@ TEST(BackendOpsTable, NamesAreUniqueAndEveryOperationIsCovered) {
     for (const char *operation : {"fill", "copy", "linear_forward", "linear_backward", "conv2d_forward",
                                   "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
                                   "activation_forward",
-                                  "activation_backward", "gather", "reparam_kl_forward", "reparam_kl_backward",
-                                  "likelihood", "accumulate_loss", "importance_log_mean", "iwae_objective",
+                                  "activation_backward", "gather", "reparam_kl_forward",
+                                  "reparam_kl_backward", "gaussian_kl", "likelihood", "accumulate_loss", "importance_log_mean", "iwae_objective",
                                   "iwae_latent_backward", "sum_of_squares", "adam"}) {
         bool found = false;
         for (const std::string &name : names) found |= name.rfind(operation, 0) == 0;

@@ -20,6 +20,7 @@
 // skip and say why.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -521,12 +522,37 @@ TEST_P(CudaHostKernels, GaussianKl) {
     const std::vector<float> dq0 = uniform_values(q.size(), -1, 1, 20), dp0 = uniform_values(p.size(), -1, 1, 21);
     vae_step_counter counter{};
     counter.step = 3;
+    // Free bits halfway between the two middle rows' KLs (the CPU's): rows
+    // below the floor get no gradient, rows above get it.
+    std::vector<float> sorted_kl(rows);
+    ASSERT_EQ(vae_backend_gaussian_kl(cpu_, q.data(), p.data(), sorted_kl.data(), nullptr, nullptr, rows, latent, beta,
+                                      8, &counter, clamp, 0.0f),
+              VAE_OK);
+    std::sort(sorted_kl.begin(), sorted_kl.end());
+    const float middle = 0.5f * (sorted_kl[rows / 2 - 1] + sorted_kl[rows / 2]);
+    ASSERT_GT(sorted_kl[rows / 2] - sorted_kl[rows / 2 - 1], 1e-3f * middle) << "two rows too close to split";
+    for (float free_bits : {0.0f, middle})
     for (bool gradients : {true, false}) {
-        SCOPED_TRACE(gradients ? "with gradients" : "the KL alone");
+        SCOPED_TRACE(std::string(gradients ? "with gradients" : "the KL alone") + ", free bits " +
+                     std::to_string(free_bits));
         std::vector<float> kl(rows), dq = dq0, dp = dp0;
         ASSERT_EQ(vae_backend_gaussian_kl(cpu_, q.data(), p.data(), kl.data(), gradients ? dq.data() : nullptr,
-                                          gradients ? dp.data() : nullptr, rows, latent, beta, 8, &counter, clamp),
+                                          gradients ? dp.data() : nullptr, rows, latent, beta, 8, &counter, clamp,
+                                          free_bits),
                   VAE_OK);
+        if (free_bits > 0 && gradients) {
+            // The CPU's own rows: untouched below the floor, moved above it.
+            int below = 0, above = 0;
+            for (int r = 0; r < rows; ++r) {
+                const size_t start = (size_t)r * 2 * latent, end = start + 2 * (size_t)latent;
+                const bool untouched = std::equal(dq.begin() + start, dq.begin() + end, dq0.begin() + start) &&
+                                       std::equal(dp.begin() + start, dp.begin() + end, dp0.begin() + start);
+                EXPECT_EQ(untouched, kl[r] < free_bits) << "row " << r;
+                (kl[r] < free_bits ? below : above) += 1;
+            }
+            EXPECT_GT(below, 0);
+            EXPECT_GT(above, 0);
+        }
         compare(
             [&] {
                 DeviceBuffer<float> device_q(q), device_p(p), device_kl(rows), device_dq(dq0), device_dp(dp0);
@@ -534,7 +560,7 @@ TEST_P(CudaHostKernels, GaussianKl) {
                 expect_cuda_success(vae_launch_gaussian_kl(device_q.data(), device_p.data(), device_kl.data(),
                                                            gradients ? device_dq.data() : nullptr,
                                                            gradients ? device_dp.data() : nullptr, rows, latent,
-                                                           beta, 8, device_counter.data(), clamp, nullptr),
+                                                           beta, 8, device_counter.data(), clamp, free_bits, nullptr),
                                     "gaussian_kl");
                 expect_guard(device_kl, "kl");
                 expect_guard(device_dq, "dq");

@@ -165,6 +165,15 @@ TEST(Math, GaussianKlOfTwoGaussiansAndItsGradients) {
             EXPECT_FLOAT_EQ(vae_gaussian_kl_term(mu, lv, 0.0f, 0.0f), vae_kl_term(mu, lv)) << mu << " " << lv;
 }
 
+TEST(Math, FreeBitsFloor) {
+    EXPECT_TRUE(vae_below_free_bits(0.5f, 1.0f));
+    EXPECT_FALSE(vae_below_free_bits(1.0f, 1.0f)); // at the floor: the gradient goes on
+    EXPECT_FALSE(vae_below_free_bits(2.0f, 1.0f));
+    EXPECT_FALSE(vae_below_free_bits(0.5f, 0.0f)); // off
+    EXPECT_FALSE(vae_below_free_bits(-1.0f, -0.5f));
+    EXPECT_FALSE(vae_below_free_bits(NAN, 1.0f));
+}
+
 TEST(Math, ReparameterisationAndItsGradient) {
     for (double logvar : {-30.0, -2.0, 0.0, 3.0, 30.0}) {
         double mu = 0.3, eps = -1.7;

@@ -307,14 +307,15 @@ vae_status vae_backend_reparam_kl_backward(vae_backend *backend, const float *mu
 
 vae_status vae_backend_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
                                    float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
-                                   const vae_step_counter *counter, float logvar_clamp) {
+                                   const vae_step_counter *counter, float logvar_clamp, float free_bits) {
     REQUIRE_BACKEND("gaussian_kl");
     REQUIRE(rows > 0 && latent > 0, "gaussian_kl", "sizes must be positive (rows %d, latent %d)", rows, latent);
     REQUIRE(q != NULL && p != NULL && kl != NULL && counter != NULL, "gaussian_kl",
             "NULL pointer (q, p, kl or counter)");
     REQUIRE((dq == NULL) == (dp == NULL), "gaussian_kl", "dq and dp must be both NULL or both given");
+    REQUIRE(!isnan(free_bits), "gaussian_kl", "free_bits is NaN");
     return backend->ops->gaussian_kl(backend, q, p, kl, dq, dp, rows, latent, beta, kl_warmup_steps, counter,
-                                     logvar_clamp);
+                                     logvar_clamp, free_bits);
 }
 
 vae_status vae_backend_likelihood(vae_backend *backend, vae_likelihood likelihood, const float *x, float *out,

@@ -129,10 +129,13 @@ typedef struct vae_backend_ops {
      * (both [rows, 2*latent]; kl_scale = beta_t / rows, as reparam_kl_backward):
      * their other terms (the reparameterisation, the prior's network) come
      * from the other operations. logvar_clamp > 0 clamps both logvars first,
-     * and a logvar strictly outside gets no KL gradient. */
+     * and a logvar strictly outside gets no KL gradient. free_bits > 0: a row
+     * whose KL (kl[row]) is below free_bits gets no gradient at all (the loss
+     * is max(KL, free_bits) per row: vae_below_free_bits); kl[row] is still
+     * the KL itself. */
     vae_status (*gaussian_kl)(vae_backend *backend, const float *q, const float *p, float *kl, float *dq, float *dp,
                               int rows, int latent, float beta, uint64_t kl_warmup_steps,
-                              const vae_step_counter *counter, float logvar_clamp);
+                              const vae_step_counter *counter, float logvar_clamp, float free_bits);
 
     /* out[samples*rows, width] holds the decoder's outputs (width D or 2D);
      * x[rows, dim]. Writes logp[samples*rows] and, when write_gradient is
@@ -277,10 +280,11 @@ vae_status vae_backend_reparam_kl_backward(vae_backend *backend, const float *mu
                                            const float *dz, float *dmu_logvar, int rows, int latent, int samples,
                                            float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
                                            float logvar_clamp);
-/* dq and dp both NULL (the KL alone) or both given. */
+/* dq and dp both NULL (the KL alone) or both given; free_bits not NaN
+ * (<= 0: no floor). */
 vae_status vae_backend_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
                                    float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
-                                   const vae_step_counter *counter, float logvar_clamp);
+                                   const vae_step_counter *counter, float logvar_clamp, float free_bits);
 vae_status vae_backend_likelihood(vae_backend *backend, vae_likelihood likelihood, const float *x, float *out,
                                   float *logp, int rows, int samples, int dim, float fixed_logvar,
                                   int write_gradient);

@@ -376,7 +376,7 @@ static vae_status cpu_reparam_kl_backward(vae_backend *backend, const float *mu_
 
 static vae_status cpu_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
                                   float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
-                                  const vae_step_counter *counter, float logvar_clamp) {
+                                  const vae_step_counter *counter, float logvar_clamp, float free_bits) {
     const float kl_scale = vae_schedule_beta(counter->step, beta, kl_warmup_steps) / (float)rows;
 #pragma omp parallel for schedule(static) if ((size_t)rows * latent > 16384)
     for (int b = 0; b < rows; ++b) {
@@ -384,10 +384,18 @@ static vae_status cpu_gaussian_kl(vae_backend *backend, const float *q, const fl
         float sum = 0.0f;
         for (int j = 0; j < latent; ++j) {
             const size_t mu = row + (size_t)j, logvar = mu + (size_t)latent;
+            sum += vae_gaussian_kl_term(q[mu], vae_clamp_logvar(q[logvar], logvar_clamp), p[mu],
+                                        vae_clamp_logvar(p[logvar], logvar_clamp));
+        }
+        kl[b] = sum;
+        /* Free bits: a row whose KL is below the floor pays the floor, a
+         * constant, so nothing in it moves the loss. Known only once the row
+         * is summed, hence the second pass. */
+        if (!dq || vae_below_free_bits(sum, free_bits)) continue;
+        for (int j = 0; j < latent; ++j) {
+            const size_t mu = row + (size_t)j, logvar = mu + (size_t)latent;
             const float q_logvar = vae_clamp_logvar(q[logvar], logvar_clamp);
             const float p_logvar = vae_clamp_logvar(p[logvar], logvar_clamp);
-            sum += vae_gaussian_kl_term(q[mu], q_logvar, p[mu], p_logvar);
-            if (!dq) continue;
             vae_gaussian_kl_gradient g = vae_gaussian_kl_grad(q[mu], q_logvar, p[mu], p_logvar);
             dq[mu] += kl_scale * g.q_mu;
             dp[mu] += kl_scale * g.p_mu;
@@ -395,7 +403,6 @@ static vae_status cpu_gaussian_kl(vae_backend *backend, const float *q, const fl
             if (!vae_logvar_is_clamped(q[logvar], logvar_clamp)) dq[logvar] += kl_scale * g.q_logvar;
             if (!vae_logvar_is_clamped(p[logvar], logvar_clamp)) dp[logvar] += kl_scale * g.p_logvar;
         }
-        kl[b] = sum;
     }
     return VAE_OK;
 }

@@ -391,9 +391,9 @@ static vae_status cuda_reparam_kl_backward(vae_backend *backend, const float *mu
 
 static vae_status cuda_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
                                    float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
-                                   const vae_step_counter *counter, float logvar_clamp) {
+                                   const vae_step_counter *counter, float logvar_clamp, float free_bits) {
     CUDA_CHECK(vae_launch_gaussian_kl(q, p, kl, dq, dp, rows, latent, beta, kl_warmup_steps, counter, logvar_clamp,
-                                      as_cuda(backend)->stream));
+                                      free_bits, as_cuda(backend)->stream));
     return VAE_OK;
 }
 
