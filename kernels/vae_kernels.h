@@ -100,6 +100,9 @@ cudaError_t vae_launch_reparam_kl_backward(const float *mu_logvar, const float *
 cudaError_t vae_launch_gaussian_kl(const float *q, const float *p, float *kl, float *dq, float *dp, int rows,
                                    int latent, float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
                                    float logvar_clamp, float free_bits, cudaStream_t stream);
+/* out[rows] = (or +=, accumulate != 0) sum_j vae_gaussian_log_ratio_term. */
+cudaError_t vae_launch_gaussian_log_ratio(const float *z, const float *q, const float *p, float *out, int rows,
+                                          int latent, float logvar_clamp, int accumulate, cudaStream_t stream);
 
 /* ---- likelihood.cu ---- */
 cudaError_t vae_launch_likelihood(int likelihood, const float *x, float *out, float *logp, int rows, int samples,

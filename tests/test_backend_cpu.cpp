@@ -103,6 +103,8 @@ TEST_F(CpuBackend, WrappersRefuseBadArgumentsNamingTheOperation) {
     refused(vae_backend_gaussian_kl(backend_, f, f, f, f, f, 2, 2, 1.0f, 0, &counter, 0.0f, NAN), "free_bits is NaN");
     refused(vae_backend_gaussian_kl(backend_, f, f, f, f, nullptr, 2, 2, 1.0f, 0, &counter, 0.0f, 0.0f),
             "dq and dp must be both NULL or both given");
+    refused(vae_backend_gaussian_log_ratio(backend_, f, f, nullptr, f, 2, 2, 0.0f, 0), "gaussian_log_ratio");
+    refused(vae_backend_gaussian_log_ratio(backend_, f, f, f, f, 0, 2, 0.0f, 0), "rows 0");
     refused(vae_backend_accumulate_loss(backend_, f, f, 0, 1, 1.0f, 0, &counter, (double *)f), "rows 0");
     refused(vae_backend_importance_log_mean(backend_, f, f, f, nullptr, 2, 2, 2, 0.0f), "importance_log_mean");
     refused(vae_backend_sum_of_squares(backend_, nullptr, 4, f), "sum_of_squares");

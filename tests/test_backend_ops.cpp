@@ -730,6 +730,47 @@ OpCase gaussian_kl_case(int rows, int latent, float clamp, bool with_gradient, b
     return c;
 }
 
+// log p(z) - log q(z) per row, against the textbook log densities in double;
+// accumulate: added to values already in out.
+double log_normal_density(double x, double mean, double logvar) {
+    return -0.5 * (std::log(2 * M_PI) + logvar + (x - mean) * (x - mean) / std::exp(logvar));
+}
+
+OpCase gaussian_log_ratio_case(int rows, int latent, float clamp, bool accumulate) {
+    auto z = std::make_shared<std::vector<float>>(normal((size_t)rows * latent, 101, 1.5f));
+    auto q = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 102));
+    auto p = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 104));
+    auto out_start = std::make_shared<std::vector<float>>(normal(rows, 106, 30.0f));
+    OpCase c{shape(accumulate ? "gaussian_log_ratio_accumulate" : "gaussian_log_ratio",
+                   {{"rows", rows}, {"latent", latent}, {"clamp", (long)(clamp * 10)}}),
+             normalized(1e-5), normalized(1e-5), 1, nullptr, nullptr};
+    c.prepare = [=](Arena &arena) {
+        const float *zs = arena.upload(*z), *qs = arena.upload(*q), *ps = arena.upload(*p);
+        float *out = accumulate ? arena.upload(*out_start) : arena.floats(rows);
+        // Accumulating, a repeated launch (timing) adds again: fine for timing, one launch for parity.
+        return Prepared{[=, &arena] {
+                            check(vae_backend_gaussian_log_ratio(arena.backend(), zs, qs, ps, out, rows, latent, clamp,
+                                                                 accumulate ? 1 : 0),
+                                  "gaussian_log_ratio");
+                        },
+                        [=, &arena] { return Outputs{{"out", arena.download(out, rows)}}; }};
+    };
+    c.reference = [=] {
+        Values out(rows, 0.0);
+        for (int b = 0; b < rows; ++b) {
+            if (accumulate) out[b] = (*out_start)[b];
+            for (int j = 0; j < latent; ++j) {
+                const size_t mu = (size_t)b * 2 * latent + j, logvar = mu + latent;
+                const double zj = (*z)[(size_t)b * latent + j];
+                out[b] += log_normal_density(zj, (*p)[mu], clamp_logvar((*p)[logvar], clamp)) -
+                          log_normal_density(zj, (*q)[mu], clamp_logvar((*q)[logvar], clamp));
+            }
+        }
+        return Outputs{{"out", out}};
+    };
+    return c;
+}
+
 OpCase likelihood_case(vae_likelihood likelihood, int rows, int samples, int dim, bool write_gradient) {
     static const char *names[] = {"bernoulli", "gaussian", "gaussianfixed"};
     const int width = likelihood == VAE_LIKELIHOOD_GAUSSIAN ? 2 * dim : dim;
@@ -1192,6 +1233,9 @@ const std::vector<OpCase> &cases() {
         t.push_back(gaussian_kl_case(37, 13, 0.0f, true, true));
         t.push_back(gaussian_kl_case(37, 13, 2.5f, true, true));
         t.push_back(gaussian_kl_case(300, 300, 0.0f, true, true));
+        for (bool accumulate : {false, true}) t.push_back(gaussian_log_ratio_case(37, 13, 0.0f, accumulate));
+        t.push_back(gaussian_log_ratio_case(37, 13, 2.5f, true));
+        t.push_back(gaussian_log_ratio_case(300, 300, 0.0f, true));
         for (vae_likelihood l : {VAE_LIKELIHOOD_BERNOULLI, VAE_LIKELIHOOD_GAUSSIAN, VAE_LIKELIHOOD_GAUSSIAN_FIXED})
             for (bool gradient : {false, true}) t.push_back(likelihood_case(l, 37, 3, 101, gradient));
         t.push_back(likelihood_case(VAE_LIKELIHOOD_BERNOULLI, 300, 2, 1000, true));
@@ -1353,7 +1397,7 @@ TEST(BackendOpsTable, NamesAreUniqueAndEveryOperationIsCovered) {
                                   "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
                                   "activation_forward",
                                   "activation_backward", "gather", "reparam_kl_forward",
-                                  "reparam_kl_backward", "gaussian_kl", "likelihood", "accumulate_loss", "importance_log_mean", "iwae_objective",
+                                  "reparam_kl_backward", "gaussian_kl", "gaussian_log_ratio", "likelihood", "accumulate_loss", "importance_log_mean", "iwae_objective",
                                   "iwae_latent_backward", "sum_of_squares", "adam"}) {
         bool found = false;
         for (const std::string &name : names) found |= name.rfind(operation, 0) == 0;

@@ -572,6 +572,32 @@ TEST_P(CudaHostKernels, GaussianKl) {
     }
 }
 
+TEST_P(CudaHostKernels, GaussianLogRatio) {
+    const int rows = 21, latent = 300; // a row longer than a block
+    const float clamp = 4.0f;
+    const std::vector<float> q = posterior(rows, latent, 40), p = posterior(rows, latent, 41);
+    const std::vector<float> z = uniform_values((size_t)rows * latent, -3, 3, 42);
+    const std::vector<float> out0 = uniform_values(rows, -50, 50, 43);
+    for (int accumulate : {0, 1}) {
+        SCOPED_TRACE(accumulate ? "accumulated" : "overwritten");
+        std::vector<float> out = out0;
+        ASSERT_EQ(vae_backend_gaussian_log_ratio(cpu_, z.data(), q.data(), p.data(), out.data(), rows, latent, clamp,
+                                                 accumulate),
+                  VAE_OK);
+        compare(
+            [&] {
+                DeviceBuffer<float> device_z(z), device_q(q), device_p(p), device_out(out0);
+                expect_cuda_success(vae_launch_gaussian_log_ratio(device_z.data(), device_q.data(), device_p.data(),
+                                                                  device_out.data(), rows, latent, clamp, accumulate,
+                                                                  nullptr),
+                                    "gaussian_log_ratio");
+                expect_guard(device_out, "out");
+                return Outputs{output("out", device_out.values())};
+            },
+            {output("out", out)}, 1e-5);
+    }
+}
+
 TEST_P(CudaHostKernels, Likelihood) {
     const int rows = 13, samples = 2, dim = 300;
     const std::vector<float> x = uniform_values((size_t)rows * dim, 0, 1, 22);

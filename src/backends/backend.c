@@ -318,6 +318,16 @@ vae_status vae_backend_gaussian_kl(vae_backend *backend, const float *q, const f
                                      logvar_clamp, free_bits);
 }
 
+vae_status vae_backend_gaussian_log_ratio(vae_backend *backend, const float *z, const float *q, const float *p,
+                                          float *out, int rows, int latent, float logvar_clamp, int accumulate) {
+    REQUIRE_BACKEND("gaussian_log_ratio");
+    REQUIRE(rows > 0 && latent > 0, "gaussian_log_ratio", "sizes must be positive (rows %d, latent %d)", rows,
+            latent);
+    REQUIRE(z != NULL && q != NULL && p != NULL && out != NULL, "gaussian_log_ratio",
+            "NULL pointer (z, q, p or out)");
+    return backend->ops->gaussian_log_ratio(backend, z, q, p, out, rows, latent, logvar_clamp, accumulate);
+}
+
 vae_status vae_backend_likelihood(vae_backend *backend, vae_likelihood likelihood, const float *x, float *out,
                                   float *logp, int rows, int samples, int dim, float fixed_logvar,
                                   int write_gradient) {

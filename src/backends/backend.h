@@ -136,6 +136,14 @@ typedef struct vae_backend_ops {
     vae_status (*gaussian_kl)(vae_backend *backend, const float *q, const float *p, float *kl, float *dq, float *dp,
                               int rows, int latent, float beta, uint64_t kl_warmup_steps,
                               const vae_step_counter *counter, float logvar_clamp, float free_bits);
+    /* Hierarchical importance weights: per row the group's
+     * log p(z | p) - log q(z | q) = sum_j vae_gaussian_log_ratio_term of
+     * z[rows, latent] under q and p ([rows, 2*latent], mu | logvar, both
+     * logvars clamped as gaussian_kl), the CPU summing in column order, the
+     * GPU in a fixed tree; out[rows] = the sum (accumulate 0) or += it
+     * (accumulate != 0: log w = log p(x|z) + the groups' terms). */
+    vae_status (*gaussian_log_ratio)(vae_backend *backend, const float *z, const float *q, const float *p,
+                                     float *out, int rows, int latent, float logvar_clamp, int accumulate);
 
     /* out[samples*rows, width] holds the decoder's outputs (width D or 2D);
      * x[rows, dim]. Writes logp[samples*rows] and, when write_gradient is
@@ -285,6 +293,8 @@ vae_status vae_backend_reparam_kl_backward(vae_backend *backend, const float *mu
 vae_status vae_backend_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
                                    float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
                                    const vae_step_counter *counter, float logvar_clamp, float free_bits);
+vae_status vae_backend_gaussian_log_ratio(vae_backend *backend, const float *z, const float *q, const float *p,
+                                          float *out, int rows, int latent, float logvar_clamp, int accumulate);
 vae_status vae_backend_likelihood(vae_backend *backend, vae_likelihood likelihood, const float *x, float *out,
                                   float *logp, int rows, int samples, int dim, float fixed_logvar,
                                   int write_gradient);

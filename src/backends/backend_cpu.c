@@ -407,6 +407,23 @@ static vae_status cpu_gaussian_kl(vae_backend *backend, const float *q, const fl
     return VAE_OK;
 }
 
+static vae_status cpu_gaussian_log_ratio(vae_backend *backend, const float *z, const float *q, const float *p,
+                                         float *out, int rows, int latent, float logvar_clamp, int accumulate) {
+#pragma omp parallel for schedule(static) if ((size_t)rows * latent > 16384)
+    for (int b = 0; b < rows; ++b) {
+        const size_t row = (size_t)b * 2 * (size_t)latent;
+        const float *z_row = z + (size_t)b * (size_t)latent;
+        float sum = 0.0f;
+        for (int j = 0; j < latent; ++j) {
+            const size_t mu = row + (size_t)j, logvar = mu + (size_t)latent;
+            sum += vae_gaussian_log_ratio_term(z_row[j], q[mu], vae_clamp_logvar(q[logvar], logvar_clamp), p[mu],
+                                               vae_clamp_logvar(p[logvar], logvar_clamp));
+        }
+        out[b] = accumulate ? out[b] + sum : sum;
+    }
+    return VAE_OK;
+}
+
 /* One pass over a Bernoulli row: log p and, when asked, the logits
  * overwritten by the gradient, both from one exp. The terms of 64 columns at
  * a time go through a small buffer, so that the element-wise part is one
@@ -708,6 +725,7 @@ static const vae_backend_ops cpu_ops = {
     .reparam_kl_forward = cpu_reparam_kl_forward,
     .reparam_kl_backward = cpu_reparam_kl_backward,
     .gaussian_kl = cpu_gaussian_kl,
+    .gaussian_log_ratio = cpu_gaussian_log_ratio,
     .likelihood = cpu_likelihood,
     .accumulate_loss = cpu_accumulate_loss,
     .importance_log_mean = cpu_importance_log_mean,

@@ -397,6 +397,13 @@ static vae_status cuda_gaussian_kl(vae_backend *backend, const float *q, const f
     return VAE_OK;
 }
 
+static vae_status cuda_gaussian_log_ratio(vae_backend *backend, const float *z, const float *q, const float *p,
+                                          float *out, int rows, int latent, float logvar_clamp, int accumulate) {
+    CUDA_CHECK(vae_launch_gaussian_log_ratio(z, q, p, out, rows, latent, logvar_clamp, accumulate,
+                                             as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
 static vae_status cuda_likelihood(vae_backend *backend, int likelihood, const float *x, float *out, float *logp,
                                   int rows, int samples, int dim, float fixed_logvar, int write_gradient) {
     CUDA_CHECK(vae_launch_likelihood(likelihood, x, out, logp, rows, samples, dim, fixed_logvar, write_gradient,
@@ -502,6 +509,7 @@ static const vae_backend_ops cuda_ops = {
     .reparam_kl_forward = cuda_reparam_kl_forward,
     .reparam_kl_backward = cuda_reparam_kl_backward,
     .gaussian_kl = cuda_gaussian_kl,
+    .gaussian_log_ratio = cuda_gaussian_log_ratio,
     .likelihood = cuda_likelihood,
     .accumulate_loss = cuda_accumulate_loss,
     .importance_log_mean = cuda_importance_log_mean,
