@@ -58,6 +58,11 @@ cudaError_t vae_launch_activation_forward(int activation, const float *pre, floa
 cudaError_t vae_launch_activation_backward(int activation, const float *pre, const float *dpost, float *dpre,
                                            size_t count, cudaStream_t stream);
 
+/* ---- add_scaled.cu ---- */
+/* y[i] = vae_add_scaled(a[i], b[i], scale); y may be a or b. */
+cudaError_t vae_launch_add_scaled(const float *a, const float *b, float scale, float *y, size_t count,
+                                  cudaStream_t stream);
+
 /* ---- bfloat16.cu ---- */
 /* destination[lines * line_length] (packed) = the bfloat16 bits
  * (vae_bfloat16_bits) of source's lines, line l at source + l * stride: a

@@ -244,6 +244,11 @@ VAE_HD float vae_log_prior_minus_log_posterior(float z, float mu, float logvar) 
     return -0.5f * z * z + 0.5f * (logvar + diff * diff * expf(-logvar));
 }
 
+/* a + scale * b, rounded once: an explicit fused multiply-add on the host and
+ * on the device alike, so that the CPU backend and the kernels give the same
+ * bits whatever each compiler would contract a * b + c into. */
+VAE_HD float vae_add_scaled(float a, float b, float scale) { return fmaf(scale, b, a); }
+
 /* ---- schedules, read from the step counter so a graph can replay them ---- */
 
 /* Linear KL warm-up: beta * min(1, (step+1)/warmup_steps). */

@@ -105,6 +105,9 @@ TEST_F(CpuBackend, WrappersRefuseBadArgumentsNamingTheOperation) {
             "dq and dp must be both NULL or both given");
     refused(vae_backend_gaussian_log_ratio(backend_, f, f, nullptr, f, 2, 2, 0.0f, 0), "gaussian_log_ratio");
     refused(vae_backend_gaussian_log_ratio(backend_, f, f, f, f, 0, 2, 0.0f, 0), "rows 0");
+    refused(vae_backend_add_scaled(backend_, f, nullptr, 1.0f, f, 4), "add_scaled");
+    refused(vae_backend_add_scaled(backend_, f, f + 8, 1.0f, f + 1, 4), "y overlaps a or b");
+    refused(vae_backend_add_scaled(backend_, f + 8, f, 1.0f, f + 3, 4), "y overlaps a or b");
     refused(vae_backend_accumulate_loss(backend_, f, f, 0, 1, 1.0f, 0, &counter, (double *)f), "rows 0");
     refused(vae_backend_importance_log_mean(backend_, f, f, f, nullptr, 2, 2, 2, 0.0f), "importance_log_mean");
     refused(vae_backend_sum_of_squares(backend_, nullptr, 4, f), "sum_of_squares");
@@ -143,6 +146,22 @@ TEST_F(CpuBackend, WrappersRefuseBadArgumentsNamingTheOperation) {
     EXPECT_EQ(vae_backend_fill(backend_, nullptr, 1.0f, 0), VAE_OK);
     EXPECT_EQ(vae_backend_copy(backend_, nullptr, nullptr, 0), VAE_OK);
     EXPECT_EQ(vae_backend_activation_forward(backend_, VAE_ACTIVATION_RELU, nullptr, nullptr, 0), VAE_OK);
+}
+
+TEST_F(CpuBackend, AddScaledIsOneFusedMultiplyAddAndMayWorkInPlace) {
+    // 1 + 2^-11 + 2^-24 needs one rounding: a product rounded first loses the 2^-24.
+    const float a[3] = {-1.0f, 0.5f, 3.0f}, b[3] = {1.0f + 0x1p-12f, -2.0f, 0.25f};
+    const float scale = 1.0f + 0x1p-12f;
+    float y[3], in_a[3] = {a[0], a[1], a[2]}, in_b[3] = {b[0], b[1], b[2]};
+    ASSERT_EQ(vae_backend_add_scaled(backend_, a, b, scale, y, 3), VAE_OK);
+    EXPECT_EQ(y[0], 0x1p-11f + 0x1p-24f);
+    for (int i = 1; i < 3; ++i) EXPECT_EQ(y[i], (float)((double)a[i] + (double)scale * b[i])) << i;
+    ASSERT_EQ(vae_backend_add_scaled(backend_, in_a, b, scale, in_a, 3), VAE_OK);
+    ASSERT_EQ(vae_backend_add_scaled(backend_, a, in_b, scale, in_b, 3), VAE_OK);
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(in_a[i], y[i]) << i;
+        EXPECT_EQ(in_b[i], y[i]) << i;
+    }
 }
 
 TEST_F(CpuBackend, GatherScalesAndFollowsThePermutation) {

@@ -477,6 +477,29 @@ OpCase activation_backward_case(vae_activation activation, size_t count, bool in
     return c;
 }
 
+// alias: 0 y is its own buffer, 1 y is a, 2 y is b. The same bits on every
+// backend (vae_add_scaled is one fused multiply-add everywhere).
+OpCase add_scaled_case(size_t count, int alias) {
+    static const char *aliases[] = {"add_scaled", "add_scaled_into_a", "add_scaled_into_b"};
+    auto a = std::make_shared<std::vector<float>>(normal(count, 61));
+    auto b = std::make_shared<std::vector<float>>(normal(count, 62));
+    const float scale = -0.6180339f;
+    OpCase c{shape(aliases[alias], {{"n", (long)count}}), normalized(1e-7), normalized(0), 1, nullptr, nullptr};
+    c.prepare = [=](Arena &arena) {
+        float *as = arena.upload(*a), *bs = arena.upload(*b);
+        float *y = alias == 1 ? as : alias == 2 ? bs : arena.floats(count);
+        // Aliased, a repeated launch (timing) adds again: fine for timing, one launch for parity.
+        return Prepared{[=, &arena] { check(vae_backend_add_scaled(arena.backend(), as, bs, scale, y, count), "add_scaled"); },
+                        [=, &arena] { return Outputs{{"y", arena.download(y, count)}}; }};
+    };
+    c.reference = [=] {
+        Values y(count);
+        for (size_t i = 0; i < count; ++i) y[i] = (double)(*a)[i] + (double)scale * (*b)[i];
+        return Outputs{{"y", y}};
+    };
+    return c;
+}
+
 // row_offset and batch_rows > rows: this process's share of a data-parallel batch.
 OpCase gather_case(vae_dtype dtype, vae_binarize binarize, int rows, int dim, int row_offset = 0, int batch_rows = 0) {
     const int global_rows = batch_rows ? batch_rows : rows, steps_per_epoch = 3;
@@ -1215,6 +1238,8 @@ const std::vector<OpCase> &cases() {
         t.push_back(activation_forward_case(VAE_ACTIVATION_GELU, 1200007));
         t.push_back(activation_backward_case(VAE_ACTIVATION_SOFTPLUS, 1200007, true));
         t.push_back(activation_backward_case(VAE_ACTIVATION_RELU, 2479, false, true));
+        for (int alias : {0, 1, 2}) t.push_back(add_scaled_case(2479, alias));
+        t.push_back(add_scaled_case(1200007, 0));
         for (vae_dtype d : {VAE_DTYPE_U8, VAE_DTYPE_F32})
             for (vae_binarize b : {VAE_BINARIZE_NONE, VAE_BINARIZE_STATIC, VAE_BINARIZE_DYNAMIC})
                 t.push_back(gather_case(d, b, 37, 101));
@@ -1396,7 +1421,7 @@ TEST(BackendOpsTable, NamesAreUniqueAndEveryOperationIsCovered) {
     for (const char *operation : {"fill", "copy", "linear_forward", "linear_backward", "conv2d_forward",
                                   "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
                                   "activation_forward",
-                                  "activation_backward", "gather", "reparam_kl_forward",
+                                  "activation_backward", "add_scaled", "gather", "reparam_kl_forward",
                                   "reparam_kl_backward", "gaussian_kl", "gaussian_log_ratio", "likelihood", "accumulate_loss", "importance_log_mean", "iwae_objective",
                                   "iwae_latent_backward", "sum_of_squares", "adam"}) {
         bool found = false;

@@ -598,6 +598,31 @@ TEST_P(CudaHostKernels, GaussianLogRatio) {
     }
 }
 
+TEST_P(CudaHostKernels, AddScaled) {
+    const float scale = -0.6180339f;
+    // A partial last block; y its own buffer, a itself, b itself.
+    for (size_t count : {(size_t)1000, (size_t)70001})
+        for (int alias : {0, 1, 2}) {
+            SCOPED_TRACE("count " + std::to_string(count) + ", alias " + std::to_string(alias));
+            const std::vector<float> a = uniform_values(count, -2, 2, 44), b = uniform_values(count, -2, 2, 45);
+            std::vector<float> cpu_a = a, cpu_b = b, cpu_y(count);
+            float *y = alias == 1 ? cpu_a.data() : alias == 2 ? cpu_b.data() : cpu_y.data();
+            ASSERT_EQ(vae_backend_add_scaled(cpu_, cpu_a.data(), cpu_b.data(), scale, y, count), VAE_OK);
+            const std::vector<float> expected(y, y + count);
+            compare(
+                [&] {
+                    DeviceBuffer<float> device_a(a), device_b(b), device_y(count);
+                    DeviceBuffer<float> &target = alias == 1 ? device_a : alias == 2 ? device_b : device_y;
+                    expect_cuda_success(vae_launch_add_scaled(device_a.data(), device_b.data(), scale, target.data(),
+                                                              count, nullptr),
+                                        "add_scaled");
+                    expect_guard(target, "y");
+                    return Outputs{output("y", target.values())};
+                },
+                {output("y", expected)}, 0.0); // the same bits as the CPU
+        }
+}
+
 TEST_P(CudaHostKernels, Likelihood) {
     const int rows = 13, samples = 2, dim = 300;
     const std::vector<float> x = uniform_values((size_t)rows * dim, 0, 1, 22);

@@ -210,6 +210,19 @@ TEST(Math, FreeBitsFloor) {
     EXPECT_FALSE(vae_below_free_bits(NAN, 1.0f));
 }
 
+TEST(Math, AddScaledRoundsOnce) {
+    // (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24: a product rounded to float first loses the 2^-24.
+    const float s = 1.0f + 0x1p-12f;
+    EXPECT_EQ(vae_add_scaled(-1.0f, s, s), 0x1p-11f + 0x1p-24f);
+    std::mt19937_64 rng(7);
+    std::normal_distribution<float> value(0.0f, 3.0f);
+    for (int trial = 0; trial < 1000; ++trial) {
+        const float a = value(rng), b = value(rng), scale = value(rng);
+        // The product of two floats is exact in double; its sum with a then rounds (almost always) as one rounding.
+        EXPECT_EQ(vae_add_scaled(a, b, scale), (float)((double)a + (double)scale * (double)b)) << trial;
+    }
+}
+
 TEST(Math, ReparameterisationAndItsGradient) {
     for (double logvar : {-30.0, -2.0, 0.0, 3.0, 30.0}) {
         double mu = 0.3, eps = -1.7;

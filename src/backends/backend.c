@@ -259,6 +259,24 @@ vae_status vae_backend_activation_backward(vae_backend *backend, vae_activation 
     return backend->ops->activation_backward(backend, (int)activation, pre, dpost, dpre, count);
 }
 
+/* Whether [x, x + count) and [y, y + count) share an element without being
+ * the same range: what an element-wise operation whose output may alias an
+ * input cannot take. Integers, as backend memory need not be host memory. */
+static int overlaps_partly(const float *x, const float *y, size_t count) {
+    const uintptr_t xs = (uintptr_t)x, ys = (uintptr_t)y, bytes = (uintptr_t)(count * sizeof(float));
+    return xs != ys && xs < ys + bytes && ys < xs + bytes;
+}
+
+vae_status vae_backend_add_scaled(vae_backend *backend, const float *a, const float *b, float scale, float *y,
+                                  size_t count) {
+    REQUIRE_BACKEND("add_scaled");
+    if (count == 0) return VAE_OK;
+    REQUIRE(a != NULL && b != NULL && y != NULL, "add_scaled", "NULL pointer (a, b or y)");
+    REQUIRE(!overlaps_partly(y, a, count) && !overlaps_partly(y, b, count), "add_scaled",
+            "y overlaps a or b without being the same pointer");
+    return backend->ops->add_scaled(backend, a, b, scale, y, count);
+}
+
 /* ------------------------------------------------------------------ batch, latent, likelihood */
 
 vae_status vae_backend_gather_batch(vae_backend *backend, const vae_row_segments *dataset, const int32_t *permutation, int dim,

@@ -96,6 +96,10 @@ typedef struct vae_backend_ops {
     /* dpre = dpost * act'(pre); dpre may alias dpost */
     vae_status (*activation_backward)(vae_backend *backend, int activation, const float *pre, const float *dpost,
                                       float *dpre, size_t count);
+    /* y[i] = a[i] + scale * b[i] (vae_add_scaled: one rounding, the same bits
+     * on every backend); y may be a or b itself, not a part of either. */
+    vae_status (*add_scaled)(vae_backend *backend, const float *a, const float *b, float scale, float *y,
+                             size_t count);
 
     /* x[rows, dim] = scaled (and binarised) dataset rows
      * permutation[vae_gather_slot(settings, counter.step % steps_per_epoch, rows, r)]
@@ -276,6 +280,9 @@ vae_status vae_backend_activation_forward(vae_backend *backend, vae_activation a
                                           float *post, size_t count);
 vae_status vae_backend_activation_backward(vae_backend *backend, vae_activation activation, const float *pre,
                                            const float *dpost, float *dpre, size_t count);
+/* y may be a or b (the same pointer), not overlap them otherwise. */
+vae_status vae_backend_add_scaled(vae_backend *backend, const float *a, const float *b, float scale, float *y,
+                                  size_t count);
 vae_status vae_backend_gather_batch(vae_backend *backend, const vae_row_segments *dataset, const int32_t *permutation, int dim,
                                     int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
                                     float *x);

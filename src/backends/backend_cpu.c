@@ -250,6 +250,28 @@ static vae_status cpu_activation_backward(vae_backend *backend, int activation, 
     return VAE_OK;
 }
 
+/* No restrict: y may be a or b itself (each element is read before it is written). */
+CPU_VECTOR_KERNEL
+static void add_scaled_range(const float *a, const float *b, float scale, float *y, size_t count) {
+    for (size_t i = 0; i < count; ++i) y[i] = vae_add_scaled(a[i], b[i], scale);
+}
+
+static vae_status cpu_add_scaled(vae_backend *backend, const float *a, const float *b, float scale, float *y,
+                                 size_t count) {
+    if (count <= CPU_PARALLEL_MIN) {
+        add_scaled_range(a, b, scale, y, count);
+        return VAE_OK;
+    }
+    size_t blocks = (count + CPU_PARALLEL_BLOCK - 1) / CPU_PARALLEL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t block = 0; block < blocks; ++block) {
+        size_t start = block * CPU_PARALLEL_BLOCK,
+               end = start + CPU_PARALLEL_BLOCK < count ? start + CPU_PARALLEL_BLOCK : count;
+        add_scaled_range(a + start, b + start, scale, y + start, end - start);
+    }
+    return VAE_OK;
+}
+
 /* The segment holding row: the last one whose first row is at or before it
  * (binary search; one segment is the common case). */
 static int segment_of_row(const vae_row_segments *dataset, int64_t row) {
@@ -721,6 +743,7 @@ static const vae_backend_ops cpu_ops = {
     .conv_transpose2d_backward = vae_cpu_conv_transpose2d_backward,
     .activation_forward = cpu_activation_forward,
     .activation_backward = cpu_activation_backward,
+    .add_scaled = cpu_add_scaled,
     .gather_batch = cpu_gather_batch,
     .reparam_kl_forward = cpu_reparam_kl_forward,
     .reparam_kl_backward = cpu_reparam_kl_backward,

@@ -355,6 +355,12 @@ static vae_status cuda_activation_backward(vae_backend *backend, int activation,
     return VAE_OK;
 }
 
+static vae_status cuda_add_scaled(vae_backend *backend, const float *a, const float *b, float scale, float *y,
+                                  size_t count) {
+    CUDA_CHECK(vae_launch_add_scaled(a, b, scale, y, count, as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
 /* ------------------------------------------------------------------ batch, latent, likelihood */
 
 static vae_status cuda_gather_batch(vae_backend *backend, const vae_row_segments *dataset,
@@ -505,6 +511,7 @@ static const vae_backend_ops cuda_ops = {
     .conv_transpose2d_backward = cuda_conv_transpose2d_backward,
     .activation_forward = cuda_activation_forward,
     .activation_backward = cuda_activation_backward,
+    .add_scaled = cuda_add_scaled,
     .gather_batch = cuda_gather_batch,
     .reparam_kl_forward = cuda_reparam_kl_forward,
     .reparam_kl_backward = cuda_reparam_kl_backward,
