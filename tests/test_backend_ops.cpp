@@ -571,13 +571,34 @@ double philox_normal(uint64_t seed, uint64_t step, uint32_t purpose, uint32_t ro
     return eps[column % 4];
 }
 
-OpCase reparam_kl_forward_case(int rows, int latent, int samples, float clamp, bool eps_override) {
+// The Philox row of call row b's sample l, written out from the layout the
+// settings describe: with rows_hold_samples S > 1 call row b is sample
+// b / (rows/S) of data row b % (rows/S); data row d of this process is global
+// row row_offset + d of a batch of batch_rows (0: the local batch).
+uint32_t noise_row(const vae_noise_settings &noise, int rows, int l, int b) {
+    long samples_in_rows = noise.rows_hold_samples > 1 ? noise.rows_hold_samples : 1;
+    long local = rows / samples_in_rows, sample = (long)l * samples_in_rows + b / local, data_row = b % local;
+    long global = noise.batch_rows ? (long)noise.batch_rows : local;
+    return (uint32_t)(sample * global + noise.row_offset + data_row);
+}
+
+// groups: the settings of a hierarchical model's deeper group (a column
+// offset that is not a multiple of 4, rows that hold 3 samples, a share of a
+// data-parallel batch); rows is then a multiple of 3 and samples 1.
+OpCase reparam_kl_forward_case(int rows, int latent, int samples, float clamp, bool eps_override,
+                               bool groups = false) {
     auto mu_logvar = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 71));
     auto eps = std::make_shared<std::vector<float>>(normal((size_t)samples * rows * latent, 72));
     const uint64_t step = 5;
-    const vae_noise_settings noise = {0x1234abcdull, VAE_RANDOM_EVAL_EPS, 4, 0, 0};
+    vae_noise_settings noise = {0x1234abcdull, VAE_RANDOM_EVAL_EPS, 4, 0, 0};
+    if (groups) {
+        noise.column_offset = 7;
+        noise.rows_hold_samples = 3;
+        noise.row_offset = 5;
+        noise.batch_rows = (uint32_t)(rows / 3) * 2 + 5;
+    }
     const size_t z_count = (size_t)samples * rows * latent;
-    OpCase c{shape(eps_override ? "reparam_kl_forward_eps" : "reparam_kl_forward",
+    OpCase c{shape(eps_override ? "reparam_kl_forward_eps" : groups ? "reparam_kl_forward_groups" : "reparam_kl_forward",
                    {{"rows", rows}, {"latent", latent}, {"samples", samples}, {"clamp", (long)(clamp * 10)}}),
              normalized(1e-5), normalized(1e-5), 1, nullptr, nullptr};
     c.prepare = [=](Arena &arena) {
@@ -602,7 +623,7 @@ OpCase reparam_kl_forward_case(int rows, int latent, int samples, float clamp, b
                     size_t z_row = (size_t)l * rows + b;
                     double e = eps_override ? (*eps)[z_row * latent + j]
                                             : philox_normal(noise.seed, step + noise.step_offset, noise.random_purpose,
-                                                            (uint32_t)z_row, j);
+                                                            noise_row(noise, rows, l, b), (int)noise.column_offset + j);
                     z[z_row * latent + j] = mu[j] + std::exp(0.5 * lv) * e;
                 }
             }
@@ -1249,6 +1270,8 @@ const std::vector<OpCase> &cases() {
         t.push_back(reparam_kl_forward_case(37, 13, 3, 2.5f, false));
         t.push_back(reparam_kl_forward_case(37, 13, 3, 0.0f, true));
         t.push_back(reparam_kl_forward_case(300, 300, 2, 0.0f, false));
+        t.push_back(reparam_kl_forward_case(111, 13, 1, 0.0f, false, true));
+        t.push_back(reparam_kl_forward_case(300, 300, 1, 0.0f, false, true));
         t.push_back(reparam_kl_backward_case(37, 13, 3, 0.0f));
         t.push_back(reparam_kl_backward_case(37, 13, 3, 2.5f));
         t.push_back(reparam_kl_backward_case(300, 300, 2, 0.0f));

@@ -623,6 +623,102 @@ TEST_P(CudaHostKernels, AddScaled) {
         }
 }
 
+// The noise layout of a hierarchical model's groups on the kernels: rows
+// that hold S samples (sample-major copies of the batch, drawn once each)
+// give bitwise the z of the batch with samples = S, also as two halves of a
+// data-parallel batch; a column offset gives the columns of a wider call.
+// And each call within tolerance of the CPU backend's.
+TEST_P(CudaHostKernels, ReparamNoiseLayoutOfLatentGroups) {
+    const int batch = 10, samples = 3, latent = 13, wide = 7 + latent + 2;
+    const float clamp = 4.0f;
+    vae_step_counter counter{};
+    counter.step = 4;
+    const std::vector<float> wide_mu_logvar = posterior(batch, wide, 46);
+    auto columns = [&](int offset) { // columns offset.. of wide_mu_logvar, as a latent-wide posterior
+        std::vector<float> narrow((size_t)batch * 2 * latent);
+        for (int b = 0; b < batch; ++b)
+            for (int j = 0; j < latent; ++j) {
+                narrow[(size_t)b * 2 * latent + j] = wide_mu_logvar[(size_t)b * 2 * wide + offset + j];
+                narrow[(size_t)b * 2 * latent + latent + j] = wide_mu_logvar[(size_t)b * 2 * wide + wide + offset + j];
+            }
+        return narrow;
+    };
+    // Data rows [first, first + count) of mu_logvar, copied `copies` times sample-major.
+    auto rows_of = [&](const std::vector<float> &mu_logvar, int first, int count, int copies) {
+        std::vector<float> out;
+        for (int s = 0; s < copies; ++s)
+            out.insert(out.end(), mu_logvar.begin() + (size_t)first * 2 * latent,
+                       mu_logvar.begin() + (size_t)(first + count) * 2 * latent);
+        return out;
+    };
+    // z of one launch on the host target.
+    auto host_z = [&](const std::vector<float> &mu_logvar, int rows, int columns_wide, int draws,
+                      const vae_noise_settings &noise) {
+        DeviceBuffer<float> device_mu_logvar(mu_logvar), device_z((size_t)draws * rows * columns_wide),
+            device_kl(rows);
+        DeviceBuffer<vae_step_counter> device_counter(std::vector<vae_step_counter>{counter});
+        expect_cuda_success(vae_launch_reparam_kl_forward(device_mu_logvar.data(), device_z.data(), device_kl.data(),
+                                                          rows, columns_wide, draws, noise, device_counter.data(),
+                                                          nullptr, clamp, nullptr),
+                            "reparam_kl_forward");
+        expect_guard(device_z, "z");
+        return device_z.values();
+    };
+    auto cpu_z = [&](const std::vector<float> &mu_logvar, int rows, int columns_wide, int draws,
+                     const vae_noise_settings &noise) {
+        std::vector<float> z((size_t)draws * rows * columns_wide), kl(rows);
+        EXPECT_EQ(vae_backend_reparam_kl_forward(cpu_, mu_logvar.data(), z.data(), kl.data(), rows, columns_wide,
+                                                 draws, &noise, &counter, nullptr, clamp),
+                  VAE_OK)
+            << vae_last_error();
+        return z;
+    };
+    vae_noise_settings plain{};
+    plain.seed = 77;
+    plain.random_purpose = VAE_RANDOM_EPS;
+    plain.step_offset = 1;
+
+    for (int offset : {0, 4, 7}) {
+        SCOPED_TRACE("column offset " + std::to_string(offset));
+        const std::vector<float> mu_logvar = columns(offset);
+        vae_noise_settings shifted = plain;
+        shifted.column_offset = (uint32_t)offset;
+        // The reference: the batch with samples = S, offset columns of the wide call.
+        vae_cuda_host::set_order(reference_order());
+        const std::vector<float> wide_z = host_z(wide_mu_logvar, batch, wide, samples, plain);
+        const std::vector<float> z = host_z(mu_logvar, batch, latent, samples, shifted);
+        for (size_t r = 0; r < (size_t)samples * batch; ++r)
+            for (int j = 0; j < latent; ++j)
+                ASSERT_EQ(z[r * latent + j], wide_z[r * wide + offset + j]) << "z row " << r << ", column " << j;
+        // S sample-major copies, drawn once each; and as two halves of a data-parallel batch.
+        vae_noise_settings held = shifted;
+        held.rows_hold_samples = samples;
+        const std::vector<float> copies = rows_of(mu_logvar, 0, batch, samples);
+        compare([&] { return Outputs{output("z", host_z(copies, samples * batch, latent, 1, held))}; },
+                {output("z", cpu_z(copies, samples * batch, latent, 1, held))}, 1e-5);
+        vae_cuda_host::set_order(reference_order());
+        EXPECT_EQ(host_z(copies, samples * batch, latent, 1, held), z) << "rows holding samples";
+        for (int half : {0, 1}) {
+            SCOPED_TRACE("half " + std::to_string(half));
+            const int share = batch / 2;
+            vae_noise_settings part = held;
+            part.batch_rows = batch;
+            part.row_offset = (uint32_t)(half * share);
+            const std::vector<float> part_rows = rows_of(mu_logvar, half * share, share, samples);
+            compare([&] { return Outputs{output("z", host_z(part_rows, samples * share, latent, 1, part))}; },
+                    {output("z", cpu_z(part_rows, samples * share, latent, 1, part))}, 1e-5);
+            vae_cuda_host::set_order(reference_order());
+            const std::vector<float> part_z = host_z(part_rows, samples * share, latent, 1, part);
+            for (int s = 0; s < samples; ++s)
+                for (int d = 0; d < share; ++d)
+                    for (int j = 0; j < latent; ++j)
+                        ASSERT_EQ(part_z[((size_t)s * share + d) * latent + j],
+                                  z[((size_t)s * batch + half * share + d) * latent + j])
+                            << "sample " << s << ", row " << d << ", column " << j;
+        }
+    }
+}
+
 TEST_P(CudaHostKernels, Likelihood) {
     const int rows = 13, samples = 2, dim = 300;
     const std::vector<float> x = uniform_values((size_t)rows * dim, 0, 1, 22);

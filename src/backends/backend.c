@@ -306,6 +306,10 @@ vae_status vae_backend_reparam_kl_forward(vae_backend *backend, const float *mu_
             "sizes must be positive (rows %d, latent %d, samples %d)", rows, latent, samples);
     REQUIRE(mu_logvar != NULL && z != NULL && kl != NULL && noise != NULL && counter != NULL, "reparam_kl_forward",
             "NULL pointer (mu_logvar, z, kl, noise or counter)");
+    REQUIRE(noise->rows_hold_samples <= 1 || (samples == 1 && (uint32_t)rows % noise->rows_hold_samples == 0),
+            "reparam_kl_forward",
+            "rows that hold %u samples need samples 1 (got %d) and rows a multiple of %u (got %d)",
+            noise->rows_hold_samples, samples, noise->rows_hold_samples, rows);
     return backend->ops->reparam_kl_forward(backend, mu_logvar, z, kl, rows, latent, samples, noise, counter,
                                             eps_override, logvar_clamp);
 }

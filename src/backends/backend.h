@@ -111,9 +111,12 @@ typedef struct vae_backend_ops {
     /* mu_logvar[rows, 2*latent] -> z[samples*rows, latent] (sample-major:
      * z row l*rows+b belongs to data row b), kl[rows]. eps comes from Philox
      * at subsequence (counter.step + step_offset, purpose,
-     * vae_noise_row_address(noise, rows, l, b)), column j (one process: l*rows+b);
-     * when eps_override (backend memory, [samples*rows, latent]) is not NULL
-     * it is used instead (tests). logvar_clamp > 0 clamps logvar first. */
+     * vae_noise_row_address(noise, rows, l, b)), column noise.column_offset
+     * + j (one process, no offsets: l*rows+b, column j; with
+     * noise.rows_hold_samples > 1 the rows are sample-major copies of the
+     * batch, samples is 1: kernels/vae_step_data.h); when eps_override
+     * (backend memory, [samples*rows, latent]) is not NULL it is used instead
+     * (tests). logvar_clamp > 0 clamps logvar first. */
     vae_status (*reparam_kl_forward)(vae_backend *backend, const float *mu_logvar, float *z, float *kl, int rows,
                                      int latent, int samples, const vae_noise_settings *noise,
                                      const vae_step_counter *counter, const float *eps_override,
@@ -286,7 +289,8 @@ vae_status vae_backend_add_scaled(vae_backend *backend, const float *a, const fl
 vae_status vae_backend_gather_batch(vae_backend *backend, const vae_row_segments *dataset, const int32_t *permutation, int dim,
                                     int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
                                     float *x);
-/* eps_override may be NULL (noise from Philox). */
+/* eps_override may be NULL (noise from Philox). noise.rows_hold_samples > 1
+ * needs samples 1 and rows a multiple of it. */
 vae_status vae_backend_reparam_kl_forward(vae_backend *backend, const float *mu_logvar, float *z, float *kl, int rows,
                                           int latent, int samples, const vae_noise_settings *noise,
                                           const vae_step_counter *counter, const float *eps_override,

@@ -350,17 +350,27 @@ static vae_status cpu_reparam_kl_forward(vae_backend *backend, const float *mu_l
         for (int l = 0; l < samples; ++l) {
             size_t z_row = (size_t)l * rows + (size_t)b;
             float *z_out = z + z_row * latent;
+            if (eps_override) {
+                for (int j = 0; j < latent; ++j)
+                    z_out[j] = vae_reparam_z(mu[j], vae_clamp_logvar(logvar[j], logvar_clamp),
+                                             eps_override[z_row * latent + j]);
+                continue;
+            }
             uint64_t subsequence =
                 vae_philox_subsequence(step, noise->random_purpose, vae_noise_row_address(noise, rows, l, b));
-            for (int j = 0; j < latent; j += 4) {
-                float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                if (eps_override) {
-                    for (int k = 0; k < 4 && j + k < latent; ++k) eps[k] = eps_override[z_row * latent + j + k];
-                } else {
-                    vae_normal4(noise->seed, subsequence, (uint64_t)j, eps);
+            /* Column j draws at Philox column first + j; a block gives four
+             * columns from a multiple of 4, so with an offset that is not one
+             * the first and last blocks are partly used. */
+            const uint64_t first = noise->column_offset, end = first + (uint64_t)latent;
+            for (uint64_t block = first & ~(uint64_t)3; block < end; block += 4) {
+                float eps[4];
+                vae_normal4(noise->seed, subsequence, block, eps);
+                for (int k = 0; k < 4; ++k) {
+                    const uint64_t column = block + (uint64_t)k;
+                    if (column < first || column >= end) continue;
+                    const size_t j = (size_t)(column - first);
+                    z_out[j] = vae_reparam_z(mu[j], vae_clamp_logvar(logvar[j], logvar_clamp), eps[k]);
                 }
-                for (int k = 0; k < 4 && j + k < latent; ++k)
-                    z_out[j + k] = vae_reparam_z(mu[j + k], vae_clamp_logvar(logvar[j + k], logvar_clamp), eps[k]);
             }
         }
     }
