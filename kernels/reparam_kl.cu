@@ -2,7 +2,8 @@
  *
  * Forward: z[l*rows+b, j] = mu[b,j] + exp(0.5*logvar[b,j]) * eps with eps
  * from cuRAND's Philox bijection at (seed, subsequence(step+step_offset,
- * purpose, l*rows+b), column j) (vae_curand_philox.h): no state in memory,
+ * purpose, vae_noise_row_address(l, b)), column column_offset + j)
+ * (vae_curand_philox.h): no state in memory,
  * so the draw depends only on its address and the step read from device
  * memory (graph-replayable, equal to the CPU's vae_normal4 to float ulps).
  * kl[b] = sum_j vae_kl_term, one block per row, fixed-order tree.
@@ -16,17 +17,26 @@
 #include "vae_curand_philox.h"
 #include "vae_cuda_common.cuh"
 
-/* One thread per (z row, group of 4 latent columns). */
+/* The Philox blocks (4 columns each, from a multiple of 4) that a row's
+ * columns column_offset .. column_offset + latent - 1 draw from. */
+VAE_HD size_t philox_blocks_per_row(uint32_t column_offset, int latent) {
+    return (size_t)(((uint64_t)column_offset + (uint64_t)latent - 1) / 4 - (uint64_t)column_offset / 4 + 1);
+}
+
+/* One thread per (z row, Philox block of 4 columns): with a column offset
+ * that is not a multiple of 4 the row's first and last blocks are partly
+ * used, so every column draws what it would in a wider call. */
 __global__ void reparam_forward_kernel(const float *mu_logvar, float *z, int rows, int latent, int samples,
                                        vae_noise_settings noise, const vae_step_counter *counter,
                                        const float *eps_override, float logvar_clamp) {
-    const int groups_per_row = (latent + 3) / 4;
-    const size_t total = (size_t)samples * (size_t)rows * (size_t)groups_per_row;
+    const size_t blocks_per_row = philox_blocks_per_row(noise.column_offset, latent);
+    const size_t total = (size_t)samples * (size_t)rows * blocks_per_row;
     const uint64_t step = counter->step + noise.step_offset;
+    const uint64_t first = noise.column_offset, end = first + (uint64_t)latent;
     for (size_t item = (size_t)blockIdx.x * blockDim.x + threadIdx.x; item < total;
          item += (size_t)gridDim.x * blockDim.x) {
-        const int z_row = (int)(item / (size_t)groups_per_row); /* = l*rows + b */
-        const int column0 = (int)(item % (size_t)groups_per_row) * 4;
+        const int z_row = (int)(item / blocks_per_row); /* = l*rows + b */
+        const uint64_t block = (first & ~(uint64_t)3) + (uint64_t)(item % blocks_per_row) * 4;
         const int data_row = z_row % rows;
 
         float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -34,12 +44,14 @@ __global__ void reparam_forward_kernel(const float *mu_logvar, float *z, int row
             vae_curand_normal4(noise.seed,
                                vae_philox_subsequence(step, noise.random_purpose,
                                                       vae_noise_row_address(&noise, rows, z_row / rows, data_row)),
-                               (uint64_t)column0, eps);
+                               block, eps);
         const float *mu = mu_logvar + (size_t)data_row * 2 * latent;
         const float *logvar = mu + latent;
         for (int k = 0; k < 4; ++k) {
-            const int column = column0 + k;
-            if (column >= latent) break;
+            const uint64_t philox_column = block + (uint64_t)k;
+            if (philox_column < first) continue;
+            if (philox_column >= end) break;
+            const int column = (int)(philox_column - first);
             const size_t index = (size_t)z_row * latent + column;
             const float e = eps_override != NULL ? eps_override[index] : eps[k];
             z[index] = vae_reparam_z(mu[column], vae_clamp_logvar(logvar[column], logvar_clamp), e);
@@ -95,8 +107,8 @@ VAE_LAUNCHER cudaError_t vae_launch_reparam_kl_forward(const float *mu_logvar, f
                                                        int latent, int samples, vae_noise_settings noise,
                                                        const vae_step_counter *counter, const float *eps_override,
                                                        float logvar_clamp, cudaStream_t stream) {
-    size_t total = (size_t)samples * (size_t)rows * (size_t)((latent + 3) / 4);
-    if (total == 0) return cudaSuccess;
+    if (samples <= 0 || rows <= 0 || latent <= 0) return cudaSuccess;
+    size_t total = (size_t)samples * (size_t)rows * philox_blocks_per_row(noise.column_offset, latent);
     VAE_LAUNCH(reparam_forward_kernel, vae_grid_for(total), VAE_BLOCK, 0, stream)(
         mu_logvar, z, rows, latent, samples, noise, counter, eps_override, logvar_clamp);
     cudaError_t status = cudaGetLastError();

@@ -58,6 +58,11 @@ cudaError_t vae_launch_activation_forward(int activation, const float *pre, floa
 cudaError_t vae_launch_activation_backward(int activation, const float *pre, const float *dpost, float *dpre,
                                            size_t count, cudaStream_t stream);
 
+/* ---- add_scaled.cu ---- */
+/* y[i] = vae_add_scaled(a[i], b[i], scale); y may be a or b. */
+cudaError_t vae_launch_add_scaled(const float *a, const float *b, float scale, float *y, size_t count,
+                                  cudaStream_t stream);
+
 /* ---- bfloat16.cu ---- */
 /* destination[lines * line_length] (packed) = the bfloat16 bits
  * (vae_bfloat16_bits) of source's lines, line l at source + l * stride: a
@@ -99,7 +104,10 @@ cudaError_t vae_launch_reparam_kl_backward(const float *mu_logvar, const float *
 /* ---- gaussian_kl.cu ---- */
 cudaError_t vae_launch_gaussian_kl(const float *q, const float *p, float *kl, float *dq, float *dp, int rows,
                                    int latent, float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
-                                   float logvar_clamp, cudaStream_t stream);
+                                   float logvar_clamp, float free_bits, cudaStream_t stream);
+/* out[rows] = (or +=, accumulate != 0) sum_j vae_gaussian_log_ratio_term. */
+cudaError_t vae_launch_gaussian_log_ratio(const float *z, const float *q, const float *p, float *out, int rows,
+                                          int latent, float logvar_clamp, int accumulate, cudaStream_t stream);
 
 /* ---- likelihood.cu ---- */
 cudaError_t vae_launch_likelihood(int likelihood, const float *x, float *out, float *logp, int rows, int samples,

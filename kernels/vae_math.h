@@ -204,6 +204,20 @@ VAE_HD vae_gaussian_kl_gradient vae_gaussian_kl_grad(float q_mu, float q_logvar,
     return g;
 }
 
+/* Free bits (a floor on a group's KL per row, loss max(KL, free_bits)): a
+ * row whose KL is below the floor gets no KL gradient. free_bits <= 0: off.
+ * A NaN KL is not below: its gradient goes on, and the non-finite check
+ * sees it. */
+VAE_HD int vae_below_free_bits(float kl, float free_bits) { return free_bits > 0.0f && kl < free_bits; }
+
+/* log N(z; p_mu, exp(p_lv)) - log N(z; q_mu, exp(q_lv)) for one dimension:
+ * a group's part of log p(z_g | z_>g) - log q(z_g | x, z_>g) in the
+ * hierarchical model's importance weight. The log 2pi terms cancel. */
+VAE_HD float vae_gaussian_log_ratio_term(float z, float q_mu, float q_logvar, float p_mu, float p_logvar) {
+    const float dq = z - q_mu, dp = z - p_mu;
+    return 0.5f * (q_logvar - p_logvar) + 0.5f * (dq * dq * expf(-q_logvar) - dp * dp * expf(-p_logvar));
+}
+
 /* Optional guard (train.logvar_clamp > 0): the encoder's logvar is clamped to
  * [-clamp, clamp] before use; a value strictly outside does not move the
  * loss, so its gradient is zero. Off (0) by default: it changes the math. */
@@ -229,6 +243,11 @@ VAE_HD float vae_log_prior_minus_log_posterior(float z, float mu, float logvar) 
     float diff = z - mu;
     return -0.5f * z * z + 0.5f * (logvar + diff * diff * expf(-logvar));
 }
+
+/* a + scale * b, rounded once: an explicit fused multiply-add on the host and
+ * on the device alike, so that the CPU backend and the kernels give the same
+ * bits whatever each compiler would contract a * b + c into. */
+VAE_HD float vae_add_scaled(float a, float b, float scale) { return fmaf(scale, b, a); }
 
 /* ---- schedules, read from the step counter so a graph can replay them ---- */
 

@@ -47,14 +47,35 @@ typedef struct vae_noise_settings {
      * vae_noise_row_address. */
     uint32_t row_offset;
     uint32_t batch_rows;
+    /* Added to the Philox column of every draw: latent column j draws at
+     * column column_offset + j, so that the latent groups of a hierarchical
+     * model, each its own call, draw different noise (a group at offset c
+     * gets what columns c.. of one wider call would). Any value. */
+    uint32_t column_offset;
+    /* > 1: the call's rows are this many sample-major copies of the local
+     * batch (call row r is sample r / (rows / rows_hold_samples) of local
+     * data row r % (rows / rows_hold_samples)), each drawn once (the call's
+     * samples is 1): a deeper group's posterior, computed per sample of the
+     * group above. Each row then draws what a call with rows /
+     * rows_hold_samples rows and samples = rows_hold_samples would draw for
+     * it (vae_noise_row_address). 0 or 1: the rows are data rows. */
+    uint32_t rows_hold_samples;
 } vae_noise_settings;
 
 /* The Philox row address of sample l of local data row b: l * B + (offset
  * + b) with B the global batch, so the noise a global row sees does not
- * depend on how many processes share the batch. */
+ * depend on how many processes share the batch. rows is the call's rows;
+ * with rows_hold_samples = S > 1 call row b is sample b / (rows / S) of data
+ * row b % (rows / S) (and l is 0). */
 VAE_HD uint32_t vae_noise_row_address(const vae_noise_settings *noise, int rows, int l, int b) {
-    uint32_t global_rows = noise->batch_rows ? noise->batch_rows : (uint32_t)rows;
-    return (uint32_t)l * global_rows + noise->row_offset + (uint32_t)b;
+    uint32_t sample = (uint32_t)l, data_row = (uint32_t)b, local_rows = (uint32_t)rows;
+    if (noise->rows_hold_samples > 1) {
+        local_rows = (uint32_t)rows / noise->rows_hold_samples;
+        sample = (uint32_t)l * noise->rows_hold_samples + (uint32_t)b / local_rows;
+        data_row = (uint32_t)b % local_rows;
+    }
+    uint32_t global_rows = noise->batch_rows ? noise->batch_rows : local_rows;
+    return sample * global_rows + noise->row_offset + data_row;
 }
 
 /* The permutation slot and the noise row of local batch row r. */

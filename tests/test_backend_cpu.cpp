@@ -100,6 +100,20 @@ TEST_F(CpuBackend, WrappersRefuseBadArgumentsNamingTheOperation) {
     vae_noise_settings noise = {1, VAE_RANDOM_EPS, 0};
     refused(vae_backend_reparam_kl_forward(backend_, f, f, f, 2, -1, 1, &noise, &counter, nullptr, 0.0f), "latent -1");
     refused(vae_backend_reparam_kl_backward(backend_, f, f, f, f, 2, 2, 1, 1.0f, 0, nullptr, 0.0f), "NULL pointer");
+    vae_noise_settings held = noise;
+    held.rows_hold_samples = 2;
+    refused(vae_backend_reparam_kl_forward(backend_, f, f, f, 4, 2, 2, &held, &counter, nullptr, 0.0f),
+            "need samples 1 (got 2)");
+    refused(vae_backend_reparam_kl_forward(backend_, f, f, f, 3, 2, 1, &held, &counter, nullptr, 0.0f),
+            "rows a multiple of 2 (got 3)");
+    refused(vae_backend_gaussian_kl(backend_, f, f, f, f, f, 2, 2, 1.0f, 0, &counter, 0.0f, NAN), "free_bits is NaN");
+    refused(vae_backend_gaussian_kl(backend_, f, f, f, f, nullptr, 2, 2, 1.0f, 0, &counter, 0.0f, 0.0f),
+            "dq and dp must be both NULL or both given");
+    refused(vae_backend_gaussian_log_ratio(backend_, f, f, nullptr, f, 2, 2, 0.0f, 0), "gaussian_log_ratio");
+    refused(vae_backend_gaussian_log_ratio(backend_, f, f, f, f, 0, 2, 0.0f, 0), "rows 0");
+    refused(vae_backend_add_scaled(backend_, f, nullptr, 1.0f, f, 4), "add_scaled");
+    refused(vae_backend_add_scaled(backend_, f, f + 8, 1.0f, f + 1, 4), "y overlaps a or b");
+    refused(vae_backend_add_scaled(backend_, f + 8, f, 1.0f, f + 3, 4), "y overlaps a or b");
     refused(vae_backend_accumulate_loss(backend_, f, f, 0, 1, 1.0f, 0, &counter, (double *)f), "rows 0");
     refused(vae_backend_importance_log_mean(backend_, f, f, f, nullptr, 2, 2, 2, 0.0f), "importance_log_mean");
     refused(vae_backend_sum_of_squares(backend_, nullptr, 4, f), "sum_of_squares");
@@ -138,6 +152,114 @@ TEST_F(CpuBackend, WrappersRefuseBadArgumentsNamingTheOperation) {
     EXPECT_EQ(vae_backend_fill(backend_, nullptr, 1.0f, 0), VAE_OK);
     EXPECT_EQ(vae_backend_copy(backend_, nullptr, nullptr, 0), VAE_OK);
     EXPECT_EQ(vae_backend_activation_forward(backend_, VAE_ACTIVATION_RELU, nullptr, nullptr, 0), VAE_OK);
+}
+
+TEST_F(CpuBackend, AddScaledIsOneFusedMultiplyAddAndMayWorkInPlace) {
+    // 1 + 2^-11 + 2^-24 needs one rounding: a product rounded first loses the 2^-24.
+    const float a[3] = {-1.0f, 0.5f, 3.0f}, b[3] = {1.0f + 0x1p-12f, -2.0f, 0.25f};
+    const float scale = 1.0f + 0x1p-12f;
+    float y[3], in_a[3] = {a[0], a[1], a[2]}, in_b[3] = {b[0], b[1], b[2]};
+    ASSERT_EQ(vae_backend_add_scaled(backend_, a, b, scale, y, 3), VAE_OK);
+    EXPECT_EQ(y[0], 0x1p-11f + 0x1p-24f);
+    for (int i = 1; i < 3; ++i) EXPECT_EQ(y[i], (float)((double)a[i] + (double)scale * b[i])) << i;
+    ASSERT_EQ(vae_backend_add_scaled(backend_, in_a, b, scale, in_a, 3), VAE_OK);
+    ASSERT_EQ(vae_backend_add_scaled(backend_, a, in_b, scale, in_b, 3), VAE_OK);
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(in_a[i], y[i]) << i;
+        EXPECT_EQ(in_b[i], y[i]) << i;
+    }
+}
+
+// The noise layout of a hierarchical model's deeper groups: rows that hold
+// S sample-major copies of the batch (each drawn once) give bitwise the z of
+// the batch with samples = S, whole or as the shares of a data-parallel
+// batch; a column offset c gives the draws of columns c.. of a wider call,
+// for offsets that are and are not multiples of Philox's 4-column blocks.
+class CpuNoiseLayout : public CpuBackend {
+  protected:
+    std::vector<float> posterior(int rows, int latent, uint64_t seed) {
+        std::vector<float> mu_logvar = vae_test::random_normal((size_t)rows * 2 * latent, seed);
+        for (int b = 0; b < rows; ++b)
+            for (int j = 0; j < latent; ++j) mu_logvar[(size_t)b * 2 * latent + latent + j] *= 1.5f;
+        return mu_logvar;
+    }
+    std::vector<float> z_of(const std::vector<float> &mu_logvar, int rows, int latent, int samples,
+                            const vae_noise_settings &noise) {
+        std::vector<float> z((size_t)samples * rows * latent), kl(rows);
+        vae_step_counter counter = {6, 0, 0};
+        EXPECT_EQ(vae_backend_reparam_kl_forward(backend_, mu_logvar.data(), z.data(), kl.data(), rows, latent,
+                                                 samples, &noise, &counter, nullptr, 0.0f),
+                  VAE_OK)
+            << vae_last_error();
+        return z;
+    }
+    // Data rows [first, first + count) of mu_logvar ([*, 2*latent]), `copies` times, sample-major.
+    static std::vector<float> copies_of(const std::vector<float> &mu_logvar, int latent, int first, int count,
+                                        int copies) {
+        std::vector<float> out;
+        for (int s = 0; s < copies; ++s)
+            out.insert(out.end(), mu_logvar.begin() + (size_t)first * 2 * latent,
+                       mu_logvar.begin() + (size_t)(first + count) * 2 * latent);
+        return out;
+    }
+    vae_noise_settings noise_ = {0xfeedull, VAE_RANDOM_EPS, 3, 0, 0};
+};
+
+TEST_F(CpuNoiseLayout, RowsHoldingSamplesDrawWhatTheSamplesWould) {
+    const int batch = 8, samples = 3, latent = 13;
+    const std::vector<float> mu_logvar = posterior(batch, latent, 201);
+    const std::vector<float> by_samples = z_of(mu_logvar, batch, latent, samples, noise_);
+    vae_noise_settings held = noise_;
+    held.rows_hold_samples = samples;
+    EXPECT_EQ(z_of(copies_of(mu_logvar, latent, 0, batch, samples), samples * batch, latent, 1, held), by_samples);
+    // Two shares of a data-parallel batch of 8 (4 rows each) and the whole,
+    // samples or held rows alike.
+    for (int share_rows : {4, 3}) {
+        for (int first = 0; first < batch; first += share_rows) {
+            const int count = std::min(share_rows, batch - first);
+            SCOPED_TRACE("share of " + std::to_string(count) + " rows from " + std::to_string(first));
+            vae_noise_settings share = held;
+            share.batch_rows = batch;
+            share.row_offset = (uint32_t)first;
+            const std::vector<float> z =
+                z_of(copies_of(mu_logvar, latent, first, count, samples), samples * count, latent, 1, share);
+            for (int s = 0; s < samples; ++s)
+                for (int d = 0; d < count; ++d)
+                    for (int j = 0; j < latent; ++j)
+                        ASSERT_EQ(z[((size_t)s * count + d) * latent + j],
+                                  by_samples[((size_t)s * batch + first + d) * latent + j])
+                            << "sample " << s << ", row " << d << ", column " << j;
+        }
+    }
+    // rows_hold_samples 1 is the plain layout.
+    held.rows_hold_samples = 1;
+    EXPECT_EQ(z_of(mu_logvar, batch, latent, samples, held), by_samples);
+}
+
+TEST_F(CpuNoiseLayout, ColumnOffsetDrawsTheColumnsOfAWiderCall) {
+    const int rows = 5, samples = 2, latent = 13, wide = 9 + latent + 3;
+    const std::vector<float> wide_mu_logvar = posterior(rows, wide, 202);
+    const std::vector<float> wide_z = z_of(wide_mu_logvar, rows, wide, samples, noise_);
+    for (int offset : {0, 1, 2, 3, 4, 5, 8, 9}) {
+        SCOPED_TRACE("column offset " + std::to_string(offset));
+        std::vector<float> mu_logvar((size_t)rows * 2 * latent);
+        for (int b = 0; b < rows; ++b)
+            for (int j = 0; j < latent; ++j) {
+                mu_logvar[(size_t)b * 2 * latent + j] = wide_mu_logvar[(size_t)b * 2 * wide + offset + j];
+                mu_logvar[(size_t)b * 2 * latent + latent + j] = wide_mu_logvar[(size_t)b * 2 * wide + wide + offset + j];
+            }
+        vae_noise_settings shifted = noise_;
+        shifted.column_offset = (uint32_t)offset;
+        const std::vector<float> z = z_of(mu_logvar, rows, latent, samples, shifted);
+        for (size_t r = 0; r < (size_t)samples * rows; ++r)
+            for (int j = 0; j < latent; ++j)
+                ASSERT_EQ(z[r * latent + j], wide_z[r * wide + offset + j]) << "z row " << r << ", column " << j;
+    }
+    // Groups side by side draw different noise: the same posterior at offset 0 and at offset `wide`.
+    std::vector<float> narrow = copies_of(wide_mu_logvar, wide, 0, rows, 1);
+    vae_noise_settings next = noise_;
+    next.column_offset = (uint32_t)wide;
+    EXPECT_NE(z_of(narrow, rows, wide, samples, noise_), z_of(narrow, rows, wide, samples, next));
 }
 
 TEST_F(CpuBackend, GatherScalesAndFollowsThePermutation) {

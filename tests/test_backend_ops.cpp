@@ -477,6 +477,29 @@ OpCase activation_backward_case(vae_activation activation, size_t count, bool in
     return c;
 }
 
+// alias: 0 y is its own buffer, 1 y is a, 2 y is b. The same bits on every
+// backend (vae_add_scaled is one fused multiply-add everywhere).
+OpCase add_scaled_case(size_t count, int alias) {
+    static const char *aliases[] = {"add_scaled", "add_scaled_into_a", "add_scaled_into_b"};
+    auto a = std::make_shared<std::vector<float>>(normal(count, 61));
+    auto b = std::make_shared<std::vector<float>>(normal(count, 62));
+    const float scale = -0.6180339f;
+    OpCase c{shape(aliases[alias], {{"n", (long)count}}), normalized(1e-7), normalized(0), 1, nullptr, nullptr};
+    c.prepare = [=](Arena &arena) {
+        float *as = arena.upload(*a), *bs = arena.upload(*b);
+        float *y = alias == 1 ? as : alias == 2 ? bs : arena.floats(count);
+        // Aliased, a repeated launch (timing) adds again: fine for timing, one launch for parity.
+        return Prepared{[=, &arena] { check(vae_backend_add_scaled(arena.backend(), as, bs, scale, y, count), "add_scaled"); },
+                        [=, &arena] { return Outputs{{"y", arena.download(y, count)}}; }};
+    };
+    c.reference = [=] {
+        Values y(count);
+        for (size_t i = 0; i < count; ++i) y[i] = (double)(*a)[i] + (double)scale * (*b)[i];
+        return Outputs{{"y", y}};
+    };
+    return c;
+}
+
 // row_offset and batch_rows > rows: this process's share of a data-parallel batch.
 OpCase gather_case(vae_dtype dtype, vae_binarize binarize, int rows, int dim, int row_offset = 0, int batch_rows = 0) {
     const int global_rows = batch_rows ? batch_rows : rows, steps_per_epoch = 3;
@@ -548,13 +571,34 @@ double philox_normal(uint64_t seed, uint64_t step, uint32_t purpose, uint32_t ro
     return eps[column % 4];
 }
 
-OpCase reparam_kl_forward_case(int rows, int latent, int samples, float clamp, bool eps_override) {
+// The Philox row of call row b's sample l, written out from the layout the
+// settings describe: with rows_hold_samples S > 1 call row b is sample
+// b / (rows/S) of data row b % (rows/S); data row d of this process is global
+// row row_offset + d of a batch of batch_rows (0: the local batch).
+uint32_t noise_row(const vae_noise_settings &noise, int rows, int l, int b) {
+    long samples_in_rows = noise.rows_hold_samples > 1 ? noise.rows_hold_samples : 1;
+    long local = rows / samples_in_rows, sample = (long)l * samples_in_rows + b / local, data_row = b % local;
+    long global = noise.batch_rows ? (long)noise.batch_rows : local;
+    return (uint32_t)(sample * global + noise.row_offset + data_row);
+}
+
+// groups: the settings of a hierarchical model's deeper group (a column
+// offset that is not a multiple of 4, rows that hold 3 samples, a share of a
+// data-parallel batch); rows is then a multiple of 3 and samples 1.
+OpCase reparam_kl_forward_case(int rows, int latent, int samples, float clamp, bool eps_override,
+                               bool groups = false) {
     auto mu_logvar = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 71));
     auto eps = std::make_shared<std::vector<float>>(normal((size_t)samples * rows * latent, 72));
     const uint64_t step = 5;
-    const vae_noise_settings noise = {0x1234abcdull, VAE_RANDOM_EVAL_EPS, 4, 0, 0};
+    vae_noise_settings noise = {0x1234abcdull, VAE_RANDOM_EVAL_EPS, 4, 0, 0};
+    if (groups) {
+        noise.column_offset = 7;
+        noise.rows_hold_samples = 3;
+        noise.row_offset = 5;
+        noise.batch_rows = (uint32_t)(rows / 3) * 2 + 5;
+    }
     const size_t z_count = (size_t)samples * rows * latent;
-    OpCase c{shape(eps_override ? "reparam_kl_forward_eps" : "reparam_kl_forward",
+    OpCase c{shape(eps_override ? "reparam_kl_forward_eps" : groups ? "reparam_kl_forward_groups" : "reparam_kl_forward",
                    {{"rows", rows}, {"latent", latent}, {"samples", samples}, {"clamp", (long)(clamp * 10)}}),
              normalized(1e-5), normalized(1e-5), 1, nullptr, nullptr};
     c.prepare = [=](Arena &arena) {
@@ -579,7 +623,7 @@ OpCase reparam_kl_forward_case(int rows, int latent, int samples, float clamp, b
                     size_t z_row = (size_t)l * rows + b;
                     double e = eps_override ? (*eps)[z_row * latent + j]
                                             : philox_normal(noise.seed, step + noise.step_offset, noise.random_purpose,
-                                                            (uint32_t)z_row, j);
+                                                            noise_row(noise, rows, l, b), (int)noise.column_offset + j);
                     z[z_row * latent + j] = mu[j] + std::exp(0.5 * lv) * e;
                 }
             }
@@ -635,15 +679,38 @@ OpCase reparam_kl_backward_case(int rows, int latent, int samples, float clamp) 
 // textbook form 0.5 (log s_p^2 / s_q^2 + (s_q^2 + d^2) / s_p^2 - 1) in double
 // and its derivatives written from it; the gradients are added to values
 // already in dq and dp.
-OpCase gaussian_kl_case(int rows, int latent, float clamp, bool with_gradient) {
+double textbook_gaussian_kl_row(const std::vector<float> &q, const std::vector<float> &p, int b, int latent,
+                                double clamp) {
+    double kl = 0;
+    for (int j = 0; j < latent; ++j) {
+        const size_t mu = (size_t)b * 2 * latent + j, logvar = mu + latent;
+        const double q_var = std::exp(clamp_logvar(q[logvar], clamp)), p_var = std::exp(clamp_logvar(p[logvar], clamp));
+        const double d = (double)q[mu] - p[mu];
+        kl += 0.5 * (std::log(p_var / q_var) + (q_var + d * d) / p_var - 1.0);
+    }
+    return kl;
+}
+
+// Free bits halfway between the two middle rows' KLs: about half the rows
+// below (no gradient), half above, none within float rounding of the floor.
+float free_bits_between_rows(const std::vector<float> &q, const std::vector<float> &p, int rows, int latent,
+                             double clamp) {
+    std::vector<double> kls;
+    for (int b = 0; b < rows; ++b) kls.push_back(textbook_gaussian_kl_row(q, p, b, latent, clamp));
+    std::sort(kls.begin(), kls.end());
+    return (float)(0.5 * (kls[rows / 2 - 1] + kls[rows / 2]));
+}
+
+OpCase gaussian_kl_case(int rows, int latent, float clamp, bool with_gradient, bool with_free_bits = false) {
     auto q = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 91));
     auto p = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 93));
     auto dq_start = std::make_shared<std::vector<float>>(normal((size_t)rows * 2 * latent, 95));
     auto dp_start = std::make_shared<std::vector<float>>(normal((size_t)rows * 2 * latent, 96));
     const uint64_t step = 3, warmup = 10;
     const float beta = 0.7f;
+    const float free_bits = with_free_bits ? free_bits_between_rows(*q, *p, rows, latent, clamp) : 0.0f;
     const size_t count = (size_t)rows * 2 * latent;
-    OpCase c{shape(with_gradient ? "gaussian_kl_backward" : "gaussian_kl",
+    OpCase c{shape(std::string(with_gradient ? "gaussian_kl_backward" : "gaussian_kl") + (with_free_bits ? "_freebits" : ""),
                    {{"rows", rows}, {"latent", latent}, {"clamp", (long)(clamp * 10)}}),
              normalized(1e-5), normalized(1e-5), 1, nullptr, nullptr};
     c.prepare = [=](Arena &arena) {
@@ -654,7 +721,7 @@ OpCase gaussian_kl_case(int rows, int latent, float clamp, bool with_gradient) {
         float *kl = arena.floats(rows);
         return Prepared{[=, &arena] {
                             check(vae_backend_gaussian_kl(arena.backend(), qs, ps, kl, dq, dp, rows, latent, beta, warmup,
-                                                          counter, clamp),
+                                                          counter, clamp, free_bits),
                                   "gaussian_kl");
                         },
                         [=, &arena] {
@@ -669,25 +736,81 @@ OpCase gaussian_kl_case(int rows, int latent, float clamp, bool with_gradient) {
     c.reference = [=] {
         Values kl(rows, 0.0), dq(dq_start->begin(), dq_start->end()), dp(dp_start->begin(), dp_start->end());
         const double kl_scale = beta_at(step, beta, warmup) / rows;
-        for (int b = 0; b < rows; ++b)
+        int below = 0, above = 0;
+        for (int b = 0; b < rows; ++b) {
+            kl[b] = textbook_gaussian_kl_row(*q, *p, b, latent, clamp);
+            if (free_bits > 0) {
+                // No row so near the floor that float sums could fall on the other side.
+                EXPECT_GT(std::fabs(kl[b] - free_bits), 1e-4 * free_bits) << "row " << b;
+                if (kl[b] < free_bits) {
+                    ++below;
+                    continue;  // the floor is a constant: no gradient
+                }
+                ++above;
+            }
             for (int j = 0; j < latent; ++j) {
                 const size_t mu = (size_t)b * 2 * latent + j, logvar = mu + latent;
                 const double q_var = std::exp(clamp_logvar((*q)[logvar], clamp));
                 const double p_var = std::exp(clamp_logvar((*p)[logvar], clamp));
                 const double d = (double)(*q)[mu] - (*p)[mu];
-                kl[b] += 0.5 * (std::log(p_var / q_var) + (q_var + d * d) / p_var - 1.0);
                 dq[mu] += kl_scale * d / p_var;
                 dp[mu] -= kl_scale * d / p_var;
                 if (!(clamp > 0 && std::fabs((*q)[logvar]) > clamp)) dq[logvar] += kl_scale * 0.5 * (q_var / p_var - 1.0);
                 if (!(clamp > 0 && std::fabs((*p)[logvar]) > clamp))
                     dp[logvar] += kl_scale * 0.5 * (1.0 - (q_var + d * d) / p_var);
             }
+        }
+        if (free_bits > 0) {
+            EXPECT_GT(below, 0) << "free bits: no row below the floor";
+            EXPECT_GT(above, 0) << "free bits: no row above the floor";
+        }
         Outputs outputs{{"kl", kl}};
         if (with_gradient) {
             outputs.push_back({"dq", dq});
             outputs.push_back({"dp", dp});
         }
         return outputs;
+    };
+    return c;
+}
+
+// log p(z) - log q(z) per row, against the textbook log densities in double;
+// accumulate: added to values already in out.
+double log_normal_density(double x, double mean, double logvar) {
+    return -0.5 * (std::log(2 * M_PI) + logvar + (x - mean) * (x - mean) / std::exp(logvar));
+}
+
+OpCase gaussian_log_ratio_case(int rows, int latent, float clamp, bool accumulate) {
+    auto z = std::make_shared<std::vector<float>>(normal((size_t)rows * latent, 101, 1.5f));
+    auto q = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 102));
+    auto p = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 104));
+    auto out_start = std::make_shared<std::vector<float>>(normal(rows, 106, 30.0f));
+    OpCase c{shape(accumulate ? "gaussian_log_ratio_accumulate" : "gaussian_log_ratio",
+                   {{"rows", rows}, {"latent", latent}, {"clamp", (long)(clamp * 10)}}),
+             normalized(1e-5), normalized(1e-5), 1, nullptr, nullptr};
+    c.prepare = [=](Arena &arena) {
+        const float *zs = arena.upload(*z), *qs = arena.upload(*q), *ps = arena.upload(*p);
+        float *out = accumulate ? arena.upload(*out_start) : arena.floats(rows);
+        // Accumulating, a repeated launch (timing) adds again: fine for timing, one launch for parity.
+        return Prepared{[=, &arena] {
+                            check(vae_backend_gaussian_log_ratio(arena.backend(), zs, qs, ps, out, rows, latent, clamp,
+                                                                 accumulate ? 1 : 0),
+                                  "gaussian_log_ratio");
+                        },
+                        [=, &arena] { return Outputs{{"out", arena.download(out, rows)}}; }};
+    };
+    c.reference = [=] {
+        Values out(rows, 0.0);
+        for (int b = 0; b < rows; ++b) {
+            if (accumulate) out[b] = (*out_start)[b];
+            for (int j = 0; j < latent; ++j) {
+                const size_t mu = (size_t)b * 2 * latent + j, logvar = mu + latent;
+                const double zj = (*z)[(size_t)b * latent + j];
+                out[b] += log_normal_density(zj, (*p)[mu], clamp_logvar((*p)[logvar], clamp)) -
+                          log_normal_density(zj, (*q)[mu], clamp_logvar((*q)[logvar], clamp));
+            }
+        }
+        return Outputs{{"out", out}};
     };
     return c;
 }
@@ -1136,6 +1259,8 @@ const std::vector<OpCase> &cases() {
         t.push_back(activation_forward_case(VAE_ACTIVATION_GELU, 1200007));
         t.push_back(activation_backward_case(VAE_ACTIVATION_SOFTPLUS, 1200007, true));
         t.push_back(activation_backward_case(VAE_ACTIVATION_RELU, 2479, false, true));
+        for (int alias : {0, 1, 2}) t.push_back(add_scaled_case(2479, alias));
+        t.push_back(add_scaled_case(1200007, 0));
         for (vae_dtype d : {VAE_DTYPE_U8, VAE_DTYPE_F32})
             for (vae_binarize b : {VAE_BINARIZE_NONE, VAE_BINARIZE_STATIC, VAE_BINARIZE_DYNAMIC})
                 t.push_back(gather_case(d, b, 37, 101));
@@ -1145,12 +1270,20 @@ const std::vector<OpCase> &cases() {
         t.push_back(reparam_kl_forward_case(37, 13, 3, 2.5f, false));
         t.push_back(reparam_kl_forward_case(37, 13, 3, 0.0f, true));
         t.push_back(reparam_kl_forward_case(300, 300, 2, 0.0f, false));
+        t.push_back(reparam_kl_forward_case(111, 13, 1, 0.0f, false, true));
+        t.push_back(reparam_kl_forward_case(300, 300, 1, 0.0f, false, true));
         t.push_back(reparam_kl_backward_case(37, 13, 3, 0.0f));
         t.push_back(reparam_kl_backward_case(37, 13, 3, 2.5f));
         t.push_back(reparam_kl_backward_case(300, 300, 2, 0.0f));
         for (bool gradient : {false, true}) t.push_back(gaussian_kl_case(37, 13, 0.0f, gradient));
         t.push_back(gaussian_kl_case(37, 13, 2.5f, true));
         t.push_back(gaussian_kl_case(300, 300, 0.0f, true));
+        t.push_back(gaussian_kl_case(37, 13, 0.0f, true, true));
+        t.push_back(gaussian_kl_case(37, 13, 2.5f, true, true));
+        t.push_back(gaussian_kl_case(300, 300, 0.0f, true, true));
+        for (bool accumulate : {false, true}) t.push_back(gaussian_log_ratio_case(37, 13, 0.0f, accumulate));
+        t.push_back(gaussian_log_ratio_case(37, 13, 2.5f, true));
+        t.push_back(gaussian_log_ratio_case(300, 300, 0.0f, true));
         for (vae_likelihood l : {VAE_LIKELIHOOD_BERNOULLI, VAE_LIKELIHOOD_GAUSSIAN, VAE_LIKELIHOOD_GAUSSIAN_FIXED})
             for (bool gradient : {false, true}) t.push_back(likelihood_case(l, 37, 3, 101, gradient));
         t.push_back(likelihood_case(VAE_LIKELIHOOD_BERNOULLI, 300, 2, 1000, true));
@@ -1311,8 +1444,8 @@ TEST(BackendOpsTable, NamesAreUniqueAndEveryOperationIsCovered) {
     for (const char *operation : {"fill", "copy", "linear_forward", "linear_backward", "conv2d_forward",
                                   "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
                                   "activation_forward",
-                                  "activation_backward", "gather", "reparam_kl_forward", "reparam_kl_backward",
-                                  "likelihood", "accumulate_loss", "importance_log_mean", "iwae_objective",
+                                  "activation_backward", "add_scaled", "gather", "reparam_kl_forward",
+                                  "reparam_kl_backward", "gaussian_kl", "gaussian_log_ratio", "likelihood", "accumulate_loss", "importance_log_mean", "iwae_objective",
                                   "iwae_latent_backward", "sum_of_squares", "adam"}) {
         bool found = false;
         for (const std::string &name : names) found |= name.rfind(operation, 0) == 0;

@@ -20,6 +20,7 @@
 // skip and say why.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -521,12 +522,37 @@ TEST_P(CudaHostKernels, GaussianKl) {
     const std::vector<float> dq0 = uniform_values(q.size(), -1, 1, 20), dp0 = uniform_values(p.size(), -1, 1, 21);
     vae_step_counter counter{};
     counter.step = 3;
+    // Free bits halfway between the two middle rows' KLs (the CPU's): rows
+    // below the floor get no gradient, rows above get it.
+    std::vector<float> sorted_kl(rows);
+    ASSERT_EQ(vae_backend_gaussian_kl(cpu_, q.data(), p.data(), sorted_kl.data(), nullptr, nullptr, rows, latent, beta,
+                                      8, &counter, clamp, 0.0f),
+              VAE_OK);
+    std::sort(sorted_kl.begin(), sorted_kl.end());
+    const float middle = 0.5f * (sorted_kl[rows / 2 - 1] + sorted_kl[rows / 2]);
+    ASSERT_GT(sorted_kl[rows / 2] - sorted_kl[rows / 2 - 1], 1e-3f * middle) << "two rows too close to split";
+    for (float free_bits : {0.0f, middle})
     for (bool gradients : {true, false}) {
-        SCOPED_TRACE(gradients ? "with gradients" : "the KL alone");
+        SCOPED_TRACE(std::string(gradients ? "with gradients" : "the KL alone") + ", free bits " +
+                     std::to_string(free_bits));
         std::vector<float> kl(rows), dq = dq0, dp = dp0;
         ASSERT_EQ(vae_backend_gaussian_kl(cpu_, q.data(), p.data(), kl.data(), gradients ? dq.data() : nullptr,
-                                          gradients ? dp.data() : nullptr, rows, latent, beta, 8, &counter, clamp),
+                                          gradients ? dp.data() : nullptr, rows, latent, beta, 8, &counter, clamp,
+                                          free_bits),
                   VAE_OK);
+        if (free_bits > 0 && gradients) {
+            // The CPU's own rows: untouched below the floor, moved above it.
+            int below = 0, above = 0;
+            for (int r = 0; r < rows; ++r) {
+                const size_t start = (size_t)r * 2 * latent, end = start + 2 * (size_t)latent;
+                const bool untouched = std::equal(dq.begin() + start, dq.begin() + end, dq0.begin() + start) &&
+                                       std::equal(dp.begin() + start, dp.begin() + end, dp0.begin() + start);
+                EXPECT_EQ(untouched, kl[r] < free_bits) << "row " << r;
+                (kl[r] < free_bits ? below : above) += 1;
+            }
+            EXPECT_GT(below, 0);
+            EXPECT_GT(above, 0);
+        }
         compare(
             [&] {
                 DeviceBuffer<float> device_q(q), device_p(p), device_kl(rows), device_dq(dq0), device_dp(dp0);
@@ -534,7 +560,7 @@ TEST_P(CudaHostKernels, GaussianKl) {
                 expect_cuda_success(vae_launch_gaussian_kl(device_q.data(), device_p.data(), device_kl.data(),
                                                            gradients ? device_dq.data() : nullptr,
                                                            gradients ? device_dp.data() : nullptr, rows, latent,
-                                                           beta, 8, device_counter.data(), clamp, nullptr),
+                                                           beta, 8, device_counter.data(), clamp, free_bits, nullptr),
                                     "gaussian_kl");
                 expect_guard(device_kl, "kl");
                 expect_guard(device_dq, "dq");
@@ -543,6 +569,153 @@ TEST_P(CudaHostKernels, GaussianKl) {
                                output("dp", device_dp.values())};
             },
             {output("kl", kl), output("dq", dq), output("dp", dp)}, 1e-5);
+    }
+}
+
+TEST_P(CudaHostKernels, GaussianLogRatio) {
+    const int rows = 21, latent = 300; // a row longer than a block
+    const float clamp = 4.0f;
+    const std::vector<float> q = posterior(rows, latent, 40), p = posterior(rows, latent, 41);
+    const std::vector<float> z = uniform_values((size_t)rows * latent, -3, 3, 42);
+    const std::vector<float> out0 = uniform_values(rows, -50, 50, 43);
+    for (int accumulate : {0, 1}) {
+        SCOPED_TRACE(accumulate ? "accumulated" : "overwritten");
+        std::vector<float> out = out0;
+        ASSERT_EQ(vae_backend_gaussian_log_ratio(cpu_, z.data(), q.data(), p.data(), out.data(), rows, latent, clamp,
+                                                 accumulate),
+                  VAE_OK);
+        compare(
+            [&] {
+                DeviceBuffer<float> device_z(z), device_q(q), device_p(p), device_out(out0);
+                expect_cuda_success(vae_launch_gaussian_log_ratio(device_z.data(), device_q.data(), device_p.data(),
+                                                                  device_out.data(), rows, latent, clamp, accumulate,
+                                                                  nullptr),
+                                    "gaussian_log_ratio");
+                expect_guard(device_out, "out");
+                return Outputs{output("out", device_out.values())};
+            },
+            {output("out", out)}, 1e-5);
+    }
+}
+
+TEST_P(CudaHostKernels, AddScaled) {
+    const float scale = -0.6180339f;
+    // A partial last block; y its own buffer, a itself, b itself.
+    for (size_t count : {(size_t)1000, (size_t)70001})
+        for (int alias : {0, 1, 2}) {
+            SCOPED_TRACE("count " + std::to_string(count) + ", alias " + std::to_string(alias));
+            const std::vector<float> a = uniform_values(count, -2, 2, 44), b = uniform_values(count, -2, 2, 45);
+            std::vector<float> cpu_a = a, cpu_b = b, cpu_y(count);
+            float *y = alias == 1 ? cpu_a.data() : alias == 2 ? cpu_b.data() : cpu_y.data();
+            ASSERT_EQ(vae_backend_add_scaled(cpu_, cpu_a.data(), cpu_b.data(), scale, y, count), VAE_OK);
+            const std::vector<float> expected(y, y + count);
+            compare(
+                [&] {
+                    DeviceBuffer<float> device_a(a), device_b(b), device_y(count);
+                    DeviceBuffer<float> &target = alias == 1 ? device_a : alias == 2 ? device_b : device_y;
+                    expect_cuda_success(vae_launch_add_scaled(device_a.data(), device_b.data(), scale, target.data(),
+                                                              count, nullptr),
+                                        "add_scaled");
+                    expect_guard(target, "y");
+                    return Outputs{output("y", target.values())};
+                },
+                {output("y", expected)}, 0.0); // the same bits as the CPU
+        }
+}
+
+// The noise layout of a hierarchical model's groups on the kernels: rows
+// that hold S samples (sample-major copies of the batch, drawn once each)
+// give bitwise the z of the batch with samples = S, also as two halves of a
+// data-parallel batch; a column offset gives the columns of a wider call.
+// And each call within tolerance of the CPU backend's.
+TEST_P(CudaHostKernels, ReparamNoiseLayoutOfLatentGroups) {
+    const int batch = 10, samples = 3, latent = 13, wide = 7 + latent + 2;
+    const float clamp = 4.0f;
+    vae_step_counter counter{};
+    counter.step = 4;
+    const std::vector<float> wide_mu_logvar = posterior(batch, wide, 46);
+    auto columns = [&](int offset) { // columns offset.. of wide_mu_logvar, as a latent-wide posterior
+        std::vector<float> narrow((size_t)batch * 2 * latent);
+        for (int b = 0; b < batch; ++b)
+            for (int j = 0; j < latent; ++j) {
+                narrow[(size_t)b * 2 * latent + j] = wide_mu_logvar[(size_t)b * 2 * wide + offset + j];
+                narrow[(size_t)b * 2 * latent + latent + j] = wide_mu_logvar[(size_t)b * 2 * wide + wide + offset + j];
+            }
+        return narrow;
+    };
+    // Data rows [first, first + count) of mu_logvar, copied `copies` times sample-major.
+    auto rows_of = [&](const std::vector<float> &mu_logvar, int first, int count, int copies) {
+        std::vector<float> out;
+        for (int s = 0; s < copies; ++s)
+            out.insert(out.end(), mu_logvar.begin() + (size_t)first * 2 * latent,
+                       mu_logvar.begin() + (size_t)(first + count) * 2 * latent);
+        return out;
+    };
+    // z of one launch on the host target.
+    auto host_z = [&](const std::vector<float> &mu_logvar, int rows, int columns_wide, int draws,
+                      const vae_noise_settings &noise) {
+        DeviceBuffer<float> device_mu_logvar(mu_logvar), device_z((size_t)draws * rows * columns_wide),
+            device_kl(rows);
+        DeviceBuffer<vae_step_counter> device_counter(std::vector<vae_step_counter>{counter});
+        expect_cuda_success(vae_launch_reparam_kl_forward(device_mu_logvar.data(), device_z.data(), device_kl.data(),
+                                                          rows, columns_wide, draws, noise, device_counter.data(),
+                                                          nullptr, clamp, nullptr),
+                            "reparam_kl_forward");
+        expect_guard(device_z, "z");
+        return device_z.values();
+    };
+    auto cpu_z = [&](const std::vector<float> &mu_logvar, int rows, int columns_wide, int draws,
+                     const vae_noise_settings &noise) {
+        std::vector<float> z((size_t)draws * rows * columns_wide), kl(rows);
+        EXPECT_EQ(vae_backend_reparam_kl_forward(cpu_, mu_logvar.data(), z.data(), kl.data(), rows, columns_wide,
+                                                 draws, &noise, &counter, nullptr, clamp),
+                  VAE_OK)
+            << vae_last_error();
+        return z;
+    };
+    vae_noise_settings plain{};
+    plain.seed = 77;
+    plain.random_purpose = VAE_RANDOM_EPS;
+    plain.step_offset = 1;
+
+    for (int offset : {0, 4, 7}) {
+        SCOPED_TRACE("column offset " + std::to_string(offset));
+        const std::vector<float> mu_logvar = columns(offset);
+        vae_noise_settings shifted = plain;
+        shifted.column_offset = (uint32_t)offset;
+        // The reference: the batch with samples = S, offset columns of the wide call.
+        vae_cuda_host::set_order(reference_order());
+        const std::vector<float> wide_z = host_z(wide_mu_logvar, batch, wide, samples, plain);
+        const std::vector<float> z = host_z(mu_logvar, batch, latent, samples, shifted);
+        for (size_t r = 0; r < (size_t)samples * batch; ++r)
+            for (int j = 0; j < latent; ++j)
+                ASSERT_EQ(z[r * latent + j], wide_z[r * wide + offset + j]) << "z row " << r << ", column " << j;
+        // S sample-major copies, drawn once each; and as two halves of a data-parallel batch.
+        vae_noise_settings held = shifted;
+        held.rows_hold_samples = samples;
+        const std::vector<float> copies = rows_of(mu_logvar, 0, batch, samples);
+        compare([&] { return Outputs{output("z", host_z(copies, samples * batch, latent, 1, held))}; },
+                {output("z", cpu_z(copies, samples * batch, latent, 1, held))}, 1e-5);
+        vae_cuda_host::set_order(reference_order());
+        EXPECT_EQ(host_z(copies, samples * batch, latent, 1, held), z) << "rows holding samples";
+        for (int half : {0, 1}) {
+            SCOPED_TRACE("half " + std::to_string(half));
+            const int share = batch / 2;
+            vae_noise_settings part = held;
+            part.batch_rows = batch;
+            part.row_offset = (uint32_t)(half * share);
+            const std::vector<float> part_rows = rows_of(mu_logvar, half * share, share, samples);
+            compare([&] { return Outputs{output("z", host_z(part_rows, samples * share, latent, 1, part))}; },
+                    {output("z", cpu_z(part_rows, samples * share, latent, 1, part))}, 1e-5);
+            vae_cuda_host::set_order(reference_order());
+            const std::vector<float> part_z = host_z(part_rows, samples * share, latent, 1, part);
+            for (int s = 0; s < samples; ++s)
+                for (int d = 0; d < share; ++d)
+                    for (int j = 0; j < latent; ++j)
+                        ASSERT_EQ(part_z[((size_t)s * share + d) * latent + j],
+                                  z[((size_t)s * batch + half * share + d) * latent + j])
+                            << "sample " << s << ", row " << d << ", column " << j;
+        }
     }
 }
 

@@ -165,6 +165,64 @@ TEST(Math, GaussianKlOfTwoGaussiansAndItsGradients) {
             EXPECT_FLOAT_EQ(vae_gaussian_kl_term(mu, lv, 0.0f, 0.0f), vae_kl_term(mu, lv)) << mu << " " << lv;
 }
 
+// log N(z; p) - log N(z; q) for one dimension against the textbook log
+// densities in double (the log 2pi terms included there), over means and
+// log-variances the models produce; it is 0 where p is q, and against
+// N(0, 1) for p it is vae_log_prior_minus_log_posterior.
+double textbook_log_normal(double x, double mean, double logvar) {
+    return -0.5 * std::log(2 * M_PI * std::exp(logvar)) - (x - mean) * (x - mean) / (2 * std::exp(logvar));
+}
+
+TEST(Math, GaussianLogRatioIsLogPriorMinusLogPosterior) {
+    std::mt19937_64 rng(20261207);
+    std::normal_distribution<double> mean(0.0, 1.5);
+    std::uniform_real_distribution<double> logvar(-4.0, 4.0);
+    for (int trial = 0; trial < 2000; ++trial) {
+        const float z = (float)mean(rng), q_mu = (float)mean(rng), q_lv = (float)logvar(rng), p_mu = (float)mean(rng),
+                    p_lv = (float)logvar(rng);
+        const double expected = textbook_log_normal(z, p_mu, p_lv) - textbook_log_normal(z, q_mu, q_lv);
+        // The terms' size, not the difference's, sets float's rounding.
+        const double size = 1.0 + std::fabs(textbook_log_normal(z, p_mu, p_lv)) + std::fabs(textbook_log_normal(z, q_mu, q_lv));
+        ASSERT_NEAR(vae_gaussian_log_ratio_term(z, q_mu, q_lv, p_mu, p_lv), expected, 1e-6 * size) << trial;
+    }
+    for (float z : {-2.5f, 0.0f, 0.3f})
+        for (float lv : {-3.0f, 0.0f, 2.5f}) {
+            EXPECT_NEAR(vae_gaussian_log_ratio_term(z, 0.7f, lv, 0.7f, lv), 0.0, 1e-6) << z << " " << lv;
+            // Within rounding of terms about e^3 in size (the two group the sums differently).
+            EXPECT_NEAR(vae_gaussian_log_ratio_term(z, 0.7f, lv, 0.0f, 0.0f),
+                        vae_log_prior_minus_log_posterior(z, 0.7f, lv), 1e-5)
+                << z << " " << lv;
+        }
+    // At extreme log-variances (the clamp's range and beyond) still the textbook value.
+    for (double lv : {-12.0, 12.0}) {
+        const double expected = textbook_log_normal(1.0, 0.0, 0.0) - textbook_log_normal(1.0, 0.5, lv);
+        expect_close(vae_gaussian_log_ratio_term(1.0f, 0.5f, (float)lv, 0.0f, 0.0f), expected, 1e-6, 1e-6,
+                     "log ratio", lv);
+    }
+}
+
+TEST(Math, FreeBitsFloor) {
+    EXPECT_TRUE(vae_below_free_bits(0.5f, 1.0f));
+    EXPECT_FALSE(vae_below_free_bits(1.0f, 1.0f)); // at the floor: the gradient goes on
+    EXPECT_FALSE(vae_below_free_bits(2.0f, 1.0f));
+    EXPECT_FALSE(vae_below_free_bits(0.5f, 0.0f)); // off
+    EXPECT_FALSE(vae_below_free_bits(-1.0f, -0.5f));
+    EXPECT_FALSE(vae_below_free_bits(NAN, 1.0f));
+}
+
+TEST(Math, AddScaledRoundsOnce) {
+    // (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24: a product rounded to float first loses the 2^-24.
+    const float s = 1.0f + 0x1p-12f;
+    EXPECT_EQ(vae_add_scaled(-1.0f, s, s), 0x1p-11f + 0x1p-24f);
+    std::mt19937_64 rng(7);
+    std::normal_distribution<float> value(0.0f, 3.0f);
+    for (int trial = 0; trial < 1000; ++trial) {
+        const float a = value(rng), b = value(rng), scale = value(rng);
+        // The product of two floats is exact in double; its sum with a then rounds (almost always) as one rounding.
+        EXPECT_EQ(vae_add_scaled(a, b, scale), (float)((double)a + (double)scale * (double)b)) << trial;
+    }
+}
+
 TEST(Math, ReparameterisationAndItsGradient) {
     for (double logvar : {-30.0, -2.0, 0.0, 3.0, 30.0}) {
         double mu = 0.3, eps = -1.7;

@@ -259,6 +259,24 @@ vae_status vae_backend_activation_backward(vae_backend *backend, vae_activation 
     return backend->ops->activation_backward(backend, (int)activation, pre, dpost, dpre, count);
 }
 
+/* Whether [x, x + count) and [y, y + count) share an element without being
+ * the same range: what an element-wise operation whose output may alias an
+ * input cannot take. Integers, as backend memory need not be host memory. */
+static int overlaps_partly(const float *x, const float *y, size_t count) {
+    const uintptr_t xs = (uintptr_t)x, ys = (uintptr_t)y, bytes = (uintptr_t)(count * sizeof(float));
+    return xs != ys && xs < ys + bytes && ys < xs + bytes;
+}
+
+vae_status vae_backend_add_scaled(vae_backend *backend, const float *a, const float *b, float scale, float *y,
+                                  size_t count) {
+    REQUIRE_BACKEND("add_scaled");
+    if (count == 0) return VAE_OK;
+    REQUIRE(a != NULL && b != NULL && y != NULL, "add_scaled", "NULL pointer (a, b or y)");
+    REQUIRE(!overlaps_partly(y, a, count) && !overlaps_partly(y, b, count), "add_scaled",
+            "y overlaps a or b without being the same pointer");
+    return backend->ops->add_scaled(backend, a, b, scale, y, count);
+}
+
 /* ------------------------------------------------------------------ batch, latent, likelihood */
 
 vae_status vae_backend_gather_batch(vae_backend *backend, const vae_row_segments *dataset, const int32_t *permutation, int dim,
@@ -288,6 +306,10 @@ vae_status vae_backend_reparam_kl_forward(vae_backend *backend, const float *mu_
             "sizes must be positive (rows %d, latent %d, samples %d)", rows, latent, samples);
     REQUIRE(mu_logvar != NULL && z != NULL && kl != NULL && noise != NULL && counter != NULL, "reparam_kl_forward",
             "NULL pointer (mu_logvar, z, kl, noise or counter)");
+    REQUIRE(noise->rows_hold_samples <= 1 || (samples == 1 && (uint32_t)rows % noise->rows_hold_samples == 0),
+            "reparam_kl_forward",
+            "rows that hold %u samples need samples 1 (got %d) and rows a multiple of %u (got %d)",
+            noise->rows_hold_samples, samples, noise->rows_hold_samples, rows);
     return backend->ops->reparam_kl_forward(backend, mu_logvar, z, kl, rows, latent, samples, noise, counter,
                                             eps_override, logvar_clamp);
 }
@@ -307,14 +329,25 @@ vae_status vae_backend_reparam_kl_backward(vae_backend *backend, const float *mu
 
 vae_status vae_backend_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
                                    float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
-                                   const vae_step_counter *counter, float logvar_clamp) {
+                                   const vae_step_counter *counter, float logvar_clamp, float free_bits) {
     REQUIRE_BACKEND("gaussian_kl");
     REQUIRE(rows > 0 && latent > 0, "gaussian_kl", "sizes must be positive (rows %d, latent %d)", rows, latent);
     REQUIRE(q != NULL && p != NULL && kl != NULL && counter != NULL, "gaussian_kl",
             "NULL pointer (q, p, kl or counter)");
     REQUIRE((dq == NULL) == (dp == NULL), "gaussian_kl", "dq and dp must be both NULL or both given");
+    REQUIRE(!isnan(free_bits), "gaussian_kl", "free_bits is NaN");
     return backend->ops->gaussian_kl(backend, q, p, kl, dq, dp, rows, latent, beta, kl_warmup_steps, counter,
-                                     logvar_clamp);
+                                     logvar_clamp, free_bits);
+}
+
+vae_status vae_backend_gaussian_log_ratio(vae_backend *backend, const float *z, const float *q, const float *p,
+                                          float *out, int rows, int latent, float logvar_clamp, int accumulate) {
+    REQUIRE_BACKEND("gaussian_log_ratio");
+    REQUIRE(rows > 0 && latent > 0, "gaussian_log_ratio", "sizes must be positive (rows %d, latent %d)", rows,
+            latent);
+    REQUIRE(z != NULL && q != NULL && p != NULL && out != NULL, "gaussian_log_ratio",
+            "NULL pointer (z, q, p or out)");
+    return backend->ops->gaussian_log_ratio(backend, z, q, p, out, rows, latent, logvar_clamp, accumulate);
 }
 
 vae_status vae_backend_likelihood(vae_backend *backend, vae_likelihood likelihood, const float *x, float *out,

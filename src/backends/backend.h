@@ -96,6 +96,10 @@ typedef struct vae_backend_ops {
     /* dpre = dpost * act'(pre); dpre may alias dpost */
     vae_status (*activation_backward)(vae_backend *backend, int activation, const float *pre, const float *dpost,
                                       float *dpre, size_t count);
+    /* y[i] = a[i] + scale * b[i] (vae_add_scaled: one rounding, the same bits
+     * on every backend); y may be a or b itself, not a part of either. */
+    vae_status (*add_scaled)(vae_backend *backend, const float *a, const float *b, float scale, float *y,
+                             size_t count);
 
     /* x[rows, dim] = scaled (and binarised) dataset rows
      * permutation[vae_gather_slot(settings, counter.step % steps_per_epoch, rows, r)]
@@ -107,9 +111,12 @@ typedef struct vae_backend_ops {
     /* mu_logvar[rows, 2*latent] -> z[samples*rows, latent] (sample-major:
      * z row l*rows+b belongs to data row b), kl[rows]. eps comes from Philox
      * at subsequence (counter.step + step_offset, purpose,
-     * vae_noise_row_address(noise, rows, l, b)), column j (one process: l*rows+b);
-     * when eps_override (backend memory, [samples*rows, latent]) is not NULL
-     * it is used instead (tests). logvar_clamp > 0 clamps logvar first. */
+     * vae_noise_row_address(noise, rows, l, b)), column noise.column_offset
+     * + j (one process, no offsets: l*rows+b, column j; with
+     * noise.rows_hold_samples > 1 the rows are sample-major copies of the
+     * batch, samples is 1: kernels/vae_step_data.h); when eps_override
+     * (backend memory, [samples*rows, latent]) is not NULL it is used instead
+     * (tests). logvar_clamp > 0 clamps logvar first. */
     vae_status (*reparam_kl_forward)(vae_backend *backend, const float *mu_logvar, float *z, float *kl, int rows,
                                      int latent, int samples, const vae_noise_settings *noise,
                                      const vae_step_counter *counter, const float *eps_override,
@@ -129,10 +136,21 @@ typedef struct vae_backend_ops {
      * (both [rows, 2*latent]; kl_scale = beta_t / rows, as reparam_kl_backward):
      * their other terms (the reparameterisation, the prior's network) come
      * from the other operations. logvar_clamp > 0 clamps both logvars first,
-     * and a logvar strictly outside gets no KL gradient. */
+     * and a logvar strictly outside gets no KL gradient. free_bits > 0: a row
+     * whose KL (kl[row]) is below free_bits gets no gradient at all (the loss
+     * is max(KL, free_bits) per row: vae_below_free_bits); kl[row] is still
+     * the KL itself. */
     vae_status (*gaussian_kl)(vae_backend *backend, const float *q, const float *p, float *kl, float *dq, float *dp,
                               int rows, int latent, float beta, uint64_t kl_warmup_steps,
-                              const vae_step_counter *counter, float logvar_clamp);
+                              const vae_step_counter *counter, float logvar_clamp, float free_bits);
+    /* Hierarchical importance weights: per row the group's
+     * log p(z | p) - log q(z | q) = sum_j vae_gaussian_log_ratio_term of
+     * z[rows, latent] under q and p ([rows, 2*latent], mu | logvar, both
+     * logvars clamped as gaussian_kl), the CPU summing in column order, the
+     * GPU in a fixed tree; out[rows] = the sum (accumulate 0) or += it
+     * (accumulate != 0: log w = log p(x|z) + the groups' terms). */
+    vae_status (*gaussian_log_ratio)(vae_backend *backend, const float *z, const float *q, const float *p,
+                                     float *out, int rows, int latent, float logvar_clamp, int accumulate);
 
     /* out[samples*rows, width] holds the decoder's outputs (width D or 2D);
      * x[rows, dim]. Writes logp[samples*rows] and, when write_gradient is
@@ -265,10 +283,14 @@ vae_status vae_backend_activation_forward(vae_backend *backend, vae_activation a
                                           float *post, size_t count);
 vae_status vae_backend_activation_backward(vae_backend *backend, vae_activation activation, const float *pre,
                                            const float *dpost, float *dpre, size_t count);
+/* y may be a or b (the same pointer), not overlap them otherwise. */
+vae_status vae_backend_add_scaled(vae_backend *backend, const float *a, const float *b, float scale, float *y,
+                                  size_t count);
 vae_status vae_backend_gather_batch(vae_backend *backend, const vae_row_segments *dataset, const int32_t *permutation, int dim,
                                     int rows, const vae_gather_settings *settings, const vae_step_counter *counter,
                                     float *x);
-/* eps_override may be NULL (noise from Philox). */
+/* eps_override may be NULL (noise from Philox). noise.rows_hold_samples > 1
+ * needs samples 1 and rows a multiple of it. */
 vae_status vae_backend_reparam_kl_forward(vae_backend *backend, const float *mu_logvar, float *z, float *kl, int rows,
                                           int latent, int samples, const vae_noise_settings *noise,
                                           const vae_step_counter *counter, const float *eps_override,
@@ -277,10 +299,13 @@ vae_status vae_backend_reparam_kl_backward(vae_backend *backend, const float *mu
                                            const float *dz, float *dmu_logvar, int rows, int latent, int samples,
                                            float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
                                            float logvar_clamp);
-/* dq and dp both NULL (the KL alone) or both given. */
+/* dq and dp both NULL (the KL alone) or both given; free_bits not NaN
+ * (<= 0: no floor). */
 vae_status vae_backend_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
                                    float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
-                                   const vae_step_counter *counter, float logvar_clamp);
+                                   const vae_step_counter *counter, float logvar_clamp, float free_bits);
+vae_status vae_backend_gaussian_log_ratio(vae_backend *backend, const float *z, const float *q, const float *p,
+                                          float *out, int rows, int latent, float logvar_clamp, int accumulate);
 vae_status vae_backend_likelihood(vae_backend *backend, vae_likelihood likelihood, const float *x, float *out,
                                   float *logp, int rows, int samples, int dim, float fixed_logvar,
                                   int write_gradient);

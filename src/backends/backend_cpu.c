@@ -250,6 +250,28 @@ static vae_status cpu_activation_backward(vae_backend *backend, int activation, 
     return VAE_OK;
 }
 
+/* No restrict: y may be a or b itself (each element is read before it is written). */
+CPU_VECTOR_KERNEL
+static void add_scaled_range(const float *a, const float *b, float scale, float *y, size_t count) {
+    for (size_t i = 0; i < count; ++i) y[i] = vae_add_scaled(a[i], b[i], scale);
+}
+
+static vae_status cpu_add_scaled(vae_backend *backend, const float *a, const float *b, float scale, float *y,
+                                 size_t count) {
+    if (count <= CPU_PARALLEL_MIN) {
+        add_scaled_range(a, b, scale, y, count);
+        return VAE_OK;
+    }
+    size_t blocks = (count + CPU_PARALLEL_BLOCK - 1) / CPU_PARALLEL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (size_t block = 0; block < blocks; ++block) {
+        size_t start = block * CPU_PARALLEL_BLOCK,
+               end = start + CPU_PARALLEL_BLOCK < count ? start + CPU_PARALLEL_BLOCK : count;
+        add_scaled_range(a + start, b + start, scale, y + start, end - start);
+    }
+    return VAE_OK;
+}
+
 /* The segment holding row: the last one whose first row is at or before it
  * (binary search; one segment is the common case). */
 static int segment_of_row(const vae_row_segments *dataset, int64_t row) {
@@ -328,17 +350,27 @@ static vae_status cpu_reparam_kl_forward(vae_backend *backend, const float *mu_l
         for (int l = 0; l < samples; ++l) {
             size_t z_row = (size_t)l * rows + (size_t)b;
             float *z_out = z + z_row * latent;
+            if (eps_override) {
+                for (int j = 0; j < latent; ++j)
+                    z_out[j] = vae_reparam_z(mu[j], vae_clamp_logvar(logvar[j], logvar_clamp),
+                                             eps_override[z_row * latent + j]);
+                continue;
+            }
             uint64_t subsequence =
                 vae_philox_subsequence(step, noise->random_purpose, vae_noise_row_address(noise, rows, l, b));
-            for (int j = 0; j < latent; j += 4) {
-                float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                if (eps_override) {
-                    for (int k = 0; k < 4 && j + k < latent; ++k) eps[k] = eps_override[z_row * latent + j + k];
-                } else {
-                    vae_normal4(noise->seed, subsequence, (uint64_t)j, eps);
+            /* Column j draws at Philox column first + j; a block gives four
+             * columns from a multiple of 4, so with an offset that is not one
+             * the first and last blocks are partly used. */
+            const uint64_t first = noise->column_offset, end = first + (uint64_t)latent;
+            for (uint64_t block = first & ~(uint64_t)3; block < end; block += 4) {
+                float eps[4];
+                vae_normal4(noise->seed, subsequence, block, eps);
+                for (int k = 0; k < 4; ++k) {
+                    const uint64_t column = block + (uint64_t)k;
+                    if (column < first || column >= end) continue;
+                    const size_t j = (size_t)(column - first);
+                    z_out[j] = vae_reparam_z(mu[j], vae_clamp_logvar(logvar[j], logvar_clamp), eps[k]);
                 }
-                for (int k = 0; k < 4 && j + k < latent; ++k)
-                    z_out[j + k] = vae_reparam_z(mu[j + k], vae_clamp_logvar(logvar[j + k], logvar_clamp), eps[k]);
             }
         }
     }
@@ -376,7 +408,7 @@ static vae_status cpu_reparam_kl_backward(vae_backend *backend, const float *mu_
 
 static vae_status cpu_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
                                   float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
-                                  const vae_step_counter *counter, float logvar_clamp) {
+                                  const vae_step_counter *counter, float logvar_clamp, float free_bits) {
     const float kl_scale = vae_schedule_beta(counter->step, beta, kl_warmup_steps) / (float)rows;
 #pragma omp parallel for schedule(static) if ((size_t)rows * latent > 16384)
     for (int b = 0; b < rows; ++b) {
@@ -384,10 +416,18 @@ static vae_status cpu_gaussian_kl(vae_backend *backend, const float *q, const fl
         float sum = 0.0f;
         for (int j = 0; j < latent; ++j) {
             const size_t mu = row + (size_t)j, logvar = mu + (size_t)latent;
+            sum += vae_gaussian_kl_term(q[mu], vae_clamp_logvar(q[logvar], logvar_clamp), p[mu],
+                                        vae_clamp_logvar(p[logvar], logvar_clamp));
+        }
+        kl[b] = sum;
+        /* Free bits: a row whose KL is below the floor pays the floor, a
+         * constant, so nothing in it moves the loss. Known only once the row
+         * is summed, hence the second pass. */
+        if (!dq || vae_below_free_bits(sum, free_bits)) continue;
+        for (int j = 0; j < latent; ++j) {
+            const size_t mu = row + (size_t)j, logvar = mu + (size_t)latent;
             const float q_logvar = vae_clamp_logvar(q[logvar], logvar_clamp);
             const float p_logvar = vae_clamp_logvar(p[logvar], logvar_clamp);
-            sum += vae_gaussian_kl_term(q[mu], q_logvar, p[mu], p_logvar);
-            if (!dq) continue;
             vae_gaussian_kl_gradient g = vae_gaussian_kl_grad(q[mu], q_logvar, p[mu], p_logvar);
             dq[mu] += kl_scale * g.q_mu;
             dp[mu] += kl_scale * g.p_mu;
@@ -395,7 +435,23 @@ static vae_status cpu_gaussian_kl(vae_backend *backend, const float *q, const fl
             if (!vae_logvar_is_clamped(q[logvar], logvar_clamp)) dq[logvar] += kl_scale * g.q_logvar;
             if (!vae_logvar_is_clamped(p[logvar], logvar_clamp)) dp[logvar] += kl_scale * g.p_logvar;
         }
-        kl[b] = sum;
+    }
+    return VAE_OK;
+}
+
+static vae_status cpu_gaussian_log_ratio(vae_backend *backend, const float *z, const float *q, const float *p,
+                                         float *out, int rows, int latent, float logvar_clamp, int accumulate) {
+#pragma omp parallel for schedule(static) if ((size_t)rows * latent > 16384)
+    for (int b = 0; b < rows; ++b) {
+        const size_t row = (size_t)b * 2 * (size_t)latent;
+        const float *z_row = z + (size_t)b * (size_t)latent;
+        float sum = 0.0f;
+        for (int j = 0; j < latent; ++j) {
+            const size_t mu = row + (size_t)j, logvar = mu + (size_t)latent;
+            sum += vae_gaussian_log_ratio_term(z_row[j], q[mu], vae_clamp_logvar(q[logvar], logvar_clamp), p[mu],
+                                               vae_clamp_logvar(p[logvar], logvar_clamp));
+        }
+        out[b] = accumulate ? out[b] + sum : sum;
     }
     return VAE_OK;
 }
@@ -697,10 +753,12 @@ static const vae_backend_ops cpu_ops = {
     .conv_transpose2d_backward = vae_cpu_conv_transpose2d_backward,
     .activation_forward = cpu_activation_forward,
     .activation_backward = cpu_activation_backward,
+    .add_scaled = cpu_add_scaled,
     .gather_batch = cpu_gather_batch,
     .reparam_kl_forward = cpu_reparam_kl_forward,
     .reparam_kl_backward = cpu_reparam_kl_backward,
     .gaussian_kl = cpu_gaussian_kl,
+    .gaussian_log_ratio = cpu_gaussian_log_ratio,
     .likelihood = cpu_likelihood,
     .accumulate_loss = cpu_accumulate_loss,
     .importance_log_mean = cpu_importance_log_mean,

@@ -355,6 +355,12 @@ static vae_status cuda_activation_backward(vae_backend *backend, int activation,
     return VAE_OK;
 }
 
+static vae_status cuda_add_scaled(vae_backend *backend, const float *a, const float *b, float scale, float *y,
+                                  size_t count) {
+    CUDA_CHECK(vae_launch_add_scaled(a, b, scale, y, count, as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
 /* ------------------------------------------------------------------ batch, latent, likelihood */
 
 static vae_status cuda_gather_batch(vae_backend *backend, const vae_row_segments *dataset,
@@ -391,9 +397,16 @@ static vae_status cuda_reparam_kl_backward(vae_backend *backend, const float *mu
 
 static vae_status cuda_gaussian_kl(vae_backend *backend, const float *q, const float *p, float *kl, float *dq,
                                    float *dp, int rows, int latent, float beta, uint64_t kl_warmup_steps,
-                                   const vae_step_counter *counter, float logvar_clamp) {
+                                   const vae_step_counter *counter, float logvar_clamp, float free_bits) {
     CUDA_CHECK(vae_launch_gaussian_kl(q, p, kl, dq, dp, rows, latent, beta, kl_warmup_steps, counter, logvar_clamp,
-                                      as_cuda(backend)->stream));
+                                      free_bits, as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
+static vae_status cuda_gaussian_log_ratio(vae_backend *backend, const float *z, const float *q, const float *p,
+                                          float *out, int rows, int latent, float logvar_clamp, int accumulate) {
+    CUDA_CHECK(vae_launch_gaussian_log_ratio(z, q, p, out, rows, latent, logvar_clamp, accumulate,
+                                             as_cuda(backend)->stream));
     return VAE_OK;
 }
 
@@ -498,10 +511,12 @@ static const vae_backend_ops cuda_ops = {
     .conv_transpose2d_backward = cuda_conv_transpose2d_backward,
     .activation_forward = cuda_activation_forward,
     .activation_backward = cuda_activation_backward,
+    .add_scaled = cuda_add_scaled,
     .gather_batch = cuda_gather_batch,
     .reparam_kl_forward = cuda_reparam_kl_forward,
     .reparam_kl_backward = cuda_reparam_kl_backward,
     .gaussian_kl = cuda_gaussian_kl,
+    .gaussian_log_ratio = cuda_gaussian_log_ratio,
     .likelihood = cuda_likelihood,
     .accumulate_loss = cuda_accumulate_loss,
     .importance_log_mean = cuda_importance_log_mean,
