@@ -22,7 +22,7 @@ __global__ void adam_step_kernel(float *params, const float *grads, float *m, fl
     __shared__ int skip_update;
     if (threadIdx.x == 0) {
         const float norm_squared = *grad_norm_squared;
-        skip_update = vae_step_is_nonfinite(norm_squared);
+        skip_update = vae_step_is_skipped(norm_squared, settings.skip_norm);
         if (!skip_update) block_constants = vae_adam_constants(&settings, counter->step, norm_squared);
     }
     __syncthreads();
@@ -40,7 +40,7 @@ __global__ void adam_step_kernel(float *params, const float *grads, float *m, fl
     /* Thread 0 read the step before this block's ticket; the last ticket
      * records a non-finite norm and advances the step. */
     if (threadIdx.x == 0 && vae_last_block_to_finish(blocks_done))
-        vae_advance_step_counter(counter, *grad_norm_squared);
+        vae_advance_step_counter(counter, *grad_norm_squared, settings.skip_norm);
 }
 
 VAE_LAUNCHER cudaError_t vae_launch_adam_step(float *params, const float *grads, float *m, float *v, size_t count,

@@ -276,6 +276,7 @@ typedef struct vae_adam_settings {
     int lr_schedule;
     uint64_t warmup_steps, total_steps;
     float clip_norm;            /* 0: no clipping */
+    float skip_norm;            /* > 0: a step whose gradient norm exceeds it is skipped (VDVAE); 0: off */
 } vae_adam_settings;
 
 /* Scale applied to gradients for global-norm clipping (torch's clip_grad_norm_). */

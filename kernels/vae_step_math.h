@@ -48,13 +48,20 @@ VAE_HD double vae_row_loss(double reconstruction, double kl, double beta_now) {
  * what a user gets to diagnose or skip on from. */
 VAE_HD int vae_step_is_nonfinite(float grad_norm_squared) { return !isfinite(grad_norm_squared); }
 
-/* The counter's advance after the optimizer's update: a non-finite step is
- * recorded (the trainer's policy reads nonfinite_seen), then step += 1. */
-VAE_HD void vae_advance_step_counter(vae_step_counter *counter, float grad_norm_squared) {
-    if (vae_step_is_nonfinite(grad_norm_squared)) {
-        counter->nonfinite_seen = 1;
-        counter->skipped_steps += 1;
-    }
+/* Whether the optimizer skips the step: a non-finite norm, or (skip_norm >
+ * 0, train.skip_grad_norm) a norm above skip_norm, an outlier step of the
+ * kind a deep hierarchy produces now and then (VDVAE skips them too). */
+VAE_HD int vae_step_is_skipped(float grad_norm_squared, float skip_norm) {
+    return vae_step_is_nonfinite(grad_norm_squared) ||
+           (skip_norm > 0.0f && grad_norm_squared > skip_norm * skip_norm);
+}
+
+/* The counter's advance after the optimizer's update: a skipped step is
+ * counted and a non-finite one recorded (the trainer's policy reads
+ * nonfinite_seen), then step += 1. */
+VAE_HD void vae_advance_step_counter(vae_step_counter *counter, float grad_norm_squared, float skip_norm) {
+    if (vae_step_is_nonfinite(grad_norm_squared)) counter->nonfinite_seen = 1;
+    if (vae_step_is_skipped(grad_norm_squared, skip_norm)) counter->skipped_steps += 1;
     counter->step += 1;
 }
 

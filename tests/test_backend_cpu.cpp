@@ -450,6 +450,37 @@ TEST_F(CpuBackend, NonFiniteGradientNormLeavesEverythingUnchanged) {
     EXPECT_EQ(counter.nonfinite_seen, 1u);
 }
 
+// train.skip_grad_norm: a finite norm above the threshold skips the update
+// (counted, not recorded as non-finite); one below it updates.
+TEST_F(CpuBackend, GradientNormAboveTheSkipThresholdSkipsTheStep) {
+    const size_t count = 3;
+    vae_adam_settings settings = {};
+    settings.lr = 1e-3f;
+    settings.beta1 = 0.9f;
+    settings.beta2 = 0.999f;
+    settings.epsilon = 1e-8f;
+    settings.skip_norm = 2.0f;
+    std::vector<float> params = {1, 2, 3}, m(count, 0.0f), v(count, 0.0f), grads = {3, 0, 0};
+    float norm_squared = 9.0f;  // norm 3 > 2
+    vae_step_counter counter = {4, 0, 0};
+    ASSERT_EQ(vae_backend_adam_step(backend_, params.data(), grads.data(), m.data(), v.data(), count, &settings,
+                                    &norm_squared, &counter),
+              VAE_OK);
+    EXPECT_EQ(params, (std::vector<float>{1, 2, 3}));
+    EXPECT_EQ(m, std::vector<float>(count, 0.0f));
+    EXPECT_EQ(counter.step, 5u);
+    EXPECT_EQ(counter.skipped_steps, 1u);
+    EXPECT_EQ(counter.nonfinite_seen, 0u);
+    grads = {1.5f, 0, 0};
+    norm_squared = 2.25f;  // norm 1.5 <= 2
+    ASSERT_EQ(vae_backend_adam_step(backend_, params.data(), grads.data(), m.data(), v.data(), count, &settings,
+                                    &norm_squared, &counter),
+              VAE_OK);
+    EXPECT_LT(params[0], 1.0f);
+    EXPECT_EQ(counter.skipped_steps, 1u);
+    EXPECT_EQ(counter.step, 6u);
+}
+
 // --device auto without a usable GPU: the CPU, and the reason CUDA was not
 // used is in the device name the CLI prints (no CUDA in this build, no
 // device, a driver too old, out of memory).

@@ -1133,8 +1133,10 @@ OpCase sum_of_squares_case(size_t count) {
 
 // Three steps of sum_of_squares + adam_step (bias correction, schedule,
 // clipping, weight decay); nonfinite: a NaN gradient, so nothing moves and
-// each step is counted as skipped.
-OpCase adam_case(size_t count, bool decoupled, bool nonfinite) {
+// each step is counted as skipped; skip_norm: every step's norm (about
+// sqrt(count)) is above it, so nothing moves and each step is skipped while
+// nonfinite_seen stays 0.
+OpCase adam_case(size_t count, bool decoupled, bool nonfinite, float skip_norm = 0.0f) {
     auto params = std::make_shared<std::vector<float>>(normal(count, 131));
     auto grads = std::make_shared<std::vector<float>>(normal(count, 132));
     if (nonfinite) (*grads)[count / 2] = NAN;
@@ -1150,8 +1152,11 @@ OpCase adam_case(size_t count, bool decoupled, bool nonfinite) {
     settings.warmup_steps = 1;
     settings.total_steps = 5;
     settings.clip_norm = 1.0f;  // the random gradient's norm is sqrt(count): clipping is active
+    settings.skip_norm = skip_norm;
     const int steps = 3;
-    OpCase c{shape(std::string(decoupled ? "adamw" : "adam") + (nonfinite ? "_nonfinite" : ""), {{"n", (long)count}}),
+    OpCase c{shape(std::string(decoupled ? "adamw" : "adam") + (nonfinite ? "_nonfinite" : "") +
+                       (skip_norm > 0.0f ? "_outlier_skipped" : ""),
+                   {{"n", (long)count}}),
              normalized(1e-5), normalized(1e-5), steps, nullptr, nullptr};
     c.prepare = [=](Arena &arena) {
         float *p = arena.upload(*params), *m = arena.upload(std::vector<float>(count, 0.0f));
@@ -1180,6 +1185,10 @@ OpCase adam_case(size_t count, bool decoupled, bool nonfinite) {
             if (!std::isfinite(norm_squared)) {
                 counter[1] += 1;
                 counter[2] = 1;
+                continue;
+            }
+            if (skip_norm > 0.0f && std::sqrt(norm_squared) > skip_norm) {
+                counter[1] += 1;
                 continue;
             }
             double lr = settings.lr;
@@ -1313,6 +1322,7 @@ const std::vector<OpCase> &cases() {
         t.push_back(adam_case(10007, true, false));
         t.push_back(adam_case(10007, false, false));
         t.push_back(adam_case(10007, false, true));
+        t.push_back(adam_case(10007, false, false, 50.0f));
         t.push_back(adam_case(1200007, true, false));
         return t;
     }();

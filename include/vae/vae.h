@@ -41,6 +41,7 @@ const char *vae_status_name(vae_status status);
 
 #define VAE_MAX_HIDDEN_LAYERS 16
 #define VAE_MAX_LAYER_SPECS 16
+#define VAE_MAX_LATENT_GROUPS 8  /* model.latent_groups */
 #define VAE_PATH_MAX 1024
 
 /* The choices a config makes. The values are stable: checkpoints store the
@@ -125,6 +126,14 @@ typedef struct vae_config {
     int kl_warmup_steps;             /* linear warm-up of beta; 0 = none */
     float init_scale;                /* 0: PyTorch's nn.Linear default init */
     vae_objective objective;         /* elbo (default) or iwae */
+    /* Hierarchical latents (model.latent_groups): group sizes, data side
+     * first (z_1 .. z_L, z_L the top); 0 groups: one latent of latent_dim.
+     * latent_dim is then their sum. */
+    int latent_groups[VAE_MAX_HIDDEN_LAYERS];
+    int latent_group_count;
+    int hierarchy_width;             /* H: the deterministic state of the hierarchy */
+    int residual_posterior;          /* 1: q = p + posterior network's output (NVAE's residual normal) */
+    float free_bits;                 /* nats per group and row below which its KL gets no gradient; 0 = off */
     /* [train] */
     int epochs;
     int batch_size;
@@ -136,6 +145,7 @@ typedef struct vae_config {
     vae_optimizer optimizer;
     float adam_beta1, adam_beta2, adam_epsilon, weight_decay;
     float grad_clip;                 /* global-norm clip; 0 = off */
+    float skip_grad_norm;            /* skip steps whose gradient norm exceeds it; 0 = off */
     int log_every_steps;
     int eval_every_epochs;           /* 0 = only at the end */
     int eval_batch_size;
@@ -212,6 +222,13 @@ typedef struct vae_eval_result {
     long points;
     double seconds;
     vae_precision precision; /* of the GEMMs the evaluation ran */
+    /* Hierarchical models (model.latent_groups; else group_count 0): per
+     * group, data side first, its mean KL from its prior and its active
+     * units (the variance over the data of the posterior mean above 0.01;
+     * below the top group, of the first sample's posterior). */
+    int group_count;
+    double group_kl[VAE_MAX_LATENT_GROUPS];
+    int group_active_units[VAE_MAX_LATENT_GROUPS];
 } vae_eval_result;
 
 /* Builds the model and backend for a config; loads the data. */
@@ -230,7 +247,24 @@ vae_status vae_trainer_evaluate(vae_trainer *trainer, const char *split, int iwa
 vae_status vae_trainer_save(vae_trainer *trainer, const char *checkpoint_path);
 /* Decodes count draws from the prior into images in [0,1], [count, D]. */
 vae_status vae_trainer_sample(vae_trainer *trainer, int count, uint64_t seed, float *images);
-/* Decodes count latent vectors (host, [count, latent_dim]) into images. */
+/* The same at a temperature: the prior's noise is scaled by it (0.8: fewer,
+ * cleaner modes; 1: vae_trainer_sample). A hierarchical model samples
+ * ancestrally from the top group, each group's noise scaled. */
+vae_status vae_trainer_sample_at_temperature(vae_trainer *trainer, int count, uint64_t seed, float temperature,
+                                             float *images);
+/* Latent groups of a hierarchical model (model.latent_groups), 0 for a
+ * model with one latent. */
+int vae_trainer_latent_group_count(const vae_trainer *trainer);
+/* What each group of a hierarchical model controls: images [groups *
+ * count, D], row r (r = 0 the top group, then down to the group nearest the
+ * data) holds count samples that share every other group's noise (one
+ * draw, from seed) and redraw group groups-1-r's; all at the temperature. */
+vae_status vae_trainer_sample_groups(vae_trainer *trainer, int count, uint64_t seed, float temperature,
+                                     float *images);
+/* Decodes count latent vectors (host, [count, latent_dim]) into images. A
+ * hierarchical model's latent vector is its groups' standard normal noise,
+ * [z_0 | z_1 | ... | z_top] as vae_trainer_encode gives (each group whitened
+ * by its conditional prior), sampled ancestrally from the top. */
 vae_status vae_trainer_decode(vae_trainer *trainer, const float *z, int count, float *images);
 /* For a trainer loaded from a checkpoint, before it trains: takes from config
  * the settings that say how long the run goes on and how it is watched

@@ -220,13 +220,17 @@ class Model:
                                          self._pointer(images, "float *")))
         return images
 
-    def sample(self, n, seed=0):
-        """n images decoded from prior draws, float32 [n, input_dim]; the same seed gives the same images."""
+    def sample(self, n, seed=0, temperature=1.0):
+        """n images decoded from prior draws, float32 [n, input_dim]; the same seed gives the same images.
+        temperature scales the prior's noise (every group's, sampled from the top, for a hierarchical model)."""
         if not 1 <= n <= _MAX_SAMPLES:
             raise ValueError("sample: n must be between 1 and %d, got %d" % (_MAX_SAMPLES, n))
+        if not 0.0 < temperature <= 100.0:
+            raise ValueError("sample: temperature must be in (0, 100], got %r" % (temperature,))
         images = np.empty((n, self.input_dim), dtype=np.float32)
         with self._lock:
-            check(lib.vae_trainer_sample(self._trainer, int(n), int(seed), self._pointer(images, "float *")))
+            check(lib.vae_trainer_sample_at_temperature(self._trainer, int(n), int(seed), float(temperature),
+                                                        self._pointer(images, "float *")))
         return images
 
     def _evaluate(self, x, k, want_iwae):

@@ -45,6 +45,8 @@ vae_status vae_trainer_train(vae_trainer *trainer, const vae_train_options *opti
 void vae_request_stop(void);
 vae_status vae_trainer_save(vae_trainer *trainer, const char *checkpoint_path);
 vae_status vae_trainer_sample(vae_trainer *trainer, int count, uint64_t seed, float *images);
+vae_status vae_trainer_sample_at_temperature(vae_trainer *trainer, int count, uint64_t seed, float temperature,
+                                             float *images);
 vae_status vae_trainer_decode(vae_trainer *trainer, const float *z, int count, float *images);
 uint64_t vae_trainer_step(const vae_trainer *trainer);
 const vae_config *vae_trainer_config(const vae_trainer *trainer);

@@ -717,7 +717,7 @@ static vae_status cpu_adam_step(vae_backend *backend, float *params, const float
                                 size_t count, const vae_adam_settings *settings, const float *grad_norm_squared,
                                 vae_step_counter *counter) {
     float norm_squared = *grad_norm_squared;
-    if (!vae_step_is_nonfinite(norm_squared)) {
+    if (!vae_step_is_skipped(norm_squared, settings->skip_norm)) {
         const vae_adam_step_constants constants = vae_adam_constants(settings, counter->step, norm_squared);
         if (count <= CPU_PARALLEL_MIN) {
             adam_range(params, grads, m, v, count, constants);
@@ -731,7 +731,7 @@ static vae_status cpu_adam_step(vae_backend *backend, float *params, const float
             }
         }
     }
-    vae_advance_step_counter(counter, norm_squared);
+    vae_advance_step_counter(counter, norm_squared, settings->skip_norm);
     return VAE_OK;
 }
 

@@ -50,9 +50,12 @@ static const char *eval_usage =
     "--iwae-k, the importance-weighted log-likelihood estimate with K samples. The GEMMs run in the\n"
     "precision the model trained in (train.precision) unless --precision says otherwise.\n";
 static const char *sample_usage =
-    "usage: vae sample --checkpoint FILE --out FILE.png [--n 64] [--seed S] [--device cpu|cuda|auto]\n"
-    "                  [--quiet]\n"
-    "Decodes N draws from the prior N(0, I) and writes them as a PNG grid.\n";
+    "usage: vae sample --checkpoint FILE --out FILE.png [--n 64] [--seed S] [--temperature 1]\n"
+    "                  [--groups] [--device cpu|cuda|auto] [--quiet]\n"
+    "Decodes N draws from the prior and writes them as a PNG grid; --temperature scales the prior's\n"
+    "noise (a hierarchical model samples ancestrally from its top group, every group's noise scaled).\n"
+    "--groups (hierarchical models): one row per latent group, top group first, of N pictures that\n"
+    "share every other group's noise and redraw that group's: what each group controls.\n";
 static const char *bench_usage =
     "usage: vae bench --config FILE [--set section.key=value ...] [--device cpu|cuda|auto]\n"
     "                 [--warmup-steps N] [--steps N]\n"
@@ -197,14 +200,25 @@ static int command_sample(int argc, char **argv) {
         vae_trainer_destroy(trainer);
         return 2;
     }
-    images = malloc(sizeof(float) * (size_t)o.count * channels * rows * cols);
-    status = images ? vae_trainer_sample(trainer, o.count, o.seed, images) : cli_error(VAE_ERROR_OUT_OF_MEMORY, "sample: out of memory");
+    int groups = o.groups ? vae_trainer_latent_group_count(trainer) : 1;
+    if (o.groups && groups == 0) {
+        fprintf(stderr, "vae: error: %s: --groups needs a hierarchical model (model.latent_groups); this one has one "
+                        "latent group\n", o.checkpoint_path);
+        vae_trainer_destroy(trainer);
+        return 2;
+    }
+    int count = o.groups && !o.count_given ? 8 : o.count, pictures = groups * count;
+    images = malloc(sizeof(float) * (size_t)pictures * channels * rows * cols);
+    if (!images) status = cli_error(VAE_ERROR_OUT_OF_MEMORY, "sample: out of memory");
+    else if (o.groups) status = vae_trainer_sample_groups(trainer, count, o.seed, o.temperature, images);
+    else status = vae_trainer_sample_at_temperature(trainer, count, o.seed, o.temperature, images);
     if (status == VAE_OK) {
         int columns = 1;
-        while (columns * columns < o.count) ++columns;
-        status = vae_png_write_image_grid(o.out, images, o.count, channels, rows, cols, columns, 2);
+        while (columns * columns < count) ++columns;
+        if (o.groups) columns = count;
+        status = vae_png_write_image_grid(o.out, images, pictures, channels, rows, cols, columns, 2);
     }
-    if (status == VAE_OK && !o.quiet) fprintf(stderr, "vae: wrote %d samples to %s\n", o.count, o.out);
+    if (status == VAE_OK && !o.quiet) fprintf(stderr, "vae: wrote %d samples to %s\n", pictures, o.out);
     free(images);
     vae_trainer_destroy(trainer);
     return status == VAE_OK ? 0 : cli_fail(status);

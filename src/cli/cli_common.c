@@ -98,6 +98,7 @@ int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) 
     o->steps = 200;
     o->seed = 1;
     o->pairs = 8;
+    o->temperature = 1.0f;
     o->dims[0] = 0;
     o->dims[1] = 1;
     for (int i = 2; i < argc; ++i) {
@@ -111,6 +112,7 @@ int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) 
         } else if (strcmp(a, "--resume") == 0) { o->resume = 1; takes_value = 0; }
         else if (strcmp(a, "--force") == 0) { o->force = 1; takes_value = 0; }
         else if (strcmp(a, "--quiet") == 0) { o->quiet = 1; takes_value = 0; }
+        else if (strcmp(a, "--groups") == 0) { o->groups = 1; takes_value = 0; }
         else if (!value) return cli_usage_error(usage, "missing value after", a);
         else if (strcmp(a, "--config") == 0) o->config_path = value;
         else if (strcmp(a, "--checkpoint") == 0) o->checkpoint_path = value;
@@ -147,6 +149,12 @@ int cli_parse_options(int argc, char **argv, const char *usage, cli_options *o) 
             o->logvar_path = value;
         } else if (strcmp(a, "--labels") == 0) {
             o->labels_path = value;
+        } else if (strcmp(a, "--temperature") == 0) {
+            char *end = NULL;
+            double t = strtod(value, &end);
+            if (!value[0] || *end != '\0' || !(t > 0.0) || t > 100.0)
+                return cli_usage_error(usage, "--temperature expects a number in (0, 100], got", value);
+            o->temperature = (float)t;
         } else if (strcmp(a, "--seed") == 0) {
             char *end = NULL;
             o->seed = strtoull(value, &end, 10);

@@ -22,6 +22,8 @@ typedef struct cli_options {
     int pairs;                       /* --pairs, default 8 */
     int dims[2];                     /* --dims i,j, default 0,1 */
     const char *logvar_path, *labels_path; /* --logvar FILE.npy, --labels FILE.npy */
+    float temperature;               /* vae sample --temperature, default 1 */
+    int groups;                      /* vae sample --groups: what each latent group controls */
 } cli_options;
 
 int cli_exit_code_for(vae_status status);

@@ -83,6 +83,10 @@ const config_key config_keys[] = {
     INT_KEY("model", "kl_warmup_steps", kl_warmup_steps, 0, INT_MAX),
     FLOAT_KEY("model", "init_scale", init_scale, 0, FLT_MAX, 0, 0),
     CHOICE_KEY("model", "objective", objective, objective_names),
+    WIDTHS_KEY("model", "latent_groups", latent_groups, latent_group_count),
+    INT_KEY("model", "hierarchy_width", hierarchy_width, 1, MAX_LAYER_WIDTH),
+    CHOICE_KEY("model", "residual_posterior", residual_posterior, switch_names),
+    FLOAT_KEY("model", "free_bits", free_bits, 0, FLT_MAX, 0, 0),
     INT_KEY("train", "epochs", epochs, 1, 1000000),
     INT_KEY("train", "batch_size", batch_size, 1, 1 << 20),
     {"train", "seed", KEY_UINT64, FIELD(seed), 0, 0, 0, 0, 0, NULL},
@@ -96,6 +100,7 @@ const config_key config_keys[] = {
     FLOAT_KEY("train", "adam_epsilon", adam_epsilon, 0, FLT_MAX, 1, 0),
     FLOAT_KEY("train", "weight_decay", weight_decay, 0, FLT_MAX, 0, 0),
     FLOAT_KEY("train", "grad_clip", grad_clip, 0, FLT_MAX, 0, 0),
+    FLOAT_KEY("train", "skip_grad_norm", skip_grad_norm, 0, FLT_MAX, 0, 0),
     INT_KEY("train", "log_every_steps", log_every_steps, 1, INT_MAX),
     INT_KEY("train", "eval_every_epochs", eval_every_epochs, 0, INT_MAX),
     INT_KEY("train", "eval_batch_size", eval_batch_size, 1, 1 << 20),
@@ -146,6 +151,8 @@ void vae_config_defaults(vae_config *config) {
     config->nonfinite_policy = VAE_NONFINITE_STOP;
     config->objective = VAE_OBJECTIVE_ELBO;
     config->tensorboard = 1;
+    config->hierarchy_width = 256;
+    config->residual_posterior = 1;
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -348,6 +355,27 @@ static vae_status check_layer_lists(const vae_config *config) {
     return VAE_OK;
 }
 
+/* Hierarchical latents: several groups whose sizes add up to latent_dim. */
+static vae_status check_latent_groups(const vae_config *config) {
+    int count = config->latent_group_count;
+    if (count == 0) return VAE_OK;
+    if (count == 1 || count > VAE_MAX_LATENT_GROUPS)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "config: [model] latent_groups: expected 2..%d group sizes (or none: one latent of "
+                         "latent_dim), got %d", VAE_MAX_LATENT_GROUPS, count);
+    long long sum = 0;
+    for (int g = 0; g < count; ++g) sum += config->latent_groups[g];
+    if (sum != config->latent_dim)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "config: [model] latent_dim: expected the sum of latent_groups (%lld), got %d", sum,
+                         config->latent_dim);
+    if (config->objective == VAE_OBJECTIVE_IWAE)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "config: [model] objective: expected elbo with latent_groups (the importance-weighted "
+                         "training objective is not built for hierarchical models yet; vae eval --iwae-k is)");
+    return VAE_OK;
+}
+
 /* The run's step count when the config alone knows it (data.train_limit > 0,
  * more examples than validation_size), else -1. */
 static long long known_run_steps(const vae_config *config) {
@@ -377,6 +405,7 @@ vae_status vae_config_validate(const vae_config *config) {
     if (!config) return vae_error(VAE_ERROR_INVALID_ARGUMENT, "vae_config_validate: config is NULL");
     VAE_TRY(check_fields(config));
     VAE_TRY(check_layer_lists(config));
+    VAE_TRY(check_latent_groups(config));
     if (config->lr_min > config->lr) {
         char lr[32], lr_min[32];
         format_float(config->lr, lr, sizeof lr);
@@ -459,6 +488,13 @@ vae_status vae_config_to_string(const vae_config *config, char **out_text) {
             /* Likewise the default objective: an elbo config writes the text
              * it wrote before model.objective existed (and loads back to elbo). */
             if (config_keys[i].offset == FIELD(objective) && config->objective == VAE_OBJECTIVE_ELBO) continue;
+            /* And the hierarchy's keys, for a model with one latent group. */
+            if (config->latent_group_count == 0 &&
+                (config_keys[i].offset == FIELD(latent_groups) || config_keys[i].offset == FIELD(hierarchy_width) ||
+                 config_keys[i].offset == FIELD(residual_posterior) || config_keys[i].offset == FIELD(free_bits)))
+                continue;
+            /* And train.skip_grad_norm = 0, the default. */
+            if (config_keys[i].offset == FIELD(skip_grad_norm) && config->skip_grad_norm == 0.0f) continue;
             /* And output.tensorboard = on, the default. */
             if (config_keys[i].offset == FIELD(tensorboard) && config->tensorboard == 1) continue;
             char value[VAE_PATH_MAX + 16];

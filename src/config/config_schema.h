@@ -29,7 +29,7 @@ typedef struct config_key {
 
 /* The parser sizes its per-key arrays with this; config_schema.c checks that
  * the table has exactly this many entries. */
-#define CONFIG_KEY_COUNT 43
+#define CONFIG_KEY_COUNT 48
 extern const config_key config_keys[];
 
 /* Index of the section name[0..length) or of the key section.name; -1: none. */

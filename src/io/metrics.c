@@ -126,7 +126,7 @@ vae_status vae_eval_result_to_json(const vae_eval_result *result, const char *sp
     vae_metrics_format(&record, line, sizeof line);
     /* The record without its closing brace, then the points, the precision and
      * each dimension's KL (at most 16 characters a number). */
-    size_t capacity = strlen(line) + 96 + 18 * (size_t)result->latent_dim;
+    size_t capacity = strlen(line) + 96 + 18 * (size_t)result->latent_dim + 64 + 32 * (size_t)result->group_count;
     char *text = malloc(capacity);
     if (!text) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "vae_eval_result_to_json: out of memory");
     int used = snprintf(text, capacity, "%.*s,\"points\":%ld,\"precision\":\"%s\",\"kl_per_dimension\":[",
@@ -136,10 +136,21 @@ vae_status vae_eval_result_to_json(const vae_eval_result *result, const char *sp
         used += isfinite(value) ? snprintf(text + used, capacity - (size_t)used, "%s%.6g", j ? "," : "", value)
                                 : snprintf(text + used, capacity - (size_t)used, "%snull", j ? "," : "");
     }
-    if (used > 0 && (size_t)used + 2 < capacity) {
-        text[used] = ']';
-        text[used + 1] = '}';
-        text[used + 2] = '\0';
+    if (used > 0 && (size_t)used < capacity) used += snprintf(text + used, capacity - (size_t)used, "]");
+    /* hierarchical models: each group's KL and active units, data side first */
+    if (result->group_count > 0 && used > 0 && (size_t)used < capacity) {
+        used += snprintf(text + used, capacity - (size_t)used, ",\"group_kl\":[");
+        for (int g = 0; g < result->group_count && used > 0 && (size_t)used < capacity; ++g)
+            used += snprintf(text + used, capacity - (size_t)used, "%s%.6g", g ? "," : "", result->group_kl[g]);
+        if (used > 0 && (size_t)used < capacity)
+            used += snprintf(text + used, capacity - (size_t)used, "],\"group_active_units\":[");
+        for (int g = 0; g < result->group_count && used > 0 && (size_t)used < capacity; ++g)
+            used += snprintf(text + used, capacity - (size_t)used, "%s%d", g ? "," : "", result->group_active_units[g]);
+        if (used > 0 && (size_t)used < capacity) used += snprintf(text + used, capacity - (size_t)used, "]");
+    }
+    if (used > 0 && (size_t)used + 1 < capacity) {
+        text[used] = '}';
+        text[used + 1] = '\0';
     } else {
         free(text);
         return vae_error(VAE_ERROR_INTERNAL, "vae_eval_result_to_json: text outgrew its bound");

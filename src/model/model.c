@@ -225,6 +225,54 @@ static vae_status build_side(build_state *state, const vae_layer_spec *specs, in
     return VAE_OK;
 }
 
+/* One dense layer of the hierarchy, named hierarchy.{group}.{role}; returns its index. */
+static vae_status add_hierarchy_layer(build_state *state, int group, const char *role, int in, int out,
+                                      int activation, int *index) {
+    *index = state->index;
+    VAE_TRY(add_layer(state, VAE_LAYER_DENSE, in, out, NULL, activation));
+    vae_layer *layer = &state->model->layers[*index];
+    snprintf(layer->weight_name, sizeof layer->weight_name, "hierarchy.%d.%s.weight", group, role);
+    snprintf(layer->bias_name, sizeof layer->bias_name, "hierarchy.%d.%s.bias", group, role);
+    return VAE_OK;
+}
+
+/* The hierarchy's layers (model.h: vae_latent_group), group by group from
+ * the data side up. */
+static vae_status build_hierarchy(build_state *state, const vae_config *config, int bottom_up_width) {
+    vae_model *model = state->model;
+    int count = config->latent_group_count, width = config->hierarchy_width, act = config->activation;
+    model->group_count = count;
+    model->hierarchy_width = width;
+    model->residual_posterior = config->residual_posterior;
+    int offset = 0, feature_width = bottom_up_width;
+    for (int g = 0; g < count; ++g) {
+        vae_latent_group *group = &model->groups[g];
+        int size = config->latent_groups[g];
+        *group = (vae_latent_group){.size = size, .offset = offset, .posterior = -1, .latent_in = -1, .prior = -1,
+                                    .merge_bottom_up = -1, .merge_top_down = -1, .bottom_up = -1};
+        offset += size;
+        int top = g == count - 1;
+        if (g > 0) {
+            VAE_TRY(add_hierarchy_layer(state, g, "bottom_up", feature_width, width, act, &group->bottom_up));
+            feature_width = width;
+        }
+        if (top) {
+            VAE_TRY(add_hierarchy_layer(state, g, "posterior", feature_width, 2 * size, VAE_ACTIVATION_IDENTITY,
+                                        &group->posterior));
+        } else {
+            VAE_TRY(add_hierarchy_layer(state, g, "prior", width, 2 * size, VAE_ACTIVATION_IDENTITY, &group->prior));
+            VAE_TRY(add_hierarchy_layer(state, g, "merge_bottom_up", feature_width, width, VAE_ACTIVATION_IDENTITY,
+                                        &group->merge_bottom_up));
+            /* the activation of the merge's sum */
+            VAE_TRY(add_hierarchy_layer(state, g, "merge_top_down", width, width, act, &group->merge_top_down));
+            VAE_TRY(add_hierarchy_layer(state, g, "posterior", width, 2 * size, VAE_ACTIVATION_IDENTITY,
+                                        &group->posterior));
+        }
+        VAE_TRY(add_hierarchy_layer(state, g, "latent_in", size, width, act, &group->latent_in));
+    }
+    return VAE_OK;
+}
+
 /* A widths list (model.hidden) as dense layer specs. */
 static int widths_as_specs(const int *widths, int count, vae_layer_spec *specs) {
     for (int i = 0; i < count; ++i) specs[i] = (vae_layer_spec){.kind = VAE_LAYER_DENSE, .outputs = widths[i]};
@@ -273,22 +321,33 @@ vae_status vae_model_build(const vae_config *config, int input_dim, const vae_im
     model->convolutional = specs_need_images(encoder_specs, encoder_count) ||
                            specs_need_images(decoder_specs, decoder_count);
 
+    int hierarchical = config->latent_group_count >= 2;
+    if (hierarchical && encoder_count == 0)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "model: latent_groups needs at least one encoder layer (model.hidden or model.encoder): its "
+                         "output is the hierarchy's bottom-up input");
     build_state state = {.model = model, .config = config, .side = "encoder"};
     flow_shape shape = {0, 0, 0, 0, input_dim};
     int ended_with_conv = 0;
     VAE_TRY(build_side(&state, encoder_specs, encoder_count, &shape, image, &ended_with_conv));
-    if (shape.spatial) state.module += 1; /* nn.Flatten before the head */
-    VAE_TRY(add_layer(&state, VAE_LAYER_DENSE, shape.values, 2 * config->latent_dim, NULL, VAE_ACTIVATION_IDENTITY));
+    int bottom_up_width = shape.values;
+    if (!hierarchical) {
+        if (shape.spatial) state.module += 1; /* nn.Flatten before the head */
+        VAE_TRY(add_layer(&state, VAE_LAYER_DENSE, shape.values, 2 * config->latent_dim, NULL,
+                          VAE_ACTIVATION_IDENTITY));
+    }
     model->encoder_layer_count = state.index;
 
     state.side = "decoder";
     state.module = 0;
     state.side_layers = 0;
-    shape = (flow_shape){0, 0, 0, 0, config->latent_dim};
+    shape = (flow_shape){0, 0, 0, 0, hierarchical ? config->hierarchy_width : config->latent_dim};
     VAE_TRY(build_side(&state, decoder_specs, decoder_count, &shape, image, &ended_with_conv));
     if (!ended_with_conv)
         VAE_TRY(add_layer(&state, VAE_LAYER_DENSE, shape.values, model->output_width, NULL, VAE_ACTIVATION_IDENTITY));
     model->decoder_layer_count = state.index - model->encoder_layer_count;
+    if (hierarchical) VAE_TRY(build_hierarchy(&state, config, bottom_up_width));
+    model->layer_count = state.index;
     return VAE_OK;
 }
 
@@ -310,8 +369,7 @@ size_t vae_model_decoder_floats_per_row(const vae_model *model) {
 /* Initialisation draws from Philox under its own purpose so it never shares
  * numbers with training noise. */
 void vae_model_init_parameters(const vae_model *model, uint64_t seed, float init_scale, float *host_parameters) {
-    int layer_count = model->encoder_layer_count + model->decoder_layer_count;
-    for (int i = 0; i < layer_count; ++i) {
+    for (int i = 0; i < model->layer_count; ++i) {
         const vae_layer *layer = &model->layers[i];
         float bound = 1.0f / sqrtf((float)layer->fan_in);
         size_t weights = layer->weight_count;

@@ -40,7 +40,10 @@
 #include "vae/vae.h"
 #include "vae_conv_geometry.h"
 
-#define VAE_MAX_LAYERS (2 * (VAE_MAX_HIDDEN_LAYERS > VAE_MAX_LAYER_SPECS ? VAE_MAX_HIDDEN_LAYERS : VAE_MAX_LAYER_SPECS) + 2)
+#define VAE_MAX_SIDE_LAYERS (VAE_MAX_HIDDEN_LAYERS > VAE_MAX_LAYER_SPECS ? VAE_MAX_HIDDEN_LAYERS : VAE_MAX_LAYER_SPECS)
+/* Encoder and decoder with their heads, then the hierarchy's layers (at
+ * most 6 per latent group). */
+#define VAE_MAX_LAYERS (2 * VAE_MAX_SIDE_LAYERS + 2 + 6 * VAE_MAX_LATENT_GROUPS)
 
 typedef struct vae_layer {
     vae_layer_kind kind;
@@ -56,6 +59,26 @@ typedef struct vae_layer {
     char weight_name[48], bias_name[48];
 } vae_layer;
 
+/* Hierarchical latents (model.latent_groups, groups g = 0 .. G-1, g = 0
+ * nearest the data, G-1 the top; Ladder/NVAE-style top-down inference).
+ * d_0 is the encoder's output (its layers without a head), d_g =
+ * act(bottom_up_g(d_{g-1})). The top group's posterior is
+ * posterior_{G-1}(d_{G-1}) against N(0, I), and the top-down state starts
+ * at s_{G-1} = act(latent_in_{G-1}(z_{G-1})). Each lower group g then has
+ * the conditional prior p_g = prior_g(s_{g+1}), the posterior
+ * q_g = posterior_g(act(merge_bottom_up_g(d_g) + merge_top_down_g(s_{g+1})))
+ * (plus p_g with residual_posterior: NVAE's residual normal), both
+ * [mu | logvar], and s_g = s_{g+1} + act(latent_in_g(z_g)) (a residual
+ * top-down path). The decoder reads s_0. Every entry is a layer index in the
+ * table, -1 where the group has no such layer. Names:
+ * hierarchy.{g}.{posterior,latent_in,prior,merge_bottom_up,merge_top_down,
+ * bottom_up}.{weight,bias}, each an nn.Linear. */
+typedef struct vae_latent_group {
+    int size;       /* Z_g */
+    int offset;     /* of the group's dimensions in the concatenated latent [z_0 | z_1 | ...] */
+    int posterior, latent_in, prior, merge_bottom_up, merge_top_down, bottom_up;
+} vae_latent_group;
+
 /* An image's shape (channels-first); all 0 when the data are not images. */
 typedef struct vae_image_shape {
     int channels, height, width;
@@ -70,9 +93,18 @@ typedef struct vae_model {
     int convolutional;     /* names follow nn.Sequential (see above) */
     int encoder_layer_count;   /* including the head */
     int decoder_layer_count;   /* including the output layer */
-    vae_layer layers[VAE_MAX_LAYERS]; /* encoder layers, then decoder layers */
+    int layer_count;           /* all of them: encoder, decoder, hierarchy */
+    vae_layer layers[VAE_MAX_LAYERS]; /* encoder layers, decoder layers, then the hierarchy's */
     size_t parameter_count;
+    /* Hierarchical models: group_count >= 2 (else 0), the encoder has no
+     * head (its last layer gives d_0), the decoder reads s_0 [hierarchy_width]. */
+    int group_count;
+    int hierarchy_width;
+    int residual_posterior;
+    vae_latent_group groups[VAE_MAX_LATENT_GROUPS];
 } vae_model;
+
+static inline int vae_model_is_hierarchical(const vae_model *m) { return m->group_count > 0; }
 
 /* Builds the layer table from the config's widths or layer lists for data of
  * input_dim values per row; image (may be NULL: unknown) gives their shape,

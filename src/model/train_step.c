@@ -2,9 +2,12 @@
 #include "model/train_step.h"
 
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "base/error.h"
+#include "model/hierarchy_step.h"
+#include "vae_math.h"
 
 struct vae_step {
     vae_backend *backend;
@@ -22,6 +25,11 @@ struct vae_step {
     float *conv_workspace;    /* conv layers: the largest workspace any of them needs, or NULL */
     float *iwae_weight, *iwae_row_loss; /* objective iwae: [samples*rows] normalised weights, [rows] losses */
     int with_optimizer;
+    /* hierarchical models (model.latent_groups) */
+    vae_hierarchy *hierarchy;
+    vae_hierarchy_settings hierarchy_settings;
+    float *encoder_output_gradient; /* d loss / d d_0 [rows, encoder output width] */
+    const float *s0;                /* the decoder's input of the last forward pass */
     void *allocations[4 * VAE_MAX_LAYERS + 32];
     int allocation_count;
 };
@@ -70,7 +78,9 @@ vae_status vae_step_create(vae_step **out, vae_backend *backend, const vae_model
     STEP_ALLOC(decoder_rows, &step->buffers.logp);
     STEP_ALLOC(decoder_rows * m->output_width, &step->buffers.decoder_output);
     STEP_ALLOC(2 * VAE_LOSS_SLOTS, (float **)&step->buffers.loss_accumulator);
-    for (int i = 0; i < m->encoder_layer_count - 1; ++i) {
+    /* A hierarchical model's encoder has no head: its last layer is activated too. */
+    int hierarchical = vae_model_is_hierarchical(m);
+    for (int i = 0; i < m->encoder_layer_count - (hierarchical ? 0 : 1); ++i) {
         size_t floats = (size_t)rows * m->layers[i].out;
         STEP_ALLOC(floats, &step->pre[i]);
         STEP_ALLOC(floats, &step->post[i]);
@@ -98,7 +108,10 @@ vae_status vae_step_create(vae_step **out, vae_backend *backend, const vae_model
         STEP_ALLOC(1, &step->buffers.grad_norm_squared);
         STEP_ALLOC(scratch_floats, &step->scratch[0]);
         STEP_ALLOC(scratch_floats, &step->scratch[1]);
-        STEP_ALLOC(z_floats, &step->dz);
+        STEP_ALLOC(hierarchical ? max_size(z_floats, decoder_rows * (size_t)m->hierarchy_width) : z_floats,
+                   &step->dz);
+        if (hierarchical)
+            STEP_ALLOC((size_t)rows * m->layers[m->encoder_layer_count - 1].out, &step->encoder_output_gradient);
         STEP_ALLOC((size_t)rows * 2 * m->latent_dim, &step->dmu_logvar);
         if (step->objective == VAE_OBJECTIVE_IWAE) {
             STEP_ALLOC(decoder_rows, &step->iwae_weight);
@@ -109,6 +122,13 @@ vae_status vae_step_create(vae_step **out, vae_backend *backend, const vae_model
         if ((status = vae_backend_fill(backend, step->buffers.adam_v, 0.0f, m->parameter_count))) goto fail;
     }
 #undef STEP_ALLOC
+    if (hierarchical) {
+        step->hierarchy_settings = (vae_hierarchy_settings){.beta = config->beta,
+                                                            .kl_warmup_steps = (uint64_t)config->kl_warmup_steps,
+                                                            .logvar_clamp = config->logvar_clamp,
+                                                            .free_bits = config->free_bits};
+        if ((status = vae_hierarchy_create(&step->hierarchy, backend, m, rows, samples, with_optimizer))) goto fail;
+    }
     if ((status = vae_backend_fill(backend, (float *)step->buffers.loss_accumulator, 0.0f, 2 * VAE_LOSS_SLOTS)))
         goto fail;
     *out = step;
@@ -120,6 +140,7 @@ fail:
 
 void vae_step_destroy(vae_step *step) {
     if (!step) return;
+    vae_hierarchy_destroy(step->hierarchy);
     for (int i = 0; i < step->allocation_count; ++i) vae_backend_free(step->backend, step->allocations[i]);
     free(step);
 }
@@ -203,11 +224,33 @@ static vae_status backward_layers(vae_step *step, int first, int count, const fl
     return VAE_OK;
 }
 
+/* A hierarchical model's encoder (every layer activated: d_0) and latent
+ * groups: *s0, the decoder's input, and buffers.kl. */
+static vae_status hierarchy_forward(vae_step *step, const vae_noise_settings *noise, const vae_step_counter *counter,
+                                    int means, const float **s0) {
+    const vae_model *m = &step->model;
+    vae_step_buffers *b = &step->buffers;
+    int last = m->encoder_layer_count - 1;
+    VAE_TRY(forward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, step->pre[last]));
+    VAE_TRY(vae_backend_activation_forward(step->backend, m->layers[last].activation, step->pre[last], step->post[last],
+                                           (size_t)step->rows * m->layers[last].out));
+    return vae_hierarchy_forward(step->hierarchy, b->parameters, step->post[last], noise, counter, means,
+                                 &step->hierarchy_settings, b->kl, s0);
+}
+
 static vae_status run_forward(vae_step *step, const vae_noise_settings *noise, const vae_step_counter *counter,
                               const float *eps_override, int write_gradient) {
     const vae_model *m = &step->model;
     vae_step_buffers *b = &step->buffers;
     int decoder_rows = step->rows * step->samples;
+    if (step->hierarchy) {
+        if (eps_override) return vae_error(VAE_ERROR_INTERNAL, "train step: no eps override for hierarchical models");
+        VAE_TRY(hierarchy_forward(step, noise, counter, 0, &step->s0));
+        VAE_TRY(forward_layers(step, m->encoder_layer_count, m->decoder_layer_count, step->s0, decoder_rows,
+                               b->decoder_output));
+        return vae_backend_likelihood(step->backend, step->likelihood, b->x, b->decoder_output, b->logp, step->rows,
+                                      step->samples, m->input_dim, step->fixed_logvar, write_gradient);
+    }
     VAE_TRY(forward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, b->mu_logvar));
     VAE_TRY(vae_backend_reparam_kl_forward(step->backend, b->mu_logvar, b->z, b->kl, step->rows, m->latent_dim,
                                     step->samples, noise, counter, eps_override, step->logvar_clamp));
@@ -252,6 +295,18 @@ vae_status vae_step_forward_backward(vae_step *step, const vae_noise_settings *n
     if (step->objective == VAE_OBJECTIVE_IWAE) return iwae_backward(step, counter);
     VAE_TRY(vae_backend_accumulate_loss(step->backend, b->logp, b->kl, step->rows, step->samples, step->beta,
                                  step->kl_warmup_steps, counter, b->loss_accumulator));
+    if (step->hierarchy) {
+        int last = m->encoder_layer_count - 1;
+        VAE_TRY(backward_layers(step, m->encoder_layer_count, m->decoder_layer_count,
+                                step->s0, decoder_rows, b->decoder_output, step->dz));
+        VAE_TRY(vae_hierarchy_backward(step->hierarchy, b->parameters, b->gradients, step->dz, counter,
+                                       &step->hierarchy_settings, step->encoder_output_gradient));
+        VAE_TRY(vae_backend_activation_backward(step->backend, m->layers[last].activation, step->pre[last],
+                                                step->encoder_output_gradient, step->encoder_output_gradient,
+                                                (size_t)step->rows * m->layers[last].out));
+        return backward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, step->encoder_output_gradient,
+                               NULL);
+    }
     VAE_TRY(backward_layers(step, m->encoder_layer_count, m->decoder_layer_count, b->z, decoder_rows,
                             b->decoder_output, step->dz));
     VAE_TRY(vae_backend_reparam_kl_backward(step->backend, b->mu_logvar, b->z, step->dz, step->dmu_logvar, step->rows,
@@ -260,16 +315,84 @@ vae_status vae_step_forward_backward(vae_step *step, const vae_noise_settings *n
     return backward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, step->dmu_logvar, NULL);
 }
 
+/* A hierarchical model's code of buffers.x: the posterior means, every
+ * group at its mean, as the standard normal noise that ancestral sampling
+ * turns into them (vae_step_decode): eps_top = mu_q, eps_g = (mu_q - mu_p) /
+ * std_p, and log-variance logvar_q - logvar_p, into mu_logvar [rows, 2Z] as
+ * [all groups' means | all groups' log-variances]. */
+static vae_status hierarchy_encode(vae_step *step) {
+    const vae_model *m = &step->model;
+    vae_step_buffers *b = &step->buffers;
+    vae_noise_settings noise = {0};
+    vae_step_counter zero = {0, 0, 0};
+    vae_step_counter *counter = NULL;
+    const float *s0 = NULL;
+    VAE_TRY(vae_backend_alloc(step->backend, sizeof zero, (void **)&counter));
+    vae_status status = vae_backend_copy_to_device(step->backend, counter, &zero, sizeof zero);
+    if (status == VAE_OK) status = hierarchy_forward(step, &noise, counter, 1, &s0);
+    vae_backend_free(step->backend, counter);
+    VAE_TRY(status);
+    int rows = step->rows, latent = m->latent_dim;
+    float clamp = step->logvar_clamp;
+    size_t largest = 0;
+    for (int g = 0; g < m->group_count; ++g)
+        if ((size_t)m->groups[g].size > largest) largest = (size_t)m->groups[g].size;
+    float *code = malloc(sizeof(float) * (size_t)rows * 2 * (size_t)latent);
+    float *q = malloc(sizeof(float) * (size_t)rows * 2 * largest), *p = malloc(sizeof(float) * (size_t)rows * 2 * largest);
+    status = code && q && p ? VAE_OK : vae_error(VAE_ERROR_OUT_OF_MEMORY, "encode: out of memory");
+    for (int g = 0; status == VAE_OK && g < m->group_count; ++g) {
+        int size = m->groups[g].size, offset = m->groups[g].offset, top = g == m->group_count - 1;
+        size_t floats = (size_t)rows * 2 * (size_t)size;
+        status = vae_backend_copy_to_host(step->backend, q, vae_hierarchy_posterior(step->hierarchy, g),
+                                          sizeof(float) * floats);
+        if (status == VAE_OK && !top)
+            status = vae_backend_copy_to_host(step->backend, p, vae_hierarchy_prior(step->hierarchy, g),
+                                              sizeof(float) * floats);
+        for (int r = 0; status == VAE_OK && r < rows; ++r)
+            for (int j = 0; j < size; ++j) {
+                const float *qr = q + (size_t)r * 2 * size, *pr = p + (size_t)r * 2 * size;
+                float q_logvar = vae_clamp_logvar(qr[size + j], clamp);
+                float p_mu = top ? 0.0f : pr[j], p_logvar = top ? 0.0f : vae_clamp_logvar(pr[size + j], clamp);
+                float *row = code + (size_t)r * 2 * latent;
+                row[offset + j] = (qr[j] - p_mu) * expf(-0.5f * p_logvar);
+                row[latent + offset + j] = q_logvar - p_logvar;
+            }
+    }
+    if (status == VAE_OK)
+        status = vae_backend_copy_to_device(step->backend, b->mu_logvar, code,
+                                            sizeof(float) * (size_t)rows * 2 * (size_t)latent);
+    free(code);
+    free(q);
+    free(p);
+    return status;
+}
+
 vae_status vae_step_encode(vae_step *step) {
+    if (step->hierarchy) return hierarchy_encode(step);
     return forward_layers(step, 0, step->model.encoder_layer_count, step->buffers.x, step->rows,
                           step->buffers.mu_logvar);
 }
 
 vae_status vae_step_decode(vae_step *step, const float *z, int count) {
     if (count > step->rows * step->samples) return vae_error(VAE_ERROR_INTERNAL, "decode: too many rows");
+    if (step->hierarchy) {
+        vae_step_counter zero = {0, 0, 0};
+        vae_step_counter *counter = NULL;
+        const float *s0 = NULL;
+        VAE_TRY(vae_backend_alloc(step->backend, sizeof zero, (void **)&counter));
+        vae_status status = vae_backend_copy_to_device(step->backend, counter, &zero, sizeof zero);
+        if (status == VAE_OK)
+            status = vae_hierarchy_generate(step->hierarchy, step->buffers.parameters, z, count, counter,
+                                            step->logvar_clamp, &s0);
+        vae_backend_free(step->backend, counter);
+        VAE_TRY(status);
+        z = s0;
+    }
     return forward_layers(step, step->model.encoder_layer_count, step->model.decoder_layer_count, z, count,
                           step->buffers.decoder_output);
 }
+
+vae_hierarchy *vae_step_hierarchy(vae_step *step) { return step->hierarchy; }
 
 vae_status vae_step_optimizer(vae_step *step, const vae_adam_settings *settings, vae_step_counter *counter) {
     if (!step->with_optimizer) return vae_error(VAE_ERROR_INTERNAL, "train step: created without an optimizer");
@@ -301,7 +424,8 @@ vae_status vae_reference_loss_and_gradients(const vae_config *config, int input_
     if (status == VAE_OK) {
         const vae_step_buffers *b = vae_step_get_buffers(step);
         memcpy(b->x, x, sizeof(float) * (size_t)rows * input_dim);
-        status = vae_step_forward_backward(step, &noise, &counter, eps);
+        /* A hierarchical model draws its own Philox noise at step 0 (the same draws every call). */
+        status = vae_step_forward_backward(step, &noise, &counter, vae_model_is_hierarchical(&model) ? NULL : eps);
         if (status == VAE_OK) {
             *loss = b->loss_accumulator[VAE_LOSS_SUM_LOSS] / rows;
             if (gradients) memcpy(gradients, b->gradients, sizeof(float) * model.parameter_count);

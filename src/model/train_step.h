@@ -7,6 +7,7 @@
 
 #include "backends/backend.h"
 #include "model/model.h"
+#include "model/hierarchy_step.h"
 
 typedef struct vae_step vae_step;
 
@@ -56,6 +57,12 @@ vae_status vae_step_encode(vae_step *step);
 /* Decoder only: decoder_output for count rows of z (backend memory, may be
  * buffers.z), count <= rows * samples. */
 vae_status vae_step_decode(vae_step *step, const float *z, int count);
+/* Hierarchical models: the latent groups' part of the step (NULL otherwise).
+ * Their encode gives, per group, the standard normal noise that ancestral
+ * sampling maps to the posterior means (hierarchy_encode in train_step.c),
+ * and their decode takes such noise, laid out group after group ([count,
+ * Z_0] then [count, Z_1] ...), and samples ancestrally from the top. */
+vae_hierarchy *vae_step_hierarchy(vae_step *step);
 /* Gradient norm (+ clipping) and Adam/AdamW; advances counter->step. */
 vae_status vae_step_optimizer(vae_step *step, const vae_adam_settings *settings, vae_step_counter *counter);
 
@@ -64,7 +71,8 @@ vae_status vae_step_optimizer(vae_step *step, const vae_adam_settings *settings,
  * arrays; the config's model section gives the architecture (image: the
  * input's shape, NULL when unknown). Writes the mean
  * loss (as defined above, beta without warm-up) and gradients
- * [parameter_count] (host; may be NULL). */
+ * [parameter_count] (host; may be NULL). A hierarchical model ignores eps:
+ * its groups draw Philox noise at step 0, the same draws on every call. */
 vae_status vae_reference_loss_and_gradients(const vae_config *config, int input_dim, const vae_image_shape *image,
                                             const float *parameters, const float *x, int rows, const float *eps,
                                             double *loss, float *gradients);

@@ -28,6 +28,8 @@ typedef struct eval_state {
     int32_t *order;            /* identity order on the backend */
     vae_step *steps[2];        /* full batches, and the remainder */
     float *importance;         /* [rows] IWAE per-row estimates (backend) */
+    float *log_weight;         /* hierarchical models: [samples*rows] log p(x|z) + the lower groups' log p - log q */
+    float *host_prior;         /* hierarchical models: a group's conditional prior of the batch's rows */
     float *host_importance;
     float *host_mu_logvar;
     int sharded;               /* 1: batches split over the data-parallel ranks (a split); 0: all here */
@@ -47,6 +49,8 @@ static void eval_state_free(eval_state *s) {
     vae_placed_rows_free(backend, &s->rows);
     if (s->order) vae_backend_free(backend, s->order);
     if (s->importance) vae_backend_free(backend, s->importance);
+    if (s->log_weight) vae_backend_free(backend, s->log_weight);
+    free(s->host_prior);
     free(s->host_importance);
     free(s->host_mu_logvar);
     free(s->host_logp);
@@ -66,6 +70,33 @@ static double seconds_now(void) {
 
 /* The ELBO from its two terms: of one row, or of the means over a split. */
 static double elbo_from_terms(double reconstruction, double kl) { return reconstruction - kl; }
+
+/* A hierarchical model's per-dimension sums, group by group: the posterior
+ * means (the first sample's, for the groups below the top) and each
+ * dimension's KL from the group's prior (N(0, I) for the top group). */
+static vae_status add_group_statistics(eval_state *s, vae_hierarchy *hierarchy, int rows, double *mean_sum,
+                                       double *mean_square_sum, double *kl_sum) {
+    const vae_model *m = &s->trainer->model;
+    vae_backend *backend = s->trainer->backend;
+    float clamp = s->trainer->config.logvar_clamp;
+    for (int g = 0; g < m->group_count; ++g) {
+        int size = m->groups[g].size, offset = m->groups[g].offset, top = g == m->group_count - 1;
+        size_t bytes = sizeof(float) * (size_t)rows * 2 * (size_t)size;
+        VAE_TRY(vae_backend_copy_to_host(backend, s->host_mu_logvar, vae_hierarchy_posterior(hierarchy, g), bytes));
+        if (!top) VAE_TRY(vae_backend_copy_to_host(backend, s->host_prior, vae_hierarchy_prior(hierarchy, g), bytes));
+        for (int r = 0; r < rows; ++r)
+            for (int j = 0; j < size; ++j) {
+                const float *q = s->host_mu_logvar + (size_t)r * 2 * size, *p = s->host_prior + (size_t)r * 2 * size;
+                double mu = q[j];
+                float q_logvar = vae_clamp_logvar(q[size + j], clamp);
+                mean_sum[offset + j] += mu;
+                mean_square_sum[offset + j] += mu * mu;
+                kl_sum[offset + j] += top ? vae_kl_term(q[j], q_logvar)
+                                          : vae_gaussian_kl_term(q[j], q_logvar, p[j], vae_clamp_logvar(p[size + j], clamp));
+            }
+    }
+    return VAE_OK;
+}
 
 /* Data parallel: rank r evaluates batches r, r + world, ...; a batch's noise
  * is addressed by its index, so the sharding does not change what a row
@@ -93,6 +124,11 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
     VAE_TRY(vae_backend_alloc(backend, sizeof(float) * (size_t)rows, (void **)&s->importance));
     s->host_importance = malloc(sizeof(float) * (size_t)rows);
     s->host_mu_logvar = malloc(sizeof(float) * (size_t)rows * 2 * latent);
+    if (trainer->model.group_count > 0) {
+        s->host_prior = malloc(sizeof(float) * (size_t)rows * 2 * latent);
+        if (!s->host_prior) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluation: out of memory");
+        if (iwae) VAE_TRY(vae_backend_alloc(backend, sizeof(float) * (size_t)rows * (size_t)samples, (void **)&s->log_weight));
+    }
     s->sums = calloc((size_t)SUM_LATENT + 3 * (size_t)latent, sizeof(double));
     free(trainer->kl_per_dimension);
     trainer->kl_per_dimension = calloc((size_t)latent, sizeof(double));
@@ -122,9 +158,20 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
         VAE_TRY(vae_backend_gather_batch(backend, &s->rows.rows, s->order + batch * rows, data->dim, batch_rows, &gather,
                                   trainer->eval_counter, b->x));
         VAE_TRY(vae_step_forward(step, &noise, trainer->eval_counter, NULL));
-        if (iwae) {
+        vae_hierarchy *hierarchy = vae_step_hierarchy(step);
+        if (iwae && hierarchy) {
+            /* log w = log p(x|z) + sum_g [log p(z_g|z_>g) - log q(z_g|x,z_>g)]: the lower groups here, the
+             * top group's (against N(0, I)) and the log-mean-exp in importance_log_mean */
+            int top = trainer->model.group_count - 1;
+            VAE_TRY(vae_hierarchy_log_weights(hierarchy, b->logp, c->logvar_clamp, s->log_weight));
+            VAE_TRY(vae_backend_importance_log_mean(backend, s->log_weight, vae_hierarchy_posterior(hierarchy, top),
+                                                    vae_hierarchy_z(hierarchy, top), s->importance, batch_rows,
+                                                    trainer->model.groups[top].size, samples, c->logvar_clamp));
+        } else if (iwae) {
             VAE_TRY(vae_backend_importance_log_mean(backend, b->logp, b->mu_logvar, b->z, s->importance, batch_rows, latent,
                                              samples, c->logvar_clamp));
+        }
+        if (iwae) {
             VAE_TRY(vae_backend_copy_to_host(backend, s->host_importance, s->importance, sizeof(float) * (size_t)batch_rows));
             for (int r = 0; r < batch_rows; ++r) importance_sum += s->host_importance[r];
             if (s->row_iwae)
@@ -138,6 +185,10 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
             for (int r = 0; r < batch_rows; ++r)
                 s->row_elbo[batch * rows + r] =
                     elbo_from_terms(vae_row_reconstruction(s->host_logp, batch_rows, samples, r), s->host_kl[r]);
+        }
+        if (hierarchy) {
+            VAE_TRY(add_group_statistics(s, hierarchy, batch_rows, mean_sum, mean_square_sum, kl_sum));
+            continue;
         }
         VAE_TRY(vae_backend_copy_to_host(backend, s->host_mu_logvar, b->mu_logvar, sizeof(float) * (size_t)batch_rows * 2 * latent));
         for (int r = 0; r < batch_rows; ++r)
@@ -184,6 +235,17 @@ static vae_status finish_evaluation(eval_state *s, int samples, int iwae, vae_ev
         double mean = mean_sum[j] / count;
         double variance = mean_square_sum[j] / count - mean * mean;
         if (variance > 0.01) result->active_units += 1;
+    }
+    result->group_count = trainer->model.group_count;
+    for (int g = 0; g < result->group_count; ++g) {
+        const vae_latent_group *group = &trainer->model.groups[g];
+        result->group_kl[g] = 0.0;
+        result->group_active_units[g] = 0;
+        for (int j = group->offset; j < group->offset + group->size; ++j) {
+            double mean = mean_sum[j] / count;
+            result->group_kl[g] += trainer->kl_per_dimension[j];
+            if (mean_square_sum[j] / count - mean * mean > 0.01) result->group_active_units[g] += 1;
+        }
     }
     return VAE_OK;
 }
@@ -278,8 +340,23 @@ vae_status vae_trainer_decode(vae_trainer *trainer, const float *host_z, int cou
     int width = trainer->model.output_width;
     float *outputs = malloc(sizeof(float) * (size_t)count * width);
     vae_status status = outputs ? VAE_OK : vae_error(VAE_ERROR_OUT_OF_MEMORY, "decode: out of memory");
+    /* A hierarchical model's decoder takes each group's noise as one block (vae_step_decode). */
+    const vae_model *m = &trainer->model;
+    size_t latent = (size_t)m->latent_dim;
+    float *group_major = NULL;
+    if (status == VAE_OK && vae_model_is_hierarchical(m)) {
+        group_major = malloc(sizeof(float) * (size_t)count * latent);
+        if (!group_major) status = vae_error(VAE_ERROR_OUT_OF_MEMORY, "decode: out of memory");
+        for (int g = 0; status == VAE_OK && g < m->group_count; ++g)
+            for (int i = 0; i < count; ++i)
+                memcpy(group_major + (size_t)count * (size_t)m->groups[g].offset + (size_t)i * (size_t)m->groups[g].size,
+                       host_z + (size_t)i * latent + (size_t)m->groups[g].offset,
+                       sizeof(float) * (size_t)m->groups[g].size);
+    }
     if (status == VAE_OK)
-        status = vae_backend_copy_to_device(backend, b->z, host_z, sizeof(float) * (size_t)count * trainer->model.latent_dim);
+        status = vae_backend_copy_to_device(backend, b->z, group_major ? group_major : host_z,
+                                            sizeof(float) * (size_t)count * latent);
+    free(group_major);
     if (status == VAE_OK) status = vae_step_decode(step, b->z, count);
     if (status == VAE_OK)
         status = vae_backend_copy_to_host(backend, outputs, b->decoder_output, sizeof(float) * (size_t)count * width);
@@ -290,8 +367,16 @@ vae_status vae_trainer_decode(vae_trainer *trainer, const float *host_z, int cou
 }
 
 vae_status vae_trainer_sample(vae_trainer *trainer, int count, uint64_t seed, float *images) {
+    return vae_trainer_sample_at_temperature(trainer, count, seed, 1.0f, images);
+}
+
+vae_status vae_trainer_sample_at_temperature(vae_trainer *trainer, int count, uint64_t seed, float temperature,
+                                             float *images) {
     if (count <= 0 || count > 100000)
         return vae_error(VAE_ERROR_INVALID_ARGUMENT, "sample count must be between 1 and 100000, got %d", count);
+    if (!(temperature > 0.0f) || temperature > 100.0f)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "sample temperature must be in (0, 100], got %g",
+                         (double)temperature);
     int latent = trainer->model.latent_dim;
     float *z = malloc(sizeof(float) * (size_t)count * latent);
     if (!z) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "sample: out of memory");
@@ -300,10 +385,51 @@ vae_status vae_trainer_sample(vae_trainer *trainer, int count, uint64_t seed, fl
         for (int j = 0; j < latent; j += 4) {
             float eps[4];
             vae_normal4(seed, subsequence, (uint64_t)j, eps);
-            for (int k = 0; k < 4 && j + k < latent; ++k) z[(size_t)i * latent + j + k] = eps[k];
+            /* the temperature scales the prior's standard deviations: every group's noise */
+            for (int k = 0; k < 4 && j + k < latent; ++k) z[(size_t)i * latent + j + k] = temperature * eps[k];
         }
     }
     vae_status status = vae_trainer_decode(trainer, z, count, images);
+    free(z);
+    return status;
+}
+
+int vae_trainer_latent_group_count(const vae_trainer *trainer) { return trainer->model.group_count; }
+
+vae_status vae_trainer_sample_groups(vae_trainer *trainer, int count, uint64_t seed, float temperature,
+                                     float *images) {
+    const vae_model *m = &trainer->model;
+    if (!vae_model_is_hierarchical(m))
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT, "sample groups: the model has one latent group, not a hierarchy");
+    if (count <= 0 || count > 10000 || !(temperature > 0.0f) || temperature > 100.0f)
+        return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                         "sample groups: expected 1..10000 samples per group and a temperature in (0, 100], got %d "
+                         "and %g", count, (double)temperature);
+    int latent = m->latent_dim, groups = m->group_count;
+    size_t pictures = (size_t)groups * (size_t)count;
+    float *z = malloc(sizeof(float) * pictures * (size_t)latent);
+    if (!z) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "sample groups: out of memory");
+    /* the shared draw is Philox row 0; column c's draw of the varied group is row 1 + c */
+    for (size_t picture = 0; picture < pictures; ++picture) {
+        int row = (int)(picture / (size_t)count), column = (int)(picture % (size_t)count);
+        const vae_latent_group *varied = &m->groups[groups - 1 - row];
+        for (int j = 0; j < latent; j += 4) {
+            float shared[4], redrawn[4];
+            vae_normal4(seed, vae_philox_subsequence(0, VAE_RANDOM_SAMPLE, 0), (uint64_t)j, shared);
+            vae_normal4(seed, vae_philox_subsequence(0, VAE_RANDOM_SAMPLE, 1u + (uint32_t)column), (uint64_t)j, redrawn);
+            for (int k = 0; k < 4 && j + k < latent; ++k) {
+                int in_group = j + k >= varied->offset && j + k < varied->offset + varied->size;
+                z[picture * (size_t)latent + (size_t)(j + k)] = temperature * (in_group ? redrawn[k] : shared[k]);
+            }
+        }
+    }
+    vae_status status = VAE_OK;
+    size_t rows = (size_t)trainer->config.eval_batch_size;
+    for (size_t done = 0; status == VAE_OK && done < pictures; done += rows) {
+        size_t batch = pictures - done < rows ? pictures - done : rows;
+        status = vae_trainer_decode(trainer, z + done * (size_t)latent, (int)batch,
+                                    images + done * (size_t)trainer->input_dim);
+    }
     free(z);
     return status;
 }

@@ -95,7 +95,7 @@ vae_status vae_trainer_create_empty(vae_trainer **out, const vae_config *config,
         .lr = c->lr, .lr_min = c->lr_min, .beta1 = c->adam_beta1, .beta2 = c->adam_beta2,
         .epsilon = c->adam_epsilon, .weight_decay = c->weight_decay, .decoupled_weight_decay = c->optimizer == VAE_OPTIMIZER_ADAMW,
         .lr_schedule = c->lr_schedule, .warmup_steps = (uint64_t)c->warmup_steps, .total_steps = 0,
-        .clip_norm = c->grad_clip};
+        .clip_norm = c->grad_clip, .skip_norm = c->skip_grad_norm};
     trainer->noise = (vae_noise_settings){.seed = c->seed, .random_purpose = VAE_RANDOM_EPS};
     *out = trainer;
     return VAE_OK;
@@ -380,7 +380,8 @@ static vae_status log_progress(vae_trainer *trainer, vae_metrics *metrics, vae_e
                              "parameters were left at their last finite values",
                              (unsigned long long)counter.step);
         if (!options->quiet && counter.skipped_steps && vae_distributed_rank() == 0)
-            fprintf(stderr, "warning: %llu steps skipped for non-finite gradients so far\n",
+            fprintf(stderr, "warning: %llu steps skipped so far (non-finite gradients, or norms above "
+                            "train.skip_grad_norm)\n",
                     (unsigned long long)counter.skipped_steps);
     }
     return VAE_OK;

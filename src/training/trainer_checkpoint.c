@@ -12,7 +12,7 @@
 #define OPTIMIZER_FIRST_MOMENT "optimizer.exp_avg."
 #define OPTIMIZER_SECOND_MOMENT "optimizer.exp_avg_sq."
 
-static int layer_total(const vae_model *model) { return model->encoder_layer_count + model->decoder_layer_count; }
+static int layer_total(const vae_model *model) { return model->layer_count; }
 
 /* Fills tensors (2 per layer, times sets) over host buffers. */
 static int describe_tensors(const vae_model *model, const char *prefix, const float *host, vae_checkpoint_tensor *tensors) {

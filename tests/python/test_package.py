@@ -81,6 +81,8 @@ class PackageTest(unittest.TestCase):
         self.assertEqual(samples.shape, (7, SIDE * SIDE))
         self.assertTrue(np.array_equal(samples, self.model.sample(7, seed=3)))
         self.assertFalse(np.array_equal(samples, self.model.sample(7, seed=4)))
+        self.assertTrue(np.array_equal(samples, self.model.sample(7, seed=3, temperature=1.0)))
+        self.assertFalse(np.array_equal(samples, self.model.sample(7, seed=3, temperature=0.5)))
         elbo = self.model.elbo(self.x)
         self.assertEqual(elbo.shape, (TEST_ROWS,))
         self.assertTrue(np.isfinite(elbo).all() and (elbo < 0).all())
