@@ -19,14 +19,16 @@
 /* The launchers are C functions, except in the host execution target
  * (VAE_CUDA_HOST: the same .cu files compiled by the host C++ compiler,
  * tests/cuda_host), where they keep C++ linkage: a test binary links both
- * builds, and the host ones must not take the GPU ones' names. */
-#if defined(VAE_CUDA_HOST)
+ * builds, and the host ones must not take the GPU ones' names. The host
+ * build for the CUDA backend's host side (VAE_CUDA_HOST_C_LAUNCHERS) has C
+ * names again: backend_cuda.c calls them, and its binary has no GPU build. */
+#if defined(VAE_CUDA_HOST) && !defined(VAE_CUDA_HOST_C_LAUNCHERS)
 #define VAE_LAUNCHER
 #else
 #define VAE_LAUNCHER extern "C"
 #endif
 
-#if defined(__cplusplus) && !defined(VAE_CUDA_HOST)
+#if defined(__cplusplus) && (!defined(VAE_CUDA_HOST) || defined(VAE_CUDA_HOST_C_LAUNCHERS))
 extern "C" {
 #endif
 
@@ -141,7 +143,7 @@ cudaError_t vae_launch_adam_step(float *params, const float *grads, float *m, fl
                                  vae_adam_settings settings, const float *grad_norm_squared,
                                  vae_step_counter *counter, vae_kernel_scratch *scratch, cudaStream_t stream);
 
-#if defined(__cplusplus) && !defined(VAE_CUDA_HOST)
+#if defined(__cplusplus) && (!defined(VAE_CUDA_HOST) || defined(VAE_CUDA_HOST_C_LAUNCHERS))
 }
 #endif
 

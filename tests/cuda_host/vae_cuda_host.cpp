@@ -118,6 +118,8 @@ struct BlockRun {
 thread_local BlockRun *running = nullptr;
 thread_local cudaError_t last_error = cudaSuccess;
 
+CaptureHooks capture_hooks = {nullptr, nullptr};
+
 bool order_chosen = false;
 Order chosen_order;
 
@@ -325,6 +327,26 @@ cudaError_t get_last_error() {
 
 cudaError_t peek_at_last_error() { return last_error; }
 
+bool accept_launch(dim3 grid, dim3 block, size_t shared_bytes) {
+    if (configuration_is_valid(grid, block, shared_bytes)) return true;
+    record_error(cudaErrorInvalidConfiguration);
+    return false;
+}
+
+void set_capture_hooks(const CaptureHooks &hooks) { capture_hooks = hooks; }
+
+bool stream_is_capturing(cudaStream_t stream) {
+    return capture_hooks.is_capturing != nullptr && capture_hooks.is_capturing(stream);
+}
+
+void record_work(cudaStream_t stream, Work work) {
+    if (capture_hooks.record != nullptr) {
+        capture_hooks.record(stream, std::move(work));
+    } else {
+        work();
+    }
+}
+
 void run_grid(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream, ThreadBody body, void *context) {
     // One host thread runs everything in launch order: no streams.
     (void)stream;
@@ -333,10 +355,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream, T
         record_error(cudaErrorNotSupported);
         return;
     }
-    if (!configuration_is_valid(grid, block, shared_bytes)) {
-        record_error(cudaErrorInvalidConfiguration);
-        return;
-    }
+    if (!accept_launch(grid, block, shared_bytes)) return;
     const Order order = current_order();
     const unsigned int threads = block.x * block.y * block.z;
     BlockRun run;

@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -121,22 +122,34 @@ template <typename... Params> class KernelLaunch {
     // Plain parameters, not a template: the call converts each argument as
     // a kernel call does (NULL to a pointer parameter, int to size_t).
     void operator()(Params... arguments) const {
-        using Arguments = std::tuple<Params...>;
-        struct Call {
-            void (*kernel)(Params...);
-            Arguments arguments;
-        };
+        if (stream_is_capturing(stream_)) {
+            // A graph node: the argument values of now, run at each replay
+            // (a by-value argument does not follow its host variable).
+            if (!accept_launch(grid_, block_, shared_bytes_)) return;
+            auto call = std::make_shared<Call>(Call{kernel_, Arguments(arguments...)});
+            const dim3 grid = grid_, block = block_;
+            const size_t shared_bytes = shared_bytes_;
+            cudaStream_t stream = stream_;
+            record_work(stream_, [call, grid, block, shared_bytes, stream] {
+                run_grid(grid, block, shared_bytes, stream, &KernelLaunch::run_call, call.get());
+            });
+            return;
+        }
         Call call{kernel_, Arguments(arguments...)};
-        run_grid(
-            grid_, block_, shared_bytes_, stream_,
-            [](void *context) {
-                Call *c = static_cast<Call *>(context);
-                std::apply(c->kernel, c->arguments);
-            },
-            &call);
+        run_grid(grid_, block_, shared_bytes_, stream_, &KernelLaunch::run_call, &call);
     }
 
   private:
+    using Arguments = std::tuple<Params...>;
+    struct Call {
+        void (*kernel)(Params...);
+        Arguments arguments;
+    };
+    static void run_call(void *context) {
+        Call *c = static_cast<Call *>(context);
+        std::apply(c->kernel, c->arguments);
+    }
+
     void (*kernel_)(Params...);
     dim3 grid_, block_;
     size_t shared_bytes_;

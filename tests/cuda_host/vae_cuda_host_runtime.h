@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <cuda_runtime_api.h>
@@ -47,6 +48,33 @@ cudaError_t peek_at_last_error();
 // vae_cuda_host::launch (vae_cuda_host.h), not called directly.
 using ThreadBody = void (*)(void *context);
 void run_grid(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream, ThreadBody body, void *context);
+
+// Whether a launch configuration is valid; records
+// cudaErrorInvalidConfiguration when not (run_grid checks it too).
+bool accept_launch(dim3 grid, dim3 block, size_t shared_bytes);
+
+// Graph capture. The host CUDA runtime (vae_cuda_host_cudart.cpp, library
+// vae_cuda_host_runtime) sets these hooks; without it no stream captures.
+// A launch on a capturing stream becomes work recorded with its argument
+// values, which cudaGraphLaunch replays.
+using Work = std::function<void()>;
+struct CaptureHooks {
+    bool (*is_capturing)(cudaStream_t stream);
+    void (*record)(cudaStream_t stream, Work work);
+};
+void set_capture_hooks(const CaptureHooks &hooks);
+bool stream_is_capturing(cudaStream_t stream);
+void record_work(cudaStream_t stream, Work work);
+
+// The host CUDA runtime's own checks (vae_cuda_host_runtime only): whether
+// [pointer, pointer + bytes) lies in one live cudaMalloc allocation, or in
+// one mapped cudaHostAlloc one (device-accessible); and the message of the
+// last call it refused ("" when none).
+bool is_device_memory(const void *pointer, size_t bytes);
+bool is_device_accessible(const void *pointer, size_t bytes);
+std::string last_refusal();
+// Records a refusal: the message to stderr and last_refusal(); returns error.
+cudaError_t refuse(cudaError_t error, const std::string &message);
 
 // __syncthreads of the running thread; file and line name the barrier, so
 // that threads of one block waiting at different barriers are reported.
