@@ -225,7 +225,9 @@ typedef struct vae_eval_result {
     /* Hierarchical models (model.latent_groups; else group_count 0): per
      * group, data side first, its mean KL from its prior and its active
      * units (the variance over the data of the posterior mean above 0.01;
-     * below the top group, of the first sample's posterior). */
+     * below the top group, of the first sample's mean whitened by its
+     * conditional prior, (mu_q - mu_p) / sigma_p). active_units and
+     * kl_per_dimension count every group's dimensions the same way. */
     int group_count;
     double group_kl[VAE_MAX_LATENT_GROUPS];
     int group_active_units[VAE_MAX_LATENT_GROUPS];

@@ -29,7 +29,8 @@ typedef struct eval_state {
     vae_step *steps[2];        /* full batches, and the remainder */
     float *importance;         /* [rows] IWAE per-row estimates (backend) */
     float *log_weight;         /* hierarchical models: [samples*rows] log p(x|z) + the lower groups' log p - log q */
-    float *host_prior;         /* hierarchical models: a group's conditional prior of the batch's rows */
+    float *host_prior;         /* hierarchical models: a group's conditional prior and posterior of the */
+    float *host_group_posterior; /* batch's draws ([samples*rows, 2Z]) */
     float *host_importance;
     float *host_mu_logvar;
     int sharded;               /* 1: batches split over the data-parallel ranks (a split); 0: all here */
@@ -51,6 +52,7 @@ static void eval_state_free(eval_state *s) {
     if (s->importance) vae_backend_free(backend, s->importance);
     if (s->log_weight) vae_backend_free(backend, s->log_weight);
     free(s->host_prior);
+    free(s->host_group_posterior);
     free(s->host_importance);
     free(s->host_mu_logvar);
     free(s->host_logp);
@@ -72,27 +74,36 @@ static double seconds_now(void) {
 static double elbo_from_terms(double reconstruction, double kl) { return reconstruction - kl; }
 
 /* A hierarchical model's per-dimension sums, group by group: the posterior
- * means (the first sample's, for the groups below the top) and each
- * dimension's KL from the group's prior (N(0, I) for the top group). */
-static vae_status add_group_statistics(eval_state *s, vae_hierarchy *hierarchy, int rows, double *mean_sum,
-                                       double *mean_square_sum, double *kl_sum) {
+ * means whitened by the prior, (mu_q - mu_p) / sigma_p (what vae encode
+ * gives; the top group's prior is N(0, I): its plain means), for the groups
+ * below the top of the first sample, and each dimension's KL from the
+ * group's prior, averaged over the samples as the ELBO's KL is. A lower
+ * group's raw mean follows its prior's, which varies with the draws above
+ * whether or not the group carries anything. */
+static vae_status add_group_statistics(eval_state *s, vae_hierarchy *hierarchy, int rows, int samples,
+                                       double *mean_sum, double *mean_square_sum, double *kl_sum) {
     const vae_model *m = &s->trainer->model;
     vae_backend *backend = s->trainer->backend;
     float clamp = s->trainer->config.logvar_clamp;
     for (int g = 0; g < m->group_count; ++g) {
         int size = m->groups[g].size, offset = m->groups[g].offset, top = g == m->group_count - 1;
-        size_t bytes = sizeof(float) * (size_t)rows * 2 * (size_t)size;
-        VAE_TRY(vae_backend_copy_to_host(backend, s->host_mu_logvar, vae_hierarchy_posterior(hierarchy, g), bytes));
+        size_t draws = top ? (size_t)rows : (size_t)rows * (size_t)samples;
+        size_t bytes = sizeof(float) * draws * 2 * (size_t)size;
+        double weight = top ? 1.0 : 1.0 / samples;
+        VAE_TRY(vae_backend_copy_to_host(backend, s->host_group_posterior, vae_hierarchy_posterior(hierarchy, g), bytes));
         if (!top) VAE_TRY(vae_backend_copy_to_host(backend, s->host_prior, vae_hierarchy_prior(hierarchy, g), bytes));
-        for (int r = 0; r < rows; ++r)
+        for (size_t d = 0; d < draws; ++d)
             for (int j = 0; j < size; ++j) {
-                const float *q = s->host_mu_logvar + (size_t)r * 2 * size, *p = s->host_prior + (size_t)r * 2 * size;
-                double mu = q[j];
+                const float *q = s->host_group_posterior + d * 2 * size, *p = s->host_prior + d * 2 * size;
                 float q_logvar = vae_clamp_logvar(q[size + j], clamp);
-                mean_sum[offset + j] += mu;
-                mean_square_sum[offset + j] += mu * mu;
-                kl_sum[offset + j] += top ? vae_kl_term(q[j], q_logvar)
-                                          : vae_gaussian_kl_term(q[j], q_logvar, p[j], vae_clamp_logvar(p[size + j], clamp));
+                if (d < (size_t)rows) {
+                    double mu = top ? q[j] : (q[j] - p[j]) * exp(-0.5 * vae_clamp_logvar(p[size + j], clamp));
+                    mean_sum[offset + j] += mu;
+                    mean_square_sum[offset + j] += mu * mu;
+                }
+                kl_sum[offset + j] += weight * (top ? vae_kl_term(q[j], q_logvar)
+                                                    : vae_gaussian_kl_term(q[j], q_logvar, p[j],
+                                                                           vae_clamp_logvar(p[size + j], clamp)));
             }
     }
     return VAE_OK;
@@ -125,8 +136,11 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
     s->host_importance = malloc(sizeof(float) * (size_t)rows);
     s->host_mu_logvar = malloc(sizeof(float) * (size_t)rows * 2 * latent);
     if (trainer->model.group_count > 0) {
-        s->host_prior = malloc(sizeof(float) * (size_t)rows * 2 * latent);
-        if (!s->host_prior) return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluation: out of memory");
+        size_t floats = (size_t)rows * (size_t)samples * 2 * (size_t)latent;
+        s->host_prior = malloc(sizeof(float) * floats);
+        s->host_group_posterior = malloc(sizeof(float) * floats);
+        if (!s->host_prior || !s->host_group_posterior)
+            return vae_error(VAE_ERROR_OUT_OF_MEMORY, "evaluation: out of memory");
         if (iwae) VAE_TRY(vae_backend_alloc(backend, sizeof(float) * (size_t)rows * (size_t)samples, (void **)&s->log_weight));
     }
     s->sums = calloc((size_t)SUM_LATENT + 3 * (size_t)latent, sizeof(double));
@@ -187,7 +201,7 @@ static vae_status evaluate_batches(eval_state *s, int rows, int samples, int iwa
                     elbo_from_terms(vae_row_reconstruction(s->host_logp, batch_rows, samples, r), s->host_kl[r]);
         }
         if (hierarchy) {
-            VAE_TRY(add_group_statistics(s, hierarchy, batch_rows, mean_sum, mean_square_sum, kl_sum));
+            VAE_TRY(add_group_statistics(s, hierarchy, batch_rows, samples, mean_sum, mean_square_sum, kl_sum));
             continue;
         }
         VAE_TRY(vae_backend_copy_to_host(backend, s->host_mu_logvar, b->mu_logvar, sizeof(float) * (size_t)batch_rows * 2 * latent));
