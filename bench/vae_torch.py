@@ -23,6 +23,13 @@ nn.Unflatten after `dense CxHxW`, an activation module after every layer but
 the heads, nn.Flatten after a decoder's last conv/convt layer. The module
 indices are the engine's tensor names (encoder.1.weight is the first Conv2d),
 so load_state_dict(strict=True) takes an engine checkpoint as it is.
+
+Hierarchical models (model.latent_groups, configs/README.md "Hierarchical
+latents") are TorchHierarchicalVAE: the encoder's layers, every one activated,
+give d_0; hierarchy.{g}.{bottom_up,posterior,prior,merge_bottom_up,
+merge_top_down,latent_in} (g from 0, the data side) are nn.Linear modules in an
+nn.ModuleList of nn.ModuleDict, so the state_dict keys are again the engine's
+tensor names; the decoder reads the top-down state s_0 (hierarchy_width wide).
 """
 
 import configparser
@@ -51,6 +58,21 @@ def apply_activation(name, pre):
     if name == "gelu":
         return F.gelu(pre)  # the exact (erf) form, as the engine
     raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+
+
+def row_log_likelihood(likelihood, input_dim, gaussian_fixed_logvar, x_repeated, output):
+    """Per-row log p(x | decoder output), summed over the D columns."""
+    d = input_dim
+    if likelihood == "bernoulli":
+        # x*l - softplus(l): from logits, never log(sigmoid).
+        return (x_repeated * output - F.softplus(output)).sum(dim=1)
+    if likelihood == "gaussian":
+        mean, logvar = output[:, :d], output[:, d:]
+    else:
+        mean = output
+        logvar = torch.full_like(mean, gaussian_fixed_logvar)
+    diff = x_repeated - mean
+    return (-0.5 * (LOG_2PI + logvar + diff * diff * torch.exp(-logvar))).sum(dim=1)
 
 
 ACTIVATION_MODULES = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "gelu": nn.GELU}
@@ -97,7 +119,7 @@ def is_convolutional(layers):
 def build_sequential(layers, input_width, image_shape, activation, head_width, decoder, output_channels):
     """One side as an nn.Sequential over flat rows (src/model/model.h): the listed layers,
     then the encoder's head / the decoder's implicit output layer of head_width values
-    unless a decoder list ends with a conv/convt layer."""
+    unless a decoder list ends with a conv/convt layer (or head_width is None)."""
     modules = []
     shape = None  # (C, H, W) while the flow is an image
     width = input_width
@@ -135,7 +157,8 @@ def build_sequential(layers, input_width, image_shape, activation, head_width, d
         modules.append(ACTIVATION_MODULES[activation]())
     if shape is not None:
         modules.append(nn.Flatten())
-    modules.append(nn.Linear(width, head_width))
+    if head_width is not None:  # None: a hierarchical model's encoder, whose last layer (activated) gives d_0
+        modules.append(nn.Linear(width, head_width))
     return nn.Sequential(*modules)
 
 
@@ -162,6 +185,8 @@ class TorchVAE(nn.Module):
         self.hidden = hidden
         self.decoder_hidden = decoder_hidden
         self.output_width = 2 * self.input_dim if likelihood == "gaussian" else self.input_dim
+        self.decoder_input_width = self.latent_dim
+        self.hierarchical = False
 
         def as_layers(items):
             return None if items is None else [parse_layer(i) if isinstance(i, str) else i for i in items]
@@ -209,17 +234,7 @@ class TorchVAE(nn.Module):
 
     def log_likelihood(self, x_repeated, output):
         """Per-row log p(x | decoder output), summed over the D columns."""
-        d = self.input_dim
-        if self.likelihood == "bernoulli":
-            # x*l - softplus(l): from logits, never log(sigmoid).
-            return (x_repeated * output - F.softplus(output)).sum(dim=1)
-        if self.likelihood == "gaussian":
-            mean, logvar = output[:, :d], output[:, d:]
-        else:
-            mean = output
-            logvar = torch.full_like(mean, self.gaussian_fixed_logvar)
-        diff = x_repeated - mean
-        return (-0.5 * (LOG_2PI + logvar + diff * diff * torch.exp(-logvar))).sum(dim=1)
+        return row_log_likelihood(self.likelihood, self.input_dim, self.gaussian_fixed_logvar, x_repeated, output)
 
     @staticmethod
     def kl_per_row(mu, logvar):
@@ -265,6 +280,189 @@ class TorchVAE(nn.Module):
         return names
 
 
+HIERARCHY_ROLES = ("bottom_up", "posterior", "prior", "merge_bottom_up", "merge_top_down", "latent_in")
+
+
+def gaussian_log_density(z, mu, logvar):
+    """log N(z; mu, exp(logvar)) per row, summed over the columns."""
+    diff = z - mu
+    return (-0.5 * (LOG_2PI + logvar + diff * diff * torch.exp(-logvar))).sum(dim=1)
+
+
+def gaussian_kl_per_row(q_mu, q_logvar, p_mu, p_logvar):
+    """KL(N(q) || N(p)) per row of diagonal Gaussians (vae_gaussian_kl_term's form, expm1)."""
+    t, d = q_logvar - p_logvar, q_mu - p_mu
+    return (0.5 * (torch.expm1(t) - t + d * d * torch.exp(-p_logvar))).sum(dim=1)
+
+
+class TorchHierarchicalVAE(nn.Module):
+    """A hierarchical VAE (model.latent_groups), written from configs/README.md
+    "Hierarchical latents" and src/model/model.h's vae_latent_group:
+
+      d_0 = the encoder's output (every encoder layer activated)
+      d_g = act(bottom_up_g(d_{g-1}))                        g = 1 .. G-1
+      top group T = G-1: q(z_T|x) = posterior_T(d_T), prior N(0, I)
+      s_T = act(latent_in_T(z_T))
+      g = T-1 .. 0: p(z_g|z_>g) = prior_g(s_{g+1})
+                    h = act(merge_bottom_up_g(d_g) + merge_top_down_g(s_{g+1}))
+                    q(z_g|x, z_>g) = posterior_g(h) (+ p's [mu | logvar] with residual_posterior)
+                    s_g = s_{g+1} + act(latent_in_g(z_g))
+      decoder(s_0)
+
+    The groups are [z_0 | z_1 | ...] in the concatenated latent (data side
+    first); group g's columns start at offsets[g]."""
+
+    def __init__(self, input_dim, hidden, latent_groups, hierarchy_width=256, decoder_hidden=None,
+                 activation="relu", likelihood="bernoulli", gaussian_fixed_logvar=0.0, samples=1, beta=1.0,
+                 residual_posterior=True, encoder_layers=None, decoder_layers=None, image_shape=None,
+                 latent_dim=None):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r}: expected one of {ACTIVATIONS}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood {likelihood!r}: expected one of {LIKELIHOODS}")
+        self.group_sizes = [int(size) for size in latent_groups]
+        if len(self.group_sizes) < 2:
+            raise ValueError(f"latent_groups {latent_groups}: a hierarchy has at least 2 groups")
+        self.offsets = [sum(self.group_sizes[:g]) for g in range(len(self.group_sizes))]
+        self.latent_dim = sum(self.group_sizes)
+        if latent_dim is not None and int(latent_dim) != self.latent_dim:
+            raise ValueError(f"latent_dim {latent_dim} is not the sum of latent_groups {self.group_sizes}")
+        self.input_dim = int(input_dim)
+        self.hierarchy_width = int(hierarchy_width)
+        self.activation = activation
+        self.likelihood = likelihood
+        self.gaussian_fixed_logvar = float(gaussian_fixed_logvar)
+        self.samples = int(samples)
+        self.beta = float(beta)
+        self.residual_posterior = bool(residual_posterior)
+        self.output_width = 2 * self.input_dim if likelihood == "gaussian" else self.input_dim
+        self.decoder_input_width = self.hierarchy_width
+        self.hierarchical = True
+        hidden = list(hidden)
+        decoder_hidden = list(reversed(hidden)) if decoder_hidden is None else list(decoder_hidden)
+
+        def as_layers(items):
+            return None if items is None else [parse_layer(i) if isinstance(i, str) else i for i in items]
+        encoder_layers, decoder_layers = as_layers(encoder_layers), as_layers(decoder_layers)
+        if encoder_layers is None:
+            encoder_layers = [dict(kind="dense", outputs=w, image=None) for w in hidden]
+        if decoder_layers is None:
+            decoder_layers = [dict(kind="dense", outputs=w, image=None) for w in decoder_hidden]
+        if not encoder_layers:
+            raise ValueError("latent_groups needs at least one encoder layer")
+        self.image_shape = tuple(image_shape) if image_shape else None
+        self.convolutional = is_convolutional(encoder_layers) or is_convolutional(decoder_layers)
+        width = self.hierarchy_width
+        if self.convolutional:
+            channels = self.image_shape[0] if self.image_shape else 0
+            output_channels = 2 * channels if likelihood == "gaussian" else channels
+            self.encoder = build_sequential(encoder_layers, self.input_dim, self.image_shape, activation,
+                                            None, False, output_channels)
+            self.decoder = build_sequential(decoder_layers, width, None, activation, self.output_width, True,
+                                            output_channels)
+            with torch.no_grad():
+                feature_width = self.encoder(torch.zeros(1, self.input_dim)).shape[1]
+        else:
+            encoder_widths = [self.input_dim] + [layer["outputs"] for layer in encoder_layers]
+            decoder_widths = [width] + [layer["outputs"] for layer in decoder_layers] + [self.output_width]
+            self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(encoder_widths[:-1], encoder_widths[1:]))
+            self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(decoder_widths[:-1], decoder_widths[1:]))
+            feature_width = encoder_widths[-1]
+        top = len(self.group_sizes) - 1
+        groups = []
+        for g, size in enumerate(self.group_sizes):
+            layers = nn.ModuleDict()
+            if g > 0:
+                layers["bottom_up"] = nn.Linear(feature_width, width)
+                feature_width = width
+            if g == top:
+                layers["posterior"] = nn.Linear(feature_width, 2 * size)
+            else:
+                layers["prior"] = nn.Linear(width, 2 * size)
+                layers["merge_bottom_up"] = nn.Linear(feature_width, width)
+                layers["merge_top_down"] = nn.Linear(width, width)
+                layers["posterior"] = nn.Linear(width, 2 * size)
+            layers["latent_in"] = nn.Linear(size, width)
+            groups.append(layers)
+        self.hierarchy = nn.ModuleList(groups)
+
+    def act(self, pre):
+        return apply_activation(self.activation, pre)
+
+    def features(self, x):
+        """d_0 .. d_{G-1}, each [B, width]."""
+        if self.convolutional:
+            d = self.encoder(x)
+        else:
+            d = x
+            for layer in self.encoder:
+                d = self.act(layer(d))
+        out = [d]
+        for g in range(1, len(self.group_sizes)):
+            out.append(self.act(self.hierarchy[g]["bottom_up"](out[-1])))
+        return out
+
+    def decode(self, s0):
+        if self.convolutional:
+            return self.decoder(s0)
+        return TorchVAE._mlp(self.decoder, self.activation, s0)
+
+    def log_likelihood(self, x_repeated, output):
+        return row_log_likelihood(self.likelihood, self.input_dim, self.gaussian_fixed_logvar, x_repeated, output)
+
+    def evaluate_terms(self, x, group_eps, logvar_clamp=0.0):
+        """x [B, D]; group_eps[g] [S*B, size_g], sample-major (row l*B + b: sample l of
+        data row b). Returns a dict of
+          logp [S*B]: log p(x|z) of each draw;
+          kl [B]: the top group's KL from N(0, I) plus each lower group's KL from its
+              conditional prior averaged over the S draws (the engine's ELBO term);
+          log_ratio [S*B]: sum over the groups of log p(z_g|z_>g) - log q(z_g|x, z_>g)
+              (the top's against N(0, I)) at the drawn z: the IWAE log weight less logp;
+          group_kl: G tensors [B], each group's share of kl;
+          first_draw_group_kl: G tensors [B], the lower groups' KL of draw 0 alone (the
+              engine's group_kl statistic, src/training/evaluate.c), the top's as above."""
+        rows = x.shape[0]
+        samples = group_eps[0].shape[0] // rows
+        top = len(self.group_sizes) - 1
+
+        def split(head, size):
+            mu, logvar = head[:, :size], head[:, size:]
+            if logvar_clamp > 0:
+                logvar = logvar.clamp(-logvar_clamp, logvar_clamp)
+            return mu, logvar
+
+        d = self.features(x)
+        size = self.group_sizes[top]
+        mu, logvar = split(self.hierarchy[top]["posterior"](d[top]), size)
+        mu_r, logvar_r = mu.repeat(samples, 1), logvar.repeat(samples, 1)
+        z = mu_r + torch.exp(0.5 * logvar_r) * group_eps[top]
+        group_kl = [None] * len(self.group_sizes)
+        group_kl[top] = TorchVAE.kl_per_row(mu, logvar)
+        first_draw_group_kl = list(group_kl)
+        log_ratio = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)) - \
+            gaussian_log_density(z, mu_r, logvar_r)
+        state = self.act(self.hierarchy[top]["latent_in"](z))
+        for g in range(top - 1, -1, -1):
+            layers, size = self.hierarchy[g], self.group_sizes[g]
+            prior_head = layers["prior"](state)
+            merge = self.act(layers["merge_top_down"](state) + layers["merge_bottom_up"](d[g]).repeat(samples, 1))
+            posterior_head = layers["posterior"](merge)
+            if self.residual_posterior:
+                posterior_head = posterior_head + prior_head
+            p_mu, p_logvar = split(prior_head, size)
+            q_mu, q_logvar = split(posterior_head, size)
+            z = q_mu + torch.exp(0.5 * q_logvar) * group_eps[g]
+            draw_kl = gaussian_kl_per_row(q_mu, q_logvar, p_mu, p_logvar).view(samples, rows)
+            group_kl[g] = draw_kl.mean(dim=0)
+            first_draw_group_kl[g] = draw_kl[0]
+            log_ratio = log_ratio + gaussian_log_density(z, p_mu, p_logvar) - gaussian_log_density(z, q_mu, q_logvar)
+            state = state + self.act(layers["latent_in"](z))
+        logp = self.log_likelihood(x.repeat(samples, 1), self.decode(state))
+        return {"logp": logp, "kl": sum(group_kl[1:], group_kl[0]), "log_ratio": log_ratio, "group_kl": group_kl,
+                "first_draw_group_kl": first_draw_group_kl}
+
+
 # ---- configs ----------------------------------------------------------------
 
 def parse_width_list(text):
@@ -283,7 +481,9 @@ def read_config_text(text):
 
 def model_settings_from_config(parser):
     """The keyword arguments of TorchVAE (less input_dim) from an INI parser, with
-    the engine's key names ([model] hidden, decoder_hidden, latent_dim, ...)."""
+    the engine's key names ([model] hidden, decoder_hidden, latent_dim, ...); with
+    latent_groups also latent_groups, hierarchy_width and residual_posterior, the
+    keywords of TorchHierarchicalVAE (model_class_for picks the class)."""
     model = parser["model"] if parser.has_section("model") else {}
     settings = {
         "hidden": parse_width_list(model.get("hidden", "400")),
@@ -303,6 +503,15 @@ def model_settings_from_config(parser):
             settings["decoder_hidden"] = [layer["outputs"] for layer in reversed(settings["encoder_layers"])]
     if model.get("decoder", "").strip():
         settings["decoder_layers"] = parse_layer_list(model["decoder"])
+    # Hierarchical latents: TorchHierarchicalVAE's keywords besides.
+    groups = parse_width_list(model.get("latent_groups", ""))
+    if groups:
+        settings["latent_groups"] = groups
+        settings["hierarchy_width"] = int(model.get("hierarchy_width", "256"))
+        residual = model.get("residual_posterior", "on").strip().lower()
+        if residual not in ("on", "off"):
+            raise ValueError(f"residual_posterior {residual!r}: expected on or off")
+        settings["residual_posterior"] = residual == "on"
     return settings
 
 
@@ -349,7 +558,7 @@ def read_safetensors(path):
 
 
 def load_engine_checkpoint(path):
-    """Builds a TorchVAE from an engine checkpoint: the model from the INI text in
+    """Builds a TorchVAE (or TorchHierarchicalVAE) from an engine checkpoint: the model from the INI text in
     __metadata__["config"], input_dim from encoder.0.weight, then the weights.
     Extra tensors (optimizer state) are ignored. Returns (model, metadata)."""
     tensors, metadata = read_safetensors(path)
@@ -368,8 +577,9 @@ def load_engine_checkpoint(path):
 
 
 def model_for_checkpoint(path, tensors, metadata):
-    """An untrained TorchVAE of the checkpoint's architecture: the stored config's
-    model section, input_dim and the image shape from the metadata."""
+    """An untrained TorchVAE (TorchHierarchicalVAE where the stored config has
+    latent_groups) of the checkpoint's architecture: the stored config's model
+    section, input_dim and the image shape from the metadata."""
     if "config" not in metadata:
         raise ValueError(f"{path}: __metadata__ has no 'config' entry (keys: {sorted(metadata)})")
     settings = model_settings_from_config(read_config_text(metadata["config"]))
@@ -382,7 +592,12 @@ def model_for_checkpoint(path, tensors, metadata):
     channels = int(metadata.get("image_channels", "0"))  # 0: not images (or a checkpoint of a dense model)
     if channels > 0:
         settings["image_shape"] = (channels, int(metadata["image_rows"]), int(metadata["image_cols"]))
-    return TorchVAE(input_dim, **settings)
+    return model_class_for(settings)(input_dim, **settings)
+
+
+def model_class_for(settings):
+    """TorchHierarchicalVAE for settings with latent_groups, else TorchVAE."""
+    return TorchHierarchicalVAE if settings.get("latent_groups") else TorchVAE
 
 
 def decoder_floats_per_row(model):
@@ -390,7 +605,7 @@ def decoder_floats_per_row(model):
     pre- and post-activation values (src/training/evaluate.c sizes conv batches by it)."""
     floats = model.latent_dim + model.output_width
     with torch.no_grad():
-        h = torch.zeros(1, model.latent_dim, dtype=next(model.parameters()).dtype)
+        h = torch.zeros(1, model.decoder_input_width, dtype=next(model.parameters()).dtype)
         for module in model.decoder:
             h = module(h)
             if hasattr(module, "weight"):

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Checks vae-engine's evaluation against PyTorch on the same points and noise.
 
-Loads a checkpoint's weights into bench/vae_torch.py's TorchVAE (strict
+Loads a checkpoint's weights into bench/vae_torch.py's TorchVAE, or
+TorchHierarchicalVAE where the stored config has model.latent_groups (strict
 state_dict load), reads the first N examples of a split from the stored
 config's data.path, preprocesses them as the engine's evaluation does (scale
 to [0,1]; binarize none / static / dynamic, the dynamic draws from the
@@ -22,6 +23,12 @@ numpy uint32/uint64 arithmetic:
                   x = uniform < x for the 4 columns of each block
     noise:        purpose 2, step t, row l*rows + r for sample l of row r,
                   eps columns j..j+3 from the block at column j
+    hierarchical models (model.latent_groups): group g draws at Philox columns
+                  offset_g + j (offset_g: the sizes of the groups before it, data
+                  side first); the top group at row l*rows + r as above, each
+                  lower group one call of samples*rows sample-major rows with
+                  rows_hold_samples = samples (vae_noise_row_address: again
+                  row l*rows + r)
   uniform = float32(word) * 2^-32 + 2^-33 (float32)
   Box-Muller (cuRAND's): u from word 0, v = float32(word 1) * 2pi*2^-32 + half
   of that, s = sqrtf(-2 logf(u)), normals s sinf(v), s cosf(v); words 2, 3 the
@@ -208,6 +215,54 @@ def eval_noise(seed, batch_index, rows, samples, latent_dim):
     return eps
 
 
+def noise_row_address(call_rows, l, b, rows_hold_samples, batch_rows=0, row_offset=0):
+    """vae_noise_row_address (kernels/vae_step_data.h) for arrays l, b: uint64."""
+    l = np.asarray(l, dtype=np.uint64)
+    b = np.asarray(b, dtype=np.uint64)
+    sample, data_row, local_rows = l, b, np.uint64(call_rows)
+    if rows_hold_samples > 1:
+        local_rows = np.uint64(call_rows // rows_hold_samples)
+        sample = l * np.uint64(rows_hold_samples) + b // local_rows
+        data_row = b % local_rows
+    global_rows = np.uint64(batch_rows) if batch_rows else local_rows
+    return sample * global_rows + np.uint64(row_offset) + data_row
+
+
+def group_noise(seed, step, call_rows, samples, size, column_offset, rows_hold_samples):
+    """The eps one reparameterisation call of the engine draws (cpu_reparam_kl_forward):
+    [samples*call_rows, size], row l*call_rows + b for sample l of call row b, column j
+    from Philox column column_offset + j (the blocks from column_offset rounded down to
+    a multiple of 4, the first and last partly used)."""
+    l = np.repeat(np.arange(samples, dtype=np.uint64), call_rows)
+    b = np.tile(np.arange(call_rows, dtype=np.uint64), samples)
+    sub = subsequence(step, PURPOSE_EVAL_EPS, noise_row_address(call_rows, l, b, rows_hold_samples))
+    eps = np.empty((samples * call_rows, size), dtype=np.float32)
+    first, end = column_offset, column_offset + size
+    for block in range(first & ~3, end, 4):
+        normals = normals_at(seed, sub, block)
+        for k in range(4):
+            if first <= block + k < end:
+                eps[:, block + k - first] = normals[:, k]
+    return eps
+
+
+def hierarchy_eval_noise(seed, batch_index, rows, samples, group_sizes):
+    """Each group's eps [samples*rows, size_g] for one evaluation batch, as
+    src/model/hierarchy_step.c's group_noise sets the calls up: the Philox columns
+    from the group's offset in the concatenated latent (data side first); the top
+    group one call of rows data rows and samples draws, each lower group one call
+    of samples*rows sample-major rows with rows_hold_samples = samples."""
+    top = len(group_sizes) - 1
+    out = []
+    for g, size in enumerate(group_sizes):
+        offset = sum(group_sizes[:g])
+        if g == top:
+            out.append(group_noise(seed, batch_index, rows, samples, size, offset, 0))
+        else:
+            out.append(group_noise(seed, batch_index, samples * rows, 1, size, offset, samples))
+    return out
+
+
 def dynamic_binarize(x, seed, batch_index):
     """x float32 [rows, D] in [0,1] -> 0/1 with the engine's EVAL_BINARIZE uniforms."""
     rows, dim = x.shape
@@ -312,7 +367,8 @@ def limited_checkpoint(path, metadata_config, split, count, validation_size, tem
 
 
 def load_model(checkpoint_path):
-    """TorchVAE with the checkpoint's weights, loaded with strict=True."""
+    """TorchVAE (TorchHierarchicalVAE for a hierarchical model) with the
+    checkpoint's weights, loaded with strict=True."""
     import torch
     from vae_torch import model_for_checkpoint, read_config_text, read_safetensors
 
@@ -356,6 +412,8 @@ def torch_evaluate(model, config, values, iwae_k):
     rows = min(eval_batch_size, count, max(1, decoder_row_budget // samples))
     latent = model.latent_dim
     reconstruction_sum = kl_sum = importance_sum = 0.0
+    group_kl_sums = [0.0] * len(getattr(model, "group_sizes", []))
+    first_draw_group_kl_sums = list(group_kl_sums)
     first_eps = None
     with torch.no_grad():
         for batch_index, begin in enumerate(range(0, count, rows)):
@@ -365,10 +423,25 @@ def torch_evaluate(model, config, values, iwae_k):
             elif binarize == "dynamic":
                 x = dynamic_binarize(x, seed, batch_index)
             batch_rows = x.shape[0]
+            xt = torch.from_numpy(x).double()
+            if model.hierarchical:
+                group_eps = hierarchy_eval_noise(seed, batch_index, batch_rows, samples, model.group_sizes)
+                if first_eps is None:  # the first latent columns of the first row: z_0's
+                    first_eps = group_eps[0][0, :min(4, model.group_sizes[0])]
+                terms = model.evaluate_terms(xt, [torch.from_numpy(e).double() for e in group_eps], logvar_clamp)
+                logp = terms["logp"].view(samples, batch_rows)
+                reconstruction_sum += float(logp.mean(dim=0).sum())
+                kl_sum += float(terms["kl"].sum())
+                for g in range(len(model.group_sizes)):
+                    group_kl_sums[g] += float(terms["group_kl"][g].sum())
+                    first_draw_group_kl_sums[g] += float(terms["first_draw_group_kl"][g].sum())
+                if iwae_k > 0:
+                    weights = logp + terms["log_ratio"].view(samples, batch_rows)
+                    importance_sum += float((torch.logsumexp(weights, dim=0) - math.log(samples)).sum())
+                continue
             eps = eval_noise(seed, batch_index, batch_rows, samples, latent)
             if first_eps is None:
                 first_eps = eps[0, :min(4, latent)]
-            xt = torch.from_numpy(x).double()
             mu, logvar = model.encode(xt)
             if logvar_clamp > 0:
                 logvar = logvar.clamp(-logvar_clamp, logvar_clamp)
@@ -387,6 +460,9 @@ def torch_evaluate(model, config, values, iwae_k):
     result = {"torch_elbo": (reconstruction_sum - kl_sum) / count,
               "torch_reconstruction": reconstruction_sum / count, "torch_kl": kl_sum / count,
               "first_eps": [float(v) for v in first_eps]}
+    if model.hierarchical:
+        result["torch_group_kl"] = [value / count for value in first_draw_group_kl_sums]
+        result["torch_group_kl_over_draws"] = [value / count for value in group_kl_sums]
     if iwae_k > 0:
         result["torch_log_likelihood"] = importance_sum / count
     return result
@@ -441,6 +517,21 @@ def check(arguments):
               "engine_kl": engine.get("kl"), "torch_kl": torch_side["torch_kl"],
               "points": count, "split": split, "state_dict_strict": True, "tensors": len(tensor_names),
               "first_eps": torch_side["first_eps"]}
+    if model.hierarchical:
+        # Each group's KL, data side first, as the engine's group_kl defines it (a
+        # lower group's from the first of the K draws alone; torch_group_kl_over_draws
+        # averages them, as the ELBO's kl does, and sums to torch_kl); compared
+        # relative to the whole KL (a collapsed group's own KL is near 0), the
+        # engine printing 6 digits.
+        report["hierarchical"] = True
+        report["latent_groups"] = model.group_sizes
+        report["engine_group_kl"] = engine.get("group_kl")
+        report["torch_group_kl"] = torch_side["torch_group_kl"]
+        report["torch_group_kl_over_draws"] = torch_side["torch_group_kl_over_draws"]
+        if isinstance(engine.get("group_kl"), list) and len(engine["group_kl"]) == len(model.group_sizes):
+            report["group_kl_difference"] = max(
+                abs(a - b) for a, b in zip(engine["group_kl"], torch_side["torch_group_kl"])) / max(
+                abs(torch_side["torch_kl"]), 1e-30)
     worst = report["relative_difference"]
     if arguments.iwae_k > 0:
         report["iwae_k"] = arguments.iwae_k

@@ -2,7 +2,8 @@
 // bench/vae_torch.py's TorchVAE (strict state_dict load), re-draws the
 // engine's evaluation noise and dynamic binarisation with its own numpy
 // Philox, computes the ELBO (and IWAE estimate) in float64 and compares them
-// with `vae eval` on the same points. Skipped, visibly, without PyTorch or
+// with `vae eval` on the same points; hierarchical models (model.latent_groups)
+// go into TorchHierarchicalVAE the same way. Skipped, visibly, without PyTorch or
 // without Fashion-MNIST.
 #include <gtest/gtest.h>
 
@@ -82,13 +83,32 @@ const char *const kConvModel =
     "[model]\nlatent_dim = 6\nencoder = conv 6 k4 s2 p1, conv 10 k3 s2 p1, dense 24\n"
     "decoder = dense 10x7x7, convt 6 k4 s2 p1, convt out k4 s2 p1\nactivation = tanh\n";
 
-std::string train_tiny_model(const std::string &folder, const char *model_section = kDenseModel) {
+// Hierarchical latents: three groups (z_0 of 5, z_1 of 3, the top z_2 of 2;
+// offsets 5 and 8 start mid-way through a Philox block), two draws per row
+// in training, the residual posterior (the default).
+const char *const kHierarchicalModel =
+    "[model]\nlatent_dim = 10\nhidden = 64\nlatent_groups = 5, 3, 2\nhierarchy_width = 32\nsamples = 2\n";
+// Two groups, the posterior network giving q directly, a log-variance clamp.
+const char *const kDirectPosteriorModel =
+    "[model]\nlatent_dim = 9\nhidden = 64\nlatent_groups = 6, 3\nhierarchy_width = 32\n"
+    "residual_posterior = off\nactivation = tanh\n";
+
+// A conv trunk under the (dense) hierarchy: the encoder ends with a conv
+// layer, flattened into d_0 with no head; the decoder reads s_0 of width 24.
+const char *const kHierarchicalConvModel =
+    "[model]\nlatent_dim = 7\nencoder = conv 6 k4 s2 p1, conv 10 k3 s2 p1\n"
+    "decoder = dense 10x7x7, convt 6 k4 s2 p1, convt out k4 s2 p1\nactivation = tanh\n"
+    "latent_groups = 4, 3\nhierarchy_width = 24\n";
+
+std::string train_tiny_model(const std::string &folder, const char *model_section = kDenseModel, int epochs = 1,
+                             const char *extra_train_keys = "") {
     vae_config config;
     vae_config_defaults(&config);
     std::string ini = "[data]\npath = " + vae_test::fashion_mnist_folder() +
                       "\nbinarize = dynamic\ntrain_limit = 2000\ntest_limit = 200\n" + model_section +
-                      "[train]\nepochs = 1\nbatch_size = 100\nseed = 11\neval_batch_size = 64\n"
-                      "log_every_steps = 10\n";
+                      "[train]\nepochs = " + std::to_string(epochs) +
+                      "\nbatch_size = 100\nseed = 11\neval_batch_size = 64\nlog_every_steps = 10\n" +
+                      extra_train_keys;
     EXPECT_EQ(vae_config_load_string(&config, ini.c_str(), "test_torch_interop config"), VAE_OK) << vae_last_error();
     vae_trainer *trainer = nullptr;
     EXPECT_EQ(vae_trainer_create(&trainer, &config, VAE_DEVICE_CPU), VAE_OK) << vae_last_error();
@@ -227,6 +247,138 @@ TEST_F(TorchInterop, ConvolutionalEngineEvaluationMatchesPyTorch) {
     EXPECT_LT(number(json, "log_likelihood_relative_difference"), 1e-5);
     EXPECT_TRUE(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "state_dict_strict")));
     EXPECT_EQ(number(json, "tensors"), 14.0);  // 3 encoder layers and the head, 3 decoder layers; weight and bias
+    cJSON_Delete(json);
+}
+
+// The largest difference between the engine's group_kl and torch's (the
+// engine's definition: a lower group's KL of the first draw), relative to the
+// whole KL; and that torch's groups, averaged over the draws, add up to its KL.
+void expect_group_kl_agrees(const cJSON *json, int groups) {
+    const cJSON *engine = cJSON_GetObjectItemCaseSensitive(json, "engine_group_kl");
+    const cJSON *torch = cJSON_GetObjectItemCaseSensitive(json, "torch_group_kl");
+    const cJSON *over_draws = cJSON_GetObjectItemCaseSensitive(json, "torch_group_kl_over_draws");
+    ASSERT_EQ(cJSON_GetArraySize(engine), groups);
+    ASSERT_EQ(cJSON_GetArraySize(torch), groups);
+    ASSERT_EQ(cJSON_GetArraySize(over_draws), groups);
+    double sum = 0.0;
+    for (int g = 0; g < groups; ++g) sum += cJSON_GetArrayItem(over_draws, g)->valuedouble;
+    EXPECT_NEAR(sum, number(json, "torch_kl"), 1e-9 * std::fabs(number(json, "torch_kl")));
+    // group_kl is printed to 6 significant digits: 1e-4 of the whole KL is well above that
+    EXPECT_LT(number(json, "group_kl_difference"), 1e-4);
+}
+
+// A hierarchical model (model.latent_groups): its checkpoint loads strictly
+// into bench/vae_torch.py's TorchHierarchicalVAE (hierarchy.{g}.{role}
+// nn.Linear modules), the script re-draws each group's noise at its own
+// Philox columns (the top group per sample and data row, the lower groups per
+// sample-major row) and computes in float64 the ELBO (the top group's KL from
+// N(0, I), the lower groups' from their conditional priors, averaged over the
+// draws) and the IWAE estimate (log p(x|z) + sum_g log p(z_g|z_>g) - log q).
+TEST_F(TorchInterop, HierarchicalEngineEvaluationMatchesPyTorch) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "Fashion-MNIST is not installed";
+    std::string vae = std::string(VAE_BINARY_DIR) + "/vae";
+    ASSERT_TRUE(std::filesystem::exists(vae)) << vae << " is not built";
+    std::string folder = vae_test::temporary_folder("torch_interop_hierarchy");
+    // 15 epochs of 20 steps: 300 steps, enough for every group to carry some KL
+    std::string checkpoint = train_tiny_model(folder, kHierarchicalModel, 15);
+    ASSERT_TRUE(std::filesystem::exists(checkpoint));
+    std::string common = script() + " --checkpoint " + checkpoint + " --vae " + vae + " --device cpu";
+
+    // The whole test split (3 batches of 64 and one of 8), one draw per row.
+    CommandResult all = vae_test::run_command(common + " --count 200", false);
+    EXPECT_EQ(all.exit_code, 0) << all.output << all.errors;
+    cJSON *json = last_json_line(all.output);
+    ASSERT_NE(json, nullptr) << all.output << all.errors;
+    double engine = number(json, "engine_elbo"), torch = number(json, "torch_elbo");
+    double difference = number(json, "relative_difference");
+    std::printf("hierarchy 5,3,2, 200 points: engine ELBO %.9g, torch %.12g (%.3e); KL %.9g, torch %.12g; "
+                "group KL difference %.3e of the KL\n",
+                engine, torch, difference, number(json, "engine_kl"), number(json, "torch_kl"),
+                number(json, "group_kl_difference"));
+    EXPECT_TRUE(std::isfinite(engine) && engine < 0.0);
+    EXPECT_LT(difference, 1e-5);
+    EXPECT_NEAR(std::fabs(engine - torch) / std::fabs(torch), difference, 1e-12);
+    EXPECT_EQ(number(json, "points"), 200.0);
+    EXPECT_TRUE(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "hierarchical")));
+    EXPECT_TRUE(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "state_dict_strict")));
+    // encoder.0, decoder.{0,1}; hierarchy.0: prior, merge_bottom_up, merge_top_down, posterior, latent_in;
+    // hierarchy.1: bottom_up and those five; hierarchy.2: bottom_up, posterior, latent_in; weight and bias
+    EXPECT_EQ(number(json, "tensors"), 34.0);
+    expect_group_kl_agrees(json, 3);
+    // every group is in use (else the noise of a collapsed group would hardly matter)
+    const cJSON *group_kl = cJSON_GetObjectItemCaseSensitive(json, "torch_group_kl");
+    for (int g = 0; g < cJSON_GetArraySize(group_kl); ++g)
+        EXPECT_GT(cJSON_GetArrayItem(group_kl, g)->valuedouble, 0.1) << "group " << g;
+    cJSON_Delete(json);
+
+    // IWAE with K = 20 on the first 101 points (one batch of 64, one of 37).
+    CommandResult iwae = vae_test::run_command(common + " --count 101 --iwae-k 20", false);
+    EXPECT_EQ(iwae.exit_code, 0) << iwae.output << iwae.errors;
+    json = last_json_line(iwae.output);
+    ASSERT_NE(json, nullptr) << iwae.output << iwae.errors;
+    std::printf("hierarchy 5,3,2, 101 points, K=20: engine ELBO %.9g, torch %.12g (%.3e); log p(x) %.9g, "
+                "torch %.12g (%.3e); group KL difference %.3e of the KL\n",
+                number(json, "engine_elbo"), number(json, "torch_elbo"), number(json, "relative_difference"),
+                number(json, "engine_log_likelihood"), number(json, "torch_log_likelihood"),
+                number(json, "log_likelihood_relative_difference"), number(json, "group_kl_difference"));
+    EXPECT_EQ(number(json, "points"), 101.0);
+    EXPECT_LT(number(json, "relative_difference"), 1e-5);
+    EXPECT_LT(number(json, "log_likelihood_relative_difference"), 1e-5);
+    EXPECT_GE(number(json, "torch_log_likelihood"), number(json, "torch_elbo") - 1.0);
+    expect_group_kl_agrees(json, 3);
+    cJSON_Delete(json);
+
+    // The comparison has teeth here too.
+    CommandResult strict = vae_test::run_command(common + " --count 101 --iwae-k 20 --tolerance 1e-15", false);
+    EXPECT_EQ(strict.exit_code, 1) << strict.output << strict.errors;
+
+    // Two groups, residual_posterior = off, tanh, logvar_clamp 3 (a few hundred steps as well).
+    std::string direct = train_tiny_model(vae_test::temporary_folder("torch_interop_hierarchy_direct"),
+                                          kDirectPosteriorModel, 10, "logvar_clamp = 3\n");
+    ASSERT_TRUE(std::filesystem::exists(direct));
+    CommandResult off = vae_test::run_command(
+        script() + " --checkpoint " + direct + " --vae " + vae + " --device cpu --count 130 --iwae-k 7", false);
+    EXPECT_EQ(off.exit_code, 0) << off.output << off.errors;
+    json = last_json_line(off.output);
+    ASSERT_NE(json, nullptr) << off.output << off.errors;
+    std::printf("hierarchy 6,3 (residual_posterior off), 130 points, K=7: engine ELBO %.9g, torch %.12g (%.3e); "
+                "log p(x) %.9g, torch %.12g (%.3e)\n",
+                number(json, "engine_elbo"), number(json, "torch_elbo"), number(json, "relative_difference"),
+                number(json, "engine_log_likelihood"), number(json, "torch_log_likelihood"),
+                number(json, "log_likelihood_relative_difference"));
+    EXPECT_LT(number(json, "relative_difference"), 1e-5);
+    EXPECT_LT(number(json, "log_likelihood_relative_difference"), 1e-5);
+    EXPECT_EQ(number(json, "tensors"), 22.0);
+    expect_group_kl_agrees(json, 2);
+    cJSON_Delete(json);
+}
+
+// The hierarchy on a conv trunk: TorchHierarchicalVAE's nn.Sequential sides
+// (no encoder head) load strictly and reproduce the engine.
+TEST_F(TorchInterop, HierarchicalConvolutionalEngineEvaluationMatchesPyTorch) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "Fashion-MNIST is not installed";
+    std::string vae = std::string(VAE_BINARY_DIR) + "/vae";
+    ASSERT_TRUE(std::filesystem::exists(vae)) << vae << " is not built";
+    std::string checkpoint =
+        train_tiny_model(vae_test::temporary_folder("torch_interop_hierarchy_conv"), kHierarchicalConvModel);
+    ASSERT_TRUE(std::filesystem::exists(checkpoint));
+    CommandResult run = vae_test::run_command(
+        script() + " --checkpoint " + checkpoint + " --vae " + vae + " --device cpu --count 90 --iwae-k 5", false);
+    EXPECT_EQ(run.exit_code, 0) << run.output << run.errors;
+    cJSON *json = last_json_line(run.output);
+    ASSERT_NE(json, nullptr) << run.output << run.errors;
+    std::printf("hierarchy 4,3 on conv, 90 points, K=5: engine ELBO %.9g, torch %.12g (%.3e); log p(x) %.9g, "
+                "torch %.12g (%.3e)\n",
+                number(json, "engine_elbo"), number(json, "torch_elbo"), number(json, "relative_difference"),
+                number(json, "engine_log_likelihood"), number(json, "torch_log_likelihood"),
+                number(json, "log_likelihood_relative_difference"));
+    EXPECT_EQ(number(json, "points"), 90.0);
+    EXPECT_LT(number(json, "relative_difference"), 1e-5);
+    EXPECT_LT(number(json, "log_likelihood_relative_difference"), 1e-5);
+    EXPECT_TRUE(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "hierarchical")));
+    // 2 encoder and 3 decoder layers; hierarchy.0: 5 layers, hierarchy.1: bottom_up, posterior, latent_in
+    EXPECT_EQ(number(json, "tensors"), 26.0);
+    expect_group_kl_agrees(json, 2);
     cJSON_Delete(json);
 }
 
