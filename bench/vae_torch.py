@@ -419,9 +419,7 @@ class TorchHierarchicalVAE(nn.Module):
               conditional prior averaged over the S draws (the engine's ELBO term);
           log_ratio [S*B]: sum over the groups of log p(z_g|z_>g) - log q(z_g|x, z_>g)
               (the top's against N(0, I)) at the drawn z: the IWAE log weight less logp;
-          group_kl: G tensors [B], each group's share of kl;
-          first_draw_group_kl: G tensors [B], the lower groups' KL of draw 0 alone (the
-              engine's group_kl statistic, src/training/evaluate.c), the top's as above."""
+          group_kl: G tensors [B], each group's share of kl (the engine's group_kl)."""
         rows = x.shape[0]
         samples = group_eps[0].shape[0] // rows
         top = len(self.group_sizes) - 1
@@ -439,7 +437,6 @@ class TorchHierarchicalVAE(nn.Module):
         z = mu_r + torch.exp(0.5 * logvar_r) * group_eps[top]
         group_kl = [None] * len(self.group_sizes)
         group_kl[top] = TorchVAE.kl_per_row(mu, logvar)
-        first_draw_group_kl = list(group_kl)
         log_ratio = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)) - \
             gaussian_log_density(z, mu_r, logvar_r)
         state = self.act(self.hierarchy[top]["latent_in"](z))
@@ -455,12 +452,10 @@ class TorchHierarchicalVAE(nn.Module):
             z = q_mu + torch.exp(0.5 * q_logvar) * group_eps[g]
             draw_kl = gaussian_kl_per_row(q_mu, q_logvar, p_mu, p_logvar).view(samples, rows)
             group_kl[g] = draw_kl.mean(dim=0)
-            first_draw_group_kl[g] = draw_kl[0]
             log_ratio = log_ratio + gaussian_log_density(z, p_mu, p_logvar) - gaussian_log_density(z, q_mu, q_logvar)
             state = state + self.act(layers["latent_in"](z))
         logp = self.log_likelihood(x.repeat(samples, 1), self.decode(state))
-        return {"logp": logp, "kl": sum(group_kl[1:], group_kl[0]), "log_ratio": log_ratio, "group_kl": group_kl,
-                "first_draw_group_kl": first_draw_group_kl}
+        return {"logp": logp, "kl": sum(group_kl[1:], group_kl[0]), "log_ratio": log_ratio, "group_kl": group_kl}
 
 
 # ---- configs ----------------------------------------------------------------

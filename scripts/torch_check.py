@@ -413,7 +413,6 @@ def torch_evaluate(model, config, values, iwae_k):
     latent = model.latent_dim
     reconstruction_sum = kl_sum = importance_sum = 0.0
     group_kl_sums = [0.0] * len(getattr(model, "group_sizes", []))
-    first_draw_group_kl_sums = list(group_kl_sums)
     first_eps = None
     with torch.no_grad():
         for batch_index, begin in enumerate(range(0, count, rows)):
@@ -434,7 +433,6 @@ def torch_evaluate(model, config, values, iwae_k):
                 kl_sum += float(terms["kl"].sum())
                 for g in range(len(model.group_sizes)):
                     group_kl_sums[g] += float(terms["group_kl"][g].sum())
-                    first_draw_group_kl_sums[g] += float(terms["first_draw_group_kl"][g].sum())
                 if iwae_k > 0:
                     weights = logp + terms["log_ratio"].view(samples, batch_rows)
                     importance_sum += float((torch.logsumexp(weights, dim=0) - math.log(samples)).sum())
@@ -461,8 +459,7 @@ def torch_evaluate(model, config, values, iwae_k):
               "torch_reconstruction": reconstruction_sum / count, "torch_kl": kl_sum / count,
               "first_eps": [float(v) for v in first_eps]}
     if model.hierarchical:
-        result["torch_group_kl"] = [value / count for value in first_draw_group_kl_sums]
-        result["torch_group_kl_over_draws"] = [value / count for value in group_kl_sums]
+        result["torch_group_kl"] = [value / count for value in group_kl_sums]
     if iwae_k > 0:
         result["torch_log_likelihood"] = importance_sum / count
     return result
@@ -518,16 +515,14 @@ def check(arguments):
               "points": count, "split": split, "state_dict_strict": True, "tensors": len(tensor_names),
               "first_eps": torch_side["first_eps"]}
     if model.hierarchical:
-        # Each group's KL, data side first, as the engine's group_kl defines it (a
-        # lower group's from the first of the K draws alone; torch_group_kl_over_draws
-        # averages them, as the ELBO's kl does, and sums to torch_kl); compared
-        # relative to the whole KL (a collapsed group's own KL is near 0), the
-        # engine printing 6 digits.
+        # Each group's KL, data side first (a lower group's averaged over the K
+        # draws, as the ELBO's kl is: they sum to torch_kl); compared relative to
+        # the whole KL (a collapsed group's own KL is near 0), the engine printing
+        # 6 digits.
         report["hierarchical"] = True
         report["latent_groups"] = model.group_sizes
         report["engine_group_kl"] = engine.get("group_kl")
         report["torch_group_kl"] = torch_side["torch_group_kl"]
-        report["torch_group_kl_over_draws"] = torch_side["torch_group_kl_over_draws"]
         if isinstance(engine.get("group_kl"), list) and len(engine["group_kl"]) == len(model.group_sizes):
             report["group_kl_difference"] = max(
                 abs(a - b) for a, b in zip(engine["group_kl"], torch_side["torch_group_kl"])) / max(
