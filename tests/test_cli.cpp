@@ -257,4 +257,46 @@ TEST(Cli, TrainWithTheIwaeObjective) {
     EXPECT_EQ(vae_test::read_file(elbo_folder + "/metrics.jsonl").find("objective"), std::string::npos);
 }
 
+// A hierarchical model through the CLI: train (the groups and skip_grad_norm
+// in the written config), eval's per-group fields, sampling at a
+// temperature and per group; --groups on a one-latent model and a bad
+// temperature are refused with exit 2.
+TEST(Cli, HierarchicalModelTrainsEvaluatesAndSamples) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    std::string folder = vae_test::temporary_folder("cli_hierarchy") + "/run";
+    Result train = run("train --config " + tiny_config() +
+                       " --device cpu --quiet --set model.latent_groups=6,2 --set model.hierarchy_width=32"
+                       " --set train.skip_grad_norm=1000 --set train.epochs=1 --out " + folder);
+    ASSERT_EQ(train.exit_code, 0) << train.output;
+    std::string config = vae_test::read_file(folder + "/config.ini");
+    for (const char *line : {"latent_groups = 6, 2", "hierarchy_width = 32", "skip_grad_norm = 1e+03"})
+        EXPECT_NE(config.find(line), std::string::npos) << line << " in " << config;
+    std::string checkpoint = folder + "/checkpoint.safetensors";
+    Result eval = run("eval --checkpoint " + checkpoint + " --iwae-k 5");
+    ASSERT_EQ(eval.exit_code, 0) << eval.output;
+    EXPECT_NE(eval.output.find("\"group_kl\":["), std::string::npos) << eval.output;
+    EXPECT_NE(eval.output.find("\"group_active_units\":["), std::string::npos) << eval.output;
+    EXPECT_GT(json_number(eval.output, "log_likelihood"), json_number(eval.output, "elbo"));
+    std::string png = folder + "/groups.png";
+    Result groups = run("sample --checkpoint " + checkpoint + " --groups --n 5 --temperature 0.7 --out " + png);
+    ASSERT_EQ(groups.exit_code, 0) << groups.output;
+    EXPECT_NE(groups.output.find("wrote 10 samples"), std::string::npos) << groups.output;
+    EXPECT_EQ(vae_test::read_file(png).substr(1, 3), "PNG");
+    Result cold = run("sample --checkpoint " + checkpoint + " --temperature 0 --out " + png);
+    EXPECT_EQ(cold.exit_code, 2) << cold.output;
+    EXPECT_NE(cold.output.find("--temperature expects a number in (0, 100], got 0"), std::string::npos) << cold.output;
+
+    std::string flat = vae_test::temporary_folder("cli_hierarchy_flat") + "/run";
+    ASSERT_EQ(run("train --config " + tiny_config() + " --device cpu --quiet --set train.epochs=1 --out " + flat)
+                  .exit_code, 0);
+    Result refused = run("sample --checkpoint " + flat + "/checkpoint.safetensors --groups --out " + png);
+    EXPECT_EQ(refused.exit_code, 2) << refused.output;
+    EXPECT_NE(refused.output.find("--groups needs a hierarchical model"), std::string::npos) << refused.output;
+    Result mismatch = run("train --config " + tiny_config() + " --device cpu --set model.latent_groups=6,3 --out " +
+                          folder + "-bad");
+    EXPECT_EQ(mismatch.exit_code, 2) << mismatch.output;
+    EXPECT_NE(mismatch.output.find("latent_dim: expected the sum of latent_groups (9), got 8"), std::string::npos)
+        << mismatch.output;
+}
+
 }  // namespace
