@@ -2,7 +2,10 @@
 // tests/test_backend_ops.cpp): creation, argument checks, bitwise-repeatable
 // runs and CUDA-graph replay, on fresh random inputs (the seed is printed; set
 // VAE_TEST_SEED to repeat a run), at sizes that are not multiples of any block
-// size. Without a usable GPU every test is skipped visibly.
+// size. Without a usable GPU every test is skipped visibly. The same file
+// builds for the host execution target (tests/cuda_host,
+// test_cuda_backend_cuda_host, VAE_CUDA_HOST_TARGET), where the backend is
+// always there and a skip of the fixture's tests is a failure.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -45,6 +48,9 @@ struct Pair {
 class CudaBackendTest : public ::testing::Test {
   protected:
     void SetUp() override {
+#ifdef VAE_CUDA_HOST_TARGET
+        ASSERT_TRUE(vae_backend_cuda_available()) << "the host target's CUDA backend is not available";
+#endif
         if (!vae_backend_cuda_available()) GTEST_SKIP() << "no CUDA GPU (vae_backend_cuda_available() is 0)";
         seed_ = choose_seed();
         RecordProperty("seed", std::to_string(seed_));
