@@ -408,4 +408,55 @@ TEST(HierarchyTraining, LearnsAndEvaluatesOnFashionMnist) {
     vae_trainer_destroy(trainer);
 }
 
+// bf16 (train.precision = bf16, every GEMM operand rounded to bfloat16, as
+// the GPU's bf16 GEMMs are): the hierarchy trains as in fp32, its per-group
+// KLs stay finite, and bf16 moves the result by less than training moves it.
+TEST(HierarchyTraining, Bfloat16TrainsAsFp32Does) {
+    auto run = [](const char *precision, vae_eval_result *before, vae_eval_result *after) {
+        vae_config config;
+        vae_config_defaults(&config);
+        std::string folder = vae_test::fashion_mnist_folder();
+        std::snprintf(config.data_path, sizeof config.data_path, "%s", folder.c_str());
+        const char *settings[] = {"data.train_limit=2000", "data.test_limit=500", "model.hidden=128",
+                                  "model.decoder_hidden=128", "model.latent_groups=8,4,2", "model.latent_dim=14",
+                                  "model.hierarchy_width=64", "train.epochs=2", "train.batch_size=100",
+                                  "train.eval_every_epochs=0", "train.log_every_steps=1000",
+                                  "output.image_every_epochs=0", "output.tensorboard=off"};
+        for (const char *setting : settings) set(&config, setting);
+        std::string precision_setting = std::string("train.precision=") + precision;
+        set(&config, precision_setting.c_str());
+        ASSERT_EQ(vae_config_validate(&config), VAE_OK) << vae_last_error();
+        vae_trainer *trainer = nullptr;
+        ASSERT_EQ(vae_trainer_create(&trainer, &config, VAE_DEVICE_CPU), VAE_OK) << vae_last_error();
+        ASSERT_EQ(vae_trainer_evaluate(trainer, "test", 0, before), VAE_OK) << vae_last_error();
+        std::string out = vae_test::temporary_folder((std::string("hierarchy_") + precision).c_str());
+        vae_train_options options = {};
+        options.out_dir = out.c_str();
+        options.quiet = 1;
+        ASSERT_EQ(vae_trainer_train(trainer, &options), VAE_OK) << vae_last_error();
+        ASSERT_EQ(vae_trainer_evaluate(trainer, "test", 0, after), VAE_OK) << vae_last_error();
+        vae_trainer_destroy(trainer);
+    };
+    vae_eval_result fp32_before = {}, fp32_after = {}, bf16_before = {}, bf16_after = {};
+    run("fp32", &fp32_before, &fp32_after);
+    run("bf16", &bf16_before, &bf16_after);
+    std::printf("hierarchy: test ELBO fp32 %.3f -> %.3f, bf16 %.3f -> %.3f; group KL fp32 %.3f %.3f %.3f, bf16 %.3f "
+                "%.3f %.3f\n",
+                fp32_before.elbo, fp32_after.elbo, bf16_before.elbo, bf16_after.elbo, fp32_after.group_kl[0],
+                fp32_after.group_kl[1], fp32_after.group_kl[2], bf16_after.group_kl[0], bf16_after.group_kl[1],
+                bf16_after.group_kl[2]);
+    const double gain = fp32_after.elbo - fp32_before.elbo;
+    EXPECT_GT(gain, 100.0);
+    // the same initialisation; bf16 rounding shows in the untrained model already
+    EXPECT_NE(bf16_before.elbo, fp32_before.elbo);
+    // measured (2026-12-07, Intel Xeon): 0.007 nats before training, 0.29 after a 170-nat gain
+    EXPECT_NEAR(bf16_before.elbo, fp32_before.elbo, 0.1);
+    EXPECT_NEAR(bf16_after.elbo, fp32_after.elbo, 0.01 * gain);
+    ASSERT_EQ(bf16_after.group_count, 3);
+    for (int g = 0; g < 3; ++g) {
+        EXPECT_TRUE(std::isfinite(bf16_after.group_kl[g])) << "group " << g;
+        EXPECT_GE(bf16_after.group_kl[g], 0.0) << "group " << g;
+    }
+}
+
 }  // namespace
