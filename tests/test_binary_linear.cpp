@@ -245,6 +245,45 @@ TEST(BinaryLinear, OneThreadAndTwoGiveTheSameBits) {
     expect_bitwise_equal(dweight[1], dweight[0], "dweight");
 }
 
+// The packing runs in parallel from 32 rows: the words and both lists are the
+// same at one thread and two (and list every set input, as the 5-row test
+// above checks on the serial path), over batch sizes with partial chunks.
+TEST(BinaryLinear, PackingAtOneThreadAndTwoGivesTheSameLists) {
+    if (!omp_set_num_threads || !omp_get_max_threads) GTEST_SKIP() << "built without OpenMP";
+    int saved = omp_get_max_threads();
+    for (int rows : {31, 32, 97, 513}) {
+        Layer layer = make_layer(rows, 784, 16, 900 + rows);
+        Packed packed[2];
+        for (int threads = 1; threads <= 2; ++threads) {
+            omp_set_num_threads(threads);
+            packed[threads - 1] = pack(layer);
+        }
+        const vae_binary_input &one = packed[0].input, &two = packed[1].input;
+        EXPECT_EQ(packed[1].words, packed[0].words) << rows << " rows";
+        EXPECT_EQ(packed[1].row_offsets, packed[0].row_offsets) << rows << " rows";
+        EXPECT_EQ(packed[1].input_offsets, packed[0].input_offsets) << rows << " rows";
+        EXPECT_EQ(packed[1].row_inputs, packed[0].row_inputs) << rows << " rows";
+        EXPECT_EQ(packed[1].input_rows, packed[0].input_rows) << rows << " rows";
+        // spot checks against x itself: the last row's inputs and the last input's rows
+        std::vector<int32_t> last_row, last_input;
+        for (int p = 0; p < layer.in; ++p)
+            if (layer.x[(size_t)(rows - 1) * layer.in + p] == 1.0f) last_row.push_back(p);
+        for (int r = 0; r < rows; ++r)
+            if (layer.x[(size_t)r * layer.in + layer.in - 1] == 1.0f) last_input.push_back(r);
+        EXPECT_EQ(std::vector<int32_t>(two.row_inputs + two.row_offsets[rows - 1], two.row_inputs + two.row_offsets[rows]),
+                  last_row);
+        EXPECT_EQ(std::vector<int32_t>(two.input_rows + two.input_offsets[layer.in - 1],
+                                       two.input_rows + two.input_offsets[layer.in]),
+                  last_input);
+        EXPECT_EQ(one.set, two.set);
+        // another value in the last row is found by whichever thread scans it
+        std::vector<float> x = layer.x;
+        x[(size_t)(rows - 1) * layer.in + 700] = 0.5f;
+        EXPECT_EQ(pack_values(x, rows, layer.in).ok, 0) << rows << " rows";
+    }
+    omp_set_num_threads(saved);
+}
+
 // ---------------------------------------------------------------- the CPU backend's choice
 struct BackendRun {
     std::vector<float> y, dx, dweight, dbias;

@@ -68,10 +68,17 @@ size_t vae_binary_words(int rows, int in) {
     return (size_t)rows * (size_t)((in + 63) / 64);
 }
 
+/* Rows below this are packed on the calling thread: a parallel region costs
+ * more than scanning them. */
+#define PARALLEL_PACK_MIN_ROWS 32
+
 long long vae_binary_input_scan(const float *x, int rows, int in, uint64_t *words) {
     const int row_words = (in + 63) / 64;
     long long set = 0;
+    int refused = 0; /* a row with another value: the other threads stop at their next row */
+#pragma omp parallel for schedule(static) reduction(+ : set) if (rows >= PARALLEL_PACK_MIN_ROWS)
     for (int r = 0; r < rows; ++r) {
+        if (__atomic_load_n(&refused, __ATOMIC_RELAXED)) continue;
         const float *row = x + (size_t)r * (size_t)in;
         unsigned other = 0; /* branch-free within a row: the values are random bits */
         for (int w = 0; w < row_words; ++w) {
@@ -85,38 +92,58 @@ long long vae_binary_input_scan(const float *x, int rows, int in, uint64_t *word
             words[(size_t)r * (size_t)row_words + (size_t)w] = word;
             set += __builtin_popcountll(word);
         }
-        if (other) return -1;
+        if (other) __atomic_store_n(&refused, 1, __ATOMIC_RELAXED);
     }
-    return set;
+    return refused ? -1 : set;
 }
 
+/* Threads own whole rows (the row lists) or whole words of inputs (the
+ * input lists), and every list is filled in ascending order, so the lists
+ * are the same at any thread count; only the two prefix sums are serial. */
 void vae_binary_input_from_words(const uint64_t *words, int rows, int in, long long set, vae_binary_input *input) {
     const int row_words = (in + 63) / 64;
+    const int parallel = rows >= PARALLEL_PACK_MIN_ROWS;
     input->rows = rows;
     input->in = in;
     input->set = set;
-    int32_t *input_offsets = input->input_offsets;
+    int32_t *row_offsets = input->row_offsets, *input_offsets = input->input_offsets;
+    int32_t *row_inputs = input->row_inputs, *input_rows = input->input_rows;
     memset(input_offsets, 0, sizeof(int32_t) * ((size_t)in + 1));
-    int32_t count = 0;
-    for (int r = 0; r < rows; ++r) {
-        input->row_offsets[r] = count;
-        for (int w = 0; w < row_words; ++w) {
-            uint64_t word = words[(size_t)r * (size_t)row_words + (size_t)w];
-            while (word) {
-                const int p = 64 * w + __builtin_ctzll(word);
-                input->row_inputs[count++] = p;
-                input_offsets[p + 1] += 1;
-                word &= word - 1;
-            }
+    /* Counts per row into row_offsets[r + 1], per input into input_offsets[p + 1]. */
+#pragma omp parallel if (parallel)
+    {
+#pragma omp for schedule(static) nowait
+        for (int r = 0; r < rows; ++r) {
+            int32_t count = 0;
+            for (int w = 0; w < row_words; ++w)
+                count += __builtin_popcountll(words[(size_t)r * (size_t)row_words + (size_t)w]);
+            row_offsets[r + 1] = count;
         }
+#pragma omp for schedule(static)
+        for (int w = 0; w < row_words; ++w)
+            for (int r = 0; r < rows; ++r)
+                for (uint64_t word = words[(size_t)r * (size_t)row_words + (size_t)w]; word; word &= word - 1)
+                    input_offsets[64 * w + __builtin_ctzll(word) + 1] += 1;
     }
-    input->row_offsets[rows] = count;
-    /* Input p's rows: counted above, placed by a prefix sum, filled in row
-     * order with input_offsets[p] as the cursor, then shifted back. */
+    row_offsets[0] = 0;
+    for (int r = 0; r < rows; ++r) row_offsets[r + 1] += row_offsets[r];
     for (int p = 0; p < in; ++p) input_offsets[p + 1] += input_offsets[p];
-    for (int r = 0; r < rows; ++r)
-        for (int32_t t = input->row_offsets[r]; t < input->row_offsets[r + 1]; ++t)
-            input->input_rows[input_offsets[input->row_inputs[t]]++] = r;
+    /* Input p's rows with input_offsets[p] as the cursor (shifted back after). */
+#pragma omp parallel if (parallel)
+    {
+#pragma omp for schedule(static) nowait
+        for (int r = 0; r < rows; ++r) {
+            int32_t cursor = row_offsets[r];
+            for (int w = 0; w < row_words; ++w)
+                for (uint64_t word = words[(size_t)r * (size_t)row_words + (size_t)w]; word; word &= word - 1)
+                    row_inputs[cursor++] = 64 * w + __builtin_ctzll(word);
+        }
+#pragma omp for schedule(static)
+        for (int w = 0; w < row_words; ++w)
+            for (int r = 0; r < rows; ++r)
+                for (uint64_t word = words[(size_t)r * (size_t)row_words + (size_t)w]; word; word &= word - 1)
+                    input_rows[input_offsets[64 * w + __builtin_ctzll(word)]++] = r;
+    }
     for (int p = in; p > 0; --p) input_offsets[p] = input_offsets[p - 1];
     input_offsets[0] = 0;
 }

@@ -33,11 +33,12 @@ typedef struct vae_binary_input {
 size_t vae_binary_words(int rows, int in);
 
 /* Scans x into words. Returns how many values are 1 when every value is
- * exactly 0 or 1; -1 at the first row with another value (the words are then
- * incomplete). */
+ * exactly 0 or 1; -1 when some value is neither (the words are then
+ * incomplete). Rows are scanned in parallel from 32 rows on. */
 long long vae_binary_input_scan(const float *x, int rows, int in, uint64_t *words);
 
-/* Fills input's lists (its arrays given) from the words of a scan. */
+/* Fills input's lists (its arrays given) from the words of a scan, the same
+ * lists at any thread count (in parallel from 32 rows on). */
 void vae_binary_input_from_words(const uint64_t *words, int rows, int in, long long set, vae_binary_input *input);
 
 /* Floats of scratch the two products need for a layer of in -> out over
