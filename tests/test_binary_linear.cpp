@@ -245,6 +245,42 @@ TEST(BinaryLinear, OneThreadAndTwoGiveTheSameBits) {
     expect_bitwise_equal(dweight[1], dweight[0], "dweight");
 }
 
+// Every scan kernel this CPU has gives the scalar loop's words and count and
+// refuses the same inputs: rows that end inside a 64-input word, inside a
+// 16- and an 8-float vector, other values at the first, a middle and the
+// last position of a row (a vector's masked-off lanes must not count).
+TEST(BinaryLinear, EveryScanKernelGivesTheScalarWords) {
+    const vae_binary_scan_kernel kernels[] = {VAE_BINARY_SCAN_AVX2, VAE_BINARY_SCAN_AVX512};
+    int tested = 0;
+    for (vae_binary_scan_kernel kernel : kernels) {
+        if (!vae_binary_scan_kernel_available(kernel)) {
+            std::printf("scan kernel %d: not on this CPU\n", (int)kernel);
+            continue;
+        }
+        ++tested;
+        for (int in : {1, 7, 37, 64, 100, 784}) {
+            Layer layer = make_layer(9, in, 1, 40 + in);
+            std::vector<uint64_t> scalar(vae_binary_words(9, in), ~0ull), vector(scalar.size(), ~0ull);
+            const long long scalar_set = vae_binary_input_scan_with(VAE_BINARY_SCAN_SCALAR, layer.x.data(), 9, in,
+                                                                    scalar.data());
+            ASSERT_GE(scalar_set, 0);
+            EXPECT_EQ(vae_binary_input_scan_with(kernel, layer.x.data(), 9, in, vector.data()), scalar_set)
+                << "kernel " << kernel << ", " << in << " inputs";
+            EXPECT_EQ(vector, scalar) << "kernel " << kernel << ", " << in << " inputs";
+            for (int position : {0, in / 2, in - 1})
+                for (float other : {0.5f, -0.0f, NAN, 2.0f}) {
+                    std::vector<float> x = layer.x;
+                    x[(size_t)4 * in + position] = other;
+                    const long long expected = vae_binary_input_scan_with(VAE_BINARY_SCAN_SCALAR, x.data(), 9, in,
+                                                                          scalar.data());
+                    EXPECT_EQ(vae_binary_input_scan_with(kernel, x.data(), 9, in, vector.data()), expected)
+                        << "kernel " << kernel << ", " << in << " inputs, " << other << " at " << position;
+                }
+        }
+    }
+    if (tested == 0) GTEST_SKIP() << "no vector scan kernel on this CPU";
+}
+
 // The packing runs in parallel from 32 rows: the words and both lists are the
 // same at one thread and two (and list every set input, as the 5-row test
 // above checks on the serial path), over batch sizes with partial chunks.

@@ -37,6 +37,18 @@ size_t vae_binary_words(int rows, int in);
  * incomplete). Rows are scanned in parallel from 32 rows on. */
 long long vae_binary_input_scan(const float *x, int rows, int in, uint64_t *words);
 
+/* The scan's kernels: the first available of AVX-512, AVX2, scalar is the
+ * one vae_binary_input_scan uses; all give the same words (tests compare). */
+typedef enum vae_binary_scan_kernel {
+    VAE_BINARY_SCAN_SCALAR,
+    VAE_BINARY_SCAN_AVX2,
+    VAE_BINARY_SCAN_AVX512
+} vae_binary_scan_kernel;
+int vae_binary_scan_kernel_available(vae_binary_scan_kernel kernel);
+/* vae_binary_input_scan with the kernel named; -1 as well where it is not available. */
+long long vae_binary_input_scan_with(vae_binary_scan_kernel kernel, const float *x, int rows, int in,
+                                     uint64_t *words);
+
 /* Fills input's lists (its arrays given) from the words of a scan, the same
  * lists at any thread count (in parallel from 32 rows on). */
 void vae_binary_input_from_words(const uint64_t *words, int rows, int in, long long set, vae_binary_input *input);
