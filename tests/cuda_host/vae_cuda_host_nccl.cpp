@@ -222,6 +222,12 @@ std::string describe(const void *pointer, size_t bytes) {
     return text;
 }
 
+std::string describe_comm(const ncclComm *comm) {
+    char text[64];
+    std::snprintf(text, sizeof text, "communicator %p", static_cast<const void *>(comm));
+    return text;
+}
+
 } // namespace
 
 extern "C" {
@@ -330,7 +336,8 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId comm_id
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream) {
     CommPointer found = find_comm(comm);
-    if (!found) return fail(ncclInvalidArgument, "ncclAllReduce: " + describe(comm, 0) + " is not a live communicator");
+    if (!found)
+        return fail(ncclInvalidArgument, "ncclAllReduce: " + describe_comm(comm) + " is not a live communicator");
     MPI_Datatype mpi_type;
     MPI_Op mpi_op;
     size_t element_bytes = 0;
@@ -376,7 +383,8 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *async_error) {
     if (async_error == nullptr) return fail(ncclInvalidArgument, "ncclCommGetAsyncError: asyncError is NULL");
     CommPointer found = find_comm(comm);
     if (!found)
-        return fail(ncclInvalidArgument, "ncclCommGetAsyncError: " + describe(comm, 0) + " is not a live communicator");
+        return fail(ncclInvalidArgument,
+                    "ncclCommGetAsyncError: " + describe_comm(comm) + " is not a live communicator");
     *async_error = (ncclResult_t)found->async_error.load();
     return ncclSuccess;
 }
@@ -394,7 +402,7 @@ ncclResult_t retire(ncclComm_t comm, const char *function) {
         }
     }
     if (!found)
-        return fail(ncclInvalidArgument, std::string(function) + ": " + describe(comm, 0) +
+        return fail(ncclInvalidArgument, std::string(function) + ": " + describe_comm(comm) +
                                              " is not a live communicator (destroyed twice?)");
     found->retired = true;
     if (std::this_thread::get_id() != found->owner) {
