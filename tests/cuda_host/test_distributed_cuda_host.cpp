@@ -6,8 +6,9 @@
 // ends, step by step (each logged gradient norm) and in the final weights; a
 // job is bitwise repeatable and computes with the step graph what it
 // computes eagerly; and its checkpoint evaluates on the CPU `vae` like the
-// checkpoint of the same job on the CPU backend. Skipped (visibly) without
-// MPI or the Fashion-MNIST package.
+// checkpoint of the same job on the CPU backend; a failure in NCCL's set-up
+// or collectives ends the job with its message (no hang). Skipped (visibly)
+// without MPI or the Fashion-MNIST package.
 #include <gtest/gtest.h>
 
 #include <cjson/cJSON.h>
@@ -205,6 +206,41 @@ TEST(DistributedCudaHost, TwoRankCheckpointEvaluatesOnTheCpuLikeTheCpuTwoRankJob
     EXPECT_NEAR(cuda_elbo, cpu_elbo, 1e-5 * std::fabs(cpu_elbo));
     std::printf("2 ranks, host CUDA vs CPU: weights %.3g relative (largest); CPU eval ELBO %.9g vs %.9g\n",
                 largest_weight, cuda_elbo, cpu_elbo);
+}
+
+// A job whose NCCL set-up or collective fails ends, on every rank, with the
+// failure's message: a 2-rank job with a fault the host subset injects
+// (VAE_CUDA_HOST_NCCL_FAULT), under a 60 s limit that only a hang reaches.
+vae_test::CommandResult faulty_job(const std::string &fault, const std::string &name) {
+    const std::string folder = vae_test::temporary_folder(name);
+    const std::string train = host_binary() + " " + train_arguments("cuda", folder);
+    const std::string command = "env -u VAE_CUDA_GRAPHS OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 timeout 60 " +
+                                launch(2, train, " -x VAE_CUDA_HOST_NCCL_FAULT=" + fault);
+    return vae_test::run_command(command, true);
+}
+
+// Rank 0's ncclGetUniqueId fails (NCCL does so when its bootstrap finds no
+// network interface). nccl_allreduce.c returned before the id's broadcast
+// there, and rank 1 waited in MPI_Bcast for ever (seen: the 60 s limit).
+TEST(DistributedCudaHost, AFailedUniqueIdEndsEveryRankWithItsMessage) {
+    REQUIRE_MPI_AND_DATA();
+    const vae_test::CommandResult result = faulty_job("unique_id", "distributed_cuda_host_unique_id");
+    EXPECT_NE(result.exit_code, 0) << result.output;
+    EXPECT_NE(result.exit_code, 124) << "the job hung:\n" << result.output;
+    EXPECT_NE(result.output.find("ncclGetUniqueId failed"), std::string::npos) << result.output;
+}
+
+// Rank 1's third all-reduce (a graph replay) fails as a lost connection
+// does, and rank 0 waits in it: rank 1's watchdog (nccl_allreduce.c) reads
+// the asynchronous error, aborts the communicator and ends the process,
+// and mpirun ends the job.
+TEST(DistributedCudaHost, AnAsynchronousNcclErrorEndsTheJobThroughTheWatchdog) {
+    REQUIRE_MPI_AND_DATA();
+    const vae_test::CommandResult result = faulty_job("all_reduce_rank_1", "distributed_cuda_host_async_error");
+    EXPECT_NE(result.exit_code, 0) << result.output;
+    EXPECT_NE(result.exit_code, 124) << "the job hung:\n" << result.output;
+    EXPECT_NE(result.output.find("rank 1 of 2: NCCL reported an asynchronous error"), std::string::npos)
+        << result.output;
 }
 
 } // namespace

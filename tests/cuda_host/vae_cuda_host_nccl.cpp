@@ -36,6 +36,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <map>
@@ -113,6 +114,14 @@ ncclResult_t require_mpi(const char *function) {
                                           ": MPI is not running (the host NCCL subset connects ranks over MPI: "
                                           "start the processes with mpirun)");
     return ncclSuccess;
+}
+
+// VAE_CUDA_HOST_NCCL_FAULT names a failure to inject (tests of the callers'
+// error paths): "unique_id" makes ncclGetUniqueId fail,
+// "all_reduce_rank_1" the third all-reduce that rank 1 runs.
+bool fault_requested(const char *name) {
+    const char *fault = std::getenv("VAE_CUDA_HOST_NCCL_FAULT");
+    return fault != nullptr && std::strcmp(fault, name) == 0;
 }
 
 CommPointer find_comm(const ncclComm *comm) {
@@ -207,6 +216,14 @@ void run_all_reduce(const CommPointer &comm, const void *send, void *receive, si
                                                        "created the communicator (MPI is MPI_THREAD_FUNNELED)"));
         return;
     }
+    // A fault for the tests: this rank's third collective fails as a lost
+    // peer connection does, leaving the other ranks waiting in MPI.
+    static int collectives_run = 0;
+    if (comm->rank == 1 && fault_requested("all_reduce_rank_1") && ++collectives_run == 3) {
+        comm->async_error.store(fail(ncclRemoteError, "ncclAllReduce: connection to a peer lost (fault injected by "
+                                                      "VAE_CUDA_HOST_NCCL_FAULT=all_reduce_rank_1)"));
+        return;
+    }
     const ncclResult_t result = all_reduce_now(*comm, send, receive, count, type, op);
     if (result != ncclSuccess) comm->async_error.store(result);
 }
@@ -258,6 +275,11 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId *unique_id) {
     if (unique_id == nullptr) return fail(ncclInvalidArgument, "ncclGetUniqueId: uniqueId is NULL");
     ncclResult_t ready = require_mpi("ncclGetUniqueId");
     if (ready != ncclSuccess) return ready;
+    // A fault for the tests: what NCCL returns when its bootstrap finds no
+    // usable network interface (NCCL_SOCKET_IFNAME naming none, say).
+    if (fault_requested("unique_id"))
+        return fail(ncclSystemError, "ncclGetUniqueId: no usable network interface for the bootstrap (fault "
+                                     "injected by VAE_CUDA_HOST_NCCL_FAULT=unique_id)");
     IdContents contents{};
     std::memcpy(contents.magic, kIdMagic, sizeof kIdMagic);
     contents.nonce = fresh_nonce();
