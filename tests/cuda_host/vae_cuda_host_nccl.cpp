@@ -26,6 +26,10 @@
 // own thread: both are safe there (the registry has a mutex, the error is
 // atomic), and an abort from another thread only retires the communicator
 // (no MPI call; the process is about to end).
+//
+// VAE_CUDA_HOST_NCCL_FAULT injects a failure, for tests of the callers'
+// error paths (fault_requested below).
+
 // MPI's C API only (Open MPI and MPICH otherwise pull in C++ bindings that
 // need their own library).
 #define OMPI_SKIP_MPICXX 1
