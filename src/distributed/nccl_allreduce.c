@@ -15,8 +15,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <cuda_runtime_api.h>
@@ -100,14 +102,34 @@ static void *watchdog_main(void *unused) {
     return NULL;
 }
 
+static vae_status select_device(void) {
+    CUDA_CHECK(cudaSetDevice(nccl.device));
+    return VAE_OK;
+}
+
+/* Collective: every rank reaches the broadcast and the communicator's
+ * creation, or all return. A rank that returned early (its device, or rank
+ * 0's ncclGetUniqueId, failing) would leave the others waiting in
+ * MPI_Bcast or ncclCommInitRank for good. */
 vae_status vae_nccl_prepare(vae_backend *backend) {
     if (nccl.ready) return VAE_OK;
     nccl.device = vae_cuda_backend_device(backend);
-    CUDA_CHECK(cudaSetDevice(nccl.device));
-    ncclUniqueId id;
-    if (vae_distributed_rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
-    VAE_TRY(vae_distributed_broadcast(&id, sizeof id, 0));
-    NCCL_CHECK(ncclCommInitRank(&nccl.comm, vae_distributed_size(), id, vae_distributed_rank()));
+    VAE_TRY(vae_distributed_agree(select_device()));
+    struct {
+        int32_t status; /* rank 0's ncclGetUniqueId result */
+        ncclUniqueId id;
+    } offer;
+    memset(&offer, 0, sizeof offer);
+    if (vae_distributed_rank() == 0) offer.status = (int32_t)ncclGetUniqueId(&offer.id);
+    VAE_TRY(vae_distributed_broadcast(&offer, sizeof offer, 0));
+    if (offer.status != ncclSuccess) {
+        if (vae_distributed_rank() == 0)
+            return vae_error(VAE_ERROR_DEVICE, "rank 0: ncclGetUniqueId failed: %s (%s)",
+                             ncclGetErrorString((ncclResult_t)offer.status), ncclGetLastError(NULL));
+        return vae_error(VAE_ERROR_DEVICE, "rank %d: rank 0 could not create the NCCL unique id (%s)",
+                         vae_distributed_rank(), ncclGetErrorString((ncclResult_t)offer.status));
+    }
+    NCCL_CHECK(ncclCommInitRank(&nccl.comm, vae_distributed_size(), offer.id, vae_distributed_rank()));
     nccl.timeout_seconds = DEFAULT_TIMEOUT_SECONDS;
     const char *timeout = getenv("VAE_NCCL_TIMEOUT");
     if (timeout && atof(timeout) > 0) nccl.timeout_seconds = atof(timeout);
