@@ -1628,7 +1628,8 @@ TEST(BackendOpsTable, NamesAreUniqueAndEveryOperationIsCovered) {
                                   "activation_forward",
                                   "activation_backward", "add_scaled", "gather", "reparam_kl_forward",
                                   "reparam_kl_backward", "gaussian_kl", "gaussian_log_ratio",
-                                  "gaussian_log_ratio_backward", "likelihood", "accumulate_loss", "importance_log_mean", "iwae_objective",
+                                  "gaussian_log_ratio_backward", "likelihood", "accumulate_loss",
+                                  "importance_log_mean", "iwae_objective",
                                   "iwae_latent_backward", "sum_of_squares", "adam"}) {
         bool found = false;
         for (const std::string &name : names) found |= name.rfind(operation, 0) == 0;

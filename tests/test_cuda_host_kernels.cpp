@@ -854,7 +854,8 @@ TEST_P(CudaHostKernels, IwaeObjectiveAndLatentBackward) {
     const std::vector<float> kl = uniform_values(rows, 0, 10, 32);
     const std::vector<float> out0 = uniform_values((size_t)samples * rows * width, -1, 1, 33);
     const std::vector<float> dz = uniform_values(z.size(), -1, 1, 34);
-    const std::vector<float> log_ratio = uniform_values((size_t)samples * rows, -3, 3, 35);  // a hierarchy's lower groups
+    // a hierarchy's lower groups' log p - log q per draw
+    const std::vector<float> log_ratio = uniform_values((size_t)samples * rows, -3, 3, 35);
     const std::vector<double> accumulator0 = {1.0, 2.0, 3.0, 4.0};
     vae_step_counter counter{};
     counter.step = 2;
@@ -877,9 +878,9 @@ TEST_P(CudaHostKernels, IwaeObjectiveAndLatentBackward) {
             DeviceBuffer<double> device_accumulator(accumulator0);
             DeviceBuffer<vae_step_counter> device_counter(std::vector<vae_step_counter>{counter});
             expect_cuda_success(vae_launch_iwae_objective(device_logp.data(), device_mu_logvar.data(), device_z.data(),
-                                                          device_log_ratio.data(), device_kl.data(), device_out.data(), device_weight.data(),
-                                                          device_row_loss.data(), rows, latent, samples, width, beta,
-                                                          warmup, device_counter.data(), clamp,
+                                                          device_log_ratio.data(), device_kl.data(), device_out.data(),
+                                                          device_weight.data(), device_row_loss.data(), rows, latent,
+                                                          samples, width, beta, warmup, device_counter.data(), clamp,
                                                           device_accumulator.data(), nullptr),
                                 "iwae_objective");
             expect_cuda_success(vae_launch_iwae_latent_backward(device_mu_logvar.data(), device_z.data(),

@@ -417,7 +417,8 @@ TEST(HierarchyLoss, IwaeObjectiveEqualsADoublePrecisionForwardPass) {
         for (int i = 0; i < draws; ++i) {
             size_t qr = (size_t)(i % q_rows) * 2 * size;
             for (int j = 0; j < size; ++j) {
-                double eps = (engine_z[(size_t)i * size + j] - engine_q[qr + j]) / std::exp(0.5 * engine_q[qr + size + j]);
+                double eps = (engine_z[(size_t)i * size + j] - engine_q[qr + j]) /
+                             std::exp(0.5 * engine_q[qr + size + j]);
                 z[(size_t)i * size + j] = q[qr + j] + std::exp(0.5 * q[qr + size + j]) * eps;
             }
         }
@@ -442,8 +443,8 @@ TEST(HierarchyLoss, IwaeObjectiveEqualsADoublePrecisionForwardPass) {
     for (int g = 1; g >= 0; --g) {
         const vae_latent_group &group = model.groups[g];
         Matrix p = dense(model, parameters, group.prior, state, draws);
-        Matrix merged = tanh_of(plus(dense(model, parameters, group.merge_bottom_up, each_sample(d[g], rows, samples), draws),
-                                     dense(model, parameters, group.merge_top_down, state, draws)));
+        Matrix bottom_up = dense(model, parameters, group.merge_bottom_up, each_sample(d[g], rows, samples), draws);
+        Matrix merged = tanh_of(plus(bottom_up, dense(model, parameters, group.merge_top_down, state, draws)));
         Matrix q = plus(dense(model, parameters, group.posterior, merged, draws), p);
         Matrix z = draw(g, q, draws);
         add_log_ratio(z, q, draws, p, group.size);
@@ -459,7 +460,8 @@ TEST(HierarchyLoss, IwaeObjectiveEqualsADoublePrecisionForwardPass) {
             double log_likelihood = 0;
             for (int j = 0; j < dim; ++j) {
                 double l = logits[(size_t)i * dim + j];
-                log_likelihood += x[(size_t)r * dim + j] * l - (l > 0 ? l + std::log1p(std::exp(-l)) : std::log1p(std::exp(l)));
+                double softplus = l > 0 ? l + std::log1p(std::exp(-l)) : std::log1p(std::exp(l));
+                log_likelihood += x[(size_t)r * dim + j] * l - softplus;
             }
             a[k] = log_likelihood + 0.7 * ratio[i];
         }

@@ -407,9 +407,10 @@ vae_status vae_backend_importance_log_mean(vae_backend *backend, const float *lo
 }
 
 vae_status vae_backend_iwae_objective(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
-                                      const float *log_ratio, const float *kl, float *out, float *weight, float *row_loss, int rows,
-                                      int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
-                                      const vae_step_counter *counter, float logvar_clamp, double *accumulator) {
+                                      const float *log_ratio, const float *kl, float *out, float *weight,
+                                      float *row_loss, int rows, int latent, int samples, int width, float beta,
+                                      uint64_t kl_warmup_steps, const vae_step_counter *counter, float logvar_clamp,
+                                      double *accumulator) {
     REQUIRE_BACKEND("iwae_objective");
     REQUIRE(rows > 0 && latent > 0 && samples > 0 && width > 0, "iwae_objective",
             "sizes must be positive (rows %d, latent %d, samples %d, width %d)", rows, latent, samples, width);

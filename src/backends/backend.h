@@ -198,8 +198,8 @@ typedef struct vae_backend_ops {
      * groups' log p - log q of each draw, added to the top group's (then
      * mu_logvar and z) before beta_t (vae_iwae_draw_log_weight). */
     vae_status (*iwae_objective)(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
-                                 const float *log_ratio, const float *kl, float *out, float *weight, float *row_loss, int rows, int latent,
-                                 int samples, int width, float beta, uint64_t kl_warmup_steps,
+                                 const float *log_ratio, const float *kl, float *out, float *weight, float *row_loss,
+                                 int rows, int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
                                  const vae_step_counter *counter, float logvar_clamp, double *accumulator);
     /* dmu_logvar[rows, 2*latent] of the IWAE objective: dz[samples*rows,
      * latent] (the decoder's d loss/dz) plus the prior's term, both through
@@ -340,9 +340,10 @@ vae_status vae_backend_importance_log_mean(vae_backend *backend, const float *lo
                                            float logvar_clamp);
 /* out and log_ratio may be NULL (no gradient to rescale; one latent). */
 vae_status vae_backend_iwae_objective(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
-                                      const float *log_ratio, const float *kl, float *out, float *weight, float *row_loss, int rows,
-                                      int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
-                                      const vae_step_counter *counter, float logvar_clamp, double *accumulator);
+                                      const float *log_ratio, const float *kl, float *out, float *weight,
+                                      float *row_loss, int rows, int latent, int samples, int width, float beta,
+                                      uint64_t kl_warmup_steps, const vae_step_counter *counter, float logvar_clamp,
+                                      double *accumulator);
 vae_status vae_backend_iwae_latent_backward(vae_backend *backend, const float *mu_logvar, const float *z,
                                             const float *dz, const float *weight, float *dmu_logvar, int rows,
                                             int latent, int samples, float beta, uint64_t kl_warmup_steps,

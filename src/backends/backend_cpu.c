@@ -616,8 +616,8 @@ static void scale_range(float *restrict values, float scale, int count) {
 static vae_status cpu_iwae_objective(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
                                      const float *log_ratio, const float *kl, float *out, float *weight,
                                      float *row_loss, int rows, int latent, int samples, int width, float beta,
-                                     uint64_t kl_warmup_steps,
-                                     const vae_step_counter *counter, float logvar_clamp, double *accumulator) {
+                                     uint64_t kl_warmup_steps, const vae_step_counter *counter, float logvar_clamp,
+                                     double *accumulator) {
     const double beta_now = vae_schedule_beta(counter->step, beta, kl_warmup_steps);
 #pragma omp parallel for schedule(static) if ((size_t)rows * samples * (width + latent) > CPU_PARALLEL_MIN)
     for (int b = 0; b < rows; ++b) {
