@@ -9,39 +9,28 @@
 #include "vae_step_math.h"
 #include "vae_cuda_common.cuh"
 
-__device__ double iwae_log_weight(const float *logp, const float *mu_logvar, const float *z, int rows, int latent,
-                                  int row, int l, double beta_now, float logvar_clamp) {
-    const float *mu = mu_logvar + (size_t)row * 2 * latent;
-    const size_t z_row = (size_t)l * rows + row;
-    return vae_iwae_log_weight(
-        logp[z_row], vae_log_prior_minus_log_posterior_sum(z + z_row * latent, mu, mu + latent, latent, logvar_clamp),
-        beta_now);
-}
-
 /* One block per data row; threads take samples l = t, t+BLOCK, ...; the log
  * weights are recomputed in each pass instead of stored (any number of
  * samples). Then the block rescales the row's samples*width outputs. */
-__global__ void iwae_objective_kernel(const float *logp, const float *mu_logvar, const float *z, float *out,
-                                      float *weight, float *row_loss, int rows, int latent, int samples, int width,
-                                      float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,
-                                      float logvar_clamp) {
+__global__ void iwae_objective_kernel(const float *logp, const float *mu_logvar, const float *z,
+                                      const float *log_ratio, float *out, float *weight, float *row_loss, int rows,
+                                      int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
+                                      const vae_step_counter *counter, float logvar_clamp) {
     __shared__ double shared[VAE_BLOCK];
     const int row = blockIdx.x;
     const double beta_now = (double)vae_schedule_beta(counter->step, beta, kl_warmup_steps);
+#define IWAE_LOG_WEIGHT(l) \
+    vae_iwae_draw_log_weight(logp, mu_logvar, z, log_ratio, rows, latent, row, (l), beta_now, logvar_clamp)
     double local_max = -INFINITY;
-    for (int l = threadIdx.x; l < samples; l += VAE_BLOCK)
-        local_max = vae_nan_max(local_max,
-                                iwae_log_weight(logp, mu_logvar, z, rows, latent, row, l, beta_now, logvar_clamp));
+    for (int l = threadIdx.x; l < samples; l += VAE_BLOCK) local_max = vae_nan_max(local_max, IWAE_LOG_WEIGHT(l));
     const double max_weight = vae_block_max<double, VAE_BLOCK>(local_max, shared);
     double sum = 0.0;
     if (!vae_iwae_max_decides(max_weight))
-        for (int l = threadIdx.x; l < samples; l += VAE_BLOCK)
-            sum += exp(iwae_log_weight(logp, mu_logvar, z, rows, latent, row, l, beta_now, logvar_clamp) -
-                       max_weight);
+        for (int l = threadIdx.x; l < samples; l += VAE_BLOCK) sum += exp(IWAE_LOG_WEIGHT(l) - max_weight);
     const double total = vae_block_sum<double, VAE_BLOCK>(sum, shared);
     for (int l = threadIdx.x; l < samples; l += VAE_BLOCK)
-        weight[(size_t)l * rows + row] = vae_iwae_normalized_weight(
-            iwae_log_weight(logp, mu_logvar, z, rows, latent, row, l, beta_now, logvar_clamp), max_weight, total);
+        weight[(size_t)l * rows + row] = vae_iwae_normalized_weight(IWAE_LOG_WEIGHT(l), max_weight, total);
+#undef IWAE_LOG_WEIGHT
     if (threadIdx.x == 0) row_loss[row] = (float)vae_iwae_row_loss(max_weight, total, samples);
     if (out == NULL) return;
     __syncthreads(); /* the weights written above are visible to the whole block */
@@ -95,14 +84,15 @@ __global__ void iwae_latent_backward_kernel(const float *mu_logvar, const float 
 }
 
 VAE_LAUNCHER cudaError_t vae_launch_iwae_objective(const float *logp, const float *mu_logvar, const float *z,
-                                                   const float *kl, float *out, float *weight, float *row_loss,
-                                                   int rows, int latent, int samples, int width, float beta,
-                                                   uint64_t kl_warmup_steps, const vae_step_counter *counter,
-                                                   float logvar_clamp, double *accumulator, cudaStream_t stream) {
+                                                   const float *log_ratio, const float *kl, float *out,
+                                                   float *weight, float *row_loss, int rows, int latent, int samples,
+                                                   int width, float beta, uint64_t kl_warmup_steps,
+                                                   const vae_step_counter *counter, float logvar_clamp,
+                                                   double *accumulator, cudaStream_t stream) {
     if (rows <= 0) return cudaSuccess;
     VAE_LAUNCH(iwae_objective_kernel, (unsigned int)rows, VAE_BLOCK, 0, stream)(
-        logp, mu_logvar, z, out, weight, row_loss, rows, latent, samples, width, beta, kl_warmup_steps, counter,
-        logvar_clamp);
+        logp, mu_logvar, z, log_ratio, out, weight, row_loss, rows, latent, samples, width, beta, kl_warmup_steps,
+        counter, logvar_clamp);
     cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) return status;
     VAE_LAUNCH(iwae_accumulate_kernel, 1, VAE_BLOCK, 0, stream)(logp, kl, row_loss, rows, samples, accumulator);

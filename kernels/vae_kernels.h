@@ -110,6 +110,12 @@ cudaError_t vae_launch_gaussian_kl(const float *q, const float *p, float *kl, fl
 /* out[rows] = (or +=, accumulate != 0) sum_j vae_gaussian_log_ratio_term. */
 cudaError_t vae_launch_gaussian_log_ratio(const float *z, const float *q, const float *p, float *out, int rows,
                                           int latent, float logvar_clamp, int accumulate, cudaStream_t stream);
+/* dz += c_r * d(log ratio)/dz, dq and dp = c_r * its partials (backend.h). */
+cudaError_t vae_launch_gaussian_log_ratio_backward(const float *z, const float *q, const float *p,
+                                                   const float *weight, float *dz, float *dq, float *dp, int rows,
+                                                   int latent, float beta, uint64_t kl_warmup_steps,
+                                                   const vae_step_counter *counter, int mean_rows,
+                                                   float logvar_clamp, cudaStream_t stream);
 
 /* ---- likelihood.cu ---- */
 cudaError_t vae_launch_likelihood(int likelihood, const float *x, float *out, float *logp, int rows, int samples,
@@ -126,12 +132,12 @@ cudaError_t vae_launch_importance_log_mean(const float *logp, const float *mu_lo
                                            cudaStream_t stream);
 
 /* ---- iwae.cu ---- */
-/* out may be NULL (no gradient to rescale). */
-cudaError_t vae_launch_iwae_objective(const float *logp, const float *mu_logvar, const float *z, const float *kl,
-                                      float *out, float *weight, float *row_loss, int rows, int latent, int samples,
-                                      int width, float beta, uint64_t kl_warmup_steps,
-                                      const vae_step_counter *counter, float logvar_clamp, double *accumulator,
-                                      cudaStream_t stream);
+/* out and log_ratio may be NULL (no gradient to rescale; one latent). */
+cudaError_t vae_launch_iwae_objective(const float *logp, const float *mu_logvar, const float *z,
+                                      const float *log_ratio, const float *kl, float *out, float *weight,
+                                      float *row_loss, int rows, int latent, int samples, int width, float beta,
+                                      uint64_t kl_warmup_steps, const vae_step_counter *counter, float logvar_clamp,
+                                      double *accumulator, cudaStream_t stream);
 cudaError_t vae_launch_iwae_latent_backward(const float *mu_logvar, const float *z, const float *dz,
                                             const float *weight, float *dmu_logvar, int rows, int latent, int samples,
                                             float beta, uint64_t kl_warmup_steps, const vae_step_counter *counter,

@@ -218,6 +218,27 @@ VAE_HD float vae_gaussian_log_ratio_term(float z, float q_mu, float q_logvar, fl
     return 0.5f * (q_logvar - p_logvar) + 0.5f * (dq * dq * expf(-q_logvar) - dp * dp * expf(-p_logvar));
 }
 
+/* Its partial derivatives, z, q and p as separate inputs (the caller chains
+ * z's through the reparameterisation z = q_mu + exp(q_logvar/2) eps):
+ *   d/dz = (z - q_mu) e^-q_lv - (z - p_mu) e^-p_lv
+ *   d/dq_mu = -(z - q_mu) e^-q_lv          d/dq_lv = (1 - (z - q_mu)^2 e^-q_lv) / 2
+ *   d/dp_mu =  (z - p_mu) e^-p_lv          d/dp_lv = ((z - p_mu)^2 e^-p_lv - 1) / 2 */
+typedef struct vae_gaussian_log_ratio_gradient {
+    float z, q_mu, q_logvar, p_mu, p_logvar;
+} vae_gaussian_log_ratio_gradient;
+
+VAE_HD vae_gaussian_log_ratio_gradient vae_gaussian_log_ratio_grad(float z, float q_mu, float q_logvar, float p_mu,
+                                                                   float p_logvar) {
+    const float q_scaled = (z - q_mu) * expf(-q_logvar), p_scaled = (z - p_mu) * expf(-p_logvar);
+    vae_gaussian_log_ratio_gradient g;
+    g.z = q_scaled - p_scaled;
+    g.q_mu = -q_scaled;
+    g.q_logvar = 0.5f - 0.5f * (z - q_mu) * q_scaled;
+    g.p_mu = p_scaled;
+    g.p_logvar = 0.5f * (z - p_mu) * p_scaled - 0.5f;
+    return g;
+}
+
 /* Optional guard (train.logvar_clamp > 0): the encoder's logvar is clamped to
  * [-clamp, clamp] before use; a value strictly outside does not move the
  * loss, so its gradient is zero. Off (0) by default: it changes the math. */

@@ -136,6 +136,23 @@ VAE_HD double vae_iwae_log_weight(double log_likelihood, double log_prior_minus_
     return log_likelihood + beta_now * log_prior_minus_posterior;
 }
 
+/* a_k of draw l of data row `row` (z and log_ratio sample-major, row
+ * l*rows+row; mu_logvar [rows, 2*latent]). log_ratio, when not NULL, holds
+ * a hierarchical model's other groups' sum_g [log p(z_g|z_>g) -
+ * log q(z_g|x,z_>g)] of each draw (mu_logvar and z are then the top
+ * group's, against N(0, I)): added to the top's before beta_t, so beta_t
+ * weighs every group's log p - log q alike. */
+VAE_HD double vae_iwae_draw_log_weight(const float *logp, const float *mu_logvar, const float *z,
+                                       const float *log_ratio, int rows, int latent, int row, int l, double beta_now,
+                                       float logvar_clamp) {
+    const float *mu = mu_logvar + (size_t)row * 2 * (size_t)latent;
+    const size_t z_row = (size_t)l * (size_t)rows + (size_t)row;
+    double prior_minus_posterior =
+        vae_log_prior_minus_log_posterior_sum(z + z_row * (size_t)latent, mu, mu + latent, latent, logvar_clamp);
+    if (log_ratio) prior_minus_posterior += (double)log_ratio[z_row];
+    return vae_iwae_log_weight(logp[z_row], prior_minus_posterior, beta_now);
+}
+
 /* The row's loss from the maximum log weight (folded with vae_nan_max) and
  * sum_k exp(a_k - max). */
 VAE_HD double vae_iwae_row_loss(double max_weight, double shifted_sum, int samples) {
@@ -159,5 +176,14 @@ VAE_HD float vae_iwae_prior_gradient_z(float weight, float z, float prior_scale)
 
 /* d loss / d logvar_j through log q's direct term (summed over the draws). */
 VAE_HD float vae_iwae_posterior_gradient_logvar(float prior_scale) { return -0.5f * prior_scale; }
+
+/* A hierarchical model's lower group g (model.latent_groups): its term
+ * r_k = log p(z_g|z_>g) - log q(z_g|x,z_>g) in a_k gets d loss / d r_k =
+ * -w_k beta_t / rows = -prior_scale w_k, the coefficient on r's partial
+ * derivatives (vae_gaussian_log_ratio_grad: z, q's and p's mean and
+ * log-variance, taken apart; z's goes on through the reparameterisation
+ * into q, q's and p's through their networks into the draws above). The
+ * top group, against N(0, I), is the one latent's (the two rules above). */
+VAE_HD float vae_iwae_log_ratio_coefficient(float weight, float prior_scale) { return -prior_scale * weight; }
 
 #endif

@@ -111,6 +111,13 @@ TEST_F(CpuBackend, WrappersRefuseBadArgumentsNamingTheOperation) {
             "dq and dp must be both NULL or both given");
     refused(vae_backend_gaussian_log_ratio(backend_, f, f, nullptr, f, 2, 2, 0.0f, 0), "gaussian_log_ratio");
     refused(vae_backend_gaussian_log_ratio(backend_, f, f, f, f, 0, 2, 0.0f, 0), "rows 0");
+    refused(vae_backend_gaussian_log_ratio_backward(backend_, f, f, f, f, f, nullptr, f, 2, 2, 1.0f, 0, &counter, 2,
+                                                    0.0f),
+            "NULL pointer");
+    refused(vae_backend_gaussian_log_ratio_backward(backend_, f, f, f, f, f, f, f, 2, 2, 1.0f, 0, &counter, 0, 0.0f),
+            "mean_rows 0");
+    refused(vae_backend_gaussian_log_ratio_backward(backend_, f, f, f, f, f, f, f, 2, 2, -1.0f, 0, &counter, 2, 0.0f),
+            "beta must be finite and >= 0");
     refused(vae_backend_add_scaled(backend_, f, nullptr, 1.0f, f, 4), "add_scaled");
     refused(vae_backend_add_scaled(backend_, f, f + 8, 1.0f, f + 1, 4), "y overlaps a or b");
     refused(vae_backend_add_scaled(backend_, f + 8, f, 1.0f, f + 3, 4), "y overlaps a or b");

@@ -816,6 +816,68 @@ OpCase gaussian_log_ratio_case(int rows, int latent, float clamp, bool accumulat
     return c;
 }
 
+// The backward of log p(z) - log q(z) in the IWAE objective with latent
+// groups: per row the coefficient -w_r beta_t / mean_rows on the partial
+// derivatives of the two log densities (written here from the textbook
+// density: d/dx log N(x; m, e^lv) = -(x - m) e^-lv, d/dm = (x - m) e^-lv,
+// d/dlv = ((x - m)^2 e^-lv - 1) / 2); dz accumulates, dq and dp are written
+// (they start as NaN).
+OpCase gaussian_log_ratio_backward_case(int rows, int latent, float clamp, int mean_rows) {
+    auto z = std::make_shared<std::vector<float>>(normal((size_t)rows * latent, 121, 1.5f));
+    auto q = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 122));
+    auto p = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 124));
+    auto weight = std::make_shared<std::vector<float>>(uniform(rows, 126, 0.05f, 1.0f));
+    auto dz_start = std::make_shared<std::vector<float>>(normal((size_t)rows * latent, 127, 0.1f));
+    const uint64_t step = 3, warmup = 10;
+    const float beta = 0.7f;
+    const size_t count = (size_t)rows * 2 * latent;
+    OpCase c{shape("gaussian_log_ratio_backward",
+                   {{"rows", rows}, {"latent", latent}, {"clamp", (long)(clamp * 10)}, {"mean", mean_rows}}),
+             normalized(1e-6), normalized(1e-5), 1, nullptr, nullptr};
+    c.prepare = [=](Arena &arena) {
+        const float *zs = arena.upload(*z), *qs = arena.upload(*q), *ps = arena.upload(*p), *w = arena.upload(*weight);
+        float *dz = arena.upload(*dz_start), *dq = arena.floats(count), *dp = arena.floats(count);
+        const vae_step_counter *counter = arena.counter(step);
+        // dz accumulates: one launch for parity, a repeated one (timing) adds again.
+        return Prepared{[=, &arena] {
+                            check(vae_backend_gaussian_log_ratio_backward(arena.backend(), zs, qs, ps, w, dz, dq, dp,
+                                                                          rows, latent, beta, warmup, counter,
+                                                                          mean_rows, clamp),
+                                  "gaussian_log_ratio_backward");
+                        },
+                        [=, &arena] {
+                            return Outputs{{"dz", arena.download(dz, (size_t)rows * latent)},
+                                           {"dq", arena.download(dq, count)},
+                                           {"dp", arena.download(dp, count)}};
+                        }};
+    };
+    c.reference = [=] {
+        Values dz = to_values(*dz_start), dq(count), dp(count);
+        const double scale = beta_at(step, beta, warmup) / mean_rows;
+        for (int b = 0; b < rows; ++b) {
+            // d loss / d [log p(z) - log q(z)] of the row
+            const double coefficient = -scale * (*weight)[b];
+            for (int j = 0; j < latent; ++j) {
+                const size_t mu = (size_t)b * 2 * latent + j, logvar = mu + latent, zi = (size_t)b * latent + j;
+                const double zj = (*z)[zi];
+                const double q_var = std::exp(clamp_logvar((*q)[logvar], clamp));
+                const double p_var = std::exp(clamp_logvar((*p)[logvar], clamp));
+                const double q_diff = zj - (*q)[mu], p_diff = zj - (*p)[mu];
+                // log p(z) - log q(z): + d log N(z; p), - d log N(z; q)
+                dz[zi] += coefficient * (-p_diff / p_var + q_diff / q_var);
+                dp[mu] = coefficient * (p_diff / p_var);
+                dq[mu] = -coefficient * (q_diff / q_var);
+                dp[logvar] = coefficient * 0.5 * (p_diff * p_diff / p_var - 1.0);
+                dq[logvar] = -coefficient * 0.5 * (q_diff * q_diff / q_var - 1.0);
+                if (clamp > 0 && std::fabs((*p)[logvar]) > clamp) dp[logvar] = 0;
+                if (clamp > 0 && std::fabs((*q)[logvar]) > clamp) dq[logvar] = 0;
+            }
+        }
+        return Outputs{{"dz", dz}, {"dq", dq}, {"dp", dp}};
+    };
+    return c;
+}
+
 OpCase likelihood_case(vae_likelihood likelihood, int rows, int samples, int dim, bool write_gradient) {
     static const char *names[] = {"bernoulli", "gaussian", "gaussianfixed"};
     const int width = likelihood == VAE_LIKELIHOOD_GAUSSIAN ? 2 * dim : dim;
@@ -970,13 +1032,16 @@ OpCase importance_log_mean_case(int rows, int latent, int samples, float clamp, 
 // (else NULL).
 // tolerance: the log weights add one float term per latent dimension, so a
 // weight's relative error grows with latent (300: about 1e-6).
+// with_log_ratio: a hierarchical model's lower groups' log p - log q per
+// draw, added to the (top group's) latent term before beta_t.
 OpCase iwae_objective_case(int rows, int latent, int samples, int width, float clamp, bool nonfinite,
-                           bool with_gradient = true, double tolerance = 1e-6) {
+                           bool with_gradient = true, double tolerance = 1e-6, bool with_log_ratio = false) {
     auto mu_logvar = std::make_shared<std::vector<float>>(mu_logvar_values(rows, latent, 141));
     auto logp = std::make_shared<std::vector<float>>(normal((size_t)samples * rows, 142, 3.0f));
     auto z = std::make_shared<std::vector<float>>(normal((size_t)samples * rows * latent, 143));
     auto kl = std::make_shared<std::vector<float>>(uniform(rows, 144, 0.0f, 30.0f));
     auto outputs = std::make_shared<std::vector<float>>(normal((size_t)samples * rows * width, 145));
+    auto log_ratio = std::make_shared<std::vector<float>>(normal((size_t)samples * rows, 146, 4.0f));
     if (nonfinite) {
         const float specials[] = {NAN, INFINITY, -INFINITY};
         for (int b = 0; b < rows; b += 2) (*logp)[(size_t)(b % samples) * rows + b] = specials[(b / 2) % 3];
@@ -987,21 +1052,22 @@ OpCase iwae_objective_case(int rows, int latent, int samples, int width, float c
     const float beta = 0.8f;
     const size_t draws = (size_t)samples * rows, out_count = draws * width;
     OpCase c{shape(std::string(nonfinite ? "iwae_objective_nonfinite" : "iwae_objective") +
-                       (with_gradient ? "" : "_nogradient"),
+                       (with_gradient ? "" : "_nogradient") + (with_log_ratio ? "_groups" : ""),
                    {{"rows", rows}, {"latent", latent}, {"samples", samples}, {"width", width},
                     {"clamp", (long)(clamp * 10)}}),
              normalized(tolerance), normalized(1e-5), 1, nullptr, nullptr};
     c.prepare = [=](Arena &arena) {
         const float *lp = arena.upload(*logp), *ml = arena.upload(*mu_logvar), *zs = arena.upload(*z);
         const float *k = arena.upload(*kl);
+        const float *ratio = with_log_ratio ? arena.upload(*log_ratio) : nullptr;
         float *out = with_gradient ? arena.upload(*outputs) : nullptr;
         float *weight = arena.floats(draws), *row_loss = arena.floats(rows);
         const vae_step_counter *counter = arena.counter(step);
         double *accumulator = arena.upload(start);
         return Prepared{[=, &arena] {
-                            check(vae_backend_iwae_objective(arena.backend(), lp, ml, zs, k, out, weight, row_loss, rows,
-                                                             latent, samples, width, beta, warmup, counter, clamp,
-                                                             accumulator),
+                            check(vae_backend_iwae_objective(arena.backend(), lp, ml, zs, ratio, k, out, weight,
+                                                             row_loss, rows, latent, samples, width, beta, warmup,
+                                                             counter, clamp, accumulator),
                                   "iwae_objective");
                         },
                         [=, &arena] {
@@ -1027,6 +1093,7 @@ OpCase iwae_objective_case(int rows, int latent, int samples, int width, float c
                     // log N(z; 0, 1) - log N(z; mu, e^lv)
                     prior_minus_posterior += -0.5 * zj * zj + 0.5 * (lv + diff * diff * std::exp(-lv));
                 }
+                if (with_log_ratio) prior_minus_posterior += (*log_ratio)[z_row];  // the other groups' terms
                 a[l] = (*logp)[z_row] + beta_now * prior_minus_posterior;
                 any_nan |= std::isnan(a[l]);
             }
@@ -1339,6 +1406,11 @@ const std::vector<OpCase> &cases() {
         t.push_back(gaussian_log_ratio_case(37, 13, 2.5f, true));
         real_model([] { return gaussian_log_ratio_case(300, 300, 0.0f, true); },
                    [] { return gaussian_log_ratio_case(37, 300, 0.0f, true); });
+        t.push_back(gaussian_log_ratio_backward_case(37, 13, 0.0f, 37));
+        t.push_back(gaussian_log_ratio_backward_case(111, 13, 2.5f, 37));  // 3 samples of 37 rows: the mean over 37
+        // The host target: still several blocks (37 x 300 elements) and a row longer than a block.
+        real_model([] { return gaussian_log_ratio_backward_case(1200, 300, 0.0f, 300); },
+                   [] { return gaussian_log_ratio_backward_case(37, 300, 0.0f, 37); });
         for (vae_likelihood l : {VAE_LIKELIHOOD_BERNOULLI, VAE_LIKELIHOOD_GAUSSIAN, VAE_LIKELIHOOD_GAUSSIAN_FIXED})
             for (bool gradient : {false, true}) t.push_back(likelihood_case(l, 37, 3, 101, gradient));
         real_model([] { return likelihood_case(VAE_LIKELIHOOD_BERNOULLI, 300, 2, 1000, true); },
@@ -1358,6 +1430,9 @@ const std::vector<OpCase> &cases() {
         t.push_back(iwae_objective_case(37, 13, 1, 101, 0.0f, false));
         t.push_back(iwae_objective_case(37, 13, 300, 7, 0.5f, false));  // more samples than threads in a block
         t.push_back(iwae_objective_case(37, 13, 5, 101, 0.0f, true));
+        t.push_back(iwae_objective_case(37, 13, 3, 101, 0.0f, false, true, 1e-6, true));
+        t.push_back(iwae_objective_case(37, 13, 3, 101, 2.5f, false, true, 1e-6, true));
+        t.push_back(iwae_objective_case(37, 13, 5, 101, 0.0f, true, true, 1e-6, true));
         t.push_back(iwae_objective_case(128, 32, 5, 784, 0.0f, false));  // the default config's sizes, K = 5
         // The host target: over 256 rows still (the sums' loop over rows), 16 x 97 outputs a row.
         real_model([] { return iwae_objective_case(300, 300, 16, 1000, 0.0f, false, true, 1e-5); },
@@ -1552,7 +1627,9 @@ TEST(BackendOpsTable, NamesAreUniqueAndEveryOperationIsCovered) {
                                   "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
                                   "activation_forward",
                                   "activation_backward", "add_scaled", "gather", "reparam_kl_forward",
-                                  "reparam_kl_backward", "gaussian_kl", "gaussian_log_ratio", "likelihood", "accumulate_loss", "importance_log_mean", "iwae_objective",
+                                  "reparam_kl_backward", "gaussian_kl", "gaussian_log_ratio",
+                                  "gaussian_log_ratio_backward", "likelihood", "accumulate_loss",
+                                  "importance_log_mean", "iwae_objective",
                                   "iwae_latent_backward", "sum_of_squares", "adam"}) {
         bool found = false;
         for (const std::string &name : names) found |= name.rfind(operation, 0) == 0;

@@ -299,4 +299,45 @@ TEST(Cli, HierarchicalModelTrainsEvaluatesAndSamples) {
         << mismatch.output;
 }
 
+// A hierarchical model trained with model.objective = iwae (K = 3) through
+// the CLI: the written config names both, every train line the objective,
+// the IWAE loss falls and lies below -ELBO on average, and eval's IWAE-20
+// lies above its ELBO. Free bits with it are refused, naming the key.
+TEST(Cli, HierarchicalModelTrainsWithTheIwaeObjective) {
+    if (vae_test::fashion_mnist_folder().empty()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    std::string folder = vae_test::temporary_folder("cli_hierarchy_iwae") + "/run";
+    const std::string model = " --set model.latent_groups=6,2 --set model.hierarchy_width=32"
+                              " --set model.objective=iwae --set model.samples=3";
+    Result train = run("train --config " + tiny_config() + " --device cpu" + model + " --set train.epochs=2 --out " +
+                       folder);
+    ASSERT_EQ(train.exit_code, 0) << train.output;
+    EXPECT_NE(train.output.find("iwae loss "), std::string::npos) << train.output;
+    std::string config = vae_test::read_file(folder + "/config.ini");
+    for (const char *line : {"latent_groups = 6, 2", "objective = iwae", "samples = 3"})
+        EXPECT_NE(config.find(line), std::string::npos) << line << " in " << config;
+    std::istringstream lines(vae_test::read_file(folder + "/metrics.jsonl"));
+    std::vector<double> losses, negative_elbos;
+    for (std::string line; std::getline(lines, line);) {
+        if (line.find("\"kind\":\"train\"") == std::string::npos) continue;
+        EXPECT_NE(line.find("\"objective\":\"iwae\""), std::string::npos) << line;
+        losses.push_back(json_number(line, "loss"));
+        negative_elbos.push_back(-json_number(line, "elbo"));
+        ASSERT_TRUE(std::isfinite(losses.back()) && std::isfinite(negative_elbos.back())) << line;
+    }
+    ASSERT_GE(losses.size(), 5u);
+    EXPECT_LT(losses.back(), losses.front() - 100.0);
+    double loss_sum = 0, negative_elbo_sum = 0;
+    for (size_t i = 0; i < losses.size(); ++i) loss_sum += losses[i], negative_elbo_sum += negative_elbos[i];
+    EXPECT_LT(loss_sum, negative_elbo_sum) << "the IWAE-3 loss should lie below -ELBO on average";
+    Result eval = run("eval --checkpoint " + folder + "/checkpoint.safetensors --split test --iwae-k 20");
+    ASSERT_EQ(eval.exit_code, 0) << eval.output;
+    EXPECT_NE(eval.output.find("\"group_kl\":["), std::string::npos) << eval.output;
+    EXPECT_GT(json_number(eval.output, "log_likelihood"), json_number(eval.output, "elbo")) << eval.output;
+    Result refused = run("train --config " + tiny_config() + " --device cpu" + model +
+                         " --set model.free_bits=0.5 --out " + folder + "-free-bits");
+    EXPECT_EQ(refused.exit_code, 2) << refused.output;
+    EXPECT_NE(refused.output.find("[model] free_bits: expected 0 with objective = iwae"), std::string::npos)
+        << refused.output;
+}
+
 }  // namespace

@@ -808,6 +808,42 @@ TEST_P(CudaHostKernels, ImportanceLogMean) {
         {output("result", result)}, 1e-6);
 }
 
+// The backward of gaussian_log_ratio in the IWAE objective (latent groups):
+// dz accumulated, dq and dp written, weights per row, the warm-up's beta_t.
+TEST_P(CudaHostKernels, GaussianLogRatioBackward) {
+    const int rows = 21, latent = 300, mean_rows = 7;  // more elements than a block, a row longer than a block
+    const float clamp = 4.0f, beta = 0.8f;
+    const uint64_t warmup = 8;
+    const std::vector<float> q = posterior(rows, latent, 44), p = posterior(rows, latent, 45);
+    const std::vector<float> z = uniform_values((size_t)rows * latent, -3, 3, 46);
+    const std::vector<float> weight = uniform_values(rows, 0.05f, 1.0f, 47);
+    const std::vector<float> dz0 = uniform_values((size_t)rows * latent, -1, 1, 48);
+    vae_step_counter counter{};
+    counter.step = 3;
+    std::vector<float> dz = dz0, dq(q.size()), dp(p.size());
+    ASSERT_EQ(vae_backend_gaussian_log_ratio_backward(cpu_, z.data(), q.data(), p.data(), weight.data(), dz.data(),
+                                                      dq.data(), dp.data(), rows, latent, beta, warmup, &counter,
+                                                      mean_rows, clamp),
+              VAE_OK);
+    compare(
+        [&] {
+            DeviceBuffer<float> device_z(z), device_q(q), device_p(p), device_weight(weight), device_dz(dz0),
+                device_dq(q.size()), device_dp(p.size());
+            DeviceBuffer<vae_step_counter> device_counter(std::vector<vae_step_counter>{counter});
+            expect_cuda_success(vae_launch_gaussian_log_ratio_backward(
+                                    device_z.data(), device_q.data(), device_p.data(), device_weight.data(),
+                                    device_dz.data(), device_dq.data(), device_dp.data(), rows, latent, beta, warmup,
+                                    device_counter.data(), mean_rows, clamp, nullptr),
+                                "gaussian_log_ratio_backward");
+            expect_guard(device_dz, "dz");
+            expect_guard(device_dq, "dq");
+            expect_guard(device_dp, "dp");
+            return Outputs{output("dz", device_dz.values()), output("dq", device_dq.values()),
+                           output("dp", device_dp.values())};
+        },
+        {output("dz", dz), output("dq", dq), output("dp", dp)}, 1e-5);
+}
+
 TEST_P(CudaHostKernels, IwaeObjectiveAndLatentBackward) {
     const int rows = 9, latent = 5, samples = 300, width = 20;
     const float beta = 0.9f, clamp = 4.0f;
@@ -818,12 +854,15 @@ TEST_P(CudaHostKernels, IwaeObjectiveAndLatentBackward) {
     const std::vector<float> kl = uniform_values(rows, 0, 10, 32);
     const std::vector<float> out0 = uniform_values((size_t)samples * rows * width, -1, 1, 33);
     const std::vector<float> dz = uniform_values(z.size(), -1, 1, 34);
+    // a hierarchy's lower groups' log p - log q per draw
+    const std::vector<float> log_ratio = uniform_values((size_t)samples * rows, -3, 3, 35);
     const std::vector<double> accumulator0 = {1.0, 2.0, 3.0, 4.0};
     vae_step_counter counter{};
     counter.step = 2;
     std::vector<float> out = out0, weight((size_t)samples * rows), row_loss(rows), dmu_logvar(mu_logvar.size());
     std::vector<double> accumulator = accumulator0;
-    ASSERT_EQ(vae_backend_iwae_objective(cpu_, logp.data(), mu_logvar.data(), z.data(), kl.data(), out.data(),
+    ASSERT_EQ(vae_backend_iwae_objective(cpu_, logp.data(), mu_logvar.data(), z.data(), log_ratio.data(), kl.data(),
+                                         out.data(),
                                          weight.data(), row_loss.data(), rows, latent, samples, width, beta, warmup,
                                          &counter, clamp, accumulator.data()),
               VAE_OK);
@@ -833,14 +872,15 @@ TEST_P(CudaHostKernels, IwaeObjectiveAndLatentBackward) {
     compare(
         [&] {
             DeviceBuffer<float> device_logp(logp), device_mu_logvar(mu_logvar), device_z(z), device_kl(kl),
+                device_log_ratio(log_ratio),
                 device_out(out0), device_weight((size_t)samples * rows), device_row_loss(rows), device_dz(dz),
                 device_dmu_logvar(mu_logvar.size());
             DeviceBuffer<double> device_accumulator(accumulator0);
             DeviceBuffer<vae_step_counter> device_counter(std::vector<vae_step_counter>{counter});
             expect_cuda_success(vae_launch_iwae_objective(device_logp.data(), device_mu_logvar.data(), device_z.data(),
-                                                          device_kl.data(), device_out.data(), device_weight.data(),
-                                                          device_row_loss.data(), rows, latent, samples, width, beta,
-                                                          warmup, device_counter.data(), clamp,
+                                                          device_log_ratio.data(), device_kl.data(), device_out.data(),
+                                                          device_weight.data(), device_row_loss.data(), rows, latent,
+                                                          samples, width, beta, warmup, device_counter.data(), clamp,
                                                           device_accumulator.data(), nullptr),
                                 "iwae_objective");
             expect_cuda_success(vae_launch_iwae_latent_backward(device_mu_logvar.data(), device_z.data(),

@@ -350,6 +350,23 @@ vae_status vae_backend_gaussian_log_ratio(vae_backend *backend, const float *z, 
     return backend->ops->gaussian_log_ratio(backend, z, q, p, out, rows, latent, logvar_clamp, accumulate);
 }
 
+vae_status vae_backend_gaussian_log_ratio_backward(vae_backend *backend, const float *z, const float *q,
+                                                   const float *p, const float *weight, float *dz, float *dq,
+                                                   float *dp, int rows, int latent, float beta,
+                                                   uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                                   int mean_rows, float logvar_clamp) {
+    REQUIRE_BACKEND("gaussian_log_ratio_backward");
+    REQUIRE(rows > 0 && latent > 0 && mean_rows > 0, "gaussian_log_ratio_backward",
+            "sizes must be positive (rows %d, latent %d, mean_rows %d)", rows, latent, mean_rows);
+    REQUIRE(z != NULL && q != NULL && p != NULL && weight != NULL && dz != NULL && dq != NULL && dp != NULL &&
+                counter != NULL,
+            "gaussian_log_ratio_backward", "NULL pointer (z, q, p, weight, dz, dq, dp or counter)");
+    REQUIRE(isfinite(beta) && beta >= 0.0f, "gaussian_log_ratio_backward", "beta must be finite and >= 0, got %g",
+            (double)beta);
+    return backend->ops->gaussian_log_ratio_backward(backend, z, q, p, weight, dz, dq, dp, rows, latent, beta,
+                                                     kl_warmup_steps, counter, mean_rows, logvar_clamp);
+}
+
 vae_status vae_backend_likelihood(vae_backend *backend, vae_likelihood likelihood, const float *x, float *out,
                                   float *logp, int rows, int samples, int dim, float fixed_logvar,
                                   int write_gradient) {
@@ -390,9 +407,10 @@ vae_status vae_backend_importance_log_mean(vae_backend *backend, const float *lo
 }
 
 vae_status vae_backend_iwae_objective(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
-                                      const float *kl, float *out, float *weight, float *row_loss, int rows,
-                                      int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
-                                      const vae_step_counter *counter, float logvar_clamp, double *accumulator) {
+                                      const float *log_ratio, const float *kl, float *out, float *weight,
+                                      float *row_loss, int rows, int latent, int samples, int width, float beta,
+                                      uint64_t kl_warmup_steps, const vae_step_counter *counter, float logvar_clamp,
+                                      double *accumulator) {
     REQUIRE_BACKEND("iwae_objective");
     REQUIRE(rows > 0 && latent > 0 && samples > 0 && width > 0, "iwae_objective",
             "sizes must be positive (rows %d, latent %d, samples %d, width %d)", rows, latent, samples, width);
@@ -400,8 +418,9 @@ vae_status vae_backend_iwae_objective(vae_backend *backend, const float *logp, c
                 counter != NULL && accumulator != NULL,
             "iwae_objective", "NULL pointer (logp, mu_logvar, z, kl, weight, row_loss, counter or accumulator)");
     REQUIRE(isfinite(beta) && beta >= 0.0f, "iwae_objective", "beta must be finite and >= 0, got %g", (double)beta);
-    return backend->ops->iwae_objective(backend, logp, mu_logvar, z, kl, out, weight, row_loss, rows, latent, samples,
-                                        width, beta, kl_warmup_steps, counter, logvar_clamp, accumulator);
+    return backend->ops->iwae_objective(backend, logp, mu_logvar, z, log_ratio, kl, out, weight, row_loss, rows,
+                                        latent, samples, width, beta, kl_warmup_steps, counter, logvar_clamp,
+                                        accumulator);
 }
 
 vae_status vae_backend_iwae_latent_backward(vae_backend *backend, const float *mu_logvar, const float *z,

@@ -151,6 +151,20 @@ typedef struct vae_backend_ops {
      * (accumulate != 0: log w = log p(x|z) + the groups' terms). */
     vae_status (*gaussian_log_ratio)(vae_backend *backend, const float *z, const float *q, const float *p,
                                      float *out, int rows, int latent, float logvar_clamp, int accumulate);
+    /* Its backward pass in the importance-weighted objective (model.objective
+     * = iwae with latent groups): per row r the coefficient c_r =
+     * vae_iwae_log_ratio_coefficient(weight[r], beta_t / mean_rows) (the
+     * loss's derivative by the row's log ratio; weight from iwae_objective,
+     * mean_rows the data rows the loss averages over), then per dimension
+     * vae_gaussian_log_ratio_grad's partials times c_r: dz[rows, latent] +=
+     * (dz holds the path through the networks below; the sum goes on
+     * through the reparameterisation), dq and dp ([rows, 2*latent], mu |
+     * logvar) overwritten. Logvars clamped as gaussian_kl: one strictly
+     * outside gets 0. Element-wise: the CPU and the GPU agree to rounding. */
+    vae_status (*gaussian_log_ratio_backward)(vae_backend *backend, const float *z, const float *q, const float *p,
+                                              const float *weight, float *dz, float *dq, float *dp, int rows,
+                                              int latent, float beta, uint64_t kl_warmup_steps,
+                                              const vae_step_counter *counter, int mean_rows, float logvar_clamp);
 
     /* out[samples*rows, width] holds the decoder's outputs (width D or 2D);
      * x[rows, dim]. Writes logp[samples*rows] and, when write_gradient is
@@ -179,10 +193,13 @@ typedef struct vae_backend_ops {
      * -(logsumexp_k a_k - log samples); out's rows multiplied by
      * samples * weight (out may be NULL: no gradient); and accumulator +=
      * the batch's sums: VAE_LOSS_SUM_LOSS the row losses, reconstruction, KL
-     * and count as accumulate_loss adds them. kl[rows] from reparam_kl_forward. */
+     * and count as accumulate_loss adds them. kl[rows] from reparam_kl_forward.
+     * log_ratio[samples*rows] (may be NULL): a hierarchical model's lower
+     * groups' log p - log q of each draw, added to the top group's (then
+     * mu_logvar and z) before beta_t (vae_iwae_draw_log_weight). */
     vae_status (*iwae_objective)(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
-                                 const float *kl, float *out, float *weight, float *row_loss, int rows, int latent,
-                                 int samples, int width, float beta, uint64_t kl_warmup_steps,
+                                 const float *log_ratio, const float *kl, float *out, float *weight, float *row_loss,
+                                 int rows, int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
                                  const vae_step_counter *counter, float logvar_clamp, double *accumulator);
     /* dmu_logvar[rows, 2*latent] of the IWAE objective: dz[samples*rows,
      * latent] (the decoder's d loss/dz) plus the prior's term, both through
@@ -306,6 +323,12 @@ vae_status vae_backend_gaussian_kl(vae_backend *backend, const float *q, const f
                                    const vae_step_counter *counter, float logvar_clamp, float free_bits);
 vae_status vae_backend_gaussian_log_ratio(vae_backend *backend, const float *z, const float *q, const float *p,
                                           float *out, int rows, int latent, float logvar_clamp, int accumulate);
+/* weight, dz, dq, dp all given; 0 < rows, latent, mean_rows; beta finite and >= 0. */
+vae_status vae_backend_gaussian_log_ratio_backward(vae_backend *backend, const float *z, const float *q,
+                                                   const float *p, const float *weight, float *dz, float *dq,
+                                                   float *dp, int rows, int latent, float beta,
+                                                   uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                                   int mean_rows, float logvar_clamp);
 vae_status vae_backend_likelihood(vae_backend *backend, vae_likelihood likelihood, const float *x, float *out,
                                   float *logp, int rows, int samples, int dim, float fixed_logvar,
                                   int write_gradient);
@@ -315,11 +338,12 @@ vae_status vae_backend_accumulate_loss(vae_backend *backend, const float *logp, 
 vae_status vae_backend_importance_log_mean(vae_backend *backend, const float *logp, const float *mu_logvar,
                                            const float *z, float *result, int rows, int latent, int samples,
                                            float logvar_clamp);
-/* out may be NULL (no gradient to rescale). */
+/* out and log_ratio may be NULL (no gradient to rescale; one latent). */
 vae_status vae_backend_iwae_objective(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
-                                      const float *kl, float *out, float *weight, float *row_loss, int rows,
-                                      int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
-                                      const vae_step_counter *counter, float logvar_clamp, double *accumulator);
+                                      const float *log_ratio, const float *kl, float *out, float *weight,
+                                      float *row_loss, int rows, int latent, int samples, int width, float beta,
+                                      uint64_t kl_warmup_steps, const vae_step_counter *counter, float logvar_clamp,
+                                      double *accumulator);
 vae_status vae_backend_iwae_latent_backward(vae_backend *backend, const float *mu_logvar, const float *z,
                                             const float *dz, const float *weight, float *dmu_logvar, int rows,
                                             int latent, int samples, float beta, uint64_t kl_warmup_steps,

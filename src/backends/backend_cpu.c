@@ -456,6 +456,34 @@ static vae_status cpu_gaussian_log_ratio(vae_backend *backend, const float *z, c
     return VAE_OK;
 }
 
+static vae_status cpu_gaussian_log_ratio_backward(vae_backend *backend, const float *z, const float *q, const float *p,
+                                                  const float *weight, float *dz, float *dq, float *dp, int rows,
+                                                  int latent, float beta, uint64_t kl_warmup_steps,
+                                                  const vae_step_counter *counter, int mean_rows,
+                                                  float logvar_clamp) {
+    const float prior_scale = vae_schedule_beta(counter->step, beta, kl_warmup_steps) / (float)mean_rows;
+#pragma omp parallel for schedule(static) if ((size_t)rows * latent > 16384)
+    for (int b = 0; b < rows; ++b) {
+        const size_t row = (size_t)b * 2 * (size_t)latent;
+        const float coefficient = vae_iwae_log_ratio_coefficient(weight[b], prior_scale);
+        float *dz_row = dz + (size_t)b * (size_t)latent;
+        const float *z_row = z + (size_t)b * (size_t)latent;
+        for (int j = 0; j < latent; ++j) {
+            const size_t mu = row + (size_t)j, logvar = mu + (size_t)latent;
+            vae_gaussian_log_ratio_gradient g =
+                vae_gaussian_log_ratio_grad(z_row[j], q[mu], vae_clamp_logvar(q[logvar], logvar_clamp), p[mu],
+                                            vae_clamp_logvar(p[logvar], logvar_clamp));
+            dz_row[j] += coefficient * g.z;
+            dq[mu] = coefficient * g.q_mu;
+            dp[mu] = coefficient * g.p_mu;
+            /* A clamped logvar does not move the loss. */
+            dq[logvar] = vae_logvar_is_clamped(q[logvar], logvar_clamp) ? 0.0f : coefficient * g.q_logvar;
+            dp[logvar] = vae_logvar_is_clamped(p[logvar], logvar_clamp) ? 0.0f : coefficient * g.p_logvar;
+        }
+    }
+    return VAE_OK;
+}
+
 /* One pass over a Bernoulli row: log p and, when asked, the logits
  * overwritten by the gradient, both from one exp. The terms of 64 columns at
  * a time go through a small buffer, so that the element-wise part is one
@@ -580,46 +608,34 @@ static vae_status cpu_importance_log_mean(vae_backend *backend, const float *log
     return VAE_OK;
 }
 
-/* a_k of draw l of data row b (vae_step_math.h). */
-static double iwae_log_weight(const float *logp, const float *mu_logvar, const float *z, int rows, int latent, int b,
-                              int l, double beta_now, float logvar_clamp) {
-    const float *mu = mu_logvar + (size_t)b * 2 * latent;
-    size_t z_row = (size_t)l * rows + (size_t)b;
-    return vae_iwae_log_weight(logp[z_row],
-                               vae_log_prior_minus_log_posterior_sum(z + z_row * latent, mu, mu + latent, latent,
-                                                                     logvar_clamp),
-                               beta_now);
-}
-
 CPU_VECTOR_KERNEL
 static void scale_range(float *restrict values, float scale, int count) {
     for (int i = 0; i < count; ++i) values[i] *= scale;
 }
 
 static vae_status cpu_iwae_objective(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
-                                     const float *kl, float *out, float *weight, float *row_loss, int rows,
-                                     int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
-                                     const vae_step_counter *counter, float logvar_clamp, double *accumulator) {
+                                     const float *log_ratio, const float *kl, float *out, float *weight,
+                                     float *row_loss, int rows, int latent, int samples, int width, float beta,
+                                     uint64_t kl_warmup_steps, const vae_step_counter *counter, float logvar_clamp,
+                                     double *accumulator) {
     const double beta_now = vae_schedule_beta(counter->step, beta, kl_warmup_steps);
 #pragma omp parallel for schedule(static) if ((size_t)rows * samples * (width + latent) > CPU_PARALLEL_MIN)
     for (int b = 0; b < rows; ++b) {
         /* The log weights are recomputed in each pass rather than stored:
          * a few multiply-adds per latent dimension, any number of samples. */
         double max_weight = -INFINITY, sum = 0.0;
-        for (int l = 0; l < samples; ++l)
-            max_weight = vae_nan_max(max_weight,
-                                     iwae_log_weight(logp, mu_logvar, z, rows, latent, b, l, beta_now, logvar_clamp));
+#define CPU_IWAE_LOG_WEIGHT(l) \
+    vae_iwae_draw_log_weight(logp, mu_logvar, z, log_ratio, rows, latent, b, (l), beta_now, logvar_clamp)
+        for (int l = 0; l < samples; ++l) max_weight = vae_nan_max(max_weight, CPU_IWAE_LOG_WEIGHT(l));
         if (!vae_iwae_max_decides(max_weight))
-            for (int l = 0; l < samples; ++l)
-                sum += exp(iwae_log_weight(logp, mu_logvar, z, rows, latent, b, l, beta_now, logvar_clamp) -
-                           max_weight);
+            for (int l = 0; l < samples; ++l) sum += exp(CPU_IWAE_LOG_WEIGHT(l) - max_weight);
         row_loss[b] = (float)vae_iwae_row_loss(max_weight, sum, samples);
         for (int l = 0; l < samples; ++l) {
             size_t z_row = (size_t)l * rows + (size_t)b;
-            weight[z_row] = vae_iwae_normalized_weight(
-                iwae_log_weight(logp, mu_logvar, z, rows, latent, b, l, beta_now, logvar_clamp), max_weight, sum);
+            weight[z_row] = vae_iwae_normalized_weight(CPU_IWAE_LOG_WEIGHT(l), max_weight, sum);
             if (out) scale_range(out + z_row * width, vae_iwae_output_gradient_scale(weight[z_row], samples), width);
         }
+#undef CPU_IWAE_LOG_WEIGHT
     }
     /* The sums in row order (deterministic), as the CUDA kernel adds them. */
     double loss = 0.0, reconstruction = 0.0, kl_total = 0.0;
@@ -759,6 +775,7 @@ static const vae_backend_ops cpu_ops = {
     .reparam_kl_backward = cpu_reparam_kl_backward,
     .gaussian_kl = cpu_gaussian_kl,
     .gaussian_log_ratio = cpu_gaussian_log_ratio,
+    .gaussian_log_ratio_backward = cpu_gaussian_log_ratio_backward,
     .likelihood = cpu_likelihood,
     .accumulate_loss = cpu_accumulate_loss,
     .importance_log_mean = cpu_importance_log_mean,

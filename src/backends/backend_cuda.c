@@ -410,6 +410,17 @@ static vae_status cuda_gaussian_log_ratio(vae_backend *backend, const float *z, 
     return VAE_OK;
 }
 
+static vae_status cuda_gaussian_log_ratio_backward(vae_backend *backend, const float *z, const float *q,
+                                                   const float *p, const float *weight, float *dz, float *dq,
+                                                   float *dp, int rows, int latent, float beta,
+                                                   uint64_t kl_warmup_steps, const vae_step_counter *counter,
+                                                   int mean_rows, float logvar_clamp) {
+    CUDA_CHECK(vae_launch_gaussian_log_ratio_backward(z, q, p, weight, dz, dq, dp, rows, latent, beta,
+                                                      kl_warmup_steps, counter, mean_rows, logvar_clamp,
+                                                      as_cuda(backend)->stream));
+    return VAE_OK;
+}
+
 static vae_status cuda_likelihood(vae_backend *backend, int likelihood, const float *x, float *out, float *logp,
                                   int rows, int samples, int dim, float fixed_logvar, int write_gradient) {
     CUDA_CHECK(vae_launch_likelihood(likelihood, x, out, logp, rows, samples, dim, fixed_logvar, write_gradient,
@@ -436,11 +447,12 @@ static vae_status cuda_importance_log_mean(vae_backend *backend, const float *lo
 }
 
 static vae_status cuda_iwae_objective(vae_backend *backend, const float *logp, const float *mu_logvar, const float *z,
-                                      const float *kl, float *out, float *weight, float *row_loss, int rows,
-                                      int latent, int samples, int width, float beta, uint64_t kl_warmup_steps,
-                                      const vae_step_counter *counter, float logvar_clamp, double *accumulator) {
-    CUDA_CHECK(vae_launch_iwae_objective(logp, mu_logvar, z, kl, out, weight, row_loss, rows, latent, samples, width,
-                                         beta, kl_warmup_steps, counter, logvar_clamp, accumulator,
+                                      const float *log_ratio, const float *kl, float *out, float *weight,
+                                      float *row_loss, int rows, int latent, int samples, int width, float beta,
+                                      uint64_t kl_warmup_steps, const vae_step_counter *counter, float logvar_clamp,
+                                      double *accumulator) {
+    CUDA_CHECK(vae_launch_iwae_objective(logp, mu_logvar, z, log_ratio, kl, out, weight, row_loss, rows, latent,
+                                         samples, width, beta, kl_warmup_steps, counter, logvar_clamp, accumulator,
                                          as_cuda(backend)->stream));
     return VAE_OK;
 }
@@ -517,6 +529,7 @@ static const vae_backend_ops cuda_ops = {
     .reparam_kl_backward = cuda_reparam_kl_backward,
     .gaussian_kl = cuda_gaussian_kl,
     .gaussian_log_ratio = cuda_gaussian_log_ratio,
+    .gaussian_log_ratio_backward = cuda_gaussian_log_ratio_backward,
     .likelihood = cuda_likelihood,
     .accumulate_loss = cuda_accumulate_loss,
     .importance_log_mean = cuda_importance_log_mean,

@@ -369,10 +369,18 @@ static vae_status check_latent_groups(const vae_config *config) {
         return vae_error(VAE_ERROR_INVALID_ARGUMENT,
                          "config: [model] latent_dim: expected the sum of latent_groups (%lld), got %d", sum,
                          config->latent_dim);
-    if (config->objective == VAE_OBJECTIVE_IWAE)
+    /* Free bits floor a group's closed-form KL; the importance-weighted
+     * objective has none (its log weights sum each group's sampled log p -
+     * log q), so there is nothing for the floor to hold. */
+    if (config->objective == VAE_OBJECTIVE_IWAE && config->free_bits > 0.0f) {
+        char free_bits[32];
+        format_float(config->free_bits, free_bits, sizeof free_bits);
         return vae_error(VAE_ERROR_INVALID_ARGUMENT,
-                         "config: [model] objective: expected elbo with latent_groups (the importance-weighted "
-                         "training objective is not built for hierarchical models yet; vae eval --iwae-k is)");
+                         "config: [model] free_bits: expected 0 with objective = iwae and latent_groups (free bits "
+                         "floor each group's closed-form KL, which the importance-weighted objective does not "
+                         "use), got %s",
+                         free_bits);
+    }
     return VAE_OK;
 }
 

@@ -29,6 +29,7 @@ struct vae_hierarchy {
     const float *d0;       /* the last forward pass's input */
     /* backward */
     float *state_gradient[2], *scratch_draws, *dz, *dq, *dp, *dmerge, *dmerge_rows, *scratch_data;
+    float *dq_direct; /* objective iwae: log q's own partials of a lower group, [draws, 2 Zmax] */
     void *allocations[16 * VAE_MAX_LATENT_GROUPS + 16];
     int allocation_count;
 };
@@ -105,6 +106,7 @@ vae_status vae_hierarchy_create(vae_hierarchy **out, vae_backend *backend, const
         H_ALLOC(draws * largest_group, &h->dz);
         H_ALLOC(draws * 2 * largest_group, &h->dq);
         H_ALLOC(draws * 2 * largest_group, &h->dp);
+        H_ALLOC(draws * 2 * largest_group, &h->dq_direct);
         H_ALLOC(draws * width, &h->dmerge);
         H_ALLOC(data * width, &h->dmerge_rows);
         H_ALLOC(data * (widest_feature > width ? widest_feature : width), &h->scratch_data);
@@ -223,12 +225,9 @@ vae_status vae_hierarchy_forward(vae_hierarchy *h, const float *parameters, cons
     return VAE_OK;
 }
 
-/* Backward through latent_in_g and the reparameterisation: dz, then
- * d[mu | logvar] into h->dq (overwritten), z's draws on `draws` rows. */
+/* Backward through latent_in_g: d loss / d z_g into h->dz (overwritten). */
 static vae_status latent_in_backward(vae_hierarchy *h, const float *parameters, float *gradients, int g,
-                                     const float *state_gradient, const float *posterior, int data_rows,
-                                     int samples, const vae_hierarchy_settings *settings,
-                                     const vae_step_counter *counter) {
+                                     const float *state_gradient) {
     const vae_model *m = &h->model;
     const vae_latent_group *group = &m->groups[g];
     group_buffers *b = &h->groups[g];
@@ -236,15 +235,22 @@ static vae_status latent_in_backward(vae_hierarchy *h, const float *parameters, 
     size_t width = (size_t)m->hierarchy_width;
     VAE_TRY(vae_backend_activation_backward(h->backend, layer_at(h, group->latent_in)->activation, b->latent_in_pre,
                                             state_gradient, h->scratch_draws, (size_t)draws * width));
-    VAE_TRY(dense_backward(h, parameters, gradients, group->latent_in, b->z, draws, h->scratch_draws, h->dz));
-    /* beta 0: the reparameterisation alone; the KL's gradient comes from gaussian_kl (free bits). */
-    return vae_backend_reparam_kl_backward(h->backend, posterior, b->z, h->dz, h->dq, data_rows, group->size, samples,
-                                           0.0f, 0, counter, settings->logvar_clamp);
+    return dense_backward(h, parameters, gradients, group->latent_in, b->z, draws, h->scratch_draws, h->dz);
+}
+
+/* The reparameterisation alone (beta 0) from h->dz: d[mu | logvar] into
+ * h->dq (overwritten), z's draws on `data_rows` x samples rows. */
+static vae_status reparameterisation_backward(vae_hierarchy *h, int g, const float *posterior, int data_rows,
+                                              int samples, const vae_hierarchy_settings *settings,
+                                              const vae_step_counter *counter) {
+    return vae_backend_reparam_kl_backward(h->backend, posterior, h->groups[g].z, h->dz, h->dq, data_rows,
+                                           h->model.groups[g].size, samples, 0.0f, 0, counter,
+                                           settings->logvar_clamp);
 }
 
 vae_status vae_hierarchy_backward(vae_hierarchy *h, const float *parameters, float *gradients, const float *ds0,
-                                  const vae_step_counter *counter, const vae_hierarchy_settings *settings,
-                                  float *dd0) {
+                                  const float *iwae_weight, const vae_step_counter *counter,
+                                  const vae_hierarchy_settings *settings, float *dd0) {
     const vae_model *m = &h->model;
     vae_backend *backend = h->backend;
     if (!h->dz) return vae_error(VAE_ERROR_INTERNAL, "hierarchy: created without gradients");
@@ -257,11 +263,25 @@ vae_status vae_hierarchy_backward(vae_hierarchy *h, const float *parameters, flo
         group_buffers *b = &h->groups[g];
         const float *upper_state = h->groups[g + 1].state;
         size_t parameter_floats = (size_t)draws * 2 * (size_t)group->size;
-        VAE_TRY(latent_in_backward(h, parameters, gradients, g, current, b->posterior, draws, 1, settings, counter));
-        VAE_TRY(vae_backend_fill(backend, h->dp, 0.0f, parameter_floats));
-        VAE_TRY(vae_backend_gaussian_kl(backend, b->posterior, b->prior, h->kl_scratch, h->dq, h->dp, draws,
-                                        group->size, settings->beta, settings->kl_warmup_steps, counter,
-                                        settings->logvar_clamp, settings->free_bits));
+        VAE_TRY(latent_in_backward(h, parameters, gradients, g, current));
+        if (iwae_weight) {
+            /* log p(z_g|z_>g) - log q(z_g|x,z_>g) in each draw's log weight: its
+             * z partial joins dz before the reparameterisation; its q and p
+             * partials are written to dq_direct and dp. */
+            VAE_TRY(vae_backend_gaussian_log_ratio_backward(backend, b->z, b->posterior, b->prior, iwae_weight, h->dz,
+                                                            h->dq_direct, h->dp, draws, group->size, settings->beta,
+                                                            settings->kl_warmup_steps, counter, rows,
+                                                            settings->logvar_clamp));
+            VAE_TRY(reparameterisation_backward(h, g, b->posterior, draws, 1, settings, counter));
+            VAE_TRY(vae_backend_add_scaled(backend, h->dq, h->dq_direct, 1.0f, h->dq, parameter_floats));
+        } else {
+            VAE_TRY(reparameterisation_backward(h, g, b->posterior, draws, 1, settings, counter));
+            VAE_TRY(vae_backend_fill(backend, h->dp, 0.0f, parameter_floats));
+            /* the closed-form KL's gradient (free bits) */
+            VAE_TRY(vae_backend_gaussian_kl(backend, b->posterior, b->prior, h->kl_scratch, h->dq, h->dp, draws,
+                                            group->size, settings->beta, settings->kl_warmup_steps, counter,
+                                            settings->logvar_clamp, settings->free_bits));
+        }
         /* q = p + the posterior layer's output: p gets q's gradient too */
         if (m->residual_posterior)
             VAE_TRY(vae_backend_add_scaled(backend, h->dp, h->dq, 1.0f, h->dp, parameter_floats));
@@ -293,13 +313,21 @@ vae_status vae_hierarchy_backward(vae_hierarchy *h, const float *parameters, flo
     /* the top group: s_top = act(latent_in(z_top)), KL against N(0, I) */
     const vae_latent_group *group = &m->groups[top];
     group_buffers *t = &h->groups[top];
-    VAE_TRY(latent_in_backward(h, parameters, gradients, top, current, t->posterior, rows, h->samples, settings,
-                               counter));
-    size_t top_parameter_floats = (size_t)rows * 2 * (size_t)group->size;
-    VAE_TRY(vae_backend_fill(backend, h->dp, 0.0f, top_parameter_floats));
-    VAE_TRY(vae_backend_gaussian_kl(backend, t->posterior, h->zeros, h->kl_scratch, h->dq, h->dp, rows, group->size,
-                                    settings->beta, settings->kl_warmup_steps, counter, settings->logvar_clamp,
-                                    settings->free_bits));
+    VAE_TRY(latent_in_backward(h, parameters, gradients, top, current));
+    if (iwae_weight) {
+        /* against N(0, I): the one latent's rule (the prior's z term through the
+         * reparameterisation, log q's direct logvar term) */
+        VAE_TRY(vae_backend_iwae_latent_backward(backend, t->posterior, t->z, h->dz, iwae_weight, h->dq, rows,
+                                                 group->size, h->samples, settings->beta, settings->kl_warmup_steps,
+                                                 counter, settings->logvar_clamp));
+    } else {
+        VAE_TRY(reparameterisation_backward(h, top, t->posterior, rows, h->samples, settings, counter));
+        size_t top_parameter_floats = (size_t)rows * 2 * (size_t)group->size;
+        VAE_TRY(vae_backend_fill(backend, h->dp, 0.0f, top_parameter_floats));
+        VAE_TRY(vae_backend_gaussian_kl(backend, t->posterior, h->zeros, h->kl_scratch, h->dq, h->dp, rows,
+                                        group->size, settings->beta, settings->kl_warmup_steps, counter,
+                                        settings->logvar_clamp, settings->free_bits));
+    }
     VAE_TRY(dense_backward(h, parameters, gradients, group->posterior, group_features(h, top), rows, h->dq,
                            t->feature_gradient));
     /* bottom-up: d_g = act(bottom_up_g(d_{g-1})) */
@@ -325,6 +353,16 @@ vae_status vae_hierarchy_log_weights(vae_hierarchy *h, const float *logp, float 
         const group_buffers *b = &h->groups[g];
         VAE_TRY(vae_backend_gaussian_log_ratio(h->backend, b->z, b->posterior, b->prior, log_weight, draws,
                                                h->model.groups[g].size, logvar_clamp, 1));
+    }
+    return VAE_OK;
+}
+
+vae_status vae_hierarchy_log_ratios(vae_hierarchy *h, float logvar_clamp, float *log_ratio) {
+    int draws = h->rows * h->samples;
+    for (int g = 0; g < h->model.group_count - 1; ++g) {
+        const group_buffers *b = &h->groups[g];
+        VAE_TRY(vae_backend_gaussian_log_ratio(h->backend, b->z, b->posterior, b->prior, log_ratio, draws,
+                                               h->model.groups[g].size, logvar_clamp, g > 0));
     }
     return VAE_OK;
 }

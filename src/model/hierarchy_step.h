@@ -37,16 +37,25 @@ vae_status vae_hierarchy_forward(vae_hierarchy *hierarchy, const float *paramete
                                  const vae_noise_settings *noise, const vae_step_counter *counter, int means,
                                  const vae_hierarchy_settings *settings, float *kl, const float **s0);
 /* From ds0 = d loss / d s0 [samples*rows, hierarchy_width]: the hierarchy's
- * parameter gradients (overwritten) with the KL terms (beta_t / rows per
- * row's KL, free bits applied), and dd0 = d loss / d d0 [rows, width]. */
+ * parameter gradients (overwritten) and dd0 = d loss / d d0 [rows, width].
+ * iwae_weight NULL (the ELBO): with the KL terms (beta_t / rows per row's
+ * KL, free bits applied). iwae_weight [samples*rows], the normalised
+ * importance weights of iwae_objective (model.objective = iwae): with each
+ * draw's beta_t [log p(z_g|z_>g) - log q(z_g|x,z_>g)] of every group
+ * instead, weighted by -w_k / rows (gaussian_log_ratio_backward for the
+ * lower groups, iwae_latent_backward for the top; no free bits). */
 vae_status vae_hierarchy_backward(vae_hierarchy *hierarchy, const float *parameters, float *gradients,
-                                  const float *ds0, const vae_step_counter *counter,
+                                  const float *ds0, const float *iwae_weight, const vae_step_counter *counter,
                                   const vae_hierarchy_settings *settings, float *dd0);
 /* After vae_hierarchy_forward: log_weight[samples*rows] = logp + sum over
  * the lower groups of log p(z_g | z_>g) - log q(z_g | x, z_>g); the top
  * group's term is importance_log_mean's (its q and z below). */
 vae_status vae_hierarchy_log_weights(vae_hierarchy *hierarchy, const float *logp, float logvar_clamp,
                                      float *log_weight);
+/* After vae_hierarchy_forward: log_ratio[samples*rows] = the sum over the
+ * lower groups of log p(z_g | z_>g) - log q(z_g | x, z_>g) (iwae_objective's
+ * log_ratio; the top group's term is its own). */
+vae_status vae_hierarchy_log_ratios(vae_hierarchy *hierarchy, float logvar_clamp, float *log_ratio);
 /* Ancestral sampling: eps holds, group after group (group 0 first), each
  * group's [count, Z_g] standard normals (scaled by a temperature by the
  * caller); z_top = eps_top, z_g = mu_p + std_p * eps_g. count <= samples*rows. */

@@ -24,6 +24,7 @@ struct vae_step {
     float *dz, *dmu_logvar;
     float *conv_workspace;    /* conv layers: the largest workspace any of them needs, or NULL */
     float *iwae_weight, *iwae_row_loss; /* objective iwae: [samples*rows] normalised weights, [rows] losses */
+    float *iwae_log_ratio;              /* objective iwae with groups: [samples*rows] the lower groups' log p - log q */
     int with_optimizer;
     /* hierarchical models (model.latent_groups) */
     vae_hierarchy *hierarchy;
@@ -116,6 +117,7 @@ vae_status vae_step_create(vae_step **out, vae_backend *backend, const vae_model
         if (step->objective == VAE_OBJECTIVE_IWAE) {
             STEP_ALLOC(decoder_rows, &step->iwae_weight);
             STEP_ALLOC((size_t)rows, &step->iwae_row_loss);
+            if (hierarchical) STEP_ALLOC(decoder_rows, &step->iwae_log_ratio);
         }
         if ((status = vae_backend_fill(backend, step->buffers.gradients, 0.0f, m->parameter_count))) goto fail;
         if ((status = vae_backend_fill(backend, step->buffers.adam_m, 0.0f, m->parameter_count))) goto fail;
@@ -267,13 +269,51 @@ vae_status vae_step_forward(vae_step *step, const vae_noise_settings *noise, con
                                       step->samples, 1.0f, 0, counter, step->buffers.loss_accumulator);
 }
 
+/* A hierarchical model's backward pass from the decoder's output gradient:
+ * the decoder, the hierarchy (the ELBO's KL terms, or with iwae_weight the
+ * importance-weighted objective's), the encoder. */
+static vae_status hierarchy_encoder_backward(vae_step *step, const vae_step_counter *counter,
+                                             const float *iwae_weight) {
+    const vae_model *m = &step->model;
+    vae_step_buffers *b = &step->buffers;
+    int last = m->encoder_layer_count - 1;
+    VAE_TRY(backward_layers(step, m->encoder_layer_count, m->decoder_layer_count, step->s0,
+                            step->rows * step->samples, b->decoder_output, step->dz));
+    VAE_TRY(vae_hierarchy_backward(step->hierarchy, b->parameters, b->gradients, step->dz, iwae_weight, counter,
+                                   &step->hierarchy_settings, step->encoder_output_gradient));
+    VAE_TRY(vae_backend_activation_backward(step->backend, m->layers[last].activation, step->pre[last],
+                                            step->encoder_output_gradient, step->encoder_output_gradient,
+                                            (size_t)step->rows * m->layers[last].out));
+    return backward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, step->encoder_output_gradient, NULL);
+}
+
+/* A hierarchical model's importance-weighted objective after run_forward:
+ * the log weights a_k = log p(x|z_k) + beta_t sum_g [log p(z_g|z_>g) -
+ * log q(z_g|x,z_>g)] (the lower groups' sum from the hierarchy, the top
+ * group's against N(0, I) inside iwae_objective), the same normalisation
+ * and rescaling of the likelihood's gradient as one latent's, the decoder's
+ * backward pass, then the hierarchy's with the weights (hierarchy_step.h). */
+static vae_status hierarchy_iwae_backward(vae_step *step, const vae_step_counter *counter) {
+    const vae_model *m = &step->model;
+    vae_step_buffers *b = &step->buffers;
+    int top = m->group_count - 1;
+    VAE_TRY(vae_hierarchy_log_ratios(step->hierarchy, step->logvar_clamp, step->iwae_log_ratio));
+    VAE_TRY(vae_backend_iwae_objective(step->backend, b->logp, vae_hierarchy_posterior(step->hierarchy, top),
+                                       vae_hierarchy_z(step->hierarchy, top), step->iwae_log_ratio, b->kl,
+                                       b->decoder_output, step->iwae_weight, step->iwae_row_loss, step->rows,
+                                       m->groups[top].size, step->samples, m->output_width, step->beta,
+                                       step->kl_warmup_steps, counter, step->logvar_clamp, b->loss_accumulator));
+    return hierarchy_encoder_backward(step, counter, step->iwae_weight);
+}
+
 /* The importance-weighted objective after run_forward (kernels/vae_step_math.h):
  * the weights rescale the likelihood's gradient in place, then the decoder's
  * backward pass, then the latent pass with the prior's and log q's terms. */
 static vae_status iwae_backward(vae_step *step, const vae_step_counter *counter) {
     const vae_model *m = &step->model;
     vae_step_buffers *b = &step->buffers;
-    VAE_TRY(vae_backend_iwae_objective(step->backend, b->logp, b->mu_logvar, b->z, b->kl, b->decoder_output,
+    if (step->hierarchy) return hierarchy_iwae_backward(step, counter);
+    VAE_TRY(vae_backend_iwae_objective(step->backend, b->logp, b->mu_logvar, b->z, NULL, b->kl, b->decoder_output,
                                        step->iwae_weight, step->iwae_row_loss, step->rows, m->latent_dim,
                                        step->samples, m->output_width, step->beta, step->kl_warmup_steps, counter,
                                        step->logvar_clamp, b->loss_accumulator));
@@ -295,18 +335,7 @@ vae_status vae_step_forward_backward(vae_step *step, const vae_noise_settings *n
     if (step->objective == VAE_OBJECTIVE_IWAE) return iwae_backward(step, counter);
     VAE_TRY(vae_backend_accumulate_loss(step->backend, b->logp, b->kl, step->rows, step->samples, step->beta,
                                  step->kl_warmup_steps, counter, b->loss_accumulator));
-    if (step->hierarchy) {
-        int last = m->encoder_layer_count - 1;
-        VAE_TRY(backward_layers(step, m->encoder_layer_count, m->decoder_layer_count,
-                                step->s0, decoder_rows, b->decoder_output, step->dz));
-        VAE_TRY(vae_hierarchy_backward(step->hierarchy, b->parameters, b->gradients, step->dz, counter,
-                                       &step->hierarchy_settings, step->encoder_output_gradient));
-        VAE_TRY(vae_backend_activation_backward(step->backend, m->layers[last].activation, step->pre[last],
-                                                step->encoder_output_gradient, step->encoder_output_gradient,
-                                                (size_t)step->rows * m->layers[last].out));
-        return backward_layers(step, 0, m->encoder_layer_count, b->x, step->rows, step->encoder_output_gradient,
-                               NULL);
-    }
+    if (step->hierarchy) return hierarchy_encoder_backward(step, counter, NULL);
     VAE_TRY(backward_layers(step, m->encoder_layer_count, m->decoder_layer_count, b->z, decoder_rows,
                             b->decoder_output, step->dz));
     VAE_TRY(vae_backend_reparam_kl_backward(step->backend, b->mu_logvar, b->z, step->dz, step->dmu_logvar, step->rows,
