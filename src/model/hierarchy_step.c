@@ -346,25 +346,25 @@ vae_status vae_hierarchy_backward(vae_hierarchy *h, const float *parameters, flo
     return VAE_OK;
 }
 
-vae_status vae_hierarchy_log_weights(vae_hierarchy *h, const float *logp, float logvar_clamp, float *log_weight) {
+/* sum over the lower groups of log p(z_g|z_>g) - log q(z_g|x,z_>g) per draw,
+ * added to out (accumulate) or written over it. */
+static vae_status lower_group_log_ratios(vae_hierarchy *h, float logvar_clamp, float *out, int accumulate) {
     int draws = h->rows * h->samples;
-    VAE_TRY(vae_backend_copy(h->backend, log_weight, logp, sizeof(float) * (size_t)draws));
     for (int g = 0; g < h->model.group_count - 1; ++g) {
         const group_buffers *b = &h->groups[g];
-        VAE_TRY(vae_backend_gaussian_log_ratio(h->backend, b->z, b->posterior, b->prior, log_weight, draws,
-                                               h->model.groups[g].size, logvar_clamp, 1));
+        VAE_TRY(vae_backend_gaussian_log_ratio(h->backend, b->z, b->posterior, b->prior, out, draws,
+                                               h->model.groups[g].size, logvar_clamp, accumulate || g > 0));
     }
     return VAE_OK;
 }
 
+vae_status vae_hierarchy_log_weights(vae_hierarchy *h, const float *logp, float logvar_clamp, float *log_weight) {
+    VAE_TRY(vae_backend_copy(h->backend, log_weight, logp, sizeof(float) * (size_t)h->rows * (size_t)h->samples));
+    return lower_group_log_ratios(h, logvar_clamp, log_weight, 1);
+}
+
 vae_status vae_hierarchy_log_ratios(vae_hierarchy *h, float logvar_clamp, float *log_ratio) {
-    int draws = h->rows * h->samples;
-    for (int g = 0; g < h->model.group_count - 1; ++g) {
-        const group_buffers *b = &h->groups[g];
-        VAE_TRY(vae_backend_gaussian_log_ratio(h->backend, b->z, b->posterior, b->prior, log_ratio, draws,
-                                               h->model.groups[g].size, logvar_clamp, g > 0));
-    }
-    return VAE_OK;
+    return lower_group_log_ratios(h, logvar_clamp, log_ratio, 0);
 }
 
 vae_status vae_hierarchy_generate(vae_hierarchy *h, const float *parameters, const float *eps, int count,
