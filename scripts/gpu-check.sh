@@ -17,6 +17,9 @@
 #             test images with the checkpoint of `train`
 #   nccl      scripts/gpu-check-nccl.sh: mpirun -np 1 on the data-parallel
 #             NCCL path against a plain run (skips itself without mpirun/NCCL)
+#   hierarchical  (only when named) a hierarchical config trained for the
+#             epochs that fit the budget, then IWAE-5000 over the test set
+#             (issue 24's result goals; see stage_hierarchical)
 #   report    bench/results/gpu-check-DATE-COMMIT.json (also written after
 #             every stage and copied, with the logs, to $OUT when set: a call
 #             cut off later still brings back the finished stages)
@@ -24,6 +27,7 @@
 #   scripts/gpu-check.sh                # build test train bench nccl report
 #   scripts/gpu-check.sh test bench     # some stages, in this order
 #   scripts/gpu-check.sh failed         # the stages the last run left failed or unfinished
+#   scripts/gpu-check.sh build hierarchical report   # issue 24's long run, in a call of its own
 #   (`sanitize` alone runs the sanitizers without the test suite)
 #
 # Numbers and logs go to build-gpu/gpu-check/ (the record is assembled from
@@ -382,6 +386,103 @@ stage_iwae() {
   return $status
 }
 
+# ---------------------------------------------------------------- hierarchical
+# Issue 24's result goals need training runs that the 2-core CPU machines
+# cannot give: a hierarchical config trained on the GPU for as many epochs as
+# the budget holds, then IWAE-5000 over the 10,000 test images. A probe
+# (3 epochs, IWAE-5000 over VAE_HIERARCHICAL_PROBE_IMAGES = 500 test images)
+# times the epoch and the evaluation (scaled to the run's images) first, and
+# the run gets the epochs that fit, at most VAE_HIERARCHICAL_EPOCHS (default:
+# the config's); the cosine schedule then spans the epochs it has. Not among the default stages (it takes a call's
+# budget): scripts/gpu-check.sh build hierarchical report.
+#   VAE_HIERARCHICAL_CONFIG   configs/fashion_mnist_hierarchical.ini (or _conv)
+#   VAE_HIERARCHICAL_SET      "section.key=value ..." for --set, e.g.
+#                             "model.objective=iwae model.samples=50 model.free_bits=0"
+#   VAE_HIERARCHICAL_DEVICE   cuda (cpu: to try the stage on a machine without one)
+stage_hierarchical() {
+  local config=${VAE_HIERARCHICAL_CONFIG:-configs/fashion_mnist_hierarchical.ini}
+  local device=${VAE_HIERARCHICAL_DEVICE:-cuda}
+  local out="$STATE/hierarchical_run" probe="$STATE/hierarchical_probe"
+  local probe_images=${VAE_HIERARCHICAL_PROBE_IMAGES:-500}
+  local overrides=() setting
+  for setting in ${VAE_HIERARCHICAL_SET:-}; do overrides+=(--set "$setting"); done
+  rm -rf "$out" "$probe"
+  rm -f "$STATE"/hierarchical_*
+  record hierarchical_config "\"$config\""
+  record hierarchical_overrides "\"${VAE_HIERARCHICAL_SET:-}\""
+  if ! enough 120; then log "hierarchical: skipped (out of time)"; record hierarchical_exit '"skipped: out of time"'; return 1; fi
+  log "hierarchical: probing $config ${VAE_HIERARCHICAL_SET:-} on $device (3 epochs, IWAE-5000 over $probe_images test images)"
+  local started finished
+  started=$(date +%s.%N)
+  if ! timeout $(( $(time_left) - 30 )) "$BUILD/vae" train --config "$config" --device "$device" "${DATA_OVERRIDES[@]}" \
+         "${overrides[@]}" --set train.epochs=3 --set "data.test_limit=$probe_images" --set output.image_every_epochs=0 \
+         --out "$probe" --quiet >"$STATE/hierarchical_probe.log" 2>&1 ||
+     ! timeout $(( $(time_left) - 30 )) "$BUILD/vae" eval --checkpoint "$probe/checkpoint.safetensors" --split test \
+         --iwae-k 5000 --device "$device" >"$STATE/hierarchical_probe_eval.log" 2>&1; then
+    log "hierarchical: the probe failed: $(tail -q -n 3 "$STATE"/hierarchical_probe*.log | tr '\n' ' ' | cut -c1-400)"
+    record hierarchical_exit '"probe failed"'
+    return 1
+  fi
+  finished=$(date +%s.%N)
+  # Seconds per epoch (training alone, from the metrics) and the evaluation's
+  # wall time over 10,000 images, scaled from the probe's 500.
+  # The run's test images: 10,000 unless data.test_limit is among the settings.
+  local run_images=10000
+  for setting in ${VAE_HIERARCHICAL_SET:-}; do
+    case $setting in data.test_limit=[1-9]*) run_images=${setting#data.test_limit=} ;; esac
+  done
+  local plan
+  plan=$("${PEER[@]}" "$PYTHON" - "$probe/metrics.jsonl" "$STATE/hierarchical_probe_eval.log" "$(time_left)" \
+           "${VAE_HIERARCHICAL_EPOCHS:-0}" "$run_images" "$(awk -v a="$started" -v b="$finished" 'BEGIN { print b - a }')" <<'PYTHON'
+import json, sys
+metrics, evaluation = sys.argv[1], sys.argv[2]
+time_left, cap, run_images, probe_wall = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+train = [json.loads(line) for line in open(metrics) if '"kind":"train"' in line]
+last = max(train, key=lambda line: line["step"])
+epoch_seconds = last["seconds"] / last["epoch"]
+probe_evaluation = json.loads([line for line in open(evaluation) if line.startswith("{")][-1])
+evaluation_seconds = probe_evaluation["seconds"] * run_images / probe_evaluation["points"]
+# What is not training or evaluating (start-up, periodic evaluations, checkpoints): the probe's share, doubled.
+overhead = 2 * max(probe_wall - last["seconds"] - probe_evaluation["seconds"], 5.0)
+fit = int((time_left - 30 - overhead - 1.2 * evaluation_seconds) / epoch_seconds)
+print(f"{epoch_seconds:.3f} {evaluation_seconds:.1f} {min(fit, cap) if cap > 0 else fit} {run_images}")
+PYTHON
+  ) || { log "hierarchical: could not read the probe's metrics"; record hierarchical_exit '"probe unreadable"'; return 1; }
+  local epoch_seconds evaluation_seconds epochs configured
+  read -r epoch_seconds evaluation_seconds epochs run_images <<<"$plan"
+  configured=$(sed -n 's/^ *epochs *= *\([0-9]*\).*/\1/p' "$config" | head -1)
+  [ "${VAE_HIERARCHICAL_EPOCHS:-0}" -gt 0 ] || { [ -n "$configured" ] && [ "$epochs" -gt "$configured" ] && epochs=$configured; }
+  record hierarchical_epoch_seconds "$epoch_seconds"
+  record hierarchical_probe_iwae_seconds_scaled "$evaluation_seconds"
+  record hierarchical_epochs "$epochs"
+  log "hierarchical: $epoch_seconds s an epoch, IWAE-5000 over $run_images images about $evaluation_seconds s: $epochs epochs fit"
+  if [ "$epochs" -lt 1 ]; then record hierarchical_exit '"skipped: out of time"'; return 1; fi
+  started=$(date +%s.%N)
+  timeout $(( $(time_left) - 20 )) "$BUILD/vae" train --config "$config" --device "$device" "${DATA_OVERRIDES[@]}" \
+    "${overrides[@]}" --set "train.epochs=$epochs" --out "$out" --quiet >"$STATE/hierarchical_train.log" 2>&1
+  local status=$?
+  finished=$(date +%s.%N)
+  record hierarchical_train_exit "$status"
+  record hierarchical_train_seconds "$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.1f", b - a }')"
+  [ -s "$out/metrics.jsonl" ] && grep '"kind":"eval"' "$out/metrics.jsonl" | tail -1 >"$STATE/hierarchical_last_eval"
+  if [ "$status" != 0 ]; then
+    log "hierarchical: training failed (exit $status): $(tail -2 "$STATE/hierarchical_train.log" | tr '\n' ' ' | cut -c1-300)"
+    record hierarchical_exit "$status"
+    return 1
+  fi
+  started=$(date +%s.%N)
+  timeout $(( $(time_left) - 5 )) "$BUILD/vae" eval --checkpoint "$out/checkpoint.safetensors" --split test \
+    --iwae-k 5000 --device "$device" >"$STATE/hierarchical_iwae.log" 2>&1
+  status=$?
+  finished=$(date +%s.%N)
+  record hierarchical_exit "$status"
+  record hierarchical_iwae_seconds "$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.1f", b - a }')"
+  grep '^{' "$STATE/hierarchical_iwae.log" | tail -1 >"$STATE/hierarchical_iwae_result"
+  cp "$out/metrics.jsonl" "$STATE/hierarchical_metrics.jsonl" 2>/dev/null
+  log "hierarchical: $epochs epochs, IWAE-5000 exit $status: $(cut -c1-300 "$STATE/hierarchical_iwae_result")"
+  return $status
+}
+
 stage_nccl() {
   if ! enough 60; then log "nccl: skipped (out of time)"; record nccl_status '"skipped: out of time"'; return 1; fi
   timeout $(( $(time_left) - 10 )) "$ROOT/scripts/gpu-check-nccl.sh" "$BUILD"
@@ -407,13 +508,13 @@ if ! have_gpu; then log "warning: nvidia-smi sees no GPU"; fi
 overall=0
 for stage in "${stages[@]}"; do
   case "$stage" in
-    build|test|sanitize|train|bench|nccl)
+    build|test|sanitize|train|bench|nccl|hierarchical)
       record "stage_$stage" running
       if "stage_$stage"; then record "stage_$stage" ok; else record "stage_$stage" failed; overall=1; fi
       publish  # the record so far, in case a later stage runs out of time
       if [ "$stage" = build ] && [ "$(cat "$STATE/stage_build")" != ok ]; then stage_report; exit 1; fi ;;
     report) stage_report ;;
-    *) log "unknown stage '$stage' (build test sanitize train bench nccl report failed)"; exit 2 ;;
+    *) log "unknown stage '$stage' (build test sanitize train bench nccl hierarchical report failed)"; exit 2 ;;
   esac
 done
 exit $overall

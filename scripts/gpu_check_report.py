@@ -136,6 +136,18 @@ def main():
                            "exit_status": read(state, "iwae_exit"), "result": iwae_result},
         "targets_met": targets,
         "nccl": read(state, "nccl.json"),
+        # The `hierarchical` stage (issue 24), when it ran.
+        "hierarchical": {"config": read(state, "hierarchical_config"),
+                         "overrides": read(state, "hierarchical_overrides"),
+                         "epochs": read(state, "hierarchical_epochs"),
+                         "epoch_seconds": read(state, "hierarchical_epoch_seconds"),
+                         "train_seconds": read(state, "hierarchical_train_seconds"),
+                         "train_exit_status": read(state, "hierarchical_train_exit"),
+                         "last_eval_metrics": read(state, "hierarchical_last_eval"),
+                         "iwae_5000_test": {"wall_seconds": read(state, "hierarchical_iwae_seconds"),
+                                            "result": read(state, "hierarchical_iwae_result")},
+                         "exit_status": read(state, "hierarchical_exit")}
+        if read(state, "hierarchical_config") is not None else None,
     }
     folder = os.path.join(root, "bench", "results")
     os.makedirs(folder, exist_ok=True)
@@ -166,6 +178,14 @@ def main():
               f"{r['gemm_floor_over_vae_engine']}")
     print(f"iwae-5000 on 10,000 test images: {iwae_seconds} s wall")
     print(f"targets met: {json.dumps(targets)}")
+    hierarchical = record["hierarchical"]
+    if hierarchical:
+        result = hierarchical["iwae_5000_test"]["result"]
+        likelihood = result.get("log_likelihood") if isinstance(result, dict) else None
+        print(f"hierarchical: {hierarchical['config']} {hierarchical['overrides'] or ''}, {hierarchical['epochs']} epochs "
+              f"at {hierarchical['epoch_seconds']} s, IWAE-5000 {likelihood} over "
+              f"{result.get('points') if isinstance(result, dict) else None} test images "
+              f"(exit {hierarchical['exit_status']})")
     print(f"record: {path}")
 
 
