@@ -393,8 +393,9 @@ stage_iwae() {
 # (3 epochs, IWAE-5000 over VAE_HIERARCHICAL_PROBE_IMAGES = 500 test images)
 # times the epoch and the evaluation (scaled to the run's images) first, and
 # the run gets the epochs that fit, at most VAE_HIERARCHICAL_EPOCHS (default:
-# the config's); the cosine schedule then spans the epochs it has. Not among the default stages (it takes a call's
-# budget): scripts/gpu-check.sh build hierarchical report.
+# the config's); the cosine schedule then spans the epochs it has. Not among
+# the default stages (it takes a call's budget):
+#   scripts/gpu-check.sh build hierarchical report
 #   VAE_HIERARCHICAL_CONFIG   configs/fashion_mnist_hierarchical.ini (or _conv)
 #   VAE_HIERARCHICAL_SET      "section.key=value ..." for --set, e.g.
 #                             "model.objective=iwae model.samples=50 model.free_bits=0"
@@ -425,8 +426,8 @@ stage_hierarchical() {
   fi
   finished=$(date +%s.%N)
   # Seconds per epoch (training alone, from the metrics) and the evaluation's
-  # wall time over 10,000 images, scaled from the probe's 500.
-  # The run's test images: 10,000 unless data.test_limit is among the settings.
+  # time over the run's test images (10,000 unless data.test_limit is among
+  # the settings), scaled from the probe's.
   local run_images=10000
   for setting in ${VAE_HIERARCHICAL_SET:-}; do
     case $setting in data.test_limit=[1-9]*) run_images=${setting#data.test_limit=} ;; esac
