@@ -70,6 +70,8 @@ record() { printf '%s' "$2" >"$STATE/$1"; }
 time_left() { echo $(( BUDGET - ($(date +%s) - STARTED) )); }
 # enough SECONDS: is there time for a piece of work of about that length?
 enough() { [ "$(time_left)" -gt "$1" ]; }
+# seconds_between START END [DECIMALS]: wall time between two `date +%s.%N` readings.
+seconds_between() { awk -v a="$1" -v b="$2" -v d="${3:-1}" 'BEGIN { printf "%.*f", d, b - a }'; }
 have_gpu() { nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }
 
 # ---------------------------------------------------------------- carried dependencies
@@ -299,7 +301,7 @@ stage_train() {
     export VAE_CUDA_GRAPHS=0
     record step_graphs '"off: capture failed in the train stage"'
   fi
-  record train_seconds "$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.1f", b - a }')"
+  record train_seconds "$(seconds_between "$started" "$finished")"
   [ -s "$out/metrics.jsonl" ] && grep '"kind":"eval"' "$out/metrics.jsonl" | tail -1 >"$STATE/train_last_eval"
   [ -s "$out/metrics.jsonl" ] && grep '"kind":"train"' "$out/metrics.jsonl" | tail -1 >"$STATE/train_last_metrics"
   return $status
@@ -380,7 +382,7 @@ stage_iwae() {
   local status=$?
   finished=$(date +%s.%N)
   record iwae_exit "$status"
-  record iwae_wall_seconds "$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.2f", b - a }')"
+  record iwae_wall_seconds "$(seconds_between "$started" "$finished" 2)"
   grep '^{' "$STATE/iwae.log" | tail -1 >"$STATE/iwae_result"
   log "iwae-5000: exit $status, $(cat "$STATE/iwae_wall_seconds") s wall: $(cut -c1-200 "$STATE/iwae_result")"
   return $status
@@ -434,7 +436,7 @@ stage_hierarchical() {
   done
   local plan
   plan=$("${PEER[@]}" "$PYTHON" - "$probe/metrics.jsonl" "$STATE/hierarchical_probe_eval.log" "$(time_left)" \
-           "${VAE_HIERARCHICAL_EPOCHS:-0}" "$run_images" "$(awk -v a="$started" -v b="$finished" 'BEGIN { print b - a }')" <<'PYTHON'
+           "${VAE_HIERARCHICAL_EPOCHS:-0}" "$run_images" "$(seconds_between "$started" "$finished" 3)" <<'PYTHON'
 import json, sys
 metrics, evaluation = sys.argv[1], sys.argv[2]
 time_left, cap, run_images, probe_wall = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
@@ -464,7 +466,7 @@ PYTHON
   local status=$?
   finished=$(date +%s.%N)
   record hierarchical_train_exit "$status"
-  record hierarchical_train_seconds "$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.1f", b - a }')"
+  record hierarchical_train_seconds "$(seconds_between "$started" "$finished")"
   [ -s "$out/metrics.jsonl" ] && grep '"kind":"eval"' "$out/metrics.jsonl" | tail -1 >"$STATE/hierarchical_last_eval"
   if [ "$status" != 0 ]; then
     log "hierarchical: training failed (exit $status): $(tail -2 "$STATE/hierarchical_train.log" | tr '\n' ' ' | cut -c1-300)"
@@ -477,7 +479,7 @@ PYTHON
   status=$?
   finished=$(date +%s.%N)
   record hierarchical_exit "$status"
-  record hierarchical_iwae_seconds "$(awk -v a="$started" -v b="$finished" 'BEGIN { printf "%.1f", b - a }')"
+  record hierarchical_iwae_seconds "$(seconds_between "$started" "$finished")"
   grep '^{' "$STATE/hierarchical_iwae.log" | tail -1 >"$STATE/hierarchical_iwae_result"
   cp "$out/metrics.jsonl" "$STATE/hierarchical_metrics.jsonl" 2>/dev/null
   log "hierarchical: $epochs epochs, IWAE-5000 exit $status: $(cut -c1-300 "$STATE/hierarchical_iwae_result")"
