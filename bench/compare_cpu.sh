@@ -11,7 +11,9 @@
 # the weights of the set pixels with AVX-512, src/backends/cpu_binary_linear.c;
 # the dense GEMM otherwise), and a second time on the other path
 # (VAE_CPU_BINARY_INPUTS=dense or sums): the columns engine and eng_dense or
-# eng_sums. The peers' work does not depend on the pixel values.
+# eng_sums. The peers' work does not depend on the pixel values. Where the
+# engine's GEMMs are oneDNN's (src/backends/cpu_gemm.c), it runs a third time
+# on OpenBLAS's (VAE_CPU_GEMM=openblas): the column eng_openblas.
 #
 #   bench/compare_cpu.sh                       # both configs, 1 and 2 threads
 #   CONFIGS="configs/pytorch_example.ini" THREADS="1" ROUNDS=5 bench/compare_cpu.sh
@@ -71,6 +73,9 @@ engine_blas=$(sed -E 's/.*"device":"cpu \((.*)\)".*/\1/' <<<"$probe")
 # The first layer's other path: the one the engine did not pick here.
 other_path=sums
 grep -q "sums over the set inputs" <<<"$engine_blas" && other_path=dense
+# With oneDNN's GEMMs the engine also runs on OpenBLAS's (eng_openblas).
+other_gemm=0
+grep -q "GEMMs: oneDNN" <<<"$engine_blas" && other_gemm=1
 tuned_core=$(sed -nE 's/.*core ([A-Za-z0-9]+) \(chosen by CPU features\).*/\1/p' <<<"$engine_blas")
 torch_core="-"
 if [ "$have_torch" = 1 ]; then
@@ -98,18 +103,22 @@ run_one() { # name cpus command...: appends the JSON line to the log, prints sam
 }
 
 binarize="${BINARIZE:-dynamic}"
-printf '\n%-22s %7s %12s %12s %12s %12s %12s %9s %9s %9s\n' config threads engine "eng_$other_path" jax_jit torch \
-  torch_tuned eng/jax eng/torch "eng/$other_path"
+printf '\n%-22s %7s %12s %12s %12s %12s %12s %12s %9s %9s %9s %9s\n' config threads engine "eng_$other_path" \
+  eng_openblas jax_jit torch torch_tuned eng/jax eng/torch "eng/$other_path" eng/openblas
 declare -A engine_at
 for config in "${configs[@]}"; do
   for threads in "${threads_list[@]}"; do
     cpus=$(seq -s, 0 $((threads - 1)))
-    e=() d=() j=() t=() tt=()
+    e=() d=() g=() j=() t=() tt=()
     for _ in $(seq "$rounds"); do
       e+=("$(run_one engine "$cpus" "$vae" bench --config "$config" --set data.binarize="$binarize" --device cpu \
              --steps "$steps" --warmup-steps "$warmup")")
       d+=("$(VAE_CPU_BINARY_INPUTS=$other_path run_one "engine_$other_path" "$cpus" "$vae" bench --config "$config" \
              --set data.binarize="$binarize" --device cpu --steps "$steps" --warmup-steps "$warmup")")
+      if [ "$other_gemm" = 1 ]; then
+        g+=("$(VAE_CPU_GEMM=openblas run_one engine_openblas "$cpus" "$vae" bench --config "$config" \
+               --set data.binarize="$binarize" --device cpu --steps "$steps" --warmup-steps "$warmup")")
+      fi
       if [ "$have_jax" = 1 ]; then
         j+=("$(run_one jax "$cpus" "$jax_python" bench/jax_vae.py --config "$config" --device cpu --threads "$threads" \
                --steps "$steps" --warmup-steps "$warmup")")
@@ -123,11 +132,12 @@ for config in "${configs[@]}"; do
         fi
       fi
     done
-    em=$(median "${e[@]}"); dm=$(median "${d[@]}"); jm=$(median "${j[@]}"); tm=$(median "${t[@]}"); ttm=$(median "${tt[@]}")
+    em=$(median "${e[@]}"); dm=$(median "${d[@]}"); gm=$(median "${g[@]}"); jm=$(median "${j[@]}"); tm=$(median "${t[@]}"); ttm=$(median "${tt[@]}")
     best_torch=$(awk -v a="$tm" -v b="$ttm" 'BEGIN {print (a > b ? a : b)}')
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else printf "-"}'; }
-    printf '%-22s %7s %12.0f %12.0f %12.0f %12.0f %12.0f %9s %9s %9s\n' "$(basename "$config")" "$threads" "$em" "$dm" \
-      "$jm" "$tm" "$ttm" "$(ratio "$em" "$jm")" "$(ratio "$em" "$best_torch")" "$(ratio "$em" "$dm")"
+    printf '%-22s %7s %12.0f %12.0f %12.0f %12.0f %12.0f %12.0f %9s %9s %9s %9s\n' "$(basename "$config")" "$threads" \
+      "$em" "$dm" "$gm" "$jm" "$tm" "$ttm" "$(ratio "$em" "$jm")" "$(ratio "$em" "$best_torch")" "$(ratio "$em" "$dm")" \
+      "$(ratio "$em" "$gm")"
     engine_at["$config:$threads"]="$em"
   done
 done
@@ -139,4 +149,4 @@ for config in "${configs[@]}"; do
   fi
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "samples/s are medians of $rounds rounds of $steps timed steps; the engine on data.binarize=$binarize, eng_$other_path with VAE_CPU_BINARY_INPUTS=$other_path; torch = eager PyTorch $("$python" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo '-'), torch_tuned = with OPENBLAS_CORETYPE=${tuned_core:-none}; eng/torch uses the better of the two. JSON lines: $log"
+echo "samples/s are medians of $rounds rounds of $steps timed steps; the engine on data.binarize=$binarize, eng_$other_path with VAE_CPU_BINARY_INPUTS=$other_path, eng_openblas with VAE_CPU_GEMM=openblas (0: not run, the engine's GEMMs are OpenBLAS's already); torch = eager PyTorch $("$python" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo '-'), torch_tuned = with OPENBLAS_CORETYPE=${tuned_core:-none}; eng/torch uses the better of the two. JSON lines: $log"

@@ -10,7 +10,8 @@
 # compilation. Lower is better; the ratios are other / engine.
 # The engine trains on --set data.binarize=$BINARIZE (default dynamic) with
 # the first layer's path it picks for this CPU, and once more on the other
-# path (VAE_CPU_BINARY_INPUTS=dense or sums), as in compare_cpu.sh.
+# path (VAE_CPU_BINARY_INPUTS=dense or sums), and on OpenBLAS's GEMMs
+# (VAE_CPU_GEMM=openblas) where its own are oneDNN's, as in compare_cpu.sh.
 #
 #   bench/cycles_cpu.sh                 # both configs
 #   CONFIGS="configs/fashion_mnist.ini" bench/cycles_cpu.sh
@@ -53,20 +54,28 @@ echo "CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), p
 other_path=sums
 "$vae" bench --config "${configs[0]}" --device cpu --steps 1 --warmup-steps 1 | grep -q "sums over the set inputs" &&
   other_path=dense
-printf '%-22s %14s %14s %14s %14s %9s %9s %9s\n' config engine "eng_$other_path" jax_jit torch "$other_path/eng" jax/eng \
+other_gemm=0
+"$vae" bench --config "${configs[0]}" --device cpu --steps 1 --warmup-steps 1 | grep -q "GEMMs: oneDNN" && other_gemm=1
+printf '%-22s %14s %14s %14s %14s %14s %9s %9s %9s %9s\n' config engine "eng_$other_path" eng_openblas jax_jit torch \
+  "$other_path/eng" openblas/eng jax/eng \
   torch/eng
 for config in "${configs[@]}"; do
   e=$(per_step --steps "$vae" bench --config "$config" --device cpu --warmup-steps 20 --set "data.binarize=$binarize")
   d=$(VAE_CPU_BINARY_INPUTS=$other_path per_step --steps "$vae" bench --config "$config" --device cpu --warmup-steps 20 \
       --set "data.binarize=$binarize")
-  j=0 t=0
+  g=0 j=0 t=0
+  if [ "$other_gemm" = 1 ]; then
+    g=$(VAE_CPU_GEMM=openblas per_step --steps "$vae" bench --config "$config" --device cpu --warmup-steps 20 \
+        --set "data.binarize=$binarize")
+  fi
   if "$jax_python" -c "import jax" 2>/dev/null; then
     j=$(per_step --steps "$jax_python" bench/jax_vae.py --config "$config" --device cpu --threads 1 --warmup-steps 20)
   fi
   if "$python" -c "import torch" 2>/dev/null; then
     t=$(per_step --steps "$python" bench/pytorch_vae.py --config "$config" --device cpu --threads 1 --warmup-steps 20)
   fi
-  printf '%-22s %14s %14s %14s %14s %9s %9s %9s\n' "$(basename "$config")" "$e" "$d" "$j" "$t" "$(ratio "$d" "$e")" \
+  printf '%-22s %14s %14s %14s %14s %14s %9s %9s %9s %9s\n' "$(basename "$config")" "$e" "$d" "$g" "$j" "$t" \
+    "$(ratio "$d" "$e")" "$(ratio "$g" "$e")" \
     "$(ratio "$j" "$e")" "$(ratio "$t" "$e")"
 done
 echo "$unit per training step (user mode, 1 thread; engine on data.binarize=$binarize);" \

@@ -7,7 +7,7 @@ set -euo pipefail
 
 VAE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VAE_BUILD="${VAE_BUILD:-$VAE_ROOT/build}"
-VAE_PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev libinih-dev libcjson-dev libpng-dev zlib1g-dev
+VAE_PACKAGES=(build-essential cmake pkg-config libopenblas-openmp-dev libdnnl-dev libinih-dev libcjson-dev libpng-dev zlib1g-dev
               libprotobuf-c-dev protobuf-c-compiler libisal-dev
               libgtest-dev dataset-fashion-mnist openmpi-bin libopenmpi-dev)
 

@@ -834,10 +834,16 @@ vae_status vae_backend_create_cpu_precision(vae_backend **out, vae_precision pre
         free(backend);
         return status;
     }
+    char gemm_choice[96];
+    status = vae_cpu_gemm_choose_library(&backend->gemm.library, gemm_choice, sizeof gemm_choice);
+    if (status != VAE_OK) {
+        free(backend);
+        return status;
+    }
     char blas[200];
     vae_blas_describe(blas, sizeof blas);
-    snprintf(backend->base.device_name, sizeof backend->base.device_name, "cpu (%s%s; %s)", blas,
-             precision == VAE_PRECISION_BF16 ? ", bf16 GEMM operands emulated" : "", binary_choice);
+    snprintf(backend->base.device_name, sizeof backend->base.device_name, "cpu (%s%s; %s; %s)", blas,
+             precision == VAE_PRECISION_BF16 ? ", bf16 GEMM operands emulated" : "", gemm_choice, binary_choice);
     *out = &backend->base;
     return VAE_OK;
 }

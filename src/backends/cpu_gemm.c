@@ -1,6 +1,11 @@
 /* The CPU backend's GEMMs in fp32 or emulated bf16 (cpu_gemm.h). */
 #include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#ifdef VAE_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#endif
 
 #include "backends/cpu_gemm.h"
 #include "base/error.h"
@@ -40,9 +45,62 @@ vae_status vae_cpu_gemm_run(vae_cpu_gemm *gemm, int transpose_a, int transpose_b
         a = a_rounded, lda = a_columns;
         b = b_rounded, ldb = b_columns;
     }
+#ifdef VAE_HAVE_ONEDNN
+    /* A product without terms (k = 0) or without values is left to OpenBLAS,
+     * which scales C by beta as BLAS defines. */
+    if (gemm->library == VAE_CPU_GEMM_ONEDNN && m > 0 && n > 0 && k > 0) {
+        /* dnnl_sgemm is row-major, as the arguments here are. */
+        const dnnl_status_t status = dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', m, n, k, 1.0f, a, lda,
+                                                b, ldb, beta, c, ldc);
+        if (status != dnnl_success)
+            return vae_error(VAE_ERROR_INTERNAL,
+                             "cpu backend: oneDNN sgemm (%s x %s, m %d n %d k %d, lda %d ldb %d ldc %d) failed: status %d",
+                             transpose_a ? "A^T" : "A", transpose_b ? "B^T" : "B", m, n, k, lda, ldb, ldc,
+                             (int)status);
+        return VAE_OK;
+    }
+#endif
     cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans, m, n,
                 k, 1.0f, a, lda, b, ldb, beta, c, ldc);
     return VAE_OK;
+}
+
+int vae_cpu_gemm_library_available(vae_cpu_gemm_library library) {
+    if (library == VAE_CPU_GEMM_OPENBLAS) return 1;
+#ifdef VAE_HAVE_ONEDNN
+    if (library == VAE_CPU_GEMM_ONEDNN) return 1;
+#endif
+    return 0;
+}
+
+vae_status vae_cpu_gemm_choose_library(vae_cpu_gemm_library *library, char *words, size_t size) {
+    const char *setting = getenv("VAE_CPU_GEMM");
+    const int automatic = !setting || setting[0] == '\0' || strcmp(setting, "auto") == 0;
+    if (automatic || strcmp(setting, "onednn") == 0) {
+        if (vae_cpu_gemm_library_available(VAE_CPU_GEMM_ONEDNN)) {
+#ifdef VAE_HAVE_ONEDNN
+            const dnnl_version_t *version = dnnl_version();
+            *library = VAE_CPU_GEMM_ONEDNN;
+            snprintf(words, size, "GEMMs: oneDNN %d.%d.%d%s", version->major, version->minor, version->patch,
+                     automatic ? "" : " (VAE_CPU_GEMM=onednn)");
+            return VAE_OK;
+#endif
+        }
+        if (!automatic)
+            return vae_error(VAE_ERROR_INVALID_ARGUMENT,
+                             "environment variable VAE_CPU_GEMM=onednn: this build has no oneDNN "
+                             "(apt-get install libdnnl-dev, then configure again)");
+        *library = VAE_CPU_GEMM_OPENBLAS;
+        snprintf(words, size, "GEMMs: OpenBLAS (built without oneDNN)");
+        return VAE_OK;
+    }
+    if (strcmp(setting, "openblas") == 0) {
+        *library = VAE_CPU_GEMM_OPENBLAS;
+        snprintf(words, size, "GEMMs: OpenBLAS (VAE_CPU_GEMM=openblas)");
+        return VAE_OK;
+    }
+    return vae_error(VAE_ERROR_INVALID_ARGUMENT, "environment variable VAE_CPU_GEMM=%s: expected auto, onednn or openblas",
+                     setting);
 }
 
 void vae_cpu_gemm_release(vae_cpu_gemm *gemm) {
