@@ -1,7 +1,8 @@
 /* Every GEMM of the CPU backend (linear layers and convolutions) goes through
- * here: oneDNN's sgemm where the build has it (12-17% faster than OpenBLAS
- * 0.3.21's at the layers' shapes, batch 128, one Zen 4 core), OpenBLAS's
- * otherwise or when VAE_CPU_GEMM=openblas says so; and for train.precision = bf16 the operands rounded
+ * here: oneDNN's sgemm where the build has it and the CPU has AVX-512
+ * (12-17% faster than OpenBLAS 0.3.21's at the layers' shapes, batch 128, one
+ * Zen 4 core), OpenBLAS's otherwise or when VAE_CPU_GEMM=openblas says so;
+ * and for train.precision = bf16 the operands rounded
  * to bfloat16 first (vae_round_to_bfloat16, kernels/vae_math.h) into scratch
  * memory. A product of two bfloat16 values is exact in float, so this is what
  * the CUDA backend's bf16 GEMMs compute (bfloat16 operands, float
@@ -35,7 +36,7 @@ void vae_cpu_gemm_release(vae_cpu_gemm *gemm);
 int vae_cpu_gemm_library_available(vae_cpu_gemm_library library);
 
 /* The library the environment asks for: VAE_CPU_GEMM = auto (or unset:
- * oneDNN where the build has it), onednn or openblas; and the device line's
+ * oneDNN where the build has it and the CPU has AVX-512), onednn or openblas; and the device line's
  * words for it ("GEMMs: oneDNN 2.6.3"). An unknown value, or onednn in a
  * build without it, is VAE_ERROR_INVALID_ARGUMENT naming the variable. */
 vae_status vae_cpu_gemm_choose_library(vae_cpu_gemm_library *library, char *words, size_t size);
