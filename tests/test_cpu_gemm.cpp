@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -99,8 +100,10 @@ TEST(CpuGemm, OneDnnMatchesTheProductInDouble) {
     check_library(VAE_CPU_GEMM_ONEDNN);
 }
 
-// The two libraries on the same operands agree to float rounding (and both
-// are the CPU backend's reference for the CUDA GEMMs).
+// The two libraries on the same operands agree to float rounding, and are
+// two libraries: their blockings sum in other orders, so some value differs
+// in its last bits (a dispatch that ignored gemm.library would give the same
+// bits twice).
 TEST(CpuGemm, TheLibrariesAgree) {
     if (!vae_cpu_gemm_library_available(VAE_CPU_GEMM_ONEDNN)) GTEST_SKIP() << "built without oneDNN";
     vae_cpu_gemm openblas{}, onednn{};
@@ -113,6 +116,8 @@ TEST(CpuGemm, TheLibrariesAgree) {
               VAE_OK);
     ASSERT_EQ(vae_cpu_gemm_run(&onednn, 0, 1, m, n, k, a.data(), k, b.data(), k, 0.0f, c_onednn.data(), n), VAE_OK);
     EXPECT_LT(vae_test::relative_error(c_onednn, c_openblas), 1e-5);
+    EXPECT_NE(std::memcmp(c_onednn.data(), c_openblas.data(), c_onednn.size() * sizeof(float)), 0)
+        << "oneDNN's product has OpenBLAS's bits: did oneDNN run?";
 }
 
 class ScopedVariable {
@@ -134,12 +139,15 @@ class ScopedVariable {
     bool had_ = false;
 };
 
-std::string device_line(const char *setting, vae_status *status) {
+// The backend's device line (or the error) under VAE_CPU_GEMM = setting; the
+// library its GEMMs run into *library.
+std::string device_line(const char *setting, vae_status *status, vae_cpu_gemm_library *library = nullptr) {
     ScopedVariable variable("VAE_CPU_GEMM", setting);
     vae_backend *backend = nullptr;
     *status = vae_backend_create_cpu(&backend);
     if (*status != VAE_OK) return vae_last_error();
     std::string line = backend->device_name;
+    if (library) *library = vae_cpu_backend_gemm(backend)->library;
     vae_backend_destroy(backend);
     return line;
 }
@@ -149,19 +157,23 @@ TEST(CpuGemm, TheEnvironmentChoosesTheLibraryAndTheDeviceLineSaysWhich) {
     __builtin_cpu_init();
     const bool avx512 = __builtin_cpu_supports("avx512f");
     vae_status status;
-    std::string line = device_line(nullptr, &status);
+    vae_cpu_gemm_library library;
+    std::string line = device_line(nullptr, &status, &library);
     ASSERT_EQ(status, VAE_OK) << line;
+    EXPECT_EQ(library, onednn && avx512 ? VAE_CPU_GEMM_ONEDNN : VAE_CPU_GEMM_OPENBLAS);
     const char *automatic = !onednn  ? "GEMMs: OpenBLAS (built without oneDNN)"
                             : avx512 ? "GEMMs: oneDNN "
                                      : "GEMMs: OpenBLAS (no AVX-512, where oneDNN is no faster)";
     EXPECT_NE(line.find(automatic), std::string::npos) << line;
     EXPECT_EQ(line, device_line("auto", &status)) << "auto is the default";
-    line = device_line("openblas", &status);
+    line = device_line("openblas", &status, &library);
     ASSERT_EQ(status, VAE_OK) << line;
+    EXPECT_EQ(library, VAE_CPU_GEMM_OPENBLAS);
     EXPECT_NE(line.find("GEMMs: OpenBLAS (VAE_CPU_GEMM=openblas)"), std::string::npos) << line;
-    line = device_line("onednn", &status);
+    line = device_line("onednn", &status, &library);
     if (onednn) {
         ASSERT_EQ(status, VAE_OK) << line;
+        EXPECT_EQ(library, VAE_CPU_GEMM_ONEDNN);
         EXPECT_NE(line.find("(VAE_CPU_GEMM=onednn)"), std::string::npos) << line;
     } else {
         EXPECT_EQ(status, VAE_ERROR_INVALID_ARGUMENT);

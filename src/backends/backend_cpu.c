@@ -805,12 +805,7 @@ static vae_status choose_binary_inputs(int *use_sums, const char **words) {
         *use_sums = 1;
         *words = "dense layers on binary inputs: sums over the set inputs (VAE_CPU_BINARY_INPUTS=sums)";
     } else if (!setting || setting[0] == '\0' || strcmp(setting, "auto") == 0) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_cpu_init();
-        *use_sums = __builtin_cpu_supports("avx512f") != 0;
-#else
-        *use_sums = 0;
-#endif
+        *use_sums = vae_cpu_has_avx512();
         *words = *use_sums ? "dense layers on binary inputs: sums over the set inputs"
                            : "binary inputs: dense GEMMs (no AVX-512, where the sums do not pay)";
     } else {

@@ -32,6 +32,15 @@ void gotoblas_dynamic_quit(void) __attribute__((weak));
 static char openblas_choice[32];  /* the core OpenBLAS chose, when this file switched away from it */
 static int user_set_core;         /* OPENBLAS_CORETYPE was set when the program started */
 
+int vae_cpu_has_avx512(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+#else
+    return 0;
+#endif
+}
+
 const char *vae_blas_core_for_this_cpu(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();

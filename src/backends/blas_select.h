@@ -12,4 +12,9 @@
  * OpenBLAS's own detection is left to choose. */
 const char *vae_blas_core_for_this_cpu(void);
 
+/* Whether the CPU (and the OS, which must save the wide registers) has
+ * AVX-512F: where the CPU backend takes its AVX-512 paths (the sums over
+ * binary inputs, oneDNN's GEMMs) by default. */
+int vae_cpu_has_avx512(void);
+
 #endif

@@ -7,6 +7,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #endif
 
+#include "backends/blas_select.h"
 #include "backends/cpu_gemm.h"
 #include "base/error.h"
 #include "vae_math.h"
@@ -74,22 +75,14 @@ int vae_cpu_gemm_library_available(vae_cpu_gemm_library library) {
 }
 
 /* auto takes oneDNN where the CPU has AVX-512: on Zen 4 its sgemm ran the
- * layers' GEMMs 12-17% faster than OpenBLAS's SkylakeX kernels (bench
- * README); with AVX2 (Zen 3) the two were within 2%, and OpenBLAS stays. */
-static int onednn_pays_here(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-#else
-    return 0;
-#endif
-}
-
+ * layers' GEMMs 12-17% faster than OpenBLAS's SkylakeX kernels (one core,
+ * batch 128, 2026-12-07); with AVX2 (Zen 3, bench/README.md's BLAS section)
+ * the two were within 2%, and OpenBLAS stays. */
 vae_status vae_cpu_gemm_choose_library(vae_cpu_gemm_library *library, char *words, size_t size) {
     const char *setting = getenv("VAE_CPU_GEMM");
     const int automatic = !setting || setting[0] == '\0' || strcmp(setting, "auto") == 0;
     if (automatic || strcmp(setting, "onednn") == 0) {
-        if (vae_cpu_gemm_library_available(VAE_CPU_GEMM_ONEDNN) && (!automatic || onednn_pays_here())) {
+        if (vae_cpu_gemm_library_available(VAE_CPU_GEMM_ONEDNN) && (!automatic || vae_cpu_has_avx512())) {
 #ifdef VAE_HAVE_ONEDNN
             const dnnl_version_t *version = dnnl_version();
             *library = VAE_CPU_GEMM_ONEDNN;
